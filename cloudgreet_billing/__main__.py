@@ -1,0 +1,3 @@
+from cloudgreet_billing.cli import main
+
+main()

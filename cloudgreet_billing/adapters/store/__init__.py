@@ -1,0 +1,1 @@
+"""Stores: the protocol, and the SQLite and PostgreSQL implementations."""

@@ -1,0 +1,70 @@
+"""The dialect seam under every SQL mixin: connection hooks and value conversions.
+
+Queries are written once, with ``?`` placeholders and syntax both engines accept
+(``ON CONFLICT``, ``RETURNING``, partial indexes). ``SqliteStore`` and ``PostgresStore``
+supply the connection, transactions, placeholder style, JSON and time conversions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
+
+
+class Cursor:
+    """The slice of DB-API cursors both drivers share, for type checking."""
+
+    rowcount: int
+
+    def fetchone(self) -> Sequence[Any] | None: ...  # pragma: no cover
+    def fetchall(self) -> list[Sequence[Any]]: ...  # pragma: no cover
+
+
+class SqlBase:
+    """Dialect hooks; area mixins (ledger, mirror, alerts, dunning, finance) build on them."""
+
+    backend: str
+    location: str
+
+    # --- dialect hooks ------------------------------------------------------
+    def _execute(self, query: str, params: Sequence[Any] = ()) -> Cursor:
+        raise NotImplementedError
+
+    def _executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> int:
+        raise NotImplementedError
+
+    def _transaction(self) -> AbstractContextManager[None]:
+        """A write transaction that takes the write lock up front."""
+        raise NotImplementedError
+
+    def _json_param(self, value: Any) -> Any:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+    @staticmethod
+    def _json_value(value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str | bytes) else value
+
+    @staticmethod
+    def _time(value: Any) -> datetime:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return moment.astimezone(UTC)
+
+    def _optional_time(self, value: Any) -> datetime | None:
+        return None if value is None else self._time(value)
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def migrate(self) -> list[int]:
+        raise NotImplementedError
+
+
+def chunked(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of at most ``size`` items from ``rows``."""
+    iterator = iter(rows)
+    while batch := list(islice(iterator, size)):
+        yield batch

@@ -1,0 +1,126 @@
+"""Builds the adapters a command needs from ``Settings``; the only place that chooses them.
+
+Adapters import their drivers (psycopg, stripe, supabase) lazily, here, so commands that
+do not need them start fast.
+"""
+
+from __future__ import annotations
+
+from cloudgreet_billing.adapters.notify.protocol import ChatPoster, EmailSender, SmsSender
+from cloudgreet_billing.adapters.payments import PaymentGateway
+from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION
+from cloudgreet_billing.adapters.store.protocol import Store
+from cloudgreet_billing.config import Settings
+from cloudgreet_billing.errors import ConfigError, StoreError
+
+
+def open_store(settings: Settings, *, check_schema: bool = True) -> Store:
+    """Open the store the settings select.
+
+    The embedded SQLite store installs or upgrades its own schema, so that a newcomer can
+    try everything at once. A shared PostgreSQL store is only ever migrated by
+    ``db migrate``: several workers may point at it, and schema changes are deliberate.
+    """
+    kind = settings.store_kind
+    store: Store
+    if kind == "supabase":
+        raise ConfigError(
+            "the Supabase REST store is not available yet",
+            hint="set BILLING_DATABASE_URL to the project's Postgres connection string "
+            "(Supabase dashboard → Connect), which this toolkit uses directly",
+        )
+    if kind == "postgres":
+        from cloudgreet_billing.adapters.store.postgres import PostgresStore
+
+        assert settings.database_url is not None
+        store = PostgresStore(settings.database_url)
+    else:
+        from cloudgreet_billing.adapters.store.sqlite import SqliteStore
+
+        store = SqliteStore(settings.sqlite_path)
+        if check_schema and (store.schema_version() or 0) < LATEST_SCHEMA_VERSION:
+            store.migrate()
+    if check_schema:
+        require_current_schema(store)
+    return store
+
+
+def require_current_schema(store: Store) -> None:
+    version = store.schema_version()
+    if version is None:
+        raise StoreError(
+            f"the billing schema is not installed in {store.backend} ({store.location})",
+            hint="run: cloudgreet-billing db migrate",
+        )
+    if version < LATEST_SCHEMA_VERSION:
+        raise StoreError(
+            f"the billing schema is at version {version}; this toolkit needs "
+            f"{LATEST_SCHEMA_VERSION}",
+            hint="run: cloudgreet-billing db migrate",
+        )
+
+
+def open_gateway(settings: Settings) -> PaymentGateway:
+    """The Stripe gateway for ``STRIPE_SECRET_KEY`` (and ``STRIPE_API_BASE`` when set)."""
+    settings.require("STRIPE_SECRET_KEY")
+    from cloudgreet_billing.adapters.stripe import StripeGateway
+
+    assert settings.stripe_secret_key is not None
+    return StripeGateway(settings.stripe_secret_key, api_base=settings.stripe_api_base)
+
+
+# --- delivery (dunning, escalations) ------------------------------------------------
+
+DEFAULT_EMAIL_FROM = "CloudGreet Billing <billing@localhost>"
+
+
+def open_email_sender(settings: Settings) -> EmailSender:
+    """The email backend ``BILLING_EMAIL_BACKEND`` names, with what it needs checked."""
+    backend = settings.email_backend
+    if backend == "smtp":
+        settings.require("SMTP_URL", "EMAIL_FROM")
+        from cloudgreet_billing.adapters.notify.email_smtp import SmtpEmailSender
+
+        assert settings.smtp_url is not None and settings.email_from is not None
+        return SmtpEmailSender(settings.smtp_url, settings.email_from)
+    if backend == "file":
+        settings.require("BILLING_OUTBOX_DIR")
+        from cloudgreet_billing.adapters.notify.email_file import FileEmailSender
+
+        assert settings.outbox_dir is not None
+        return FileEmailSender(settings.outbox_dir, settings.email_from or DEFAULT_EMAIL_FROM)
+    from cloudgreet_billing.adapters.notify.email_console import ConsoleEmailSender
+
+    return ConsoleEmailSender(sender=settings.email_from or DEFAULT_EMAIL_FROM)
+
+
+def open_sms_sender(settings: Settings) -> SmsSender:
+    """The SMS backend ``BILLING_SMS_BACKEND`` names, with what it needs checked."""
+    backend = settings.sms_backend
+    if backend == "twilio":
+        settings.require("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM")
+        from cloudgreet_billing.adapters.notify.sms_twilio import TwilioSmsSender
+
+        assert settings.twilio_account_sid and settings.twilio_auth_token
+        assert settings.twilio_from is not None
+        return TwilioSmsSender(
+            settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_from
+        )
+    if backend == "file":
+        settings.require("BILLING_OUTBOX_DIR")
+        from cloudgreet_billing.adapters.notify.sms_file import FileSmsSender
+
+        assert settings.outbox_dir is not None
+        return FileSmsSender(settings.outbox_dir, settings.twilio_from)
+    from cloudgreet_billing.adapters.notify.sms_console import ConsoleSmsSender
+
+    return ConsoleSmsSender()
+
+
+def open_chat(settings: Settings) -> ChatPoster | None:
+    """The Slack incoming webhook, or None when ``SLACK_WEBHOOK_URL`` is not set."""
+    if not settings.slack_webhook_url:
+        return None
+    from cloudgreet_billing.adapters.notify.slack import SlackWebhook
+
+    return SlackWebhook(settings.slack_webhook_url)

@@ -1,0 +1,222 @@
+"""``ledger add | import | list``: the usage ledger (``billing_usage_ledger``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cloudgreet_billing.cli.context import app_context
+from cloudgreet_billing.cli.output import JsonFlag, emit, note
+from cloudgreet_billing.cli.render import ledger_entry_json, money, when
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from rich.console import Console
+
+    from cloudgreet_billing.cli.context import AppContext
+
+app = typer.Typer(help="Record, import and list usage-ledger entries.", no_args_is_help=True)
+
+KIND_HELP = "subscription, booking_fee or credit_adjustment."
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    customer: Annotated[str, typer.Option("--customer", help="Stripe customer id (cus_…).")],
+    kind: Annotated[str, typer.Option("--kind", help=KIND_HELP)],
+    amount: Annotated[
+        str,
+        typer.Option(
+            "--amount",
+            help="In major units (12.34; ¥500 is 500). Negative only for credit_adjustment.",
+        ),
+    ],
+    currency: Annotated[str, typer.Option("--currency", help="ISO currency code.")] = "usd",
+    occurred_at: Annotated[
+        str | None,
+        typer.Option("--occurred-at", help="ISO 8601 time (default: now). No offset means UTC."),
+    ] = None,
+    invoice: Annotated[
+        str | None, typer.Option("--invoice", help="The Stripe invoice (in_…) it belongs to.")
+    ] = None,
+    description: Annotated[str | None, typer.Option("--description", help="Free text.")] = None,
+    external_id: Annotated[
+        str | None,
+        typer.Option("--external-id", help="Your id for the entry; makes re-adding a no-op."),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Record one ledger entry.
+
+    Example: cloudgreet-billing ledger add --customer cus_123 --kind booking_fee --amount 2.50
+    """
+    from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.domain.ledger import make_draft
+    from cloudgreet_billing.services.ledger import record_entry
+
+    now = utcnow()
+    draft = make_draft(
+        customer_id=customer,
+        kind=kind,
+        amount=amount,
+        currency=currency,
+        occurred_at=occurred_at or now,
+        invoice_id=invoice,
+        description=description,
+        external_id=external_id,
+    )
+    context = app_context(ctx)
+    entry, created = record_entry(context.store(), draft, now=now)
+    if created:
+        _check_thresholds(context, entry.occurred_at, entry.occurred_at, now)
+
+    def human(console: Console) -> None:
+        verb = "recorded" if created else "already recorded (same --external-id)"
+        console.print(
+            f"{verb}: entry {entry.id}, {entry.customer_id} {entry.kind} "
+            f"{money(entry.amount, entry.currency)} at {when(entry.occurred_at)}"
+        )
+
+    emit({**ledger_entry_json(entry), "created": created}, human)
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: Annotated[
+        str,
+        typer.Argument(
+            help="CSV with columns customer_id,kind,amount,currency,occurred_at"
+            "[,invoice_id,description,external_id]; - reads stdin.",
+            metavar="FILE.csv",
+        ),
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check every row; write nothing.")
+    ] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Import a CSV all-or-nothing; bad rows are reported by line number.
+
+    Rows whose external_id is already in the ledger are skipped, so re-importing a file
+    is safe.
+    """
+    from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.errors import BadInput
+    from cloudgreet_billing.services.ledger import import_csv
+
+    context = app_context(ctx)
+    store = context.store()
+    now = utcnow()
+    if file == "-":
+        report = import_csv(
+            store,
+            sys.stdin,
+            source="stdin",
+            now=now,
+            actor=context.settings.actor,
+            dry_run=dry_run,
+        )
+    else:
+        path = Path(file)
+        if not path.is_file():
+            raise BadInput(f"{file} is not a file", hint="give the path of a CSV file")
+        with path.open(encoding="utf-8-sig", newline="") as stream:
+            report = import_csv(
+                store,
+                stream,
+                source=path.name,
+                now=now,
+                actor=context.settings.actor,
+                dry_run=dry_run,
+            )
+
+    if report.inserted:
+        window = store.ledger_created_window(now)
+        if window is not None:
+            _check_thresholds(context, *window, now)
+
+    def human(console: Console) -> None:
+        if report.dry_run:
+            console.print(f"{report.source}: {report.rows} rows are valid; nothing written")
+        else:
+            console.print(
+                f"{report.source}: {report.rows} rows, {report.inserted} imported, "
+                f"{report.duplicates} already in the ledger"
+            )
+
+    emit(
+        {
+            "source": report.source,
+            "rows": report.rows,
+            "inserted": report.inserted,
+            "duplicates": report.duplicates,
+            "dry_run": report.dry_run,
+        },
+        human,
+    )
+
+
+def _check_thresholds(context: AppContext, first: datetime, last: datetime, now: datetime) -> None:
+    """Raise threshold_exceeded alerts for ``BILLING_CONFIG``'s ledger thresholds."""
+    from cloudgreet_billing.services.thresholds import check_ledger_thresholds, load_thresholds
+
+    rules = load_thresholds(context.settings.config_path)
+    opened = check_ledger_thresholds(
+        context.store(), rules, first=first, last=last, actor=context.settings.actor, now=now
+    )
+    for alert in opened:
+        note(f"alert {alert.id} opened: {alert.last_failure}")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    customer: Annotated[str | None, typer.Option("--customer", help="Only this cus_….")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help=KIND_HELP)] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Entries at or after this ISO time.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Entries before this ISO time.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    json_output: JsonFlag = False,
+) -> None:
+    """List ledger entries, newest first."""
+    from cloudgreet_billing.adapters.store.protocol import LedgerQuery
+    from cloudgreet_billing.domain.ledger import check_customer_id, check_kind
+    from cloudgreet_billing.domain.timefmt import parse_instant
+    from cloudgreet_billing.services.ledger import list_entries
+
+    query = LedgerQuery(
+        customer_id=check_customer_id(customer) if customer else None,
+        kind=check_kind(kind) if kind else None,
+        since=parse_instant(since, field="--since") if since else None,
+        until=parse_instant(until, field="--until") if until else None,
+        limit=limit,
+    )
+    entries = list_entries(app_context(ctx).store(), query)
+
+    def human(console: Console) -> None:
+        from rich.table import Table
+
+        table = Table("id", "occurred", "customer", "kind", "amount", "invoice", "description")
+        for entry in entries:
+            table.add_row(
+                str(entry.id),
+                when(entry.occurred_at),
+                entry.customer_id,
+                entry.kind,
+                money(entry.amount, entry.currency),
+                entry.invoice_id or "",
+                entry.description or "",
+            )
+        console.print(table if entries else "no ledger entries match")
+
+    emit([ledger_entry_json(entry) for entry in entries], human)

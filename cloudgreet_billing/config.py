@@ -1,0 +1,329 @@
+"""Settings: read once from the environment (and ``.env``), validated, frozen.
+
+Nothing here connects to anything; ``bootstrap`` builds the adapters from these values.
+Malformed values fail at load with one line naming the variable and the fix. Values that
+are merely absent fail later, only when a command needs them (``Settings.require``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from cloudgreet_billing.errors import ConfigError
+
+StoreKind = Literal["sqlite", "postgres", "supabase"]
+
+EMAIL_BACKENDS = ("smtp", "console", "file")
+SMS_BACKENDS = ("twilio", "console", "file")
+SECRET_KEY_PREFIXES = ("sk_test_", "sk_live_", "rk_test_", "rk_live_")
+
+
+def redact(secret: str | None) -> str:
+    """``sk_live_…a1b2``: enough to tell keys apart, never enough to use one."""
+    if not secret:
+        return ""
+    prefix = ""
+    for known in (*SECRET_KEY_PREFIXES, "whsec_", "sk_", "rk_"):
+        if secret.startswith(known):
+            prefix = known
+            break
+    tail = secret[-4:] if len(secret) >= 12 else ""
+    return f"{prefix}…{tail}"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for output and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def default_sqlite_path() -> Path:
+    # platformdirs is imported here, not at module level, to keep start-up lean.
+    from platformdirs import user_data_path
+
+    return user_data_path("cloudgreet-billing", appauthor=False) / "billing.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every configuration value the contract names, validated."""
+
+    stripe_secret_key: str | None = field(default=None, repr=False)
+    stripe_api_base: str | None = None
+    stripe_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    app_url: str | None = None
+    database_url: str | None = field(default=None, repr=False)
+    supabase_url: str | None = None
+    supabase_service_role_key: str | None = field(default=None, repr=False)
+    email_backend: str = "console"
+    smtp_url: str | None = field(default=None, repr=False)
+    email_from: str | None = None
+    outbox_dir: Path | None = None
+    sms_backend: str = "console"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    twilio_from: str | None = None
+    slack_webhook_url: str | None = field(default=None, repr=False)
+    finance_lead_email: str | None = None
+    actor: str = field(default_factory=default_actor)
+    config_path: Path | None = None
+    debug: bool = False
+
+    @property
+    def store_kind(self) -> StoreKind:
+        """Which store the contract's selection rule picks."""
+        if self.database_url:
+            return "postgres" if self.database_url.startswith("postgres") else "sqlite"
+        if self.supabase_url and self.supabase_service_role_key:
+            return "supabase"
+        return "sqlite"
+
+    @property
+    def sqlite_path(self) -> Path:
+        if self.database_url and self.database_url.startswith("sqlite:"):
+            return sqlite_path_from_url(self.database_url)
+        return default_sqlite_path()
+
+    @property
+    def stripe_mode(self) -> Literal["test", "live"] | None:
+        if not self.stripe_secret_key:
+            return None
+        return "live" if "_live_" in self.stripe_secret_key else "test"
+
+    def require(self, *names: str) -> None:
+        """Fail with one line per the first missing variable a command needs."""
+        for name in names:
+            attr = _ATTR_BY_VARIABLE[name]
+            if not getattr(self, attr):
+                raise ConfigError(
+                    f"{name} is not set",
+                    hint=f"set {name} in the environment or in .env (see .env.example)",
+                )
+
+    def describe(self) -> dict[str, str]:
+        """The configuration as it may be shown to a person: secrets redacted."""
+        shown: dict[str, str] = {}
+        for variable, attr in _ATTR_BY_VARIABLE.items():
+            value = getattr(self, attr)
+            if value in (None, "", ()):
+                continue
+            if attr in _SECRET_ATTRS:
+                if isinstance(value, tuple):
+                    value = ", ".join(redact(v) for v in value)
+                elif attr in _URL_SECRETS:
+                    value = redact_url(value) if attr != "slack_webhook_url" else "set (hidden)"
+                else:
+                    value = redact(value)
+            shown[variable] = str(value)
+        return shown
+
+
+_ATTR_BY_VARIABLE: dict[str, str] = {
+    "STRIPE_SECRET_KEY": "stripe_secret_key",
+    "STRIPE_API_BASE": "stripe_api_base",
+    "STRIPE_WEBHOOK_SECRET": "stripe_webhook_secrets",
+    "APP_URL": "app_url",
+    "BILLING_DATABASE_URL": "database_url",
+    "SUPABASE_URL": "supabase_url",
+    "SUPABASE_SERVICE_ROLE_KEY": "supabase_service_role_key",
+    "BILLING_EMAIL_BACKEND": "email_backend",
+    "SMTP_URL": "smtp_url",
+    "EMAIL_FROM": "email_from",
+    "BILLING_OUTBOX_DIR": "outbox_dir",
+    "BILLING_SMS_BACKEND": "sms_backend",
+    "TWILIO_ACCOUNT_SID": "twilio_account_sid",
+    "TWILIO_AUTH_TOKEN": "twilio_auth_token",
+    "TWILIO_FROM": "twilio_from",
+    "SLACK_WEBHOOK_URL": "slack_webhook_url",
+    "FINANCE_LEAD_EMAIL": "finance_lead_email",
+    "BILLING_ACTOR": "actor",
+    "BILLING_CONFIG": "config_path",
+}
+_SECRET_ATTRS = {
+    "stripe_secret_key",
+    "stripe_webhook_secrets",
+    "database_url",
+    "supabase_service_role_key",
+    "smtp_url",
+    "twilio_auth_token",
+    "slack_webhook_url",
+}
+_URL_SECRETS = {"database_url", "smtp_url", "slack_webhook_url"}
+
+
+def sqlite_path_from_url(url: str) -> Path:
+    """``sqlite:///rel/or/abs.db`` (three slashes, then the path as written)."""
+    path = url.removeprefix("sqlite://")
+    if not path.startswith("/") or path == "/":
+        raise ConfigError(
+            f"BILLING_DATABASE_URL {url!r} has no file path",
+            hint="use sqlite:///path/to/billing.db, e.g. sqlite:////var/lib/billing.db",
+        )
+    # sqlite:///billing.db means "billing.db" relative to the working directory,
+    # sqlite:////abs/path an absolute one, as SQLAlchemy users expect.
+    return Path(path[1:])
+
+
+def _clean(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _check_stripe_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if key.startswith(("pk_test_", "pk_live_")):
+        raise ConfigError(
+            "STRIPE_SECRET_KEY holds a publishable key (pk_…)",
+            hint="use the secret key (sk_…) or a restricted key (rk_…) "
+            "from the Stripe dashboard's API keys page",
+        )
+    if not key.startswith(SECRET_KEY_PREFIXES):
+        raise ConfigError(
+            f"STRIPE_SECRET_KEY {redact(key)!r} is not a Stripe secret key",
+            hint="it must start with sk_test_, sk_live_, rk_test_ or rk_live_",
+        )
+    return key
+
+
+def _check_webhook_secrets(raw: str | None) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    secrets = tuple(s.strip() for s in raw.split(",") if s.strip())
+    for secret in secrets:
+        if not secret.startswith("whsec_"):
+            raise ConfigError(
+                "STRIPE_WEBHOOK_SECRET holds a value that is not a signing secret",
+                hint="each comma-separated value must start with whsec_ "
+                "(the endpoint's signing secret in the Stripe dashboard)",
+            )
+    return secrets
+
+
+def _check_database_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme == "sqlite":
+        sqlite_path_from_url(url)
+        return url
+    if scheme in ("postgresql", "postgres"):
+        if not urlsplit(url).hostname and "host=" not in url:
+            raise ConfigError(
+                "BILLING_DATABASE_URL has no host",
+                hint="use postgresql://user:password@host:5432/dbname",
+            )
+        return url
+    raise ConfigError(
+        f"BILLING_DATABASE_URL has an unknown scheme {scheme + '://' if scheme else '(none)'}",
+        hint="use sqlite:///path/to/billing.db or postgresql://user:password@host:5432/dbname",
+    )
+
+
+def _check_http_url(name: str, url: str | None) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} is not an http(s) URL", hint=f"set {name} to https://…")
+    return url.rstrip("/")
+
+
+def _check_smtp_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ConfigError(
+            "SMTP_URL is not an smtp:// or smtps:// URL",
+            hint="use smtp://user:pass@host:587 (STARTTLS) or smtps://user:pass@host:465",
+        )
+    try:
+        parts.port  # noqa: B018 - a bad port raises only when read
+    except ValueError:
+        raise ConfigError("SMTP_URL has a bad port", hint="use a number, e.g. :587") from None
+    return url
+
+
+def _check_choice(name: str, value: str | None, choices: tuple[str, ...], default: str) -> str:
+    if value is None:
+        return default
+    value = value.lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def _check_email(name: str, value: str | None) -> str | None:
+    if value is not None and "@" not in value:
+        raise ConfigError(f"{name} is not an email address", hint=f"set {name} to name@example.com")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build ``Settings`` from an environment mapping (``os.environ`` by default)."""
+    env = os.environ if env is None else env
+    config_path = _clean(env, "BILLING_CONFIG")
+    if config_path and not Path(config_path).is_file():
+        raise ConfigError(
+            f"BILLING_CONFIG points at {config_path}, which is not a file",
+            hint="fix the path or unset BILLING_CONFIG",
+        )
+    outbox = _clean(env, "BILLING_OUTBOX_DIR")
+    return Settings(
+        stripe_secret_key=_check_stripe_key(_clean(env, "STRIPE_SECRET_KEY")),
+        stripe_api_base=_check_http_url("STRIPE_API_BASE", _clean(env, "STRIPE_API_BASE")),
+        stripe_webhook_secrets=_check_webhook_secrets(_clean(env, "STRIPE_WEBHOOK_SECRET")),
+        app_url=_check_http_url(
+            "APP_URL", _clean(env, "APP_URL") or _clean(env, "NEXT_PUBLIC_APP_URL")
+        ),
+        database_url=_check_database_url(_clean(env, "BILLING_DATABASE_URL")),
+        supabase_url=_check_http_url(
+            "SUPABASE_URL", _clean(env, "SUPABASE_URL") or _clean(env, "NEXT_PUBLIC_SUPABASE_URL")
+        ),
+        supabase_service_role_key=_clean(env, "SUPABASE_SERVICE_ROLE_KEY"),
+        email_backend=_check_choice(
+            "BILLING_EMAIL_BACKEND", _clean(env, "BILLING_EMAIL_BACKEND"), EMAIL_BACKENDS, "console"
+        ),
+        smtp_url=_check_smtp_url(_clean(env, "SMTP_URL")),
+        email_from=_check_email("EMAIL_FROM", _clean(env, "EMAIL_FROM")),
+        outbox_dir=Path(outbox) if outbox else None,
+        sms_backend=_check_choice(
+            "BILLING_SMS_BACKEND", _clean(env, "BILLING_SMS_BACKEND"), SMS_BACKENDS, "console"
+        ),
+        twilio_account_sid=_clean(env, "TWILIO_ACCOUNT_SID"),
+        twilio_auth_token=_clean(env, "TWILIO_AUTH_TOKEN"),
+        twilio_from=_clean(env, "TWILIO_FROM"),
+        slack_webhook_url=_check_http_url("SLACK_WEBHOOK_URL", _clean(env, "SLACK_WEBHOOK_URL")),
+        finance_lead_email=_check_email("FINANCE_LEAD_EMAIL", _clean(env, "FINANCE_LEAD_EMAIL")),
+        actor=_clean(env, "BILLING_ACTOR") or default_actor(),
+        config_path=Path(config_path) if config_path else None,
+        debug=_clean(env, "BILLING_DEBUG") in ("1", "true", "yes"),
+    )
+
+
+def variables() -> list[str]:
+    """Every variable the contract names, for ``.env.example`` checks and ``doctor``."""
+    return [*_ATTR_BY_VARIABLE, "NEXT_PUBLIC_APP_URL", "NEXT_PUBLIC_SUPABASE_URL", "BILLING_DEBUG"]

@@ -1,0 +1,89 @@
+"""Money as Stripe keeps it: an integer in the currency's minor unit, plus the currency.
+
+Amounts typed by people are parsed with ``Decimal`` (never float) and must fit the
+currency's minor unit exactly: ``12.345`` dollars is an error, not a rounding.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+from cloudgreet_billing.errors import BadInput
+
+# Stripe's zero-decimal currencies: amounts are whole units (¥500 is 500).
+ZERO_DECIMAL = frozenset(
+    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()  # noqa: SIM905
+)
+# Currencies whose minor unit is a thousandth.
+THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
+
+# JavaScript consumers of our JSON lose precision past 2**53 - 1.
+MAX_MINOR_UNITS = 2**53 - 1
+
+_AMOUNT = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
+_CURRENCY = re.compile(r"[a-z]{3}")
+_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "cad": "CA$", "aud": "A$"}
+
+
+def exponent(currency: str) -> int:
+    """How many decimal places the currency's major unit has."""
+    if currency in ZERO_DECIMAL:
+        return 0
+    if currency in THREE_DECIMAL:
+        return 3
+    return 2
+
+
+def parse_currency(raw: str) -> str:
+    """A lowercase ISO 4217 code; ``USD`` is accepted and lowered."""
+    currency = raw.strip().lower()
+    if not _CURRENCY.fullmatch(currency):
+        raise BadInput(
+            f"currency {raw!r} is not a 3-letter ISO code", hint="use e.g. usd, eur, jpy"
+        )
+    return currency
+
+
+def to_minor_units(raw: str, currency: str) -> int:
+    """Parse a major-unit amount typed by a person (``"12.34"``) into minor units (1234)."""
+    text = raw.strip()
+    if not _AMOUNT.fullmatch(text):
+        raise BadInput(
+            f"amount {raw!r} is not a number", hint="write it in major units, e.g. 12.34"
+        )
+    try:
+        value = Decimal(text)
+    except InvalidOperation:  # pragma: no cover - the regex admits only valid decimals
+        raise BadInput(f"amount {raw!r} is not a number") from None
+    places = exponent(currency)
+    minor = value.scaleb(places)
+    if minor != minor.to_integral_value():
+        unit = "whole units" if places == 0 else f"{places} decimal places"
+        raise BadInput(f"amount {raw!r} has more precision than {currency.upper()} allows ({unit})")
+    result = int(minor)
+    if abs(result) > MAX_MINOR_UNITS:
+        raise BadInput(f"amount {raw!r} is too large")
+    return result
+
+
+def to_major_string(amount: int, currency: str) -> str:
+    """Minor units back to an exact decimal string in major units: 1234 usd → ``"12.34"``."""
+    places = exponent(currency)
+    if places == 0:
+        return str(amount)
+    sign = "-" if amount < 0 else ""
+    whole, frac = divmod(abs(amount), 10**places)
+    return f"{sign}{whole}.{frac:0{places}d}"
+
+
+def format_money(amount: int, currency: str) -> str:
+    """For people: ``$123.45``, ``-€5.00``, ``¥500``, ``12.345 KWD``."""
+    major = to_major_string(abs(amount), currency)
+    sign = "-" if amount < 0 else ""
+    symbol = _SYMBOLS.get(currency)
+    if symbol:
+        whole, _, frac = major.partition(".")
+        grouped = f"{int(whole):,}" + (f".{frac}" if frac else "")
+        return f"{sign}{symbol}{grouped}"
+    return f"{sign}{major} {currency.upper()}"

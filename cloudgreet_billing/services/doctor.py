@@ -1,0 +1,239 @@
+"""Health checks for ``doctor``: one result per part, and never a crash.
+
+A part that is simply not configured is reported as such and is not a failure; a part
+configured wrongly is. Later work adds checks by appending to ``CHECKS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION
+from cloudgreet_billing.config import Settings, load_settings
+from cloudgreet_billing.errors import BillingError
+
+CheckStatus = Literal["ok", "not_configured", "warn", "fail"]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: CheckStatus
+    detail: str
+
+
+@dataclass
+class Diagnosis:
+    """What the checks found, shared between them (a later check may need the store)."""
+
+    settings: Settings | None = None
+
+
+Check = Callable[[Diagnosis], CheckResult]
+
+
+def check_configuration(diagnosis: Diagnosis) -> CheckResult:
+    try:
+        diagnosis.settings = load_settings()
+    except BillingError as error:
+        detail = error.message + (f" ({error.hint})" if error.hint else "")
+        return CheckResult("configuration", "fail", detail)
+    shown = diagnosis.settings.describe()
+    return CheckResult("configuration", "ok", f"{len(shown)} variables set")
+
+
+def check_store(diagnosis: Diagnosis) -> CheckResult:
+    if diagnosis.settings is None:
+        return CheckResult("store", "fail", "skipped: the configuration does not load")
+    from cloudgreet_billing.bootstrap import open_store
+
+    try:
+        store = open_store(diagnosis.settings, check_schema=False)
+    except BillingError as error:
+        return CheckResult("store", "fail", error.message)
+    try:
+        version = store.schema_version()
+    finally:
+        store.close()
+    where = f"{store.backend} {store.location}"
+    if version is None:
+        return CheckResult(
+            "store", "fail", f"{where}: schema not installed (run: cloudgreet-billing db migrate)"
+        )
+    if version < LATEST_SCHEMA_VERSION:
+        return CheckResult(
+            "store",
+            "fail",
+            f"{where}: schema version {version}, needs {LATEST_SCHEMA_VERSION} (run db migrate)",
+        )
+    return CheckResult("store", "ok", f"{where}, schema version {version}")
+
+
+def check_stripe(diagnosis: Diagnosis) -> CheckResult:
+    """The key's mode, whether Stripe answers with it, and whose account it opens."""
+    settings = diagnosis.settings
+    if settings is None or not settings.stripe_secret_key:
+        return CheckResult("stripe", "not_configured", "STRIPE_SECRET_KEY is not set")
+    from cloudgreet_billing.bootstrap import open_gateway
+    from cloudgreet_billing.config import redact
+    from cloudgreet_billing.services.actions.common import account_name
+
+    key = f"{settings.stripe_mode} mode key {redact(settings.stripe_secret_key)}"
+    try:
+        account = open_gateway(settings).retrieve_account()
+    except BillingError as error:
+        if error.code == "stripe_permission":
+            return CheckResult("stripe", "warn", f"{key}: reachable, but may not read the account")
+        return CheckResult("stripe", "fail", f"{key}: {error.message}")
+    name = account_name(account)
+    shown = f"account {account.get('id')}" + (f" ({name})" if name else "")
+    return CheckResult("stripe", "ok", f"{key}, {shown}")
+
+
+def check_email(diagnosis: Diagnosis) -> CheckResult:
+    settings = diagnosis.settings
+    if settings is None:
+        return CheckResult("email", "fail", "skipped: the configuration does not load")
+    backend = settings.email_backend
+    missing = []
+    if backend == "smtp":
+        missing = [
+            name
+            for name, value in (
+                ("SMTP_URL", settings.smtp_url),
+                ("EMAIL_FROM", settings.email_from),
+            )
+            if not value
+        ]
+    elif backend == "file" and not settings.outbox_dir:
+        missing = ["BILLING_OUTBOX_DIR"]
+    if missing:
+        return CheckResult("email", "fail", f"{backend} backend needs {', '.join(missing)}")
+    return CheckResult("email", "ok", f"{backend} backend")
+
+
+def check_sms(diagnosis: Diagnosis) -> CheckResult:
+    settings = diagnosis.settings
+    if settings is None:
+        return CheckResult("sms", "fail", "skipped: the configuration does not load")
+    backend = settings.sms_backend
+    missing = []
+    if backend == "twilio":
+        missing = [
+            name
+            for name, value in (
+                ("TWILIO_ACCOUNT_SID", settings.twilio_account_sid),
+                ("TWILIO_AUTH_TOKEN", settings.twilio_auth_token),
+                ("TWILIO_FROM", settings.twilio_from),
+            )
+            if not value
+        ]
+    elif backend == "file" and not settings.outbox_dir:
+        missing = ["BILLING_OUTBOX_DIR"]
+    if missing:
+        return CheckResult("sms", "fail", f"{backend} backend needs {', '.join(missing)}")
+    return CheckResult("sms", "ok", f"{backend} backend")
+
+
+def check_slack(diagnosis: Diagnosis) -> CheckResult:
+    settings = diagnosis.settings
+    if settings is None or not settings.slack_webhook_url:
+        return CheckResult("slack", "not_configured", "SLACK_WEBHOOK_URL is not set")
+    return CheckResult("slack", "ok", "incoming webhook set")
+
+
+def check_dunning_templates(diagnosis: Diagnosis) -> CheckResult:
+    """The timeline loads and every template renders with every value a message can have."""
+    settings = diagnosis.settings
+    if settings is None:
+        return CheckResult("dunning templates", "fail", "skipped: the configuration does not load")
+    from cloudgreet_billing.domain.dunning import load_dunning_config
+    from cloudgreet_billing.services.dunning.messages import (
+        MessageBook,
+        MessageError,
+        sample_context,
+    )
+
+    try:
+        config = load_dunning_config(settings.config_path)
+    except BillingError as error:
+        return CheckResult("dunning templates", "fail", error.message)
+    book = MessageBook(config.templates_dir)
+    problems: list[str] = []
+    uses = [(step.template, step.channel) for step in config.timeline]
+    uses += [("escalation_email", "email"), ("escalation_slack", "sms")]
+    for template, channel in uses:
+        try:
+            book.render(template, channel, sample_context())
+        except MessageError as exc:
+            problems.append(str(exc))
+    if problems:
+        return CheckResult("dunning templates", "fail", "; ".join(problems))
+    days = ", ".join(f"day {step.day} {step.channel}" for step in config.timeline)
+    return CheckResult(
+        "dunning templates", "ok", f"{days}; escalate after {config.escalate_after} steps"
+    )
+
+
+def check_dunning_state(diagnosis: Diagnosis) -> CheckResult:
+    """Paused, or steps waiting for a human: worth a look, not a failure."""
+    settings = diagnosis.settings
+    if settings is None:
+        return CheckResult("dunning", "fail", "skipped: the configuration does not load")
+    from cloudgreet_billing.bootstrap import open_store
+    from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.services.dunning.operator import pause_state
+
+    try:
+        store = open_store(settings, check_schema=False)
+    except BillingError:
+        return CheckResult("dunning", "fail", "skipped: the store is not ready (see store)")
+    try:
+        if (store.schema_version() or 0) < LATEST_SCHEMA_VERSION:
+            return CheckResult("dunning", "fail", "skipped: the store is not ready (see store)")
+        pause = pause_state(store)
+        review = store.list_steps(statuses=("needs_review", "failed"), limit=None)
+        due = store.count_due_steps(utcnow())
+    finally:
+        store.close()
+    if pause.paused:
+        return CheckResult(
+            "dunning", "warn", f"paused by {pause.actor} at {pause.at}: {pause.reason}"
+        )
+    if review:
+        stuck = sum(step.status == "needs_review" for step in review)
+        return CheckResult(
+            "dunning",
+            "warn",
+            f"{stuck} steps need review and {len(review) - stuck} failed (see: dunning list)",
+        )
+    return CheckResult("dunning", "ok", f"running; {due} steps due now")
+
+
+def check_escalation(diagnosis: Diagnosis) -> CheckResult:
+    settings = diagnosis.settings
+    if settings is None or not settings.finance_lead_email:
+        return CheckResult(
+            "escalation", "not_configured", "FINANCE_LEAD_EMAIL is not set (Slack only)"
+        )
+    return CheckResult("escalation", "ok", f"emails {settings.finance_lead_email}")
+
+
+CHECKS: list[Check] = [
+    check_configuration,
+    check_store,
+    check_stripe,
+    check_email,
+    check_sms,
+    check_slack,
+    check_dunning_templates,
+    check_dunning_state,
+    check_escalation,
+]
+
+
+def run_checks() -> list[CheckResult]:
+    diagnosis = Diagnosis()
+    return [check(diagnosis) for check in CHECKS]

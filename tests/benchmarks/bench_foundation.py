@@ -1,0 +1,126 @@
+"""Foundation benchmarks (issue 2). Not a test: prints measurements beside their baselines.
+
+    .venv/bin/python tests/benchmarks/bench_foundation.py [--rows 1000000] [--runs 10]
+
+1. ``ledger import`` of a generated CSV into a fresh SQLite store: rows/s and peak memory
+   (``/usr/bin/time -v``), against the targets of 150,000 rows/s and 150 MB.
+2. Start-up: ``cloudgreet-billing --help`` and ``ledger list --json`` (empty SQLite store)
+   against a minimal one-command Typer app run the same way; median of N runs each,
+   interleaved so that machine noise hits both sides alike. Target ratio ≤ 1.25.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MINIMAL_TYPER_APP = """
+import typer
+app = typer.Typer()
+@app.command()
+def hello(name: str = "world") -> None:
+    print(name)
+app()
+"""
+
+
+def script() -> str:
+    return str(Path(sys.executable).parent / "cloudgreet-billing")
+
+
+def make_csv(path: Path, rows: int) -> None:
+    rng = random.Random(7)
+    kinds = ("booking_fee", "subscription", "credit_adjustment")
+    with path.open("w", encoding="utf-8") as out:
+        out.write(
+            "customer_id,kind,amount,currency,occurred_at,invoice_id,description,external_id\n"
+        )
+        for i in range(rows):
+            kind = kinds[i % 3]
+            amount = (
+                f"{'-' if kind == 'credit_adjustment' else ''}{rng.randint(1, 99999) / 100:.2f}"
+            )
+            day = 1 + i % 28
+            out.write(
+                f"cus_{i % 5000:05d},{kind},{amount},usd,2026-10-{day:02d}T{i % 24:02d}:00:00Z,"
+                f"in_{i % 20000:06d},booking {i},ext-{i}\n"
+            )
+
+
+def bench_import(rows: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        csv_path = Path(tmp) / "ledger.csv"
+        make_csv(csv_path, rows)
+        env = {**os.environ, "BILLING_DATABASE_URL": f"sqlite:///{tmp}/bench.db"}
+        subprocess.run(
+            [script(), "db", "migrate", "--json"], env=env, check=True, capture_output=True
+        )
+        started = time.perf_counter()
+        result = subprocess.run(
+            ["/usr/bin/time", "-v", script(), "ledger", "import", str(csv_path), "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        elapsed = time.perf_counter() - started
+        peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr)[1])
+        rate = rows / elapsed
+        print(
+            f"ledger import  {rows:>9,} rows  {elapsed:6.2f} s  {rate:>9,.0f} rows/s "
+            f"(target 150,000: {rate / 150_000:4.2f}x)  peak {peak_kb / 1024:5.1f} MB "
+            f"(target 150 MB)"
+        )
+
+
+def timed(command: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def bench_startup(runs: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline = Path(tmp) / "minimal_typer_app.py"
+        baseline.write_text(MINIMAL_TYPER_APP)
+        env = {**os.environ, "BILLING_DATABASE_URL": f"sqlite:///{tmp}/empty.db"}
+        subprocess.run([script(), "db", "migrate"], env=env, check=True, capture_output=True)
+        cases = {
+            "--help": ([script(), "--help"], [sys.executable, str(baseline), "--help"]),
+            "ledger list --json": (
+                [script(), "ledger", "list", "--json"],
+                [sys.executable, str(baseline), "--name", "x"],
+            ),
+        }
+        for label, (ours, theirs) in cases.items():
+            mine, base = [], []
+            for _ in range(runs):
+                mine.append(timed(ours, env))
+                base.append(timed(theirs, env))
+            ratio = statistics.median(mine) / statistics.median(base)
+            print(
+                f"start-up {label:<20} ours {statistics.median(mine) * 1000:6.1f} ms   "
+                f"minimal Typer app {statistics.median(base) * 1000:6.1f} ms   "
+                f"ratio {ratio:4.2f} (target <= 1.25)"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    bench_startup(args.runs)
+    bench_import(args.rows)
+
+
+if __name__ == "__main__":
+    main()

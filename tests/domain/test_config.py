@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cloudgreet_billing.config import load_settings, redact, redact_url, variables
+from cloudgreet_billing.errors import ConfigError
+
+
+def test_defaults_with_nothing_set():
+    settings = load_settings({})
+    assert settings.store_kind == "sqlite"
+    assert settings.email_backend == "console"
+    assert settings.stripe_mode is None
+    assert "@" in settings.actor
+
+
+def test_store_selection_follows_the_contract():
+    assert load_settings({"BILLING_DATABASE_URL": "postgresql://u@h/db"}).store_kind == "postgres"
+    assert load_settings({"BILLING_DATABASE_URL": "postgres://u@h/db"}).store_kind == "postgres"
+    supabase = {"SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "k"}
+    assert load_settings(supabase).store_kind == "supabase"
+    assert (
+        load_settings({**supabase, "BILLING_DATABASE_URL": "sqlite:///a.db"}).store_kind == "sqlite"
+    )
+    assert (
+        load_settings(
+            {"NEXT_PUBLIC_SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "k"}
+        ).store_kind
+        == "supabase"
+    )
+
+
+def test_sqlite_urls():
+    assert load_settings({"BILLING_DATABASE_URL": "sqlite:///rel.db"}).sqlite_path == Path("rel.db")
+    assert load_settings({"BILLING_DATABASE_URL": "sqlite:////abs/x.db"}).sqlite_path == Path(
+        "/abs/x.db"
+    )
+    with pytest.raises(ConfigError):
+        load_settings({"BILLING_DATABASE_URL": "sqlite://"})
+
+
+def test_stripe_mode_from_key_prefix():
+    assert load_settings({"STRIPE_SECRET_KEY": "sk_live_abcdefghijkl1234"}).stripe_mode == "live"
+    assert load_settings({"STRIPE_SECRET_KEY": "rk_test_abcdefghijkl1234"}).stripe_mode == "test"
+
+
+def test_app_url_falls_back_to_next_public():
+    assert load_settings({"NEXT_PUBLIC_APP_URL": "https://app.example.com/"}).app_url == (
+        "https://app.example.com"
+    )
+
+
+def test_webhook_secrets_split_for_rotation():
+    settings = load_settings({"STRIPE_WEBHOOK_SECRET": "whsec_old, whsec_new"})
+    assert settings.stripe_webhook_secrets == ("whsec_old", "whsec_new")
+
+
+def test_missing_required_value_names_the_variable():
+    with pytest.raises(ConfigError, match="STRIPE_SECRET_KEY is not set"):
+        load_settings({}).require("STRIPE_SECRET_KEY")
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="BILLING_CONFIG"):
+        load_settings({"BILLING_CONFIG": "/nonexistent.toml"})
+
+
+def test_redaction_never_reveals_secrets():
+    assert redact("sk_live_51Habcdefghijka1b2") == "sk_live_…a1b2"
+    assert redact("whsec_short") == "whsec_…"
+    assert redact_url("postgresql://user:hunter2@db:5432/x") == "postgresql://user:***@db:5432/x"
+    settings = load_settings(
+        {
+            "STRIPE_SECRET_KEY": "sk_live_51Habcdefghijka1b2",
+            "SMTP_URL": "smtp://mailer:hunter2@mail.example.com:587",
+            "TWILIO_AUTH_TOKEN": "twiliotoken123456",
+            "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/secretpath",
+        }
+    )
+    shown = repr(settings) + str(settings.describe())
+    for secret in ("51Habcdefghijk", "hunter2", "twiliotoken", "secretpath"):
+        assert secret not in shown
+
+
+def test_env_example_documents_every_variable():
+    text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    for name in variables():
+        assert f"{name}=" in text, name
+        line = text[: text.index(f"{name}=")].rstrip().splitlines()[-1]
+        assert line.startswith("#"), f"{name} has no comment above it"

@@ -1,0 +1,98 @@
+"""SQLite's bulk-load path for large ledger imports keeps every guarantee of the slow path."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+
+import pytest
+
+from cloudgreet_billing.adapters.store.sqlite import BULK_LOAD_MIN_ROWS, SqliteStore
+from cloudgreet_billing.domain.ledger import make_draft
+from cloudgreet_billing.errors import BadInput
+
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+ROWS = BULK_LOAD_MIN_ROWS + 10
+
+
+def drafts(count: int, prefix: str = "e"):
+    for i in range(count):
+        yield make_draft(
+            customer_id=f"cus_{i % 97}",
+            kind="booking_fee",
+            amount=f"{i % 500}.25",
+            currency="usd",
+            occurred_at=f"2026-11-{1 + i % 28:02d}",
+            external_id=f"{prefix}{i}",
+        )
+
+
+def ledger_indexes(path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' "
+                "AND tbl_name = 'billing_usage_ledger' AND sql IS NOT NULL"
+            )
+        }
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
+    store = SqliteStore(tmp_path / "bulk.db")
+    store.migrate()
+    yield store
+    store.close()
+
+
+def test_bulk_import_rebuilds_the_indexes_and_stays_idempotent(sqlite_store):
+    before = ledger_indexes(sqlite_store.path)
+    assert len(before) == 3
+    outcome = sqlite_store.import_ledger(drafts(ROWS), NOW, expected_rows=ROWS)
+    assert (outcome.inserted, outcome.duplicates) == (ROWS, 0)
+    assert ledger_indexes(sqlite_store.path) == before
+    again = sqlite_store.import_ledger(drafts(ROWS), NOW, expected_rows=ROWS)
+    assert (again.inserted, again.duplicates) == (0, ROWS)
+    with sqlite3.connect(sqlite_store.path) as conn:
+        total = conn.execute(
+            "SELECT count(*), sum(amount) FROM billing_usage_ledger "
+            "WHERE occurred_at >= '2026-11-02' AND occurred_at < '2026-11-03'"
+        ).fetchone()
+    expected = [i for i in range(ROWS) if i % 28 == 1]
+    assert total == (len(expected), sum((i % 500) * 100 + 25 for i in expected))
+
+
+def test_bulk_import_failure_restores_indexes_and_writes_nothing(sqlite_store):
+    before = ledger_indexes(sqlite_store.path)
+
+    def broken():
+        yield from drafts(ROWS - 5)
+        raise BadInput("line 60000: broken")
+
+    with pytest.raises(BadInput):
+        sqlite_store.import_ledger(broken(), NOW, expected_rows=ROWS)
+    assert ledger_indexes(sqlite_store.path) == before
+    assert sqlite_store.row_counts()["billing_usage_ledger"] == 0
+
+
+def test_only_large_loads_relative_to_the_table_take_the_bulk_path(sqlite_store):
+    def decision(expected_rows):
+        with sqlite_store._transaction():
+            rebuild = sqlite_store._drop_ledger_indexes_for_bulk_load(expected_rows)
+            for statement in rebuild:
+                sqlite_store._conn.execute(statement)
+        return bool(rebuild)
+
+    assert decision(ROWS)
+    assert not decision(None), "stdin imports have no estimate"
+    assert not decision(BULK_LOAD_MIN_ROWS - 1)
+    # The table's size is read from its highest id; make it look like 4 million rows.
+    sqlite_store._conn.execute(
+        "INSERT INTO billing_usage_ledger (id, customer_id, kind, amount, currency, "
+        "occurred_at, created_at) VALUES (4000000, 'cus_1', 'booking_fee', 1, 'usd', ?, ?)",
+        (NOW, NOW),
+    )
+    assert not decision(BULK_LOAD_MIN_ROWS), "a table over 4x the load keeps its indexes"
+    assert decision(1_000_000)
+    assert len(ledger_indexes(sqlite_store.path)) == 3
