@@ -1,0 +1,181 @@
+"""``serve``: the Stripe webhook endpoint on a real ASGI server (uvicorn + Starlette).
+
+``POST /api/internal/stripe/alerts`` verifies the ``Stripe-Signature`` header against every
+``STRIPE_WEBHOOK_SECRET`` (rotation), applies the event exactly as ``sync`` does, and
+answers 2xx only after the commit: a failure answers 500, so Stripe delivers again.
+``GET /healthz`` says whether the store answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Annotated, Any, Final
+
+import typer
+
+from cloudgreet_billing.cli.context import app_context
+from cloudgreet_billing.cli.output import JsonFlag, note
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+    from cloudgreet_billing.adapters.store.protocol import Store
+    from cloudgreet_billing.domain.dunning import DunningPlanner
+
+WEBHOOK_PATH: Final = "/api/internal/stripe/alerts"
+#: Stripe's events are a few KiB; anything this large is not one.
+MAX_BODY_BYTES: Final = 1024 * 1024
+
+
+class StorePerThread:
+    """One store connection per server thread, all closed at shutdown.
+
+    Requests run in a thread pool; a connection is never shared between threads, so
+    concurrent deliveries really are concurrent transactions (serialised by the database).
+    """
+
+    def __init__(self, open_store: Callable[[], Store]) -> None:
+        self._open = open_store
+        self._local = threading.local()
+        self._opened: list[Store] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Store:
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = self._open()
+            self._local.store = store
+            with self._lock:
+                self._opened.append(store)
+        return store
+
+    def close_all(self) -> None:
+        with self._lock:
+            for store in self._opened:
+                store.close()
+            self._opened.clear()
+
+
+def build_app(
+    stores: StorePerThread,
+    *,
+    secrets: tuple[str, ...],
+    planner: DunningPlanner,
+    clock: Callable[[], Any],
+    max_body: int = MAX_BODY_BYTES,
+) -> Starlette:
+    """The ASGI application (tests run it under uvicorn, as ``serve`` does)."""
+    import json
+
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from cloudgreet_billing.adapters.stripe import verify_webhook
+    from cloudgreet_billing.domain.events import EventResult, plan_event
+    from cloudgreet_billing.errors import BadInput
+
+    def refuse(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": {"message": message}}, status_code=status)
+
+    def apply(event: dict[str, Any]) -> EventResult:
+        plan = plan_event(event, "webhook")
+        store = stores.get()
+        return store.apply_event_plans([plan], planner=planner, now=clock())[0]
+
+    async def stripe_alerts(request: Request) -> JSONResponse:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body:
+            return refuse(413, f"body over {max_body} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                return refuse(413, f"body over {max_body} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        signature = request.headers.get("stripe-signature")
+        try:
+            verified = verify_webhook(body, signature, secrets)
+        except UnicodeDecodeError:
+            verified = False
+        if not verified:
+            reason = "missing" if not signature else "bad or stale"
+            return refuse(400, f"{reason} Stripe-Signature")
+        try:
+            event = json.loads(body)
+            result = await run_in_threadpool(apply, event)
+        except (ValueError, BadInput) as exc:
+            return refuse(400, f"not a Stripe event: {exc}")
+        if result.status == "failed":
+            # Not committed: Stripe must deliver it again.
+            return refuse(500, f"event {result.event_id} failed: {result.error}")
+        return JSONResponse({"received": True, "id": result.event_id, "status": result.status})
+
+    async def healthz(request: Request) -> JSONResponse:
+        def check() -> str:
+            store = stores.get()
+            store.schema_version()
+            return store.backend
+
+        try:
+            backend = await run_in_threadpool(check)
+        except Exception as exc:
+            return JSONResponse({"ok": False, "error": str(exc)}, status_code=503)
+        return JSONResponse({"ok": True, "store": backend})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            stores.close_all()
+
+    return Starlette(
+        routes=[
+            Route(WEBHOOK_PATH, stripe_alerts, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")
+    ] = 8000,
+    json_output: JsonFlag = False,
+) -> None:
+    """Receive Stripe webhooks at POST /api/internal/stripe/alerts (and GET /healthz).
+
+    Example: cloudgreet-billing serve --port 8000   # then: stripe listen --forward-to
+    localhost:8000/api/internal/stripe/alerts
+    """
+    import uvicorn
+
+    from cloudgreet_billing.bootstrap import open_store
+    from cloudgreet_billing.cli.sync import planner_for
+    from cloudgreet_billing.clock import utcnow
+
+    context = app_context(ctx)
+    settings = context.settings
+    settings.require("STRIPE_WEBHOOK_SECRET")
+    # Opened once up front so that a bad URL or a missing schema fails before listening.
+    context.store()
+    stores = StorePerThread(lambda: open_store(settings))
+    app = build_app(
+        stores,
+        secrets=settings.stripe_webhook_secrets,
+        planner=planner_for(settings),
+        clock=utcnow,
+    )
+    note(f"listening on http://{host}:{port}{WEBHOOK_PATH}")
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

@@ -1,0 +1,164 @@
+"""``sync``: Stripe events (API, file or stdin) and listings into the local store."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cloudgreet_billing.cli.context import app_context
+from cloudgreet_billing.cli.output import JsonFlag, emit, note
+from cloudgreet_billing.cli.progress import progress_bar
+from cloudgreet_billing.errors import ExitCode
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from typing import TextIO
+
+    from rich.console import Console
+
+    from cloudgreet_billing.adapters.store.protocol import Store
+    from cloudgreet_billing.config import Settings
+    from cloudgreet_billing.domain.dunning import DunningPlanner
+    from cloudgreet_billing.services.sync import SyncReport
+
+
+def planner_for(settings: Settings) -> DunningPlanner:
+    """The dunning timeline of ``BILLING_CONFIG`` (or the default one)."""
+    from cloudgreet_billing.domain.dunning import load_dunning_config
+
+    return load_dunning_config(settings.config_path).planner
+
+
+def sync(
+    ctx: typer.Context,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Pull events created at or after this ISO time instead of the stored cursor.",
+        ),
+    ] = None,
+    backfill: Annotated[
+        bool,
+        typer.Option(
+            "--backfill",
+            help="List every invoice and subscription (events reach back only 30 days).",
+        ),
+    ] = False,
+    events_file: Annotated[
+        str | None,
+        typer.Option(
+            "--events-file",
+            help="Read events from this file, or - for stdin: one event, a JSON list, an "
+            "API list page, or one event per line (stripe listen --print-json).",
+            metavar="PATH|-",
+        ),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Pull Stripe events into the store: mirror, alerts, dunning. Safe to repeat.
+
+    Example: stripe listen --print-json | cloudgreet-billing sync --events-file -
+    """
+    from cloudgreet_billing.bootstrap import open_gateway
+    from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.domain.timefmt import parse_instant
+    from cloudgreet_billing.errors import BadInput
+    from cloudgreet_billing.services import sync as service
+
+    if events_file is not None and (backfill or since):
+        raise BadInput("--events-file cannot be combined with --since or --backfill")
+    if backfill and since:
+        raise BadInput("--backfill lists everything; it takes no --since")
+    context = app_context(ctx)
+    settings = context.settings
+    start = parse_instant(since, field="--since") if since else None
+    now = utcnow()
+    if events_file is not None:
+        store = context.store()
+        report = _from_file(store, events_file, now, planner_for(settings))
+    elif backfill:
+        gateway = open_gateway(settings)
+        store = context.store()
+        note(f"stripe: {gateway.mode} mode")
+        with progress_bar("backfill") as progress:
+            report = service.backfill(store, gateway, now=now, progress=progress)
+    else:
+        gateway = open_gateway(settings)
+        store = context.store()
+        note(f"stripe: {gateway.mode} mode")
+        with progress_bar("events") as progress:
+            report = service.sync_events(
+                store,
+                gateway,
+                now=now,
+                actor=settings.actor,
+                since=start,
+                planner=planner_for(settings),
+                progress=progress,
+            )
+    service.record_sync(store, now=now, actor=settings.actor)
+    emit(report.as_json(), lambda console: _human(console, report))
+    if report.events_failed:
+        raise typer.Exit(ExitCode.NEEDS_ATTENTION)
+
+
+def _from_file(
+    store: Store, events_file: str, now: datetime, planner: DunningPlanner
+) -> SyncReport:
+    from cloudgreet_billing.errors import BadInput
+    from cloudgreet_billing.services.events import read_events
+    from cloudgreet_billing.services.sync import apply_events, stored_cursor
+
+    def run(stream: TextIO, source: str) -> SyncReport:
+        with progress_bar("events") as progress:
+            report = apply_events(
+                store,
+                read_events(stream, source),
+                source="file",
+                now=now,
+                planner=planner,
+                progress=progress,
+            )
+        # Files and webhooks may arrive out of order: they never move the API cursor.
+        report.cursor = stored_cursor(store)
+        return report
+
+    if events_file == "-":
+        return run(sys.stdin, "stdin")
+    path = Path(events_file)
+    if not path.is_file():
+        raise BadInput(f"{events_file} is not a file", hint="give a JSON or NDJSON file, or -")
+    try:
+        with path.open(encoding="utf-8") as stream:
+            return run(stream, path.name)
+    except UnicodeDecodeError:
+        raise BadInput(f"{events_file} is not UTF-8 text") from None
+
+
+def _human(console: Console, report: SyncReport) -> None:
+    from cloudgreet_billing.cli.render import when
+
+    if report.invoices_backfilled or report.subscriptions_backfilled:
+        console.print(
+            f"backfilled {report.invoices_backfilled} invoices and "
+            f"{report.subscriptions_backfilled} subscriptions"
+        )
+        return
+    console.print(
+        f"{report.events_seen} events: {report.events_applied} applied, "
+        f"{report.events_skipped} skipped (types not acted on), "
+        f"{report.events_duplicate} already processed, {report.events_failed} failed"
+    )
+    console.print(
+        f"alerts: {report.alerts_opened} opened, {report.alerts_resolved} resolved; "
+        f"dunning: {report.dunning_scheduled} steps scheduled, "
+        f"{report.dunning_canceled} canceled"
+    )
+    if report.cursor is not None:
+        console.print(f"cursor: events up to {when(report.cursor)}")
+    for failure in report.failures:
+        console.print(f"failed: {failure} (left unprocessed; it is retried next time)")

@@ -1,0 +1,197 @@
+"""Stripe → store: apply events from any source, pull the Events API, backfill the mirror.
+
+Every source goes through ``apply_events``: events are planned (``domain.events``) and
+applied in batches of ``BATCH_SIZE``, one transaction per batch (``Store.apply_event_plans``;
+a batch with a failing event is redone with one savepoint per event), so an event's effects
+and the record that it was processed commit together, a failing event is left unprocessed
+without losing its batch, and the same event twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from cloudgreet_billing.adapters.payments import PaymentGateway
+from cloudgreet_billing.adapters.store.protocol import Store
+from cloudgreet_billing.adapters.store.sql_base import chunked
+from cloudgreet_billing.domain.dunning import DunningPlanner, TimelinePlanner
+from cloudgreet_billing.domain.events import EventPlan, EventResult, EventSource, plan_event
+from cloudgreet_billing.domain.mirror import parse_invoice, parse_subscription
+from cloudgreet_billing.domain.timefmt import iso_z, parse_instant
+from cloudgreet_billing.errors import BadInput
+from cloudgreet_billing.services import Progress
+
+#: Events per transaction: large enough to amortise the commit, small enough that a crash
+#: loses little work and a webhook waiting on the write lock waits little.
+BATCH_SIZE: Final = 500
+#: ``billing_settings`` key of the Events API cursor: the ``created`` time (ISO) of the
+#: newest event before which every pulled event has been applied.
+CURSOR_KEY: Final = "stripe.events_cursor"
+#: ``billing_settings`` key of when a sync last finished (ISO), for the dashboard's warning.
+LAST_SYNC_KEY: Final = "sync.last_synced_at"
+#: Failures listed one by one in the report; past this only their count is kept.
+MAX_LISTED_FAILURES: Final = 100
+
+
+@dataclass
+class SyncReport:
+    """What a sync did, in the contract's words (``sync --json``)."""
+
+    events_seen: int = 0
+    events_applied: int = 0
+    events_skipped: int = 0
+    events_duplicate: int = 0
+    events_failed: int = 0
+    alerts_opened: int = 0
+    alerts_resolved: int = 0
+    dunning_scheduled: int = 0
+    dunning_canceled: int = 0
+    cursor: datetime | None = None
+    invoices_backfilled: int = 0
+    subscriptions_backfilled: int = 0
+    failures: list[str] = field(default_factory=list)
+    #: ``created`` of the newest event before the first failure (oldest-first sources).
+    applied_through: datetime | None = None
+
+    def count(self, result: EventResult) -> None:
+        self.events_seen += 1
+        if result.status == "failed":
+            self.fail_unreadable(f"{result.event_id}: {result.error}")
+            return
+        if self.events_failed == 0:
+            self.applied_through = max(self.applied_through or result.created, result.created)
+        if result.status == "applied":
+            self.events_applied += 1
+        elif result.status == "skipped":
+            self.events_skipped += 1
+        else:
+            self.events_duplicate += 1
+        self.alerts_opened += result.alerts_opened
+        self.alerts_resolved += result.alerts_resolved
+        self.dunning_scheduled += result.dunning_scheduled
+        self.dunning_canceled += result.dunning_canceled
+
+    def fail_unreadable(self, message: str) -> None:
+        self.events_failed += 1
+        if len(self.failures) < MAX_LISTED_FAILURES:
+            self.failures.append(message)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "events_seen": self.events_seen,
+            "events_applied": self.events_applied,
+            "events_skipped": self.events_skipped,
+            "alerts_opened": self.alerts_opened,
+            "alerts_resolved": self.alerts_resolved,
+            "dunning_scheduled": self.dunning_scheduled,
+            "dunning_canceled": self.dunning_canceled,
+            "cursor": iso_z(self.cursor),
+            "events_duplicate": self.events_duplicate,
+            "events_failed": self.events_failed,
+            "failures": list(self.failures),
+            "invoices_backfilled": self.invoices_backfilled,
+            "subscriptions_backfilled": self.subscriptions_backfilled,
+        }
+
+
+def apply_events(
+    store: Store,
+    events: Iterable[Mapping[str, Any]],
+    *,
+    source: EventSource,
+    now: datetime,
+    planner: DunningPlanner | None = None,
+    progress: Progress | None = None,
+    report: SyncReport | None = None,
+) -> SyncReport:
+    """Apply events in order, ``BATCH_SIZE`` per transaction."""
+    report = report if report is not None else SyncReport()
+    planner = planner or TimelinePlanner()
+    for batch in chunked(events, BATCH_SIZE):
+        plans: list[EventPlan] = []
+        for event in batch:
+            try:
+                plans.append(plan_event(event, source))
+            except BadInput as exc:
+                # Not an event we can read: reported, never recorded, so nothing is lost.
+                report.events_seen += 1
+                report.fail_unreadable(f"{event.get('id', '(no id)')}: {exc.message}")
+        for result in store.apply_event_plans(plans, planner=planner, now=now):
+            report.count(result)
+        if progress is not None:
+            progress(len(batch))
+    return report
+
+
+def record_sync(store: Store, *, now: datetime, actor: str) -> None:
+    """Remember that a sync finished now, whatever its source."""
+    store.put_setting(LAST_SYNC_KEY, iso_z(now), actor, now)
+
+
+def stored_cursor(store: Store) -> datetime | None:
+    value = store.get_setting(CURSOR_KEY)
+    return parse_instant(value, field=CURSOR_KEY) if isinstance(value, str) else None
+
+
+def sync_events(
+    store: Store,
+    gateway: PaymentGateway,
+    *,
+    now: datetime,
+    actor: str,
+    since: datetime | None = None,
+    planner: DunningPlanner | None = None,
+    progress: Progress | None = None,
+) -> SyncReport:
+    """Pull the Events API from the stored cursor (or ``since``), oldest first, and apply.
+
+    The cursor only moves forward, and only past events applied without a failure before
+    them, so the next run retries from the first failed event.
+    """
+    cursor = stored_cursor(store)
+    start = since if since is not None else cursor
+    report = apply_events(
+        store,
+        gateway.list_events(created_after=start),
+        source="api",
+        now=now,
+        planner=planner,
+        progress=progress,
+    )
+    # A later --since skips events; the stored cursor must not jump over them.
+    contiguous = since is None or cursor is None or since <= cursor
+    advanced = report.applied_through
+    if contiguous and advanced is not None and (cursor is None or advanced > cursor):
+        store.put_setting(CURSOR_KEY, iso_z(advanced), actor, now)
+        cursor = advanced
+    report.cursor = cursor
+    return report
+
+
+def backfill(
+    store: Store,
+    gateway: PaymentGateway,
+    *,
+    now: datetime,
+    progress: Progress | None = None,
+) -> SyncReport:
+    """Mirror every invoice and subscription by listing them (events reach back 30 days).
+
+    Listed objects are observed ``now``: an event created before the listing never
+    overwrites what the listing showed.
+    """
+    report = SyncReport(cursor=stored_cursor(store))
+    for batch in chunked(gateway.list_invoices(), BATCH_SIZE):
+        store.upsert_invoices([parse_invoice(obj) for obj in batch], now, now)
+        report.invoices_backfilled += len(batch)
+        if progress is not None:
+            progress(len(batch))
+    for obj in gateway.list_subscriptions():
+        store.upsert_subscription(parse_subscription(obj), now, now)
+        report.subscriptions_backfilled += 1
+        if progress is not None:
+            progress(1)
+    return report
