@@ -1,0 +1,450 @@
+"""Dunning steps in ``billing_dunning_events``: schedule, claim, record, cancel, escalate."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from cloudgreet_billing.adapters.store.sql_base import Cursor, SqlBase, chunked
+from cloudgreet_billing.domain.dunning import (
+    COMPLETED_STATUSES,
+    PENDING_STATUSES,
+    SETTLED_INVOICE_STATUSES,
+    ClaimedStep,
+    DunningStep,
+    EscalationCandidate,
+    InvoiceFacts,
+    StepDraft,
+    StepOutcome,
+)
+
+ID_BATCH = 500
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+_SETTLED = f"({_marks(SETTLED_INVOICE_STATUSES)})"
+STEP_COLUMNS = (
+    "d.id, d.invoice_id, d.customer_id, d.alert_id, d.day, d.channel, d.template, d.status, "
+    "d.due_at, d.sent_at, d.attempts, d.last_error, d.reason, d.provider_message_id, "
+    "d.claimed_by, d.lease_expires_at"
+)
+STEP_SELECT = f"SELECT {STEP_COLUMNS} FROM billing_dunning_events d"
+FACT_COLUMNS = (
+    "i.status, i.number, i.amount_due, i.amount_remaining, i.currency, i.hosted_invoice_url, "
+    "i.first_failed_at, c.name, c.email, c.phone"
+)
+#: A later step of the same invoice in one of these, and due, makes a step redundant.
+SUPERSEDING_STATUSES = frozenset({"scheduled", "sending", "sent"})
+CLAIMED_SELECT = (
+    f"SELECT {STEP_COLUMNS}, {FACT_COLUMNS} FROM billing_dunning_events d "
+    "LEFT JOIN billing_invoices i ON i.id = d.invoice_id "
+    "LEFT JOIN billing_customers c ON c.id = d.customer_id"
+)
+DUE = "d.status = 'scheduled' AND d.due_at <= ?"
+INSERT_STEPS = (
+    "INSERT INTO billing_dunning_events (invoice_id, customer_id, alert_id, day, "
+    "channel, template, status, due_at, created_at, updated_at) VALUES"
+)
+STEP_VALUES = "(?, ?, ?, ?, ?, ?, 'scheduled', ?, ?, ?)"
+ON_STEP_CONFLICT = "ON CONFLICT (invoice_id, day, channel) DO NOTHING RETURNING id"
+CANCEL_PENDING = (
+    "UPDATE billing_dunning_events SET status = 'canceled', reason = ?, "
+    "lease_expires_at = NULL, updated_at = ? "
+    f"WHERE invoice_id = ? AND status IN ({_marks(PENDING_STATUSES)}) RETURNING id"
+)
+UPDATE_HELD = "UPDATE billing_dunning_events SET "
+HELD = "WHERE id = ? AND claimed_by = ? AND status = 'sending'"
+
+
+def _step_row(step: StepDraft, now: datetime) -> tuple[Any, ...]:
+    return (
+        step.invoice_id,
+        step.customer_id,
+        step.alert_id,
+        step.day,
+        step.channel,
+        step.template,
+        step.due_at,
+        now,
+        now,
+    )
+
+
+class DunningSql(SqlBase):
+    """SQL for this area, shared by SQLite and PostgreSQL."""
+
+    # --- the seam used by event processing (call inside the caller's transaction) ---
+    def _schedule_steps_in_tx(self, steps: Sequence[StepDraft], now: datetime) -> int:
+        """Insert the steps; one per invoice, day and channel, so planning twice is a no-op.
+        Returns how many were new."""
+        cursor = self._send_steps(steps, now)
+        return 0 if cursor is None else len(cursor.fetchall())
+
+    def _send_steps(self, steps: Sequence[StepDraft], now: datetime) -> Cursor | None:
+        """``_schedule_steps_in_tx`` in one statement, without reading the answer: one row
+        per step that was new. (Batched event processing reads it at the end of its batch.)"""
+        if not steps:
+            return None
+        values = ", ".join(STEP_VALUES for _ in steps)
+        params = [value for step in steps for value in _step_row(step, now)]
+        return self._execute(f"{INSERT_STEPS} {values} {ON_STEP_CONFLICT}", params)
+
+    def _cancel_pending_steps_in_tx(self, invoice_id: str, reason: str, now: datetime) -> int:
+        """Cancel every step of the invoice not yet sent; returns how many.
+
+        Steps in ``sending`` are canceled too: the run holding one confirms it just before
+        handing the message over (``confirm_sends``), so the cancellation stops the send.
+        """
+        return len(self._send_cancel_pending_steps(invoice_id, reason, now).fetchall())
+
+    def _send_cancel_pending_steps(self, invoice_id: str, reason: str, now: datetime) -> Cursor:
+        """``_cancel_pending_steps_in_tx`` without reading the answer: one row per step
+        canceled."""
+        return self._execute(CANCEL_PENDING, (reason, now, invoice_id, *PENDING_STATUSES))
+
+    # --- public wrappers of the seam -------------------------------------------
+    def schedule_steps(self, steps: Sequence[StepDraft], now: datetime) -> int:
+        # Chunks keep each statement under SQLite's limit on bound parameters.
+        with self._transaction():
+            return sum(self._schedule_steps_in_tx(batch, now) for batch in chunked(steps, ID_BATCH))
+
+    def cancel_pending_steps(self, invoice_id: str, reason: str, now: datetime) -> int:
+        with self._transaction():
+            return self._cancel_pending_steps_in_tx(invoice_id, reason, now)
+
+    # --- rows ------------------------------------------------------------------
+    def _step(self, row: Sequence[Any]) -> DunningStep:
+        return DunningStep(
+            id=int(row[0]),
+            invoice_id=row[1],
+            customer_id=row[2],
+            alert_id=None if row[3] is None else int(row[3]),
+            day=int(row[4]),
+            channel=row[5],
+            template=row[6],
+            status=row[7],
+            due_at=self._time(row[8]),
+            sent_at=self._optional_time(row[9]),
+            attempts=int(row[10]),
+            last_error=row[11],
+            reason=row[12],
+            provider_message_id=row[13],
+            claimed_by=row[14],
+            lease_expires_at=self._optional_time(row[15]),
+        )
+
+    def _claimed(self, row: Sequence[Any], latest_due: Mapping[str, int]) -> ClaimedStep:
+        step = self._step(row)
+        facts = row[16:]
+        return ClaimedStep(
+            step=step,
+            invoice=InvoiceFacts(
+                invoice_id=step.invoice_id,
+                customer_id=step.customer_id,
+                status=facts[0],
+                number=facts[1],
+                amount_due=None if facts[2] is None else int(facts[2]),
+                amount_remaining=None if facts[3] is None else int(facts[3]),
+                currency=facts[4],
+                hosted_invoice_url=facts[5],
+                first_failed_at=self._optional_time(facts[6]),
+                customer_name=facts[7],
+                email=facts[8],
+                phone=facts[9],
+            ),
+            superseded=step.day < latest_due.get(step.invoice_id, step.day),
+        )
+
+    def _latest_due_days(self, invoice_ids: set[str], now: datetime) -> dict[str, int]:
+        """Per invoice, the last day whose step is due (or already out): catching up sends
+        only that one. Filtered here rather than in SQL so that the lookup always uses the
+        (invoice_id, day, channel) index, whatever the planner's statistics say."""
+        latest: dict[str, int] = {}
+        for batch in chunked(sorted(invoice_ids), ID_BATCH):
+            rows = self._execute(
+                "SELECT invoice_id, day, status, due_at FROM billing_dunning_events "
+                f"WHERE invoice_id IN ({_marks(batch)})",
+                batch,
+            ).fetchall()
+            for invoice_id, day, status, due_at in rows:
+                if status in SUPERSEDING_STATUSES and self._time(due_at) <= now:
+                    latest[invoice_id] = max(int(day), latest.get(invoice_id, 0))
+        return latest
+
+    def _claimed_steps(self, rows: Sequence[Sequence[Any]], now: datetime) -> list[ClaimedStep]:
+        latest = self._latest_due_days({row[1] for row in rows}, now)
+        return [self._claimed(row, latest) for row in rows]
+
+    # --- a run -----------------------------------------------------------------
+    def expire_leases(self, now: datetime) -> int:
+        with self._transaction():
+            cursor = self._execute(
+                "UPDATE billing_dunning_events SET status = 'needs_review', reason = ?, "
+                "updated_at = ? WHERE status = 'sending' AND lease_expires_at < ?",
+                (
+                    "no outcome was recorded before the lease expired (the run may have "
+                    "crashed mid-send); check the provider, then mark-sent or requeue",
+                    now,
+                    now,
+                ),
+            )
+        return max(cursor.rowcount, 0)
+
+    def count_due_steps(self, now: datetime) -> int:
+        row = self._execute(
+            f"SELECT count(*) FROM billing_dunning_events d WHERE {DUE}", (now,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def due_steps(self, now: datetime, limit: int | None) -> list[ClaimedStep]:
+        query = f"{CLAIMED_SELECT} WHERE {DUE} ORDER BY d.due_at, d.id"
+        params: list[Any] = [now]
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(limit)
+        return self._claimed_steps(self._execute(query, params).fetchall(), now)
+
+    def _lock_due_step_ids(self, now: datetime, limit: int) -> list[int]:
+        """Due step ids for the claim, inside its transaction. SQLite's BEGIN IMMEDIATE
+        already excludes other writers; PostgreSQL overrides this with SKIP LOCKED."""
+        rows = self._execute(
+            f"SELECT d.id FROM billing_dunning_events d WHERE {DUE} "
+            "ORDER BY d.due_at, d.id LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [int(row[0]) for row in rows]
+
+    def claim_due_steps(
+        self, *, now: datetime, lease_until: datetime, run_id: str, limit: int
+    ) -> list[ClaimedStep]:
+        rows: list[Sequence[Any]] = []
+        with self._transaction():
+            ids: list[int] = []
+            for batch in chunked(self._lock_due_step_ids(now, limit), ID_BATCH):
+                # The status condition keeps the claim exclusive even where the dialect
+                # could not lock the rows it picked.
+                updated = self._execute(
+                    "UPDATE billing_dunning_events SET status = 'sending', claimed_at = ?, "
+                    "lease_expires_at = ?, claimed_by = ?, updated_at = ? "
+                    f"WHERE id IN ({_marks(batch)}) AND status = 'scheduled' RETURNING id",
+                    (now, lease_until, run_id, now, *batch),
+                ).fetchall()
+                ids.extend(int(row[0]) for row in updated)
+            for batch in chunked(ids, ID_BATCH):
+                query = f"{CLAIMED_SELECT} WHERE d.id IN ({_marks(batch)})"
+                rows.extend(self._execute(query, batch).fetchall())
+            claimed = self._claimed_steps(rows, now)
+        claimed.sort(key=lambda item: (item.step.due_at, item.step.id))
+        return claimed
+
+    def confirm_sends(self, step_ids: Sequence[int], run_id: str, now: datetime) -> set[int]:
+        if not step_ids:
+            return set()
+        rows = self._execute(
+            f"{UPDATE_HELD}attempts = attempts + 1, updated_at = ? "
+            f"WHERE id IN ({_marks(step_ids)}) AND claimed_by = ? AND status = 'sending' "
+            "AND NOT EXISTS (SELECT 1 FROM billing_invoices i "
+            f"WHERE i.id = billing_dunning_events.invoice_id AND i.status IN {_SETTLED}) "
+            "RETURNING id",
+            (now, *step_ids, run_id, *SETTLED_INVOICE_STATUSES),
+        ).fetchall()
+        return {int(row[0]) for row in rows}
+
+    def record_step_outcomes(
+        self, outcomes: Sequence[StepOutcome], run_id: str, now: datetime
+    ) -> int:
+        sent = [
+            (now, o.provider_message_id, now, o.step_id, run_id)
+            for o in outcomes
+            if o.status == "sent"
+        ]
+        failed = [(o.error, now, o.step_id, run_id) for o in outcomes if o.status == "failed"]
+        closed = [
+            (o.status, o.reason, now, o.step_id, run_id)
+            for o in outcomes
+            if o.status in ("skipped", "canceled")
+        ]
+        unknown = {o.status for o in outcomes} - {"sent", "failed", "skipped", "canceled"}
+        if unknown:
+            raise ValueError(f"not an outcome status: {', '.join(sorted(unknown))}")
+        recorded = 0
+        with self._transaction():
+            if sent:
+                # It went out: that is the truth even if the step was canceled or its lease
+                # expired while the message was on its way.
+                recorded += self._executemany(
+                    f"{UPDATE_HELD}status = 'sent', sent_at = ?, provider_message_id = ?, "
+                    "last_error = NULL, lease_expires_at = NULL, updated_at = ? "
+                    "WHERE id = ? AND claimed_by = ? "
+                    "AND status IN ('sending', 'canceled', 'needs_review')",
+                    sent,
+                )
+            if failed:
+                recorded += self._executemany(
+                    f"{UPDATE_HELD}status = 'failed', last_error = ?, lease_expires_at = NULL, "
+                    f"updated_at = ? {HELD}",
+                    failed,
+                )
+            if closed:
+                recorded += self._executemany(
+                    f"{UPDATE_HELD}status = ?, reason = ?, lease_expires_at = NULL, "
+                    f"updated_at = ? {HELD}",
+                    closed,
+                )
+        return recorded
+
+    def release_claims(self, step_ids: Sequence[int], run_id: str, now: datetime) -> int:
+        if not step_ids:
+            return 0
+        with self._transaction():
+            return self._executemany(
+                f"{UPDATE_HELD}status = 'scheduled', claimed_at = NULL, lease_expires_at = NULL, "
+                f"claimed_by = NULL, updated_at = ? {HELD}",
+                [(now, step_id, run_id) for step_id in step_ids],
+            )
+
+    # --- operators ---------------------------------------------------------------
+    def list_steps(
+        self,
+        *,
+        statuses: Sequence[str] | None = None,
+        invoice_id: str | None = None,
+        alert_id: int | None = None,
+        limit: int | None = 50,
+    ) -> list[DunningStep]:
+        where: list[str] = []
+        params: list[Any] = []
+        if statuses is not None:
+            where.append(f"d.status IN ({_marks(statuses)})")
+            params.extend(statuses)
+        if invoice_id is not None:
+            where.append("d.invoice_id = ?")
+            params.append(invoice_id)
+        if alert_id is not None:
+            where.append("d.alert_id = ?")
+            params.append(alert_id)
+        query = STEP_SELECT + (f" WHERE {' AND '.join(where)}" if where else "")
+        query += " ORDER BY d.due_at, d.id"
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(limit)
+        return [self._step(row) for row in self._execute(query, params).fetchall()]
+
+    def get_step(self, step_id: int) -> DunningStep | None:
+        row = self._execute(f"{STEP_SELECT} WHERE d.id = ?", (step_id,)).fetchone()
+        return None if row is None else self._step(row)
+
+    def mark_step_sent(
+        self, step_id: int, from_statuses: Sequence[str], reason: str, now: datetime
+    ) -> DunningStep | None:
+        with self._transaction():
+            row = self._execute(
+                "UPDATE billing_dunning_events SET status = 'sent', sent_at = ?, reason = ?, "
+                "claimed_by = NULL, lease_expires_at = NULL, updated_at = ? "
+                f"WHERE id = ? AND status IN ({_marks(from_statuses)}) RETURNING id",
+                (now, reason, now, step_id, *from_statuses),
+            ).fetchone()
+        return None if row is None else self.get_step(step_id)
+
+    def requeue_step(
+        self, step_id: int, from_statuses: Sequence[str], now: datetime
+    ) -> DunningStep | None:
+        with self._transaction():
+            row = self._execute(
+                "UPDATE billing_dunning_events SET status = 'scheduled', reason = NULL, "
+                "claimed_at = NULL, claimed_by = NULL, lease_expires_at = NULL, updated_at = ? "
+                f"WHERE id = ? AND status IN ({_marks(from_statuses)}) RETURNING id",
+                (now, step_id, *from_statuses),
+            ).fetchone()
+        return None if row is None else self.get_step(step_id)
+
+    def invoice_facts(self, invoice_id: str) -> InvoiceFacts | None:
+        row = self._execute(
+            f"SELECT i.customer_id, {FACT_COLUMNS} FROM billing_invoices i "
+            "LEFT JOIN billing_customers c ON c.id = i.customer_id WHERE i.id = ?",
+            (invoice_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return InvoiceFacts(
+            invoice_id=invoice_id,
+            customer_id=row[0],
+            status=row[1],
+            number=row[2],
+            amount_due=None if row[3] is None else int(row[3]),
+            amount_remaining=None if row[4] is None else int(row[4]),
+            currency=row[5],
+            hosted_invoice_url=row[6],
+            first_failed_at=self._optional_time(row[7]),
+            customer_name=row[8],
+            email=row[9],
+            phone=row[10],
+        )
+
+    # --- escalation --------------------------------------------------------------
+    def escalation_candidates(self, threshold: int) -> list[EscalationCandidate]:
+        rows = self._execute(
+            "SELECT done.invoice_id, done.customer_id, done.completed, i.amount_remaining, "
+            "i.currency, done.alert_id FROM ("
+            "SELECT d.invoice_id, min(d.customer_id) AS customer_id, count(*) AS completed, "
+            "max(d.alert_id) AS alert_id FROM billing_dunning_events d "
+            f"WHERE d.status IN ({_marks(COMPLETED_STATUSES)}) "
+            "GROUP BY d.invoice_id HAVING count(*) >= ?) done "
+            "LEFT JOIN billing_invoices i ON i.id = done.invoice_id "
+            f"WHERE (i.status IS NULL OR i.status NOT IN {_SETTLED}) "
+            "AND NOT EXISTS (SELECT 1 FROM billing_alerts a WHERE a.type = 'dunning_exhausted' "
+            "AND a.invoice_id = done.invoice_id) ORDER BY done.invoice_id",
+            (*COMPLETED_STATUSES, threshold, *SETTLED_INVOICE_STATUSES),
+        ).fetchall()
+        return [
+            EscalationCandidate(
+                invoice_id=row[0],
+                customer_id=row[1],
+                completed=int(row[2]),
+                amount_due=None if row[3] is None else int(row[3]),
+                currency=row[4],
+                alert_id=None if row[5] is None else int(row[5]),
+            )
+            for row in rows
+        ]
+
+    def open_exhaustion_alert(
+        self, candidate: EscalationCandidate, details: Mapping[str, Any], now: datetime
+    ) -> int | None:
+        # Once per invoice, ever: the NOT EXISTS covers resolved alerts, and the partial
+        # unique index settles two runs racing to open it.
+        with self._transaction():
+            row = self._execute(
+                "INSERT INTO billing_alerts (type, status, dedupe_key, customer_id, invoice_id, "
+                "amount_due, currency, details, created_at, updated_at) "
+                "SELECT 'dunning_exhausted', 'open', ?, ?, ?, ?, ?, ?, ?, ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM billing_alerts a "
+                "WHERE a.type = 'dunning_exhausted' AND a.invoice_id = ?) "
+                "ON CONFLICT (dedupe_key) WHERE status <> 'resolved' DO NOTHING RETURNING id",
+                (
+                    f"dunning_exhausted:{candidate.invoice_id}",
+                    candidate.customer_id,
+                    candidate.invoice_id,
+                    candidate.amount_due,
+                    candidate.currency,
+                    self._json_param(dict(details)),
+                    now,
+                    now,
+                    candidate.invoice_id,
+                ),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def update_alert_details(
+        self, alert_id: int, details: Mapping[str, Any], now: datetime
+    ) -> None:
+        with self._transaction():
+            self._execute(
+                "UPDATE billing_alerts SET details = ?, updated_at = ? "
+                "WHERE id = ? AND type = 'dunning_exhausted'",
+                (self._json_param(dict(details)), now, alert_id),
+            )

@@ -1,0 +1,300 @@
+"""``dunning run | list | preview | mark-sent | requeue | pause | resume``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cloudgreet_billing.cli.context import app_context
+from cloudgreet_billing.cli.output import JsonFlag, emit
+from cloudgreet_billing.cli.progress import progress_bar
+from cloudgreet_billing.cli.render import dunning_step_json, when
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from cloudgreet_billing.domain.dunning import DunningConfig
+
+app = typer.Typer(
+    help="Remind customers whose payment failed: email, SMS, escalation.", no_args_is_help=True
+)
+
+#: Below this many due steps a progress bar is noise.
+PROGRESS_THRESHOLD = 200
+
+StepId = Annotated[int, typer.Argument(help="The step's id (see `dunning list`).", min=1)]
+
+
+def _config(ctx: typer.Context) -> DunningConfig:
+    from cloudgreet_billing.domain.dunning import load_dunning_config
+
+    return load_dunning_config(app_context(ctx).settings.config_path)
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be sent; send and change nothing.")
+    ] = False,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Handle at most this many due steps.")
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Send every due step once (the cron entry point); safe to run concurrently.
+
+    Exits 4 if any send failed, 75 while dunning is paused.
+
+    Example (crontab): */10 * * * * cloudgreet-billing dunning run --json
+    """
+    from cloudgreet_billing.bootstrap import open_chat, open_email_sender, open_sms_sender
+    from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.errors import ExitCode
+    from cloudgreet_billing.services.dunning.messages import MessageBook
+    from cloudgreet_billing.services.dunning.run import Channels, run_dunning
+
+    context = app_context(ctx)
+    settings = context.settings
+    config = _config(ctx)
+    store = context.store()
+    book = MessageBook(config.templates_dir)
+    channels = None
+    if not dry_run:
+        channels = Channels(
+            email=open_email_sender(settings),
+            sms=open_sms_sender(settings),
+            slack=open_chat(settings),
+            finance_lead_email=settings.finance_lead_email,
+        )
+    try:
+        due = store.count_due_steps(utcnow())
+        if limit is not None:
+            due = min(due, limit)
+        with progress_bar("dunning", total=due, minimum=PROGRESS_THRESHOLD) as progress:
+            summary = run_dunning(
+                store,
+                channels,
+                config,
+                book,
+                actor=settings.actor,
+                limit=limit,
+                dry_run=dry_run,
+                progress=progress,
+            )
+    finally:
+        if channels is not None:
+            channels.email.close()
+            channels.sms.close()
+
+    def human(console: Console) -> None:
+        if summary.paused and not summary.due:
+            console.print("dunning is paused: nothing sent (resume with: dunning resume)")
+            return
+        verb = "would send" if summary.dry_run else "sent"
+        console.print(
+            f"{summary.due} due: {summary.sent} {verb}, {summary.skipped} skipped, "
+            f"{summary.failed} failed, {summary.canceled} canceled; "
+            f"{summary.escalated} escalated"
+            + (f"; {summary.needs_review} left for review" if summary.needs_review else "")
+            + ("; stopped: dunning was paused" if summary.paused else "")
+        )
+        for error in summary.errors:
+            target = f"step {error['step_id']}" if "step_id" in error else error["invoice_id"]
+            console.print(f"  {target}: {error['error']}")
+
+    emit(summary.as_json(), human)
+    if summary.paused:
+        raise typer.Exit(ExitCode.UNAVAILABLE)
+    if summary.needs_attention:
+        raise typer.Exit(ExitCode.NEEDS_ATTENTION)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            help="scheduled, sending, sent, skipped, canceled, failed, needs_review, or all "
+            "(default: all with --invoice, else the unfinished ones).",
+        ),
+    ] = None,
+    invoice: Annotated[
+        str | None, typer.Option("--invoice", help="Only this invoice's steps (in_…).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    json_output: JsonFlag = False,
+) -> None:
+    """List dunning steps by due time."""
+    from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.services.dunning.operator import list_steps
+
+    context = app_context(ctx)
+    steps = list_steps(
+        context.store(),
+        status=status,
+        invoice_id=invoice,
+        limit=limit,
+        actor=context.settings.actor,
+        now=utcnow(),
+    )
+
+    def human(console: Console) -> None:
+        from rich.table import Table
+
+        table = Table(
+            "id", "invoice", "customer", "day", "channel", "status", "due", "sent", "note"
+        )
+        for step in steps:
+            table.add_row(
+                str(step.id),
+                step.invoice_id,
+                step.customer_id,
+                str(step.day),
+                step.channel,
+                step.status,
+                when(step.due_at),
+                when(step.sent_at),
+                step.last_error if step.status == "failed" else step.reason or "",
+            )
+        console.print(table if steps else "no dunning steps match")
+
+    emit([dunning_step_json(step) for step in steps], human)
+
+
+@app.command("preview")
+def preview(
+    ctx: typer.Context,
+    identifier: Annotated[
+        str, typer.Argument(help="An invoice id (in_…) or an alert id.", metavar="ID")
+    ],
+    json_output: JsonFlag = False,
+) -> None:
+    """Render the messages an invoice's steps would send; exit 2 if a template fails."""
+    from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.services.dunning import operator
+    from cloudgreet_billing.services.dunning.messages import MessageBook
+
+    context = app_context(ctx)
+    config = _config(ctx)
+    invoice_id, messages = operator.preview(
+        context.store(),
+        MessageBook(config.templates_dir),
+        config,
+        identifier,
+        actor=context.settings.actor,
+        now=utcnow(),
+    )
+
+    def human(console: Console) -> None:
+        for message in messages:
+            step = f"step {message.step_id}" if message.step_id else "not scheduled yet"
+            console.print(
+                f"── day {message.day} {message.channel} ({message.template}, {step}, "
+                f"{message.status}) to {message.to or '(no contact: would be skipped)'}"
+            )
+            if message.subject:
+                console.print(f"Subject: {message.subject}")
+            console.print(message.body or "")
+
+    emit(
+        {
+            "invoice_id": invoice_id,
+            "messages": [
+                {
+                    "step_id": m.step_id,
+                    "day": m.day,
+                    "channel": m.channel,
+                    "template": m.template,
+                    "status": m.status,
+                    "to": m.to,
+                    "subject": m.subject,
+                    "body": m.body,
+                }
+                for m in messages
+            ],
+        },
+        human,
+    )
+
+
+@app.command("mark-sent")
+def mark_sent(ctx: typer.Context, step_id: StepId, json_output: JsonFlag = False) -> None:
+    """Record that a step's message went out (e.g. a needs_review step you checked by hand)."""
+    from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.services.dunning import operator
+
+    context = app_context(ctx)
+    step = operator.mark_sent(context.store(), step_id, actor=context.settings.actor, now=utcnow())
+    emit(
+        dunning_step_json(step),
+        lambda console: console.print(f"step {step.id} ({step.invoice_id}) marked sent"),
+    )
+
+
+@app.command("requeue")
+def requeue(ctx: typer.Context, step_id: StepId, json_output: JsonFlag = False) -> None:
+    """Schedule a failed, skipped or needs_review step again; the next run sends it."""
+    from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.services.dunning import operator
+
+    context = app_context(ctx)
+    step = operator.requeue(context.store(), step_id, actor=context.settings.actor, now=utcnow())
+    emit(
+        dunning_step_json(step),
+        lambda console: console.print(
+            f"step {step.id} ({step.invoice_id}) requeued; the next `dunning run` sends it"
+        ),
+    )
+
+
+@app.command("pause")
+def pause(
+    ctx: typer.Context,
+    reason: Annotated[str, typer.Option("--reason", help="Why (shown to whoever resumes).")],
+    json_output: JsonFlag = False,
+) -> None:
+    """Stop all dunning sends (incident switch); runs exit 75 until `dunning resume`."""
+    from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.services.dunning import operator
+
+    context = app_context(ctx)
+    state = operator.pause(
+        context.store(), reason=reason, actor=context.settings.actor, now=utcnow()
+    )
+    emit(
+        {"paused": True, "reason": state.reason, "actor": state.actor, "at": state.at},
+        lambda console: console.print(f"dunning paused by {state.actor}: {state.reason}"),
+    )
+
+
+@app.command("resume")
+def resume(ctx: typer.Context, json_output: JsonFlag = False) -> None:
+    """Let dunning runs send again."""
+    from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.services.dunning import operator
+
+    context = app_context(ctx)
+    before, after = operator.resume(context.store(), actor=context.settings.actor, now=utcnow())
+
+    def human(console: Console) -> None:
+        if before.paused:
+            console.print(
+                f"dunning resumed by {after.actor} (paused by {before.actor} at {before.at}: "
+                f"{before.reason})"
+            )
+        else:
+            console.print("dunning was not paused")
+
+    emit(
+        {
+            "paused": False,
+            "was_paused": before.paused,
+            "actor": after.actor,
+            "at": after.at,
+        },
+        human,
+    )

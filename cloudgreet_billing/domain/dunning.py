@@ -1,0 +1,349 @@
+"""The dunning timeline, step records, and the rules a run applies to each due step.
+
+Opening an ``invoice_failed`` alert plans the invoice's steps (``TimelinePlanner``); paying,
+voiding or marking the invoice uncollectible cancels every step not yet sent. The store
+applies both inside the same transaction as the event that caused them.
+
+A run claims due steps (``scheduled`` → ``sending``, with a lease), decides each one here
+(``decide``), confirms just before handing a message over, and records the outcome.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from cloudgreet_billing.errors import ConfigError
+
+CHANNELS: Final = ("email", "sms")
+STEP_STATUSES: Final = (
+    "scheduled",
+    "sending",
+    "sent",
+    "skipped",
+    "canceled",
+    "failed",
+    "needs_review",
+)
+#: Steps that may still go out, and so are canceled when the invoice is settled. A step in
+#: ``sending`` is included: the run confirms its claim just before sending, so canceling it
+#: then stops the message.
+PENDING_STATUSES: Final = ("scheduled", "sending", "failed")
+#: What ``dunning list`` shows by default: steps not yet final.
+OPEN_STATUSES: Final = ("scheduled", "sending", "failed", "needs_review")
+#: Invoice statuses after which nobody should be chased.
+SETTLED_INVOICE_STATUSES: Final = ("paid", "void", "uncollectible")
+#: Steps that count towards escalation.
+COMPLETED_STATUSES: Final = ("sent", "skipped")
+#: Where ``mark-sent`` and ``requeue`` may start from.
+MARK_SENT_FROM: Final = ("scheduled", "failed", "needs_review")
+REQUEUE_FROM: Final = ("failed", "needs_review", "skipped")
+
+SUPERSEDED: Final = "superseded"
+PAUSE_SETTING: Final = "dunning.pause"
+DEFAULT_ESCALATE_AFTER: Final = 3
+DEFAULT_LEASE: Final = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineStep:
+    """One step of the timeline: on ``day`` after the first failure, send ``template``."""
+
+    day: int
+    channel: str
+    template: str
+
+
+DEFAULT_TIMELINE: Final = (
+    TimelineStep(0, "email", "day0_email"),
+    TimelineStep(1, "sms", "day1_sms"),
+    TimelineStep(3, "email", "day3_email"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StepDraft:
+    """A step to schedule in ``billing_dunning_events``."""
+
+    invoice_id: str
+    customer_id: str
+    alert_id: int | None
+    day: int
+    channel: str
+    template: str
+    due_at: datetime
+
+
+class DunningPlanner(Protocol):
+    """Plans an invoice's steps when its ``invoice_failed`` alert opens."""
+
+    def __call__(
+        self, *, invoice_id: str, customer_id: str, alert_id: int | None, first_failed_at: datetime
+    ) -> Sequence[StepDraft]: ...
+
+
+@dataclass(frozen=True)
+class TimelinePlanner:
+    """The planner for a timeline (the default one, or ``BILLING_CONFIG``'s)."""
+
+    timeline: Sequence[TimelineStep] = DEFAULT_TIMELINE
+
+    def __call__(
+        self, *, invoice_id: str, customer_id: str, alert_id: int | None, first_failed_at: datetime
+    ) -> list[StepDraft]:
+        # Days count from the invoice's first failure, not from when we learned of it.
+        return [
+            StepDraft(
+                invoice_id=invoice_id,
+                customer_id=customer_id,
+                alert_id=alert_id,
+                day=step.day,
+                channel=step.channel,
+                template=step.template,
+                due_at=first_failed_at + timedelta(days=step.day),
+            )
+            for step in self.timeline
+        ]
+
+
+# --- configuration ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DunningConfig:
+    """The ``[dunning]`` table of ``BILLING_CONFIG``, or the defaults."""
+
+    timeline: tuple[TimelineStep, ...] = DEFAULT_TIMELINE
+    escalate_after: int = DEFAULT_ESCALATE_AFTER
+    lease: timedelta = DEFAULT_LEASE
+    #: Operations' own templates, searched before the packaged ones.
+    templates_dir: Path | None = None
+
+    @property
+    def planner(self) -> TimelinePlanner:
+        return TimelinePlanner(self.timeline)
+
+
+def load_dunning_config(path: Path | None) -> DunningConfig:
+    """Read ``[dunning]`` from a TOML file; defaults for anything it leaves out.
+
+    Example::
+
+        [dunning]
+        escalate_after = 3          # completed steps before a dunning_exhausted alert
+        lease_minutes = 10          # a step left in "sending" longer becomes needs_review
+        templates_dir = "templates" # relative to this file; day0_email.txt, …
+
+        [[dunning.steps]]
+        day = 0
+        channel = "email"
+        template = "day0_email"
+    """
+    if path is None:
+        return DunningConfig()
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read BILLING_CONFIG {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"BILLING_CONFIG {path} is not valid TOML: {exc}") from None
+    section = document.get("dunning", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"BILLING_CONFIG {path}: [dunning] must be a table")
+    where = f"BILLING_CONFIG {path}: dunning"
+    unknown = set(section) - {"steps", "escalate_after", "lease_minutes", "templates_dir"}
+    if unknown:
+        raise ConfigError(
+            f"{where} has unknown keys: {', '.join(sorted(unknown))}",
+            hint="known keys: steps, escalate_after, lease_minutes, templates_dir",
+        )
+    timeline = DEFAULT_TIMELINE
+    if "steps" in section:
+        timeline = _timeline(section["steps"], where)
+    escalate_after = _positive_int(section, "escalate_after", DEFAULT_ESCALATE_AFTER, where)
+    lease_minutes = _positive_int(
+        section, "lease_minutes", int(DEFAULT_LEASE.total_seconds() // 60), where
+    )
+    templates_dir = None
+    if "templates_dir" in section:
+        raw = section["templates_dir"]
+        if not isinstance(raw, str) or not raw:
+            raise ConfigError(f"{where}.templates_dir must be a folder path")
+        templates_dir = (path.parent / raw).resolve()
+        if not templates_dir.is_dir():
+            raise ConfigError(f"{where}.templates_dir {templates_dir} is not a folder")
+    return DunningConfig(
+        timeline=timeline,
+        escalate_after=escalate_after,
+        lease=timedelta(minutes=lease_minutes),
+        templates_dir=templates_dir,
+    )
+
+
+def _positive_int(section: dict[str, Any], key: str, default: int, where: str) -> int:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}.{key} must be a whole number of at least 1, not {value!r}")
+    return value
+
+
+def _timeline(raw: Any, where: str) -> tuple[TimelineStep, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}.steps must be a non-empty array of tables ([[dunning.steps]])")
+    steps: list[TimelineStep] = []
+    for number, item in enumerate(raw, start=1):
+        label = f"{where}.steps[{number}]"
+        if not isinstance(item, dict) or set(item) - {"day", "channel", "template"}:
+            raise ConfigError(f"{label} must have only day, channel and template")
+        day, channel, template = item.get("day"), item.get("channel"), item.get("template")
+        if isinstance(day, bool) or not isinstance(day, int) or day < 0:
+            raise ConfigError(f"{label}.day must be a whole number of days from 0, not {day!r}")
+        if channel not in CHANNELS:
+            raise ConfigError(f"{label}.channel must be email or sms, not {channel!r}")
+        if not isinstance(template, str) or not template.replace("_", "").isalnum():
+            raise ConfigError(
+                f"{label}.template must be a template name such as day0_email, not {template!r}"
+            )
+        steps.append(TimelineStep(day, channel, template))
+    keys = [(step.day, step.channel) for step in steps]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"{where}.steps has two steps on the same day and channel")
+    return tuple(sorted(steps, key=lambda step: (step.day, step.channel)))
+
+
+# --- records ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DunningStep:
+    """A row of ``billing_dunning_events``."""
+
+    id: int
+    invoice_id: str
+    customer_id: str
+    alert_id: int | None
+    day: int
+    channel: str
+    template: str
+    status: str
+    due_at: datetime
+    sent_at: datetime | None
+    attempts: int
+    last_error: str | None
+    reason: str | None = None
+    provider_message_id: str | None = None
+    claimed_by: str | None = None
+    lease_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceFacts:
+    """What a message says about an invoice and its customer, from the Stripe mirror."""
+
+    invoice_id: str
+    customer_id: str
+    status: str | None = None
+    number: str | None = None
+    amount_due: int | None = None
+    amount_remaining: int | None = None
+    currency: str | None = None
+    hosted_invoice_url: str | None = None
+    first_failed_at: datetime | None = None
+    customer_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+
+    @property
+    def mirrored(self) -> bool:
+        return self.status is not None
+
+    @property
+    def settled(self) -> bool:
+        return self.status in SETTLED_INVOICE_STATUSES
+
+    def contact(self, channel: str) -> str | None:
+        return self.email if channel == "email" else self.phone
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedStep:
+    """A due step as a run sees it: the row, its invoice, and whether a later step is due."""
+
+    step: DunningStep
+    invoice: InvoiceFacts
+    superseded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """What happened to a claimed step; recorded only while the run still holds it."""
+
+    step_id: int
+    status: str
+    reason: str | None = None
+    error: str | None = None
+    provider_message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """``send``; or ``skip``, ``cancel`` or ``fail`` with the reason."""
+
+    action: str
+    reason: str | None = None
+
+
+def decide(claimed: ClaimedStep) -> Decision:
+    """What a run does with a due step, before any message is built."""
+    if claimed.invoice.settled:
+        return Decision("cancel", f"invoice is {claimed.invoice.status}")
+    if claimed.superseded:
+        # Cron was down or the failure was learned late: only the latest due step goes out.
+        return Decision("skip", SUPERSEDED)
+    if not claimed.invoice.mirrored:
+        # Without the invoice there is no amount or pay link to write: a human must look.
+        return Decision(
+            "fail", f"invoice {claimed.step.invoice_id} is not in the local mirror (run sync)"
+        )
+    channel = claimed.step.channel
+    if not claimed.invoice.contact(channel):
+        what = "email address" if channel == "email" else "phone number"
+        return Decision("skip", f"customer {claimed.step.customer_id} has no {what}")
+    return Decision("send")
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationCandidate:
+    """An unpaid invoice whose completed steps reached the escalation count."""
+
+    invoice_id: str
+    customer_id: str
+    completed: int
+    amount_due: int | None
+    currency: str | None
+    alert_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PauseState:
+    """The incident switch, as stored under ``PAUSE_SETTING``."""
+
+    paused: bool
+    reason: str | None = None
+    actor: str | None = None
+    at: str | None = None
+
+    @classmethod
+    def from_setting(cls, value: Any) -> PauseState:
+        if not isinstance(value, dict):
+            return cls(paused=False)
+        return cls(
+            paused=bool(value.get("paused")),
+            reason=value.get("reason"),
+            actor=value.get("actor"),
+            at=value.get("at"),
+        )

@@ -1,0 +1,2 @@
+"""Dunning use cases: the cron run (``run``), messages (``messages``), operator commands
+(``operator``)."""
