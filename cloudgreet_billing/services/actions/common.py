@@ -1,0 +1,319 @@
+"""What every operator action shares: targets, the safety gate, and the audit story.
+
+An action runs in a fixed order, so that each refusal happens before anything reaches
+Stripe or a customer:
+
+1. resolve the target from the store (an alert id, ``in_…``, or ``cus_…`` for ``portal``);
+2. refuse when the operator cannot confirm (no TTY and no ``--yes``);
+3. a dry run builds the exact request from the mirror and stops;
+4. otherwise show the mode and account, read fresh state from Stripe, ask, and act.
+
+The audit log gets one line per refusal or dry run, and around every call an ``intent``
+line before and an outcome line after, with the actor from ``BILLING_ACTOR``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from cloudgreet_billing.adapters.payments import (
+    PaymentGateway,
+    RequestPreview,
+    StripeObject,
+    StripeRequestFailed,
+)
+from cloudgreet_billing.adapters.store.protocol import AuditDraft, Store
+from cloudgreet_billing.adapters.store.protocol_actions import ActionsOps
+from cloudgreet_billing.adapters.store.protocol_alerts import AlertQuery
+from cloudgreet_billing.clock import utcnow
+from cloudgreet_billing.domain.alerts import UNRESOLVED_STATUSES, Alert
+from cloudgreet_billing.domain.mirror import MirroredInvoice, parse_invoice
+from cloudgreet_billing.errors import BadInput, BillingError, ExitCode, NotFound, Refused
+
+
+class ActionStore(Store, ActionsOps, Protocol):
+    """The store as operator actions use it."""
+
+
+@dataclass(frozen=True)
+class Banner:
+    """What the stderr banner shows before anything is sent."""
+
+    mode: str
+    account_id: str | None = None
+    account_name: str | None = None
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class ConfirmRequest:
+    """What the operator is asked to confirm: who, what, how much, in which mode."""
+
+    action: str
+    question: str
+    mode: str
+    customer_id: str | None
+    customer_label: str | None
+    invoice_id: str | None
+    amount: int | None
+    currency: str | None
+    account_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Safety:
+    """How the operator approved the action, and how to reach them (the CLI's callbacks)."""
+
+    dry_run: bool = False
+    assume_yes: bool = False
+    interactive: bool = False
+    confirm: Callable[[ConfirmRequest], bool] = field(default=lambda _request: False)
+    #: Told what is about to happen when ``assume_yes`` skips the question.
+    announce: Callable[[ConfirmRequest], None] = field(default=lambda _request: None)
+    show_banner: Callable[[Banner], None] = field(default=lambda _banner: None)
+    clock: Callable[[], datetime] = utcnow
+
+    @property
+    def can_confirm(self) -> bool:
+        return self.dry_run or self.assume_yes or self.interactive
+
+
+@dataclass(frozen=True)
+class ActionTarget:
+    """What an operator named, resolved against the store (nothing fetched yet)."""
+
+    given: str
+    alert: Alert | None
+    invoice_id: str | None
+    customer_id: str | None
+    invoice: MirroredInvoice | None
+
+    @property
+    def alert_id(self) -> int | None:
+        return None if self.alert is None else self.alert.id
+
+
+def request_json(preview: RequestPreview) -> dict[str, Any]:
+    """A request as ``--dry-run`` shows it (and as the audit log keeps it)."""
+    return {
+        "method": preview.method,
+        "path": preview.path,
+        "params": dict(preview.params),
+        "idempotency_key": preview.idempotency_key,
+    }
+
+
+def resolve_target(store: ActionStore, given: str, *, customers: bool = False) -> ActionTarget:
+    """Find what ``given`` names: an alert id, an ``in_…`` invoice, or (``customers``) a
+    ``cus_…`` customer. Unknown alerts exit 2 naming what was looked for; invoices and
+    customers not yet mirrored are left for Stripe to confirm."""
+    text = given.strip()
+    if text.isdigit():
+        alert = store.get_alert(int(text))
+        if alert is None:
+            raise NotFound(
+                f"no alert {text} in {store.backend} ({store.location})",
+                hint="list them with: cloudgreet-billing alerts list --status all",
+            )
+        invoice = store.get_invoice(alert.invoice_id) if alert.invoice_id else None
+        return ActionTarget(
+            given=text,
+            alert=alert,
+            invoice_id=alert.invoice_id,
+            customer_id=alert.customer_id or (invoice.customer_id if invoice else None),
+            invoice=invoice,
+        )
+    if text.startswith("in_"):
+        invoice = store.get_invoice(text)
+        return ActionTarget(
+            given=text,
+            alert=_invoice_alert(store, text),
+            invoice_id=text,
+            customer_id=invoice.customer_id if invoice else None,
+            invoice=invoice,
+        )
+    if customers and text.startswith("cus_"):
+        return ActionTarget(
+            given=text,
+            alert=_first(store, AlertQuery(customer_id=text, types=PAYMENT_ALERTS)),
+            invoice_id=None,
+            customer_id=text,
+            invoice=None,
+        )
+    kinds = "an alert id (a number), an invoice id (in_…)" + (
+        " or a customer id (cus_…)" if customers else ""
+    )
+    raise BadInput(f"{given!r} is not {kinds}", hint="see: cloudgreet-billing alerts list")
+
+
+#: Alerts about a payment, which these actions act on and a payment settles.
+PAYMENT_ALERTS = ("invoice_failed", "payment_action_required")
+
+
+def _first(store: ActionStore, query: AlertQuery) -> Alert | None:
+    found = store.list_alerts(replace(query, statuses=UNRESOLVED_STATUSES, limit=None))
+    return found[0] if found else None
+
+
+def _invoice_alert(store: ActionStore, invoice_id: str) -> Alert | None:
+    """The invoice's unresolved failure alert, else its unresolved action alert."""
+    for alert_type in PAYMENT_ALERTS:
+        alert = _first(store, AlertQuery(invoice_id=invoice_id, types=(alert_type,)))
+        if alert is not None:
+            return alert
+    return None
+
+
+def require_invoice(target: ActionTarget, command: str) -> str:
+    if target.invoice_id is None:
+        kind = target.alert.type if target.alert else "this"
+        raise BadInput(
+            f"alert {target.given} ({kind}) has no invoice to {command}",
+            hint="give the invoice id (in_…) instead",
+        )
+    return target.invoice_id
+
+
+def fetch_invoice(gateway: PaymentGateway, invoice_id: str) -> MirroredInvoice:
+    """The invoice as Stripe has it now; a missing one exits 2 naming it."""
+    try:
+        return parse_invoice(gateway.retrieve_invoice(invoice_id))
+    except StripeRequestFailed as error:
+        if error.http_status == 404 or error.stripe_code == "resource_missing":
+            raise NotFound(
+                f"no invoice {invoice_id} in Stripe ({gateway.mode} mode)",
+                hint="check the id, and that STRIPE_SECRET_KEY is for the right account and mode",
+            ) from None
+        raise
+
+
+def account_banner(gateway: PaymentGateway) -> Banner:
+    """The mode and the account the key belongs to (a restricted key that may not read the
+    account still shows its mode)."""
+    try:
+        account = gateway.retrieve_account()
+    except StripeRequestFailed:
+        return Banner(mode=gateway.mode)
+    except BillingError as error:
+        if error.code == "stripe_permission":
+            return Banner(mode=gateway.mode)
+        raise
+    return Banner(
+        mode=gateway.mode, account_id=account.get("id"), account_name=account_name(account)
+    )
+
+
+def account_name(account: StripeObject) -> str | None:
+    """The name people know the account by."""
+    settings = account.get("settings") or {}
+    dashboard = settings.get("dashboard") or {}
+    profile = account.get("business_profile") or {}
+    return dashboard.get("display_name") or profile.get("name") or account.get("email")
+
+
+@dataclass
+class AuditStory:
+    """The audit lines of one action on one target.
+
+    ``told()`` wraps everything after the gate: an error that ends the action without an
+    outcome line (Stripe unreachable, an unexpected failure, Ctrl-C mid-call) gets one, so
+    no intent line is ever left without its outcome.
+    """
+
+    store: ActionStore
+    actor: str
+    action: str
+    target: str
+    clock: Callable[[], datetime]
+    base: Mapping[str, Any] = field(default_factory=dict)
+    finished: bool = False
+
+    def draft(
+        self, outcome: str, *, idempotency_key: str | None = None, **details: Any
+    ) -> AuditDraft:
+        """An outcome line to write with the state it describes; the story ends with it."""
+        if outcome != "intent":
+            self.finished = True
+        return AuditDraft(
+            actor=self.actor,
+            action=self.action,
+            target=self.target,
+            outcome=outcome,
+            idempotency_key=idempotency_key,
+            details={**self.base, **{k: v for k, v in details.items() if v is not None}},
+        )
+
+    def record(self, outcome: str, *, idempotency_key: str | None = None, **details: Any) -> None:
+        self.store.append_audit(
+            self.draft(outcome, idempotency_key=idempotency_key, **details), self.clock()
+        )
+
+    @contextmanager
+    def told(self, idempotency_key: Callable[[], str | None] = lambda: None) -> Iterator[None]:
+        try:
+            yield
+        except BillingError as error:
+            if not self.finished:
+                outcome = "unavailable" if error.exit_code == ExitCode.UNAVAILABLE else "failed"
+                details = {k: v for k, v in error.details.items() if _scalar(v)}
+                self.record(
+                    outcome,
+                    idempotency_key=idempotency_key(),
+                    **details,
+                    error_code=error.code,
+                    error=error.message,
+                )
+            raise
+        except KeyboardInterrupt:
+            if not self.finished:
+                self.record("interrupted", idempotency_key=idempotency_key())
+            raise
+        except Exception as error:
+            if not self.finished:
+                self.record(
+                    "failed",
+                    idempotency_key=idempotency_key(),
+                    error_code="internal",
+                    error=f"{type(error).__name__}: {error}",
+                )
+            raise
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def refuse_unconfirmed(story: AuditStory, safety: Safety, what: str) -> None:
+    """Exit 3 before any request when nobody can confirm."""
+    if safety.can_confirm:
+        return
+    story.record("refused", reason="not interactive and no --yes")
+    raise Refused(
+        f"{what}; not running without confirmation (no terminal to ask on)",
+        hint="re-run with --yes, or first with --dry-run to see the exact request",
+    )
+
+
+def ask(story: AuditStory, safety: Safety, request: ConfirmRequest) -> None:
+    """Ask on the TTY unless ``--yes``; a "no" exits 3 and is audited."""
+    if safety.assume_yes:
+        safety.announce(request)
+        return
+    if not safety.confirm(request):
+        story.record("declined_at_prompt")
+        raise Refused(f"{request.action} canceled at the prompt; nothing was sent")
+
+
+def customer_label(
+    store: ActionStore, customer_id: str, invoice: MirroredInvoice | None = None
+) -> str | None:
+    """``Name · email`` for prompts, from the mirror (or the invoice's copy of them)."""
+    customer = store.get_customer(customer_id)
+    raw = invoice.raw if invoice is not None else {}
+    email = (customer.email if customer else None) or raw.get("customer_email")
+    name = (customer.name if customer else None) or raw.get("customer_name")
+    return " · ".join(part for part in (name, email) if part) or None

@@ -1,0 +1,355 @@
+"""``retry``: charge an invoice now (``invoices.pay``), once, whatever happens around it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from cloudgreet_billing.adapters.payments import (
+    PaymentDeclined,
+    PaymentGateway,
+    RequestPreview,
+    StripeRequestFailed,
+)
+from cloudgreet_billing.domain.dunning import PAUSE_SETTING, PauseState
+from cloudgreet_billing.domain.mirror import MirroredInvoice, parse_invoice
+from cloudgreet_billing.errors import BadInput, BillingError, ExitCode, NotFound, Unavailable
+from cloudgreet_billing.services.actions.common import (
+    ActionStore,
+    ActionTarget,
+    AuditStory,
+    Banner,
+    ConfirmRequest,
+    Safety,
+    account_banner,
+    ask,
+    customer_label,
+    fetch_invoice,
+    refuse_unconfirmed,
+    request_json,
+    require_invoice,
+    resolve_target,
+)
+
+ACTION: Final = "retry"
+#: Outcomes after which Stripe would replay the same answer for the same key.
+_FAILED_ATTEMPTS: Final = ("declined", "requires_action")
+#: Statuses ``invoices.pay`` can collect.
+_PAYABLE: Final = ("open", "uncollectible")
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    """What a retry did; ``as_json`` is the contract's shape."""
+
+    invoice_id: str
+    customer_id: str
+    status: str
+    amount_due: int
+    amount_paid: int
+    currency: str
+    alert_id: int | None
+    alert_status: str | None
+    #: ``paid``, ``already_paid``, ``processing`` or ``dry_run``.
+    outcome: str
+    idempotency_key: str | None = None
+    request: RequestPreview | None = None
+    resolved_alert_ids: tuple[int, ...] = ()
+    canceled_steps: int = 0
+    paused: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "invoice_id": self.invoice_id,
+            "status": self.status,
+            "amount_paid": self.amount_paid,
+            "currency": self.currency,
+            "alert_id": self.alert_id,
+            "alert_status": self.alert_status,
+            "decline_code": None,
+        }
+
+
+def retry_key(invoice_id: str, attempt_count: int, failed_here: int = 0) -> str:
+    """The idempotency key of a charge: the invoice and Stripe's ``attempt_count``.
+
+    Stripe counts only the first manual attempt, so ``failed_here`` (our own declined
+    attempts at this count) keeps a retry after the customer fixed the card from being
+    answered with the old decline. Concurrent runs read the same counts, so they send the
+    same key and Stripe charges once.
+    """
+    key = f"cloudgreet-billing:retry:{invoice_id}:attempt-{attempt_count}"
+    return key if failed_here == 0 else f"{key}.{failed_here}"
+
+
+def _failed_here(store: ActionStore, invoice_id: str, attempt_count: int) -> int:
+    return sum(
+        1
+        for line in store.action_audit(invoice_id, ACTION)
+        if line.outcome in _FAILED_ATTEMPTS and line.details.get("attempt_count") == attempt_count
+    )
+
+
+def pay_request(invoice_id: str, key: str) -> RequestPreview:
+    return RequestPreview("POST", f"/v1/invoices/{invoice_id}/pay", {}, key)
+
+
+def retry_payment(
+    store: ActionStore,
+    gateway: PaymentGateway,
+    given: str,
+    *,
+    safety: Safety,
+    actor: str,
+    force: bool = False,
+) -> RetryResult:
+    """Charge the invoice behind ``given`` (alert id or ``in_…``) now.
+
+    Raises ``BillingError``: a decline or a needed authentication exits 1 with the retry's
+    fields in its details; dunning paused without ``force`` exits 75; no confirmation 3.
+    """
+    target = resolve_target(store, given)
+    invoice_id = require_invoice(target, "retry")
+    story = AuditStory(
+        store,
+        actor,
+        ACTION,
+        invoice_id,
+        safety.clock,
+        base={"mode": gateway.mode, "alert_id": target.alert_id, "given": target.given},
+    )
+    pause = PauseState.from_setting(store.get_setting(PAUSE_SETTING))
+    if safety.dry_run:
+        return _dry_run(store, gateway, target, invoice_id, story, safety, paused=pause.paused)
+    if pause.paused and not force:
+        story.record("refused", reason="dunning paused", pause_reason=pause.reason)
+        raise Unavailable(
+            f"dunning is paused ({pause.reason or 'no reason given'}"
+            f"{f', by {pause.actor}' if pause.actor else ''}); not charging {invoice_id}",
+            hint="wait for `cloudgreet-billing dunning resume`, or pass --force if this "
+            "charge must go now",
+            code="dunning_paused",
+        )
+    refuse_unconfirmed(story, safety, f"retry charges the customer for invoice {invoice_id}")
+    key: str | None = None
+    with story.told(lambda: key):
+        banner = account_banner(gateway)
+        safety.show_banner(banner)
+        invoice = fetch_invoice(gateway, invoice_id)
+        if invoice.status == "paid":
+            return _settle(store, story, target, invoice, "already_paid", key=None)
+        if invoice.status not in _PAYABLE:
+            story.record("refused", reason=f"invoice is {invoice.status}")
+            raise BadInput(
+                f"invoice {invoice_id} is {invoice.status}: there is nothing to charge",
+                hint="only open or uncollectible invoices can be paid",
+                code="not_payable",
+            )
+        key = retry_key(
+            invoice_id,
+            invoice.attempt_count,
+            _failed_here(store, invoice_id, invoice.attempt_count),
+        )
+        ask(
+            story,
+            safety,
+            ConfirmRequest(
+                action="retry",
+                question=f"Charge {invoice.customer_id} for invoice {invoice_id} now?",
+                mode=gateway.mode,
+                customer_id=invoice.customer_id,
+                customer_label=customer_label(store, invoice.customer_id, invoice),
+                invoice_id=invoice_id,
+                amount=invoice.amount_remaining or invoice.amount_due,
+                currency=invoice.currency,
+                account_id=banner.account_id,
+            ),
+        )
+        story.record(
+            "intent",
+            idempotency_key=key,
+            attempt_count=invoice.attempt_count,
+            amount_due=invoice.amount_remaining or invoice.amount_due,
+            currency=invoice.currency,
+            customer_id=invoice.customer_id,
+            request=request_json(pay_request(invoice_id, key)),
+        )
+        try:
+            answer = parse_invoice(gateway.pay_invoice(invoice_id, idempotency_key=key))
+        except PaymentDeclined as declined:
+            raise _declined(store, story, target, invoice, declined, key) from None
+        except StripeRequestFailed as refused:
+            # Paid meanwhile (by the customer, or a concurrent run): Stripe refuses to pay
+            # a paid invoice, and that is the outcome the operator wanted.
+            now_state = fetch_invoice(gateway, invoice_id)
+            if now_state.status == "paid":
+                return _settle(
+                    store, story, target, now_state, "already_paid", key=key, stripe=refused.message
+                )
+            raise
+        if answer.status == "paid":
+            return _settle(store, story, target, answer, "paid", key=key)
+        store.upsert_invoice(answer, safety.clock(), safety.clock())
+        story.record(
+            "processing",
+            idempotency_key=key,
+            status=answer.status,
+            amount_paid=answer.amount_paid,
+        )
+        return _result(target, answer, "processing", key=key)
+
+
+def _result(
+    target: ActionTarget,
+    invoice: MirroredInvoice,
+    outcome: str,
+    *,
+    key: str | None,
+    alert_status: str | None = None,
+    resolved: tuple[int, ...] = (),
+    canceled: int = 0,
+) -> RetryResult:
+    return RetryResult(
+        invoice_id=invoice.id,
+        customer_id=invoice.customer_id,
+        status=invoice.status,
+        amount_due=invoice.amount_due,
+        amount_paid=invoice.amount_paid,
+        currency=invoice.currency,
+        alert_id=target.alert_id,
+        alert_status=alert_status or (target.alert.status if target.alert else None),
+        outcome=outcome,
+        idempotency_key=key,
+        resolved_alert_ids=resolved,
+        canceled_steps=canceled,
+    )
+
+
+def _settle(
+    store: ActionStore,
+    story: AuditStory,
+    target: ActionTarget,
+    invoice: MirroredInvoice,
+    outcome: str,
+    *,
+    key: str | None,
+    stripe: str | None = None,
+) -> RetryResult:
+    how = "paid by a manual retry" if outcome == "paid" else "already paid when retried"
+    settlement = store.settle_paid_invoice(
+        invoice,
+        resolution=f"{how} ({story.actor})",
+        audit=story.draft(
+            outcome,
+            idempotency_key=key,
+            status=invoice.status,
+            amount_paid=invoice.amount_paid,
+            currency=invoice.currency,
+            stripe_message=stripe,
+        ),
+        now=story.clock(),
+    )
+    return _result(
+        target,
+        invoice,
+        outcome,
+        key=key,
+        alert_status="resolved" if target.alert else None,
+        resolved=settlement.resolved_alert_ids,
+        canceled=settlement.canceled_steps,
+    )
+
+
+def _declined(
+    store: ActionStore,
+    story: AuditStory,
+    target: ActionTarget,
+    invoice: MirroredInvoice,
+    declined: PaymentDeclined,
+    key: str,
+) -> BillingError:
+    """Record a refused charge and return the error that ends the command (exit 1)."""
+    now = story.clock()
+    reason = declined.decline_code or declined.stripe_code or "declined"
+    fields: dict[str, Any] = {
+        "invoice_id": invoice.id,
+        "status": invoice.status,
+        "amount_paid": invoice.amount_paid,
+        "currency": invoice.currency,
+        "alert_id": target.alert_id,
+        "alert_status": target.alert.status if target.alert else None,
+        "decline_code": declined.decline_code,
+        "stripe_code": declined.stripe_code,
+    }
+    audit_details = {
+        "attempt_count": invoice.attempt_count,
+        "decline_code": declined.decline_code,
+        "stripe_code": declined.stripe_code,
+        "stripe_message": declined.message,
+    }
+    if declined.requires_action:
+        action_alert = store.open_action_required_alert(
+            invoice,
+            failure=f"{reason}: {declined.message}",
+            note=f"manual retry by {story.actor}: the customer must authenticate the payment",
+            audit=story.draft("requires_action", idempotency_key=key, **audit_details),
+            now=now,
+        )
+        link = invoice.hosted_invoice_url
+        return BillingError(
+            f"invoice {invoice.id} needs the customer to authenticate the payment "
+            f"({reason}); alert {action_alert} opened",
+            hint=(f"send them the payment page {link}, or run: " if link else "run: ")
+            + f"cloudgreet-billing portal {invoice.id} --send",
+            code="payment_action_required",
+            exit_code=ExitCode.FAILED,
+            details={
+                **fields,
+                "action_alert_id": action_alert,
+                "hosted_invoice_url": link,
+            },
+        )
+    store.record_failed_attempt(
+        target.alert_id,
+        attempt_count=invoice.attempt_count,
+        failure=f"{reason}: {declined.message}",
+        note=f"manual retry by {story.actor} declined ({reason}): {declined.message}",
+        audit=story.draft("declined", idempotency_key=key, **audit_details),
+        now=now,
+    )
+    where = f"alert {target.alert_id} stays open; " if target.alert_id else ""
+    return BillingError(
+        f"{declined.message} — decline code {reason}",
+        hint=f"{where}ask the customer to update their card: "
+        f"cloudgreet-billing portal {target.given} --send",
+        code="payment_declined",
+        exit_code=ExitCode.FAILED,
+        details=fields,
+    )
+
+
+def _dry_run(
+    store: ActionStore,
+    gateway: PaymentGateway,
+    target: ActionTarget,
+    invoice_id: str,
+    story: AuditStory,
+    safety: Safety,
+    *,
+    paused: bool,
+) -> RetryResult:
+    """The request a real run would send, from the mirror; nothing reaches Stripe."""
+    invoice = target.invoice
+    if invoice is None:
+        raise NotFound(
+            f"invoice {invoice_id} is not in the local mirror, and a dry run asks Stripe nothing",
+            hint="run `cloudgreet-billing sync` first, or run without --dry-run "
+            "(it asks before charging)",
+        )
+    safety.show_banner(Banner(mode=gateway.mode, dry_run=True))
+    key = retry_key(
+        invoice_id, invoice.attempt_count, _failed_here(store, invoice_id, invoice.attempt_count)
+    )
+    preview = pay_request(invoice_id, key)
+    story.record("dry_run", idempotency_key=key, request=request_json(preview), paused=paused)
+    return replace(_result(target, invoice, "dry_run", key=key), request=preview, paused=paused)
