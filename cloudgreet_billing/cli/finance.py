@@ -1,0 +1,498 @@
+"""``reconcile``, ``dashboard``, ``export-csv``: the numbers finance signs off on."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cloudgreet_billing.cli.context import app_context
+from cloudgreet_billing.cli.output import JsonFlag, emit, json_mode, note
+from cloudgreet_billing.cli.render import money, when
+
+if TYPE_CHECKING:
+    from decimal import Decimal
+
+    from rich.console import Console
+
+    from cloudgreet_billing.adapters.store.protocol_finance import OpenAlert, PastDueInvoice
+    from cloudgreet_billing.domain.reconciliation import ReconciliationRow, Window
+    from cloudgreet_billing.services.dashboard import Dashboard
+    from cloudgreet_billing.services.reconcile import CustomerTrace, ReconcileReport
+
+
+def _window_json(window: Window) -> dict[str, Any]:
+    from cloudgreet_billing.domain.timefmt import iso_z
+
+    return {"from": iso_z(window.start), "to": iso_z(window.end)}
+
+
+def _pct(value: Decimal) -> float:
+    """A percentage for JSON: four places, exact in the printed text."""
+    from cloudgreet_billing.domain.reconciliation import shown_pct
+
+    return float(shown_pct(value))
+
+
+def _row_json(row: ReconciliationRow) -> dict[str, Any]:
+    return {
+        "customer_id": row.customer_id,
+        "currency": row.currency,
+        "stripe_total": row.stripe_total,
+        "ledger_total": row.ledger_total,
+        "variance": row.variance,
+        "variance_pct": _pct(row.variance_pct),
+        "status": row.status,
+    }
+
+
+def _past_due_json(invoice: PastDueInvoice) -> dict[str, Any]:
+    from cloudgreet_billing.domain.timefmt import iso_z
+
+    return {
+        "id": invoice.id,
+        "customer_id": invoice.customer_id,
+        "number": invoice.number,
+        "amount_due": invoice.amount_due,
+        "amount_remaining": invoice.amount_remaining,
+        "currency": invoice.currency,
+        "due_date": iso_z(invoice.due_date),
+        "attempt_count": invoice.attempt_count,
+        "first_failed_at": iso_z(invoice.first_failed_at),
+        "hosted_invoice_url": invoice.hosted_invoice_url,
+    }
+
+
+def _alert_json(alert: OpenAlert) -> dict[str, Any]:
+    from cloudgreet_billing.domain.timefmt import iso_z
+
+    return {
+        "id": alert.id,
+        "type": alert.type,
+        "status": alert.status,
+        "customer_id": alert.customer_id,
+        "invoice_id": alert.invoice_id,
+        "amount_due": alert.amount_due,
+        "currency": alert.currency,
+        "created_at": iso_z(alert.created_at),
+    }
+
+
+def _trace_json(trace: CustomerTrace) -> dict[str, Any]:
+    from cloudgreet_billing.cli.render import ledger_entry_json
+
+    return {
+        "customer_id": trace.customer_id,
+        "unmatched_entries": [ledger_entry_json(entry) for entry in trace.unmatched_entries],
+        "unmatched_invoice_lines": [
+            {
+                "invoice_id": line.invoice_id,
+                "line_id": line.line_id,
+                "description": line.description,
+                "amount": line.amount,
+                "currency": line.currency,
+            }
+            for line in trace.unmatched_invoice_lines
+        ],
+        "invoices_differing": [
+            {
+                "invoice_id": diff.invoice_id,
+                "currency": diff.currency,
+                "stripe_amount": diff.stripe_amount,
+                "ledger_amount": diff.ledger_amount,
+                "variance": diff.variance,
+            }
+            for diff in trace.invoices_differing
+        ],
+        "ledger_outside_window": [
+            {"invoice_id": item.invoice_id, "currency": item.currency, "amount": item.ledger_amount}
+            for item in trace.ledger_outside_window
+        ],
+        "lines_truncated": trace.lines_truncated,
+    }
+
+
+def _report_json(report: ReconcileReport) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "window": _window_json(report.window),
+        "threshold_pct": float(report.threshold_pct),
+        "source": report.source,
+        "invoices_counted": report.invoices_counted,
+        "rows": [_row_json(row) for row in report.rows],
+        "mismatches": report.mismatches,
+        "past_due_invoices": [_past_due_json(invoice) for invoice in report.past_due_invoices],
+        "open_alerts": [_alert_json(alert) for alert in report.open_alerts],
+    }
+    if report.trace is not None:
+        data["customer_id"] = report.customer_id
+        data["trace"] = _trace_json(report.trace)
+    return data
+
+
+def _print_report(report: ReconcileReport, console: Console) -> None:
+    from rich.table import Table
+
+    window = report.window
+    console.print(
+        f"Reconciliation {when(window.start)} → {when(window.end)}, "
+        f"Stripe side from the {report.source} ({report.invoices_counted} invoices), "
+        f"threshold {report.threshold_pct}%"
+    )
+    table = Table("customer", "currency", "stripe", "ledger", "variance", "variance %", "status")
+    for row in report.rows:
+        table.add_row(
+            row.customer_id,
+            row.currency,
+            money(row.stripe_total, row.currency),
+            money(row.ledger_total, row.currency),
+            money(row.variance, row.currency),
+            f"{_pct(row.variance_pct):.2f}",
+            row.status.upper() if row.is_mismatch else row.status,
+        )
+    console.print(table if report.rows else "nothing invoiced or recorded in the window")
+    if report.trace is not None:
+        _print_trace(report.trace, console)
+    if report.past_due_invoices:
+        past_due = Table("past-due invoice", "customer", "remaining", "due", "attempts")
+        for invoice in report.past_due_invoices:
+            past_due.add_row(
+                invoice.id,
+                invoice.customer_id,
+                money(invoice.amount_remaining, invoice.currency),
+                when(invoice.due_date),
+                str(invoice.attempt_count),
+            )
+        console.print(past_due)
+    if report.open_alerts:
+        alerts = Table("open alert", "type", "customer", "invoice", "amount", "since")
+        for alert in report.open_alerts:
+            alerts.add_row(
+                str(alert.id),
+                alert.type,
+                alert.customer_id or "",
+                alert.invoice_id or "",
+                money(alert.amount_due, alert.currency),
+                when(alert.created_at),
+            )
+        console.print(alerts)
+    verdict = (
+        f"{report.mismatches} mismatch{'es' if report.mismatches != 1 else ''} over "
+        f"{report.threshold_pct}%"
+        if report.mismatches
+        else "every row within the threshold"
+    )
+    console.print(
+        f"{verdict}; {len(report.past_due_invoices)} past-due invoices, "
+        f"{len(report.open_alerts)} open alerts"
+    )
+
+
+def _print_trace(trace: CustomerTrace, console: Console) -> None:
+    from rich.table import Table
+
+    if trace.unmatched_entries:
+        table = Table("unmatched ledger entry", "occurred", "kind", "amount", "invoice", "note")
+        for entry in trace.unmatched_entries:
+            table.add_row(
+                str(entry.id),
+                when(entry.occurred_at),
+                entry.kind,
+                money(entry.amount, entry.currency),
+                entry.invoice_id or "",
+                entry.description or "",
+            )
+        console.print(table)
+    if trace.unmatched_invoice_lines:
+        table = Table("invoice with no ledger entry", "line", "description", "amount")
+        for line in trace.unmatched_invoice_lines:
+            table.add_row(
+                line.invoice_id,
+                line.line_id or "",
+                line.description or "",
+                money(line.amount, line.currency),
+            )
+        console.print(table)
+    if trace.invoices_differing:
+        table = Table("invoice", "stripe", "ledger", "variance")
+        for diff in trace.invoices_differing:
+            table.add_row(
+                diff.invoice_id,
+                money(diff.stripe_amount, diff.currency),
+                money(diff.ledger_amount, diff.currency),
+                money(diff.variance, diff.currency),
+            )
+        console.print(table)
+    for item in trace.ledger_outside_window:
+        console.print(
+            f"{item.invoice_id}: {money(item.ledger_amount, item.currency)} of its ledger "
+            "entries fall outside the window"
+        )
+    for invoice_id in trace.lines_truncated:
+        console.print(f"{invoice_id}: Stripe listed only its first lines")
+    if not (
+        trace.unmatched_entries
+        or trace.unmatched_invoice_lines
+        or trace.invoices_differing
+        or trace.ledger_outside_window
+    ):
+        console.print(f"{trace.customer_id}: every entry matches its invoice")
+
+
+def reconcile(
+    ctx: typer.Context,
+    days: Annotated[
+        int, typer.Option("--days", min=1, help="The window: the last N days up to now.")
+    ] = 30,
+    threshold: Annotated[
+        str,
+        typer.Option(
+            "--threshold",
+            help="Variance in percent above which a row is a mismatch (exit 4).",
+            metavar="PCT",
+        ),
+    ] = "1.0",
+    invoices_file: Annotated[
+        str | None,
+        typer.Option(
+            "--invoices-file",
+            help="Take the Stripe side from a saved JSON list of invoices or an API list "
+            "page (- reads stdin) instead of the API.",
+            metavar="PATH",
+        ),
+    ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option("--offline", help="Take the Stripe side from the local mirror; no API call."),
+    ] = False,
+    customer: Annotated[
+        str | None,
+        typer.Option(
+            "--customer",
+            help="Only this cus_…, traced invoice by invoice: unmatched entries, invoice "
+            "lines with no entry, and invoices whose ledger sum differs.",
+        ),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Compare Stripe's invoiced totals with the ledger, per customer and currency.
+
+    Draft and void invoices are left out; an invoice counts total_excluding_tax (or total).
+    Exits 4 when any row's variance is over the threshold, so cron can page someone.
+
+    Example: cloudgreet-billing reconcile --days 30 --threshold 0.5 --json
+    """
+    from decimal import Decimal, InvalidOperation
+
+    from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.domain.ledger import check_customer_id
+    from cloudgreet_billing.errors import BadInput, ExitCode
+    from cloudgreet_billing.services import reconcile as service
+
+    try:
+        threshold_pct = Decimal(threshold.strip())
+    except InvalidOperation:
+        raise BadInput(f"--threshold {threshold!r} is not a number", hint="e.g. 1.0") from None
+    if not threshold_pct.is_finite() or threshold_pct < 0:
+        raise BadInput(f"--threshold {threshold!r} must be a percentage of 0 or more")
+    if invoices_file is not None and offline:
+        raise BadInput("--invoices-file and --offline are two sources; give one")
+    customer_id = check_customer_id(customer) if customer else None
+    context = app_context(ctx)
+    now = utcnow()
+    window = service.window_ending(now, days)
+    store = context.store()
+    if offline:
+        invoices, source = None, "mirror"
+    elif invoices_file is not None:
+        invoices, source = service.read_invoices_file(invoices_file), "file"
+    else:
+        from cloudgreet_billing.bootstrap import open_gateway
+
+        gateway = open_gateway(context.settings)
+        note(f"listing invoices from Stripe ({gateway.mode} mode)")
+        invoices, source = service.pull_invoices(gateway, store, window, now), "api"
+    report = service.reconcile(
+        store,
+        window=window,
+        threshold_pct=threshold_pct,
+        now=now,
+        invoices=invoices,
+        source=source,
+        customer_id=customer_id,
+    )
+    emit(_report_json(report), lambda console: _print_report(report, console))
+    if report.mismatches:
+        raise typer.Exit(ExitCode.NEEDS_ATTENTION)
+
+
+def _dashboard_json(board: Dashboard) -> dict[str, Any]:
+    from cloudgreet_billing.domain.timefmt import iso_z
+
+    age = board.last_sync_age
+    return {
+        "generated_at": iso_z(board.generated_at),
+        "mrr": board.mrr,
+        "mrr_subscriptions": board.mrr_subscriptions,
+        "booking_fees_30d": board.booking_fees_30d,
+        "credit_adjustments_30d": board.credit_adjustments_30d,
+        "open_alerts": board.open_alerts,
+        "past_due": {"count": board.past_due_count, "amounts": board.past_due_amounts},
+        "dunning_due": board.dunning_due_today,
+        "dunning_needs_review": board.dunning_needs_review,
+        "paused": board.pause.paused,
+        "pause_reason": board.pause.reason if board.pause.paused else None,
+        "paused_by": board.pause.actor if board.pause.paused else None,
+        "paused_at": board.pause.at if board.pause.paused else None,
+        "last_sync_at": iso_z(board.last_sync_at),
+        "last_sync_age_seconds": None if age is None else int(age.total_seconds()),
+        "warnings": board.warnings,
+        "mrr_notes": board.mrr_notes,
+    }
+
+
+def _amounts(amounts: dict[str, int]) -> str:
+    return ", ".join(money(amount, currency) for currency, amount in amounts.items()) or "none"
+
+
+def _print_dashboard(board: Dashboard, console: Console) -> None:
+    from rich.table import Table
+
+    table = Table("figure", "value", show_header=False)
+    table.add_row("MRR", _amounts(board.mrr))
+    table.add_row("subscriptions counted", str(board.mrr_subscriptions))
+    table.add_row("booking fees (30 days)", _amounts(board.booking_fees_30d))
+    table.add_row("credit adjustments (30 days)", _amounts(board.credit_adjustments_30d))
+    alerts = ", ".join(f"{kind} {count}" for kind, count in board.open_alerts.items())
+    table.add_row("open alerts", alerts or "none")
+    table.add_row(
+        "past-due invoices", f"{board.past_due_count} ({_amounts(board.past_due_amounts)})"
+    )
+    table.add_row(
+        "dunning", f"{board.dunning_due_today} due today, {board.dunning_needs_review} need review"
+    )
+    table.add_row(
+        "dunning paused",
+        f"yes: {board.pause.reason or 'no reason given'}" if board.pause.paused else "no",
+    )
+    table.add_row("last sync", when(board.last_sync_at) or "never")
+    console.print(table)
+    for warning in board.warnings:
+        console.print(f"warning: {warning}")
+    for line in board.mrr_notes:
+        console.print(f"MRR note: {line}")
+
+
+def dashboard(ctx: typer.Context, json_output: JsonFlag = False) -> None:
+    """MRR per currency, 30-day booking fees and credits, open alerts, past-due invoices,
+    dunning due today, the pause switch, and how old the last sync is."""
+    from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.services.dashboard import build_dashboard
+
+    board = build_dashboard(app_context(ctx).store(), now=utcnow())
+    emit(_dashboard_json(board), lambda console: _print_dashboard(board, console))
+
+
+def export_csv(
+    ctx: typer.Context,
+    dataset: Annotated[
+        str,
+        typer.Option(
+            "--dataset", help="ledger, alerts, dunning or reconciliation.", metavar="NAME"
+        ),
+    ] = "ledger",
+    days: Annotated[
+        int | None,
+        typer.Option("--days", min=1, help="The last N days up to now (default 7)."),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Window start, ISO 8601 (inclusive).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Window end, ISO 8601 (exclusive; default now).")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--output", help="Write to this file instead of stdout.", dir_okay=False
+        ),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Export a dataset as CSV, streamed in constant memory.
+
+    The header line of each dataset, in order (stable; new columns only at the end):
+
+    \b
+    ledger (entries that occurred in the window):
+      id, occurred_at, customer_id, kind, amount_minor, amount_major,
+      currency, invoice_id, description, external_id, created_at
+    alerts (created in the window):
+      id, type, status, customer_id, invoice_id, amount_due_minor,
+      amount_due_major, currency, stripe_event_id, attempt_count,
+      last_failure, created_at, updated_at, acknowledged_at,
+      resolved_at, resolution
+    dunning (steps due in the window):
+      id, invoice_id, customer_id, alert_id, day, channel, template,
+      status, due_at, sent_at, attempts, last_error, reason,
+      created_at, updated_at
+    reconciliation (the mirror against the ledger, threshold 1.0%):
+      window_from, window_to, customer_id, currency, stripe_total_minor,
+      stripe_total_major, ledger_total_minor, ledger_total_major,
+      variance_minor, variance_major, variance_pct, status
+
+    *_minor: integer in the currency's minor unit; *_major: the same amount
+    as an exact decimal in major units. Times: ISO 8601 UTC, fixed width
+    (2026-11-24T09:00:00.000000Z). Text cells starting with = + - @, tab or
+    CR get a leading ' so spreadsheets never run them. Lines end with LF.
+    With -o the file appears whole or not at all (written aside, then
+    renamed; mode 0600).
+
+    Example: cloudgreet-billing export-csv --since 2026-11-01 -o nov.csv
+    """
+    from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.domain.export import DATASETS
+    from cloudgreet_billing.domain.timefmt import iso_z, parse_instant
+    from cloudgreet_billing.errors import BadInput
+    from cloudgreet_billing.services import export as service
+
+    if dataset not in DATASETS:
+        raise BadInput(f"--dataset {dataset!r} is not one of {', '.join(DATASETS)}")
+    if output is None and json_mode():
+        raise BadInput(
+            "export-csv writes the CSV itself to stdout; --json needs -o FILE",
+            hint="add -o export.csv to get a JSON summary",
+        )
+    now = utcnow()
+    window = service.export_window(
+        now,
+        days=days,
+        since=parse_instant(since, field="--since") if since else None,
+        until=parse_instant(until, field="--until") if until else None,
+    )
+    chunks = service.export_chunks(app_context(ctx).store(), dataset, window, now=now)
+    if output is None:
+        try:
+            rows = service.write_stream(chunks, sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, as other Unix tools do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return
+        note(f"exported {rows} {dataset} rows ({iso_z(window.start)} → {iso_z(window.end)})")
+        return
+    rows = service.write_file_atomically(chunks, output)
+    emit(
+        {
+            "dataset": dataset,
+            "path": str(output),
+            "rows": rows,
+            "window": _window_json(window),
+        },
+        lambda console: console.print(
+            f"wrote {rows} {dataset} rows ({when(window.start)} → {when(window.end)}) to {output}"
+        ),
+    )

@@ -1,0 +1,203 @@
+"""CSV exports for finance: streamed from the store, in constant memory.
+
+The formats (headers and cell rules) are ``domain.export``; this module picks the window,
+streams the dataset, and writes it to a file atomically (a temporary file in the same
+folder, then a rename) so that a reader never sees half an export.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+from cloudgreet_billing.adapters.store.protocol import Store
+from cloudgreet_billing.domain.export import (
+    DATASETS,
+    header_line,
+    line,
+    major_cell,
+    number_cell,
+    text_cell,
+    time_cell,
+)
+from cloudgreet_billing.domain.reconciliation import DEFAULT_THRESHOLD_PCT, Window, shown_pct
+from cloudgreet_billing.errors import BadInput
+from cloudgreet_billing.services.reconcile import reconcile
+
+DEFAULT_DAYS: Final = 7
+#: Lines gathered before one write, for the datasets formatted in Python.
+LINES_PER_CHUNK: Final = 2_000
+
+CsvChunk = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    dataset: str
+    window: Window
+    rows: int
+    path: Path | None
+
+
+def export_window(
+    now: datetime,
+    *,
+    days: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Window:
+    """``--days`` back from now, or ``--since``/``--until`` (until defaults to now, since to
+    seven days before until); the two forms do not mix."""
+    if days is not None and (since is not None or until is not None):
+        raise BadInput("give either --days or --since/--until, not both")
+    if days is not None:
+        if days < 1:
+            raise BadInput(f"--days must be at least 1, not {days}")
+        return Window(start=now - timedelta(days=days), end=now)
+    end = until or now
+    start = since or end - timedelta(days=DEFAULT_DAYS)
+    if start >= end:
+        raise BadInput("--since must be before --until")
+    return Window(start=start, end=end)
+
+
+def _alert_line(alert: Mapping[str, Any]) -> str:
+    return line(
+        (
+            number_cell(alert["id"]),
+            text_cell(alert["type"]),
+            text_cell(alert["status"]),
+            text_cell(alert["customer_id"]),
+            text_cell(alert["invoice_id"]),
+            number_cell(alert["amount_due"]),
+            major_cell(alert["amount_due"], alert["currency"]),
+            text_cell(alert["currency"]),
+            text_cell(alert["stripe_event_id"]),
+            number_cell(alert["attempt_count"]),
+            text_cell(alert["last_failure"]),
+            time_cell(alert["created_at"]),
+            time_cell(alert["updated_at"]),
+            time_cell(alert["acknowledged_at"]),
+            time_cell(alert["resolved_at"]),
+            text_cell(alert["resolution"]),
+        )
+    )
+
+
+def _dunning_line(step: Mapping[str, Any]) -> str:
+    return line(
+        (
+            number_cell(step["id"]),
+            text_cell(step["invoice_id"]),
+            text_cell(step["customer_id"]),
+            number_cell(step["alert_id"]),
+            number_cell(step["day"]),
+            text_cell(step["channel"]),
+            text_cell(step["template"]),
+            text_cell(step["status"]),
+            time_cell(step["due_at"]),
+            time_cell(step["sent_at"]),
+            number_cell(step["attempts"]),
+            text_cell(step["last_error"]),
+            text_cell(step["reason"]),
+            time_cell(step["created_at"]),
+            time_cell(step["updated_at"]),
+        )
+    )
+
+
+def _reconciliation_lines(store: Store, window: Window, now: datetime) -> Iterator[str]:
+    report = reconcile(
+        store,
+        window=window,
+        threshold_pct=DEFAULT_THRESHOLD_PCT,
+        now=now,
+        invoices=None,
+        source="mirror",
+    )
+    for row in report.rows:
+        yield line(
+            (
+                time_cell(window.start),
+                time_cell(window.end),
+                text_cell(row.customer_id),
+                text_cell(row.currency),
+                number_cell(row.stripe_total),
+                major_cell(row.stripe_total, row.currency),
+                number_cell(row.ledger_total),
+                major_cell(row.ledger_total, row.currency),
+                number_cell(row.variance),
+                major_cell(row.variance, row.currency),
+                _pct_cell(row.variance_pct),
+                text_cell(row.status),
+            )
+        )
+
+
+def _pct_cell(pct: Decimal) -> str:
+    return format(shown_pct(pct), "f")
+
+
+def _chunked_lines(lines: Iterable[str]) -> Iterator[CsvChunk]:
+    batch: list[str] = []
+    for text in lines:
+        batch.append(text)
+        if len(batch) >= LINES_PER_CHUNK:
+            yield "".join(batch), len(batch)
+            batch.clear()
+    if batch:
+        yield "".join(batch), len(batch)
+
+
+def export_chunks(
+    store: Store, dataset: str, window: Window, *, now: datetime
+) -> Iterator[CsvChunk]:
+    """The export as (text, rows) chunks: the header first (0 rows), then the body."""
+    if dataset not in DATASETS:
+        raise BadInput(f"dataset {dataset!r} is not one of {', '.join(DATASETS)}")
+    yield header_line(dataset), 0
+    if dataset == "ledger":
+        yield from store.ledger_csv_chunks(window)
+    elif dataset == "alerts":
+        yield from _chunked_lines(_alert_line(alert) for alert in store.stream_alerts(window))
+    elif dataset == "dunning":
+        yield from _chunked_lines(_dunning_line(step) for step in store.stream_dunning(window))
+    else:
+        yield from _chunked_lines(_reconciliation_lines(store, window, now))
+
+
+def write_stream(chunks: Iterable[CsvChunk], stream: TextIO) -> int:
+    """Write every chunk; returns the rows written."""
+    rows = 0
+    for text, count in chunks:
+        stream.write(text)
+        rows += count
+    return rows
+
+
+def write_file_atomically(chunks: Iterable[CsvChunk], path: Path) -> int:
+    """Write to a temporary file next to ``path``, then rename it over ``path``.
+
+    On any failure the temporary file is removed and ``path`` is left as it was.
+    """
+    folder = path.parent if str(path.parent) else Path()
+    if not folder.is_dir():
+        raise BadInput(f"cannot write {path}: {folder} is not a folder")
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+    temporary = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as stream:
+            rows = write_stream(chunks, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return rows

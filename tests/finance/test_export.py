@@ -1,0 +1,267 @@
+"""``export-csv`` on SQLite and PostgreSQL: format, formula safety, atomic files, memory."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+
+import pytest
+
+from cloudgreet_billing.domain.alerts import AlertDraft
+from cloudgreet_billing.domain.dunning import StepDraft
+from cloudgreet_billing.domain.export import HEADERS, ledger_line
+from cloudgreet_billing.domain.ledger import LedgerDraft, make_draft
+from cloudgreet_billing.domain.mirror import parse_invoice
+from cloudgreet_billing.domain.reconciliation import Window
+from cloudgreet_billing.services import export as export_service
+from tests.cli.helpers import data, error, run
+from tests.finance.factories import NOW, invoice
+
+pytestmark = pytest.mark.usefixtures("frozen")
+
+LEDGER_HEADER = (
+    "id,occurred_at,customer_id,kind,amount_minor,amount_major,currency,invoice_id,"
+    "description,external_id,created_at\n"
+)
+TRICKY = [
+    '=HYPERLINK("http://x")',
+    "+1",
+    "-5 credit",
+    "@SUM(A1)",
+    "\tindented",
+    "\rcarriage",
+    "a,b",
+    'say "hi"',
+    "two\nlines",
+    "",
+    "café €5",
+    "'already quoted",
+    " leading space",
+    "mid=dle",
+]
+
+
+def entry(
+    store,
+    customer,
+    amount,
+    *,
+    kind="booking_fee",
+    currency="usd",
+    days_ago=1.0,
+    description=None,
+    external_id=None,
+    invoice_id=None,
+):
+    created, _ = store.record_ledger_entry(
+        make_draft(
+            customer_id=customer,
+            kind=kind,
+            amount=amount,
+            currency=currency,
+            occurred_at=NOW - timedelta(days=days_ago),
+            description=description,
+            external_id=external_id,
+            invoice_id=invoice_id,
+        ),
+        NOW,
+    )
+    return created
+
+
+def test_text_cells_are_neutralised_and_quoted():
+    from cloudgreet_billing.domain.export import major_cell, text_cell
+
+    assert [text_cell(t) for t in ("=1", "+1", "-1", "@a", "\tx", "\rx", "ok", None, "")] == [
+        "'=1",
+        "'+1",
+        "'-1",
+        "'@a",
+        "'\tx",
+        '"\'\rx"',
+        "ok",
+        "",
+        "",
+    ]
+    assert text_cell('a "b", c') == '"a ""b"", c"'
+    assert major_cell(-5, "usd") == "-0.05"
+
+
+def test_default_is_the_ledger_over_the_last_seven_days_on_stdout(store):
+    entry(
+        store,
+        "cus_A",
+        "12.34",
+        description="=cmd|' /C calc'!A0",
+        invoice_id="in_1",
+        external_id="ext-1",
+        days_ago=6.5,
+    )
+    entry(store, "cus_A", "-0.05", kind="credit_adjustment", description="-refund, partial")
+    entry(store, "cus_B", "500", currency="jpy", days_ago=0.5)
+    entry(store, "cus_C", "1.234", currency="kwd", days_ago=0.25)
+    entry(store, "cus_A", "99.00", days_ago=7.01)  # outside the 7 days
+    result = run("export-csv")
+    assert result.exit_code == 0
+    assert result.stdout == (
+        LEDGER_HEADER + "1,2026-11-18T00:00:00.000000Z,cus_A,booking_fee,1234,12.34,usd,in_1,"
+        "'=cmd|' /C calc'!A0,ext-1,2026-11-24T12:00:00.000000Z\n"
+        + "2,2026-11-23T12:00:00.000000Z,cus_A,credit_adjustment,-5,-0.05,usd,,"
+        '"\'-refund, partial",,2026-11-24T12:00:00.000000Z\n'
+        + "3,2026-11-24T00:00:00.000000Z,cus_B,booking_fee,500,500,jpy,,,,"
+        "2026-11-24T12:00:00.000000Z\n"
+        + "4,2026-11-24T06:00:00.000000Z,cus_C,booking_fee,1234,1.234,kwd,,,,"
+        "2026-11-24T12:00:00.000000Z\n"
+    )
+    assert "exported 4 ledger rows" in result.stderr
+    # Amounts stay numbers a spreadsheet can sum; text reads back as written, plus the '.
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert sum(int(row["amount_minor"]) for row in rows if row["currency"] == "usd") == 1229
+    assert rows[1]["description"] == "'-refund, partial"
+
+
+def test_database_built_lines_equal_the_python_specification(store):
+    for n, text in enumerate(TRICKY):
+        # Drafts built directly: other writers may store what `ledger add` would strip.
+        store.record_ledger_entry(
+            LedgerDraft(
+                customer_id=f"cus_{n}",
+                kind="booking_fee",
+                amount=n * 101,
+                currency="usd",
+                occurred_at=NOW - timedelta(days=(len(TRICKY) - n) / 10),
+                description=text,
+                external_id=text or None,
+            ),
+            NOW,
+        )
+    entry(store, "cus_neg", "-123456.78", kind="credit_adjustment", days_ago=0.05)
+    entry(store, "cus_zero", "0", currency="jpy", days_ago=0.05)
+    entry(store, "cus_sub", "-0.001", kind="credit_adjustment", currency="bhd", days_ago=0.05)
+    at_micro = make_draft(
+        customer_id="cus_us",
+        kind="booking_fee",
+        amount="1.00",
+        currency="usd",
+        occurred_at=NOW - timedelta(microseconds=7),
+    )
+    store.record_ledger_entry(at_micro, NOW + timedelta(microseconds=123))
+    window = Window(start=NOW - timedelta(days=7), end=NOW)
+    expected = "".join(ledger_line(e) for e in store.stream_ledger(window))
+    built = "".join(text for text, _ in store.ledger_csv_chunks(window))
+    assert built == expected
+    assert sum(rows for _, rows in store.ledger_csv_chunks(window)) == len(TRICKY) + 4
+    parsed = list(csv.reader(io.StringIO(built)))
+    descriptions = [row[8] for row in parsed[: len(TRICKY)]]
+    assert descriptions == [
+        "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text for text in TRICKY
+    ]
+    assert "2026-11-24T11:59:59.999993Z" in built
+
+
+def test_since_and_until_pick_a_half_open_window(store):
+    entry(store, "cus_A", "1.00", days_ago=3)
+    entry(store, "cus_A", "2.00", days_ago=2)
+    entry(store, "cus_A", "3.00", days_ago=1)
+    result = run("export-csv", "--since", "2026-11-21T12:00:00Z", "--until", "2026-11-23T12:00:00Z")
+    lines = result.stdout.splitlines()
+    assert [line.split(",")[4] for line in lines[1:]] == ["100", "200"]
+    only_days = run("export-csv", "--days", "2")
+    assert [line.split(",")[4] for line in only_days.stdout.splitlines()[1:]] == ["200", "300"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--days", "3", "--since", "2026-11-01", "-o", "x.csv"], "either --days or --since"),
+        (["--since", "2026-11-20", "--until", "2026-11-10", "-o", "x.csv"], "must be before"),
+        (["--dataset", "payroll", "-o", "x.csv"], "is not one of"),
+        (["--since", "yesterday", "-o", "x.csv"], "is not an ISO 8601"),
+        ([], "--json needs -o FILE"),
+    ],
+)
+def test_bad_requests_exit_2(store_env, args, message):
+    result = run("export-csv", *args, "--json")
+    assert result.exit_code == 2
+    assert message in error(result)["message"]
+
+
+def test_output_file_is_written_whole_and_reported(store, tmp_path):
+    entry(store, "cus_A", "1.00")
+    (tmp_path / "out").mkdir()
+    target = tmp_path / "out" / "ledger.csv"
+    summary = data(run("export-csv", "-o", str(target), "--json"))
+    assert summary == {
+        "dataset": "ledger",
+        "path": str(target),
+        "rows": 1,
+        "window": {"from": "2026-11-17T12:00:00Z", "to": "2026-11-24T12:00:00Z"},
+    }
+    assert target.read_text(encoding="utf-8").startswith(LEDGER_HEADER)
+    assert [p.name for p in target.parent.iterdir()] == ["ledger.csv"]
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_failed_export_leaves_the_previous_file_untouched(store, tmp_path, monkeypatch):
+    (tmp_path / "out").mkdir()
+    target = tmp_path / "out" / "ledger.csv"
+    target.write_text("last week's export\n")
+
+    def broken(*args, **kwargs):
+        yield LEDGER_HEADER, 0
+        raise RuntimeError("connection lost")
+
+    monkeypatch.setattr(export_service, "export_chunks", broken)
+    result = run("export-csv", "-o", str(target))
+    assert result.exit_code == 1
+    assert target.read_text() == "last week's export\n"
+    assert [p.name for p in target.parent.iterdir()] == ["ledger.csv"]
+
+
+def test_alerts_dunning_and_reconciliation_datasets(store):
+    alert = store.raise_alert(
+        AlertDraft(
+            type="invoice_failed",
+            dedupe_key="invoice_failed:in_1",
+            customer_id="cus_A",
+            invoice_id="in_1",
+            amount_due=-250,
+            currency="usd",
+            last_failure="=card declined",
+        ),
+        actor="tester@ci",
+        now=NOW - timedelta(days=1),
+    ).alert
+    store.schedule_steps(
+        [
+            StepDraft(
+                invoice_id="in_1",
+                customer_id="cus_A",
+                alert_id=alert.id,
+                day=0,
+                channel="email",
+                template="day0_email",
+                due_at=NOW - timedelta(hours=1),
+            )
+        ],
+        NOW,
+    )
+    store.upsert_invoice(parse_invoice(invoice("in_1", "cus_A", total=1000)), NOW, NOW)
+    entry(store, "cus_A", "9.00")
+
+    alerts = run("export-csv", "--dataset", "alerts").stdout.splitlines()
+    assert alerts[0] == ",".join(HEADERS["alerts"])
+    assert alerts[1] == (
+        f"{alert.id},invoice_failed,open,cus_A,in_1,-250,-2.50,usd,,0,'=card declined,"
+        "2026-11-23T12:00:00.000000Z,2026-11-23T12:00:00.000000Z,,,"
+    )
+    dunning = run("export-csv", "--dataset", "dunning").stdout.splitlines()
+    assert dunning[0] == ",".join(HEADERS["dunning"])
+    assert dunning[1].startswith(f"1,in_1,cus_A,{alert.id},0,email,day0_email,scheduled,")
+    reconciliation = run("export-csv", "--dataset", "reconciliation", "--days", "30").stdout
+    assert reconciliation.splitlines() == [
+        ",".join(HEADERS["reconciliation"]),
+        "2026-10-25T12:00:00.000000Z,2026-11-24T12:00:00.000000Z,cus_A,usd,1000,10.00,900,9.00,100,1.00,"
+        "10.0000,mismatch",
+    ]
