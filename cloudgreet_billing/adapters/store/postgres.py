@@ -16,9 +16,10 @@ from psycopg.types.json import Jsonb
 
 from cloudgreet_billing.adapters.store.migrations import postgres_migrations
 from cloudgreet_billing.adapters.store.protocol import ImportOutcome
-from cloudgreet_billing.adapters.store.sql import LEDGER_COLUMNS, SqlStore
+from cloudgreet_billing.adapters.store.sql import SqlStore
 from cloudgreet_billing.adapters.store.sql_base import Cursor
 from cloudgreet_billing.adapters.store.sql_finance import STREAM_BATCH
+from cloudgreet_billing.adapters.store.sql_ledger import LEDGER_COLUMNS
 from cloudgreet_billing.config import redact_url
 from cloudgreet_billing.domain.ledger import LedgerDraft
 from cloudgreet_billing.domain.reconciliation import Window

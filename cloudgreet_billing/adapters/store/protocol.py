@@ -7,16 +7,19 @@ atomic: it either happens whole or not at all. Callers never see SQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from cloudgreet_billing.adapters.store.protocol_alerts import AlertsOps
+from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft, AuditOps, AuditRecord
 from cloudgreet_billing.adapters.store.protocol_dunning import DunningOps
 from cloudgreet_billing.adapters.store.protocol_finance import FinanceOps
 from cloudgreet_billing.adapters.store.protocol_mirror import MirrorOps
 from cloudgreet_billing.domain.ledger import LedgerDraft, LedgerEntry
+
+__all__ = ["TABLES", "AuditDraft", "AuditRecord", "ImportOutcome", "LedgerQuery", "Store"]
 
 #: Every table of the schema, in dependency order.
 TABLES: tuple[str, ...] = (
@@ -53,33 +56,7 @@ class ImportOutcome:
     duplicates: int
 
 
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    """One line of the audit log."""
-
-    id: int
-    occurred_at: datetime
-    actor: str
-    action: str
-    target: str
-    outcome: str
-    idempotency_key: str | None
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class AuditDraft:
-    """An audit line to append."""
-
-    actor: str
-    action: str
-    target: str
-    outcome: str
-    idempotency_key: str | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-
-class Store(MirrorOps, AlertsOps, DunningOps, FinanceOps, Protocol):
+class Store(MirrorOps, AlertsOps, DunningOps, FinanceOps, AuditOps, Protocol):
     """Billing state: schema, ledger, audit log, shared settings, and the areas above."""
 
     #: ``sqlite`` or ``postgres`` (later ``supabase``).
@@ -117,15 +94,6 @@ class Store(MirrorOps, AlertsOps, DunningOps, FinanceOps, Protocol):
 
     def list_ledger(self, query: LedgerQuery) -> list[LedgerEntry]:
         """Entries newest first."""
-        ...
-
-    # --- audit log ----------------------------------------------------------
-    def append_audit(self, entry: AuditDraft, now: datetime) -> int:
-        """Append one audit line and return its id."""
-        ...
-
-    def audit_trail(self, target: str, limit: int = 100) -> list[AuditRecord]:
-        """The audit lines about one target, oldest first."""
         ...
 
     # --- shared settings (sync cursor, dunning pause) -----------------------

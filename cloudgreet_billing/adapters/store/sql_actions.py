@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudgreet_billing.adapters.store.protocol import AuditDraft, AuditRecord
 from cloudgreet_billing.adapters.store.protocol_actions import Settlement
-from cloudgreet_billing.adapters.store.sql_base import SqlBase
+from cloudgreet_billing.adapters.store.sql_audit import AuditSql
 from cloudgreet_billing.adapters.store.sql_mirror import UPSERT_INVOICE
 from cloudgreet_billing.domain.alerts import AlertDraft, invoice_alert_key
 from cloudgreet_billing.domain.mirror import MirroredInvoice
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from cloudgreet_billing.domain.alerts import AlertNote
 
 
-class ActionsSql(SqlBase):
+class ActionsSql(AuditSql):
     """SQL for this area, shared by SQLite and PostgreSQL."""
 
     if TYPE_CHECKING:
@@ -111,21 +111,6 @@ class ActionsSql(SqlBase):
             self._insert_audit(audit, now)
 
     def action_audit(self, target: str, action: str) -> list[AuditRecord]:
-        rows = self._execute(
-            "SELECT id, occurred_at, actor, action, target, outcome, idempotency_key, details "
-            "FROM billing_audit_log WHERE target = ? AND action = ? ORDER BY occurred_at, id",
-            (target, action),
-        ).fetchall()
-        return [
-            AuditRecord(
-                id=int(row[0]),
-                occurred_at=self._time(row[1]),
-                actor=row[2],
-                action=row[3],
-                target=row[4],
-                outcome=row[5],
-                idempotency_key=row[6],
-                details=self._json_value(row[7]),
-            )
-            for row in rows
-        ]
+        return self._audit_records(
+            "WHERE target = ? AND action = ? ORDER BY occurred_at, id", (target, action)
+        )

@@ -11,7 +11,8 @@ from cloudgreet_billing.adapters.store.protocol_alerts import (
     LedgerTotal,
     RaisedAlert,
 )
-from cloudgreet_billing.adapters.store.sql_base import Cursor, SqlBase
+from cloudgreet_billing.adapters.store.sql_audit import AuditSql
+from cloudgreet_billing.adapters.store.sql_base import Cursor
 from cloudgreet_billing.domain.alerts import Alert, AlertDraft, AlertNote
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ RAISE_ALERT = (
 )
 
 
-class AlertsSql(SqlBase):
+class AlertsSql(AuditSql):
     """SQL for this area, shared by SQLite and PostgreSQL."""
 
     if TYPE_CHECKING:

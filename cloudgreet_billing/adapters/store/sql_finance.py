@@ -17,7 +17,9 @@ from cloudgreet_billing.adapters.store.protocol_finance import (
     OpenAlert,
     PastDueInvoice,
 )
-from cloudgreet_billing.adapters.store.sql_base import SqlBase, chunked
+from cloudgreet_billing.adapters.store.sql_base import chunked
+from cloudgreet_billing.adapters.store.sql_ledger import LEDGER_COLUMNS, LedgerSql
+from cloudgreet_billing.adapters.store.sql_mirror import SUBSCRIPTION_COLUMNS, MirrorSql
 from cloudgreet_billing.domain.export import FORMULA_PREFIXES, ledger_line
 from cloudgreet_billing.domain.ledger import LedgerEntry
 from cloudgreet_billing.domain.mirror import (
@@ -34,10 +36,7 @@ STREAM_BATCH: Final = 5_000
 #: Ids per ``IN (…)`` list, under every engine's parameter limit.
 IDS_PER_QUERY: Final = 500
 
-_LEDGER_FIELDS: Final = (
-    "id, customer_id, kind, amount, currency, occurred_at, invoice_id, description, "
-    "external_id, created_at"
-)
+_LEDGER_FIELDS: Final = f"id, {LEDGER_COLUMNS}"
 _WINDOW: Final = "occurred_at >= ? AND occurred_at < ?"
 #: Time, then the ledger's time index key, then id: SQLite keeps the rowid at the end of
 #: every index entry, so this order is read straight off the index with no sort step.
@@ -91,7 +90,7 @@ def _codes(currencies: frozenset[str]) -> str:
     return ", ".join(f"'{code}'" for code in sorted(currencies))
 
 
-class FinanceSql(SqlBase):
+class FinanceSql(MirrorSql, LedgerSql):
     """SQL for this area, shared by SQLite and PostgreSQL."""
 
     # --- dialect hooks --------------------------------------------------------
@@ -171,27 +170,13 @@ class FinanceSql(SqlBase):
             invoices.append(parse_invoice({**self._json_value(raw), "status": status}))
         return invoices
 
-    def _entry(self, row: Sequence[Any]) -> LedgerEntry:
-        return LedgerEntry(
-            id=int(row[0]),
-            customer_id=row[1],
-            kind=row[2],
-            amount=int(row[3]),
-            currency=row[4],
-            occurred_at=self._time(row[5]),
-            invoice_id=row[6],
-            description=row[7],
-            external_id=row[8],
-            created_at=self._time(row[9]),
-        )
-
     def ledger_entries(self, window: Window, customer_id: str) -> list[LedgerEntry]:
         rows = self._execute(
             f"SELECT {_LEDGER_FIELDS} FROM billing_usage_ledger "
             f"WHERE customer_id = ? AND {_WINDOW} ORDER BY occurred_at, id",
             (customer_id, window.start, window.end),
         ).fetchall()
-        return [self._entry(row) for row in rows]
+        return [self._ledger_entry(row) for row in rows]
 
     def ledger_sums_by_invoice(self, invoice_ids: Sequence[str]) -> dict[tuple[str, str], int]:
         sums: dict[tuple[str, str], int] = {}
@@ -284,22 +269,10 @@ class FinanceSql(SqlBase):
 
     def recurring_subscriptions(self) -> Iterator[MirroredSubscription]:
         for row in self._stream(
-            "SELECT id, customer_id, status, currency, cancel_at_period_end, "
-            "current_period_end, collection_paused, livemode, raw, stripe_created "
-            f"FROM billing_subscriptions WHERE status IN ({_RECURRING}) ORDER BY id"
+            f"SELECT {SUBSCRIPTION_COLUMNS} FROM billing_subscriptions "
+            f"WHERE status IN ({_RECURRING}) ORDER BY id"
         ):
-            yield MirroredSubscription(
-                id=row[0],
-                customer_id=row[1],
-                status=row[2],
-                currency=row[3],
-                cancel_at_period_end=bool(row[4]),
-                current_period_end=self._optional_time(row[5]),
-                collection_paused=bool(row[6]),
-                livemode=bool(row[7]),
-                raw=self._json_value(row[8]),
-                stripe_created=self._optional_time(row[9]),
-            )
+            yield self._subscription(row)
 
     # --- exports ----------------------------------------------------------------
     def stream_ledger(self, window: Window) -> Iterator[LedgerEntry]:
@@ -308,7 +281,7 @@ class FinanceSql(SqlBase):
             f"WHERE {_WINDOW} ORDER BY {LEDGER_EXPORT_ORDER}",
             (window.start, window.end),
         ):
-            yield self._entry(row)
+            yield self._ledger_entry(row)
 
     def ledger_csv_chunks(self, window: Window) -> Iterator[tuple[str, int]]:
         batch: list[str] = []

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from cloudgreet_billing.adapters.store.sql_base import Cursor, SqlBase
+from cloudgreet_billing.adapters.store.sql_audit import AuditSql
+from cloudgreet_billing.adapters.store.sql_base import Cursor
 from cloudgreet_billing.domain.dunning import DunningPlanner, StepDraft
 from cloudgreet_billing.domain.events import EventPlan, EventResult
 from cloudgreet_billing.domain.mirror import (
@@ -136,7 +137,7 @@ REPLAN_STEP = (
 )
 
 
-class MirrorSql(SqlBase):
+class MirrorSql(AuditSql):
     """SQL for this area, shared by SQLite and PostgreSQL."""
 
     if TYPE_CHECKING:
@@ -309,8 +310,9 @@ class MirrorSql(SqlBase):
             f"SELECT {SUBSCRIPTION_COLUMNS} FROM billing_subscriptions WHERE id = ?",
             (subscription_id,),
         ).fetchone()
-        if row is None:
-            return None
+        return None if row is None else self._subscription(row)
+
+    def _subscription(self, row: Sequence[Any]) -> MirroredSubscription:
         return MirroredSubscription(
             id=row[0],
             customer_id=row[1],
