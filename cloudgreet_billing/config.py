@@ -13,7 +13,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from cloudgreet_billing.errors import ConfigError
@@ -322,6 +322,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         config_path=Path(config_path) if config_path else None,
         debug=_clean(env, "BILLING_DEBUG") in ("1", "true", "yes"),
     )
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The ``BILLING_CONFIG`` TOML document; one clear line when it cannot be read."""
+    import tomllib  # only commands that read BILLING_CONFIG pay for the parser
+
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read BILLING_CONFIG {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"BILLING_CONFIG {path} is not valid TOML: {exc}") from None
 
 
 def variables() -> list[str]:

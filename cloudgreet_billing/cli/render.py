@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cloudgreet_billing.domain.alerts import Alert, AlertNote
-from cloudgreet_billing.domain.dunning import DunningStep
-from cloudgreet_billing.domain.ledger import LedgerEntry
 from cloudgreet_billing.domain.money import format_money
 from cloudgreet_billing.domain.timefmt import iso_z
+
+if TYPE_CHECKING:
+    from cloudgreet_billing.domain.alerts import Alert, AlertNote
+    from cloudgreet_billing.domain.dunning import DunningStep
+    from cloudgreet_billing.domain.ledger import LedgerEntry
 
 
 def ledger_entry_json(entry: LedgerEntry) -> dict[str, Any]:

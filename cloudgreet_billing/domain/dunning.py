@@ -10,13 +10,13 @@ A run claims due steps (``scheduled`` → ``sending``, with a lease), decides ea
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from cloudgreet_billing.config import read_config_file
 from cloudgreet_billing.errors import ConfigError
 
 CHANNELS: Final = ("email", "sms")
@@ -145,12 +145,7 @@ def load_dunning_config(path: Path | None) -> DunningConfig:
     """
     if path is None:
         return DunningConfig()
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read BILLING_CONFIG {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"BILLING_CONFIG {path} is not valid TOML: {exc}") from None
+    document = read_config_file(path)
     section = document.get("dunning", {})
     if not isinstance(section, dict):
         raise ConfigError(f"BILLING_CONFIG {path}: [dunning] must be a table")

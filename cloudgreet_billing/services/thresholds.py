@@ -16,7 +16,6 @@ touched (never per row). A later breach on the same day updates the open alert.
 
 from __future__ import annotations
 
-import tomllib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudgreet_billing.adapters.store.protocol import Store
+from cloudgreet_billing.config import read_config_file
 from cloudgreet_billing.domain.alerts import Alert, AlertDraft
 from cloudgreet_billing.domain.ledger import check_kind
 from cloudgreet_billing.domain.money import format_money, parse_currency, to_minor_units
@@ -63,12 +63,7 @@ def load_thresholds(path: Path | None) -> list[LedgerThreshold]:
     """The ``[[thresholds]]`` of ``BILLING_CONFIG``; none without the file."""
     if path is None:
         return []
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read BILLING_CONFIG {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"BILLING_CONFIG {path} is not valid TOML: {exc}") from None
+    document = read_config_file(path)
     raw = document.get("thresholds", [])
     if not isinstance(raw, list):
         raise ConfigError(f"BILLING_CONFIG {path}: thresholds must be [[thresholds]] tables")
