@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_wheel_ships_the_migrations_and_sqlite_schema(tmp_path):
+def test_wheel_ships_the_migrations_schema_and_templates(tmp_path):
     subprocess.run(
         [
             sys.executable,
@@ -32,4 +32,6 @@ def test_wheel_ships_the_migrations_and_sqlite_schema(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "cloudgreet_billing/migrations/CREATE_BILLING_INFRASTRUCTURE.sql" in names
     assert "cloudgreet_billing/adapters/store/sqlite_schema.sql" in names
+    for template in ("day0_email", "day1_sms", "day3_email"):
+        assert f"cloudgreet_billing/templates/dunning/{template}.txt" in names
     assert any(name.endswith("entry_points.txt") for name in names)

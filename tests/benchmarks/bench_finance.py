@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from cloudgreet_billing.adapters.store.sql_finance import LEDGER_EXPORT_ORDER
 from cloudgreet_billing.adapters.store.sqlite import SqliteStore
 from cloudgreet_billing.domain.ledger import LedgerDraft
 
@@ -141,7 +142,10 @@ def export_query(start: datetime, end: datetime) -> str:
     )
     window = f"occurred_at >= '{start.strftime(fmt)}' AND occurred_at < '{end.strftime(fmt)}'"
     # Two formatted times and fixed names: nothing from outside reaches the query.
-    return f"SELECT {columns} FROM billing_usage_ledger WHERE {window} ORDER BY occurred_at, id"  # noqa: S608
+    return (
+        f"SELECT {columns} FROM billing_usage_ledger WHERE {window} "  # noqa: S608
+        f"ORDER BY {LEDGER_EXPORT_ORDER}"
+    )
 
 
 def main() -> None:
