@@ -47,6 +47,12 @@ class MirroredInvoice:
     last_failure_message: str | None = None
 
     @property
+    def amount_owed(self) -> int:
+        """What the customer still owes: ``amount_remaining``, or ``amount_due`` before any
+        payment was applied."""
+        return self.amount_remaining or self.amount_due
+
+    @property
     def invoiced_amount(self) -> int:
         """What reconciliation counts: ``total_excluding_tax``, or ``total`` without it."""
         return self.total if self.total_excluding_tax is None else self.total_excluding_tax

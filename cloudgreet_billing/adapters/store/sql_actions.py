@@ -86,7 +86,7 @@ class ActionsSql(AuditSql):
             dedupe_key=invoice_alert_key("payment_action_required", invoice.id),
             customer_id=invoice.customer_id,
             invoice_id=invoice.id,
-            amount_due=invoice.amount_remaining or invoice.amount_due,
+            amount_due=invoice.amount_owed,
             currency=invoice.currency,
             attempt_count=invoice.attempt_count,
             last_failure=failure,

@@ -308,6 +308,32 @@ def ask(story: AuditStory, safety: Safety, request: ConfirmRequest) -> None:
         raise Refused(f"{request.action} canceled at the prompt; nothing was sent")
 
 
+def confirmation(
+    action: str,
+    question: str,
+    *,
+    store: ActionStore,
+    gateway: PaymentGateway,
+    banner: Banner,
+    customer_id: str,
+    invoice: MirroredInvoice | None,
+    invoice_id: str | None = None,
+) -> ConfirmRequest:
+    """What the operator confirms for an action on a customer and, where there is one,
+    their invoice: the amount shown is what is still owed."""
+    return ConfirmRequest(
+        action=action,
+        question=question,
+        mode=gateway.mode,
+        customer_id=customer_id,
+        customer_label=customer_label(store, customer_id, invoice),
+        invoice_id=invoice_id or (invoice.id if invoice else None),
+        amount=invoice.amount_owed if invoice else None,
+        currency=invoice.currency if invoice else None,
+        account_id=banner.account_id,
+    )
+
+
 def customer_label(
     store: ActionStore, customer_id: str, invoice: MirroredInvoice | None = None
 ) -> str | None:

@@ -20,11 +20,10 @@ from cloudgreet_billing.services.actions.common import (
     ActionTarget,
     AuditStory,
     Banner,
-    ConfirmRequest,
     Safety,
     account_banner,
     ask,
-    customer_label,
+    confirmation,
     fetch_invoice,
     refuse_unconfirmed,
     request_json,
@@ -170,16 +169,15 @@ def portal_link(
             ask(
                 story,
                 safety,
-                ConfirmRequest(
-                    action="portal --send",
-                    question=f"Email a billing-portal link to {email_to}?",
-                    mode=gateway.mode,
+                confirmation(
+                    "portal --send",
+                    f"Email a billing-portal link to {email_to}?",
+                    store=store,
+                    gateway=gateway,
+                    banner=banner,
                     customer_id=customer_id,
-                    customer_label=customer_label(store, customer_id, invoice),
+                    invoice=invoice,
                     invoice_id=target.invoice_id,
-                    amount=(invoice.amount_remaining or invoice.amount_due) if invoice else None,
-                    currency=invoice.currency if invoice else None,
-                    account_id=banner.account_id,
                 ),
             )
         story.record(
