@@ -20,7 +20,7 @@ from cloudgreet_billing.adapters.store.protocol_finance import (
 from cloudgreet_billing.adapters.store.sql_base import chunked
 from cloudgreet_billing.adapters.store.sql_ledger import LEDGER_COLUMNS, LedgerSql
 from cloudgreet_billing.adapters.store.sql_mirror import SUBSCRIPTION_COLUMNS, MirrorSql
-from cloudgreet_billing.domain.export import FORMULA_PREFIXES, ledger_line
+from cloudgreet_billing.domain.export import DUNNING_COLUMNS, FORMULA_PREFIXES, ledger_line
 from cloudgreet_billing.domain.ledger import LedgerEntry
 from cloudgreet_billing.domain.mirror import (
     MirroredInvoice,
@@ -59,23 +59,8 @@ ALERT_FIELDS: Final = (
     "resolution",
 )
 ALERT_TIMES: Final = frozenset({"created_at", "updated_at", "acknowledged_at", "resolved_at"})
-DUNNING_FIELDS: Final = (
-    "id",
-    "invoice_id",
-    "customer_id",
-    "alert_id",
-    "day",
-    "channel",
-    "template",
-    "status",
-    "due_at",
-    "sent_at",
-    "attempts",
-    "last_error",
-    "reason",
-    "created_at",
-    "updated_at",
-)
+#: The dunning export's columns are the table's own, so the store selects exactly them.
+DUNNING_FIELDS: Final = DUNNING_COLUMNS
 DUNNING_TIMES: Final = frozenset({"due_at", "sent_at", "created_at", "updated_at"})
 # Open, and either overdue or already failed once: what finance chases.
 _PAST_DUE: Final = (
