@@ -38,14 +38,48 @@ def redact(secret: str | None) -> str:
     return f"{prefix}…{tail}"
 
 
+_PASSWORD_PARAMS = ("password", "sslpassword")
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for output and logs."""
+    """The URL with any password replaced, for output and logs: the ``user:pass@`` part
+    and libpq's ``?password=`` query parameter alike."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{netloc}")
+    if parts.query:
+        query = [
+            f"{key}=***" if key.lower() in _PASSWORD_PARAMS else pair
+            for pair in parts.query.split("&")
+            for key in [pair.split("=", 1)[0]]
+        ]
+        parts = parts._replace(query="&".join(query))
+    return urlunsplit(parts)
+
+
+def scrub_secrets(text: str, env: Mapping[str, str] | None = None) -> str:
+    """``text`` with every configured secret (and URL password) replaced by a redaction:
+    the last line of defence for messages that come from drivers and libraries."""
+    env = os.environ if env is None else env
+    secrets: set[str] = set()
+    for variable, attr in _ATTR_BY_VARIABLE.items():
+        value = (env.get(variable) or "").strip()
+        if attr not in _SECRET_ATTRS or not value:
+            continue
+        secrets.update(part.strip() for part in value.split(",") if part.strip())
+        if attr in _URL_SECRETS:
+            parts = urlsplit(value)
+            if parts.password:
+                secrets.add(parts.password)
+            for pair in parts.query.split("&"):
+                key, _, found = pair.partition("=")
+                if key.lower() in _PASSWORD_PARAMS and found:
+                    secrets.add(found)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, redact(secret) or "***")
+    return text
 
 
 def default_actor() -> str:

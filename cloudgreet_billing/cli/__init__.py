@@ -26,6 +26,7 @@ from cloudgreet_billing.cli import (
 )
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import fail, json_mode, set_json_mode
+from cloudgreet_billing.config import scrub_secrets
 from cloudgreet_billing.errors import BillingError, ExitCode
 
 
@@ -58,7 +59,7 @@ class BillingGroup(TyperGroup):
             raise typer.Exit(
                 fail(
                     BillingError(
-                        f"unexpected {type(exc).__name__}: {exc}",
+                        f"unexpected {type(exc).__name__}: {scrub_secrets(str(exc))}",
                         hint="set BILLING_DEBUG=1 to see the traceback, and report it",
                         code="internal",
                     )

@@ -53,6 +53,19 @@ class StorePerThread:
                 self._opened.append(store)
         return store
 
+    def discard(self) -> None:
+        """Forget this thread's store after an error: a connection broken by a database
+        restart or failover would otherwise fail every later request on this thread."""
+        store = getattr(self._local, "store", None)
+        if store is None:
+            return
+        del self._local.store
+        with self._lock:
+            if store in self._opened:
+                self._opened.remove(store)
+        with contextlib.suppress(Exception):
+            store.close()
+
     def close_all(self) -> None:
         with self._lock:
             for store in self._opened:
@@ -85,8 +98,13 @@ def build_app(
 
     def apply(event: dict[str, Any]) -> EventResult:
         plan = plan_event(event, "webhook")
-        store = stores.get()
-        return store.apply_event_plans([plan], planner=planner, now=clock())[0]
+        try:
+            return stores.get().apply_event_plans([plan], planner=planner, now=clock())[0]
+        except BadInput:
+            raise
+        except Exception:
+            stores.discard()
+            raise
 
     async def stripe_alerts(request: Request) -> JSONResponse:
         declared = request.headers.get("content-length")
@@ -120,14 +138,19 @@ def build_app(
 
     async def healthz(request: Request) -> JSONResponse:
         def check() -> str:
-            store = stores.get()
-            store.schema_version()
+            try:
+                store = stores.get()
+                store.schema_version()
+            except Exception:
+                stores.discard()
+                raise
             return store.backend
 
         try:
             backend = await run_in_threadpool(check)
         except Exception as exc:
-            return JSONResponse({"ok": False, "error": str(exc)}, status_code=503)
+            # The type only: driver messages can carry connection details.
+            return JSONResponse({"ok": False, "error": type(exc).__name__}, status_code=503)
         return JSONResponse({"ok": True, "store": backend})
 
     @contextlib.asynccontextmanager

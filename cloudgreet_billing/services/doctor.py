@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION
-from cloudgreet_billing.config import Settings, load_settings
+from cloudgreet_billing.config import Settings, load_settings, scrub_secrets
 from cloudgreet_billing.errors import BillingError
 
 CheckStatus = Literal["ok", "not_configured", "warn", "fail"]
@@ -236,4 +236,19 @@ CHECKS: list[Check] = [
 
 def run_checks() -> list[CheckResult]:
     diagnosis = Diagnosis()
-    return [check(diagnosis) for check in CHECKS]
+    return [_guarded(check, diagnosis) for check in CHECKS]
+
+
+def _guarded(check: Check, diagnosis: Diagnosis) -> CheckResult:
+    """A check that breaks is a failed check, never a crash of ``doctor``."""
+    try:
+        return check(diagnosis)
+    except BillingError as error:
+        return CheckResult(_name_of(check), "fail", error.message)
+    except Exception as exc:
+        detail = f"unexpected {type(exc).__name__}: {scrub_secrets(str(exc))}"
+        return CheckResult(_name_of(check), "fail", detail)
+
+
+def _name_of(check: Check) -> str:
+    return getattr(check, "__name__", "check").removeprefix("check_")

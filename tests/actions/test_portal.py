@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +26,10 @@ from tests.stripe_fake import FakeStripe, Recorded, Reply, error_body
 
 SESSIONS = "/v1/billing_portal/sessions"
 RETURN_URL = "https://app.cloudgreet.test/admin/billing"
-KEY = f"cloudgreet-billing:portal:{CUSTOMER_ID}:2026-11-24T03:00"
+KEY = (
+    f"cloudgreet-billing:portal:{CUSTOMER_ID}:2026-11-24T03:00:"
+    + hashlib.sha256(RETURN_URL.encode()).hexdigest()[:12]
+)
 SESSION_URL = "https://billing.stripe.com/p/session/test_YWNjdF9zZWNyZXQ"
 
 
@@ -283,3 +287,13 @@ def test_invoice_is_read_from_stripe_when_not_mirrored(
 
     assert result.exit_code == 0, result.output
     assert data(result)["customer_id"] == CUSTOMER_ID
+
+
+def test_another_return_url_in_the_same_minute_is_another_session():
+    from datetime import UTC, datetime
+
+    from cloudgreet_billing.services.actions.portal import session_key
+
+    now = datetime(2026, 11, 24, 3, 0, 30, tzinfo=UTC)
+    assert session_key(CUSTOMER_ID, RETURN_URL, now) == KEY
+    assert session_key(CUSTOMER_ID, "https://app.cloudgreet.test/other", now) != KEY

@@ -168,3 +168,28 @@ def test_db_migrate_and_status(database_url, monkeypatch):
     status = data(run("db", "status", "--json"))
     assert status["tables"]["billing_usage_ledger"] == 0
     assert "hunter" not in status["location"]
+
+
+def test_a_malformed_postgres_url_never_echoes_the_password(monkeypatch):
+    monkeypatch.setenv("BILLING_DATABASE_URL", "postgresql://bob:s3cr%zzet@127.0.0.1/db")
+    for args in (("db", "status"), ("ledger", "list", "--json"), ("doctor", "--json")):
+        result = run(*args)
+        assert "s3cr" not in result.stdout + result.stderr, args
+        assert result.exit_code in (1, 2)
+    assert "not a valid PostgreSQL connection URL" in run("db", "status").stderr
+
+
+def test_unexpected_errors_are_scrubbed_of_configured_secrets(monkeypatch):
+    from cloudgreet_billing.services import ledger
+
+    secret = "sk_test_51Hsupersecretvalue9876"
+    monkeypatch.setenv("STRIPE_SECRET_KEY", secret)
+
+    def leak(*args, **kwargs):
+        raise RuntimeError(f"request failed with key {secret}")
+
+    monkeypatch.setattr(ledger, "list_entries", leak)
+    result = run("ledger", "list")
+    assert result.exit_code == 1
+    assert secret not in result.stderr
+    assert "sk_test_…9876" in result.stderr

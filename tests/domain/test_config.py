@@ -90,3 +90,13 @@ def test_env_example_documents_every_variable():
         assert f"{name}=" in text, name
         line = text[: text.index(f"{name}=")].rstrip().splitlines()[-1]
         assert line.startswith("#"), f"{name} has no comment above it"
+
+
+def test_libpq_password_parameters_are_redacted_too():
+    from cloudgreet_billing.config import scrub_secrets
+
+    url = "postgresql://bob@db.example.com/app?sslmode=require&password=hunter22"
+    assert redact_url(url) == "postgresql://bob@db.example.com/app?sslmode=require&password=***"
+    env = {"BILLING_DATABASE_URL": url, "SMTP_URL": "smtp://mailer:pa55word@mail:587"}
+    scrubbed = scrub_secrets("failed: hunter22 and pa55word at mail", env)
+    assert "hunter22" not in scrubbed and "pa55word" not in scrubbed

@@ -146,6 +146,7 @@ def test_a_run_killed_mid_batch_sends_nothing_twice_and_leaves_review_work(
         result = runner.invoke(app, ["dunning", "run", "--json"], catch_exceptions=False)
     data = json.loads(result.stdout)["data"]
     assert (data["needs_review"], data["sent"]) == (len(in_flight), 0)
+    assert result.exit_code == 4, "cron must hear that steps wait for a person"
 
     received = Counter(smtp_server.step_ids())
     assert max(received.values()) == 1, "a step was delivered twice"

@@ -118,3 +118,28 @@ def test_eight_concurrent_deliveries_yield_exactly_one_alert(server: str) -> Non
         assert len(store.list_steps(invoice_id="in_5", limit=None)) == 3
     finally:
         store.close()
+
+
+def test_a_thread_drops_its_store_after_an_error_and_reconnects() -> None:
+    from cloudgreet_billing.cli.serve import StorePerThread
+
+    opened: list[object] = []
+
+    class Connection:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    def open_store() -> Connection:
+        opened.append(Connection())
+        return opened[-1]  # type: ignore[return-value]
+
+    stores = StorePerThread(open_store)  # type: ignore[arg-type]
+    first = stores.get()
+    assert stores.get() is first
+    stores.discard()
+    assert first.closed  # type: ignore[attr-defined]
+    assert stores.get() is not first
+    stores.close_all()
+    assert len(opened) == 2

@@ -23,7 +23,7 @@ from cloudgreet_billing.adapters.store.sql_ledger import LEDGER_COLUMNS
 from cloudgreet_billing.config import redact_url
 from cloudgreet_billing.domain.ledger import LedgerDraft
 from cloudgreet_billing.domain.reconciliation import Window
-from cloudgreet_billing.errors import StoreError, Unavailable
+from cloudgreet_billing.errors import ConfigError, StoreError, Unavailable
 
 # Any 64-bit number, fixed, so every worker serialises on the same migration lock.
 MIGRATION_LOCK = 0x0C10_D6EE_7B11
@@ -65,6 +65,14 @@ class PostgresStore(SqlStore):
                 f"cannot reach PostgreSQL at {where}: {reason}",
                 hint="check the server is up and BILLING_DATABASE_URL is right; retry later",
                 code="store_unavailable",
+            ) from None
+        except psycopg.Error:
+            # libpq's parser quotes the offending token, which may be the password: say
+            # what is wrong without repeating any of the URL.
+            raise ConfigError(
+                "BILLING_DATABASE_URL is not a valid PostgreSQL connection URL",
+                hint="percent-encode special characters in the user and password "
+                "(% as %25, @ as %40, : as %3A)",
             ) from None
 
     def close(self) -> None:

@@ -3,6 +3,7 @@ with ``--send`` an email carrying it to the customer plus a follow-up note on th
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -69,10 +70,12 @@ def return_url_for(app_url: str | None, override: str | None) -> str:
     return app_url.rstrip("/") + RETURN_PATH
 
 
-def session_key(customer_id: str, now: datetime) -> str:
+def session_key(customer_id: str, return_url: str, now: datetime) -> str:
     """Runs within the same minute get the same session: a double run makes one link.
-    (Portal links are short-lived, so a day-long key would replay an expired one.)"""
-    return f"cloudgreet-billing:portal:{customer_id}:{now:%Y-%m-%dT%H:%M}"
+    (Portal links are short-lived, so a day-long key would replay an expired one.) The
+    return URL is part of the key: Stripe refuses a key reused with other parameters."""
+    where = hashlib.sha256(return_url.encode()).hexdigest()[:12]
+    return f"cloudgreet-billing:portal:{customer_id}:{now:%Y-%m-%dT%H:%M}:{where}"
 
 
 def _send_key(customer_id: str, target: ActionTarget, now: datetime) -> str:
@@ -140,7 +143,7 @@ def portal_link(
             invoice = fetch_invoice(gateway, target.invoice_id)
             customer_id = invoice.customer_id
             story.target = customer_id
-        key = session_key(customer_id, now)
+        key = session_key(customer_id, back_to, now)
         email_to: str | None = None
         send_key: str | None = None
         if send:
@@ -293,7 +296,7 @@ def _dry_run(
             hint="run `cloudgreet-billing sync` first, or give the customer id (cus_…)",
         )
     safety.show_banner(Banner(mode=gateway.mode, dry_run=True))
-    key = session_key(customer_id, safety.clock())
+    key = session_key(customer_id, back_to, safety.clock())
     preview = session_request(customer_id, back_to, key)
     mirrored = store.get_customer(customer_id)
     email_to = mirrored.email if mirrored else None

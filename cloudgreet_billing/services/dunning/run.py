@@ -86,7 +86,9 @@ class RunSummary:
 
     @property
     def needs_attention(self) -> bool:
-        return bool(self.failed or self.escalation_failures)
+        # Steps moved to needs_review after a crash wait for a person (mark-sent or
+        # requeue), so cron must hear about them as it hears about failed sends.
+        return bool(self.failed or self.escalation_failures or self.needs_review)
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
