@@ -223,3 +223,20 @@ def test_an_unexpected_error_gives_back_the_steps_never_handed_over(store: Any) 
     day0 = [s for s in store.list_steps(limit=None, statuses=None) if s.day == 0]
     assert [s.status for s in day0] == ["sent", "sending", "scheduled", "scheduled"]
     assert day0[0].id == email.sent[0]
+
+
+def test_confirming_a_send_renews_the_lease(store: Any) -> None:
+    """A slow batch keeps what it confirmed: another run cannot expire it mid-send."""
+    from cloudgreet_billing.domain.dunning import TimelinePlanner
+
+    steps = TimelinePlanner()(
+        invoice_id="in_lease", customer_id="cus_1", alert_id=None, first_failed_at=T0
+    )
+    store.schedule_steps(steps[:1], T0)
+    [claimed] = store.claim_due_steps(
+        now=T0, lease_until=T0 + timedelta(minutes=10), run_id="slow", limit=10
+    )
+    late = T0 + timedelta(minutes=9)
+    assert store.confirm_sends([claimed.step.id], "slow", late, late + timedelta(minutes=10))
+    assert store.expire_leases(T0 + timedelta(minutes=15)) == 0
+    assert store.expire_leases(T0 + timedelta(minutes=20)) == 1

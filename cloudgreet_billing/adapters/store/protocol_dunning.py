@@ -53,9 +53,15 @@ class DunningOps(Protocol):
         claimers never receive the same step."""
         ...
 
-    def confirm_sends(self, step_ids: Sequence[int], run_id: str, now: datetime) -> set[int]:
-        """Count an attempt for each step the run still holds whose invoice is unsettled;
-        returns those ids. Only they may be sent."""
+    def confirm_sends(
+        self,
+        step_ids: Sequence[int],
+        run_id: str,
+        now: datetime,
+        lease_until: datetime | None = None,
+    ) -> set[int]:
+        """Count an attempt for each step the run still holds whose invoice is unsettled,
+        renewing its lease to ``lease_until``; returns those ids. Only they may be sent."""
         ...
 
     def record_step_outcomes(

@@ -241,16 +241,25 @@ class DunningSql(SqlBase):
         claimed.sort(key=lambda item: (item.step.due_at, item.step.id))
         return claimed
 
-    def confirm_sends(self, step_ids: Sequence[int], run_id: str, now: datetime) -> set[int]:
+    def confirm_sends(
+        self,
+        step_ids: Sequence[int],
+        run_id: str,
+        now: datetime,
+        lease_until: datetime | None = None,
+    ) -> set[int]:
         if not step_ids:
             return set()
+        # Renewing the lease here means a slow provider late in a big batch cannot let
+        # another run expire steps this run is about to send.
         rows = self._execute(
-            f"{UPDATE_HELD}attempts = attempts + 1, updated_at = ? "
+            f"{UPDATE_HELD}attempts = attempts + 1, updated_at = ?, "
+            "lease_expires_at = COALESCE(?, lease_expires_at) "
             f"WHERE id IN ({_marks(step_ids)}) AND claimed_by = ? AND status = 'sending' "
             "AND NOT EXISTS (SELECT 1 FROM billing_invoices i "
             f"WHERE i.id = billing_dunning_events.invoice_id AND i.status IN {_SETTLED}) "
             "RETURNING id",
-            (now, *step_ids, run_id, *SETTLED_INVOICE_STATUSES),
+            (now, lease_until, *step_ids, run_id, *SETTLED_INVOICE_STATUSES),
         ).fetchall()
         return {int(row[0]) for row in rows}
 

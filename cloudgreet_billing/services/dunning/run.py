@@ -13,7 +13,7 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from cloudgreet_billing.adapters.notify.protocol import (
@@ -147,8 +147,10 @@ class _Sender:
         run_id: str,
         clock: Callable[[], datetime],
         summary: RunSummary,
+        lease: timedelta,
     ) -> None:
         self.store = store
+        self.lease = lease
         self.channels = channels
         self.book = book
         self.run_id = run_id
@@ -190,14 +192,16 @@ class _Sender:
         ready, self.ready = self.ready, []
         # The last look before messages leave: a payment recorded since the claim has
         # canceled its step, and then nothing is sent for it.
+        now = self.clock()
         confirmed = self.store.confirm_sends(
-            [claimed.step.id for claimed, _ in ready], self.run_id, self.clock()
+            [claimed.step.id for claimed, _ in ready], self.run_id, now, now + self.lease
         )
         for claimed, message in ready:
             step_id = claimed.step.id
             if step_id not in confirmed:
                 self._finish(
-                    StepOutcome(step_id, "canceled", reason="invoice settled before the send")
+                    # Not held any more: the invoice was settled, or the claim was lost.
+                    StepOutcome(step_id, "canceled", reason="claim withdrawn before the send")
                 )
                 continue
             self.in_hand = step_id
@@ -276,7 +280,7 @@ def run_dunning(
         return _plan(store, config, summary, clock(), limit)
     assert channels is not None, "a real run needs delivery channels"
     summary.needs_review = store.expire_leases(clock())
-    sender = _Sender(store, channels, book, summary.run_id, clock, summary)
+    sender = _Sender(store, channels, book, summary.run_id, clock, summary, config.lease)
     remaining = limit
     while remaining is None or remaining > 0:
         if pause_state(store).paused:
