@@ -75,6 +75,14 @@ def _codes(currencies: frozenset[str]) -> str:
     return ", ".join(f"'{code}'" for code in sorted(currencies))
 
 
+def _window_for(window: Window, customer_id: str | None) -> tuple[str, list[Any]]:
+    """The window's parameters, and the extra condition and parameter for one customer."""
+    params: list[Any] = [window.start, window.end]
+    if customer_id is None:
+        return "", params
+    return " AND customer_id = ?", [*params, customer_id]
+
+
 class FinanceSql(MirrorSql, LedgerSql):
     """SQL for this area, shared by SQLite and PostgreSQL."""
 
@@ -102,11 +110,7 @@ class FinanceSql(MirrorSql, LedgerSql):
     def ledger_window_totals(
         self, window: Window, customer_id: str | None = None
     ) -> dict[TotalsKey, int]:
-        params: list[Any] = [window.start, window.end]
-        only = ""
-        if customer_id is not None:
-            only = " AND customer_id = ?"
-            params.append(customer_id)
+        only, params = _window_for(window, customer_id)
         rows = self._execute(
             "SELECT customer_id, currency, SUM(amount) FROM billing_usage_ledger "
             f"WHERE {_WINDOW}{only} GROUP BY customer_id, currency",
@@ -117,11 +121,7 @@ class FinanceSql(MirrorSql, LedgerSql):
     def mirror_invoice_totals(
         self, window: Window, customer_id: str | None = None
     ) -> dict[TotalsKey, int]:
-        params: list[Any] = [window.start, window.end]
-        only = ""
-        if customer_id is not None:
-            only = " AND customer_id = ?"
-            params.append(customer_id)
+        only, params = _window_for(window, customer_id)
         rows = self._execute(
             "SELECT customer_id, currency, SUM(COALESCE(total_excluding_tax, total)) "
             "FROM billing_invoices WHERE stripe_created >= ? AND stripe_created < ? "
@@ -131,11 +131,7 @@ class FinanceSql(MirrorSql, LedgerSql):
         return {(row[0], row[1]): int(row[2]) for row in rows}
 
     def mirror_invoice_count(self, window: Window, customer_id: str | None = None) -> int:
-        params: list[Any] = [window.start, window.end]
-        only = ""
-        if customer_id is not None:
-            only = " AND customer_id = ?"
-            params.append(customer_id)
+        only, params = _window_for(window, customer_id)
         row = self._execute(
             "SELECT count(*) FROM billing_invoices WHERE stripe_created >= ? "
             f"AND stripe_created < ? AND status NOT IN ({_NOT_BILLED}){only}",
