@@ -6,12 +6,16 @@ do not need them start fast.
 
 from __future__ import annotations
 
-from cloudgreet_billing.adapters.notify.protocol import ChatPoster, EmailSender, SmsSender
-from cloudgreet_billing.adapters.payments import PaymentGateway
+from typing import TYPE_CHECKING
+
 from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION
-from cloudgreet_billing.adapters.store.protocol import Store
-from cloudgreet_billing.config import Settings
 from cloudgreet_billing.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from cloudgreet_billing.adapters.notify.protocol import ChatPoster, EmailSender, SmsSender
+    from cloudgreet_billing.adapters.payments import PaymentGateway
+    from cloudgreet_billing.adapters.store.protocol import Store
+    from cloudgreet_billing.config import Settings
 
 
 def open_store(settings: Settings, *, check_schema: bool = True) -> Store:

@@ -1,4 +1,5 @@
-"""Start-up stays lean: help and local commands never import the network SDKs or drivers."""
+"""Start-up stays lean: help and local commands never import the network SDKs or drivers,
+and a command loads only its own area (the start-up benchmark is bench_foundation.py)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,30 @@ except SystemExit:
     pass
 heavy = sorted({name.split(".")[0] for name in sys.modules} & {"stripe", "supabase", "psycopg"})
 sys.stderr.write("HEAVY=" + json.dumps(heavy) + "\\n")
+ours = sorted(name for name in sys.modules if name.startswith("cloudgreet_billing."))
+sys.stderr.write("OURS=" + json.dumps(ours) + "\\n")
 """
+# What the ledger commands must not pay for at start-up: other areas' records and (except
+# for ``--help``, which reads every command's help text) their commands.
+OTHER_AREA_COMMANDS = {
+    "cloudgreet_billing.cli.actions",
+    "cloudgreet_billing.cli.alerts",
+    "cloudgreet_billing.cli.dunning",
+    "cloudgreet_billing.cli.finance",
+    "cloudgreet_billing.cli.sync",
+}
+OTHER_AREA_RECORDS = {
+    "cloudgreet_billing.domain.alerts",
+    "cloudgreet_billing.domain.dunning",
+    "cloudgreet_billing.domain.events",
+    "cloudgreet_billing.domain.mirror",
+    "cloudgreet_billing.domain.mrr",
+    "cloudgreet_billing.domain.reconciliation",
+    "cloudgreet_billing.adapters.store.protocol",
+}
 
 
-def imported_heavy_modules(*args: str, env: dict[str, str]) -> list[str]:
+def probe(*args: str, env: dict[str, str], marker: str) -> list[str]:
     result = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(list(args))],
         capture_output=True,
@@ -32,9 +53,17 @@ def imported_heavy_modules(*args: str, env: dict[str, str]) -> list[str]:
         timeout=60,
         check=False,
     )
-    marker = [line for line in result.stderr.splitlines() if line.startswith("HEAVY=")]
-    assert marker, result.stderr
-    return json.loads(marker[0].removeprefix("HEAVY="))
+    lines = [line for line in result.stderr.splitlines() if line.startswith(f"{marker}=")]
+    assert lines, result.stderr
+    return json.loads(lines[0].removeprefix(f"{marker}="))
+
+
+def imported_heavy_modules(*args: str, env: dict[str, str]) -> list[str]:
+    return probe(*args, env=env, marker="HEAVY")
+
+
+def our_modules(*args: str, env: dict[str, str]) -> set[str]:
+    return set(probe(*args, env=env, marker="OURS"))
 
 
 @pytest.mark.parametrize(
@@ -54,3 +83,29 @@ def test_the_probe_would_see_psycopg_when_postgres_is_used(tmp_path):
         "BILLING_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
     }
     assert "psycopg" in imported_heavy_modules("ledger", "list", "--json", env=env)
+
+
+def test_ledger_list_loads_no_other_area(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path)}
+    loaded = our_modules("ledger", "list", "--json", env=env)
+    assert loaded & (OTHER_AREA_COMMANDS | OTHER_AREA_RECORDS) == set()
+
+
+def test_help_loads_no_area_records(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path)}
+    assert our_modules("--help", env=env) & OTHER_AREA_RECORDS == set()
+
+
+def test_the_probe_would_see_another_area_loaded(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path)}
+    loaded = our_modules("dunning", "list", "--json", env=env)
+    assert {"cloudgreet_billing.cli.dunning", "cloudgreet_billing.domain.dunning"} <= loaded
+
+
+def test_the_command_list_shows_each_commands_own_help():
+    # ``--help`` lists commands from their help text without building them; the text it
+    # uses must be the one the built command shows.
+    from cloudgreet_billing.cli import COMMANDS, build_command, command_help
+
+    for name in COMMANDS:
+        assert command_help(name) == build_command(name).help, name

@@ -2,36 +2,104 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
+from typer.main import get_group
 
 from cloudgreet_billing import __version__
-from cloudgreet_billing.cli import (
-    actions,
-    alerts,
-    db,
-    demo,
-    doctor,
-    dunning,
-    finance,
-    ledger,
-    serve,
-    sync,
-)
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import fail, json_mode, set_json_mode
 from cloudgreet_billing.config import scrub_secrets
 from cloudgreet_billing.errors import BillingError, ExitCode
 
+# Command name -> (module under cloudgreet_billing.cli, attribute): a Typer sub-app or a
+# command function. Listed in the order ``--help`` shows them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "db": ("db", "app"),
+    "ledger": ("ledger", "app"),
+    "dunning": ("dunning", "app"),
+    "doctor": ("doctor", "doctor"),
+    "sync": ("sync", "sync"),
+    "serve": ("serve", "serve"),
+    "alerts": ("alerts", "app"),
+    "retry": ("actions", "retry"),
+    "resend-link": ("actions", "resend_link"),
+    "portal": ("actions", "portal"),
+    "reconcile": ("finance", "reconcile"),
+    "dashboard": ("finance", "dashboard"),
+    "export-csv": ("finance", "export_csv"),
+    "demo": ("demo", "demo"),
+}
+
+
+def _target(name: str) -> typer.Typer | Callable[..., Any]:
+    module_name, attribute = COMMANDS[name]
+    module = importlib.import_module(f"cloudgreet_billing.cli.{module_name}")
+    target: typer.Typer | Callable[..., Any] = getattr(module, attribute)
+    return target
+
+
+def build_command(name: str) -> TyperCommand | TyperGroup:
+    """The click command for one top-level name, built from its module on demand."""
+    target = _target(name)
+    holder = typer.Typer(add_completion=False)
+    if isinstance(target, typer.Typer):
+        holder.add_typer(target, name=name)
+    else:
+        holder.command(name)(target)
+    command = get_group(holder).commands[name]
+    assert isinstance(command, TyperGroup | TyperCommand)
+    return command
+
+
+def command_help(name: str) -> str:
+    """A command's help text as ``build_command`` would give it, without building it."""
+    target = _target(name)
+    if isinstance(target, typer.Typer):
+        return target.info.help if isinstance(target.info.help, str) else ""
+    return inspect.getdoc(target) or ""
+
 
 class BillingGroup(TyperGroup):
-    """Maps every failure to the contract: one line (or JSON), an exit code, no traceback."""
+    """Maps every failure to the contract: one line (or JSON), an exit code, no traceback.
+
+    Commands are built on first use: converting all of them costs about as much as
+    the rest of start-up, and a cron job runs one command. The command list in ``--help``
+    needs only each command's help text, so it builds none of them.
+    """
+
+    _listing = False
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> TyperCommand | TyperGroup | None:
+        if cmd_name not in self.commands:
+            if self._listing and cmd_name in COMMANDS:
+                return TyperCommand(cmd_name, help=command_help(cmd_name))
+            if cmd_name in COMMANDS:
+                self.commands[cmd_name] = build_command(cmd_name)
+            else:
+                # Typer suggests close names from ``self.commands``; a typo may pay for all.
+                for name in COMMANDS.keys() - self.commands.keys():
+                    self.commands[name] = build_command(name)
+        return self.commands.get(cmd_name)
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
 
     def main(self, args: Any = None, *posargs: Any, **kwargs: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
@@ -128,22 +196,6 @@ def _load_env_file(path: Path | None) -> Path | None:
 
     load_dotenv(chosen, override=False)
     return chosen
-
-
-app.add_typer(db.app, name="db")
-app.add_typer(ledger.app, name="ledger")
-app.add_typer(dunning.app, name="dunning")
-app.command("doctor")(doctor.doctor)
-app.command("sync")(sync.sync)
-app.command("serve")(serve.serve)
-app.add_typer(alerts.app, name="alerts")
-app.command("retry")(actions.retry)
-app.command("resend-link")(actions.resend_link)
-app.command("portal")(actions.portal)
-app.command("reconcile")(finance.reconcile)
-app.command("dashboard")(finance.dashboard)
-app.command("export-csv")(finance.export_csv)
-app.command("demo")(demo.demo)
 
 
 def main() -> None:

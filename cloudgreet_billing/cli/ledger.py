@@ -189,7 +189,7 @@ def list_(
     json_output: JsonFlag = False,
 ) -> None:
     """List ledger entries, newest first."""
-    from cloudgreet_billing.adapters.store.protocol import LedgerQuery
+    from cloudgreet_billing.adapters.store.protocol_ledger import LedgerQuery
     from cloudgreet_billing.domain.ledger import check_customer_id, check_kind
     from cloudgreet_billing.domain.timefmt import parse_instant
     from cloudgreet_billing.services.ledger import list_entries

@@ -17,31 +17,12 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from cloudgreet_billing.config import read_config_file
+from cloudgreet_billing.domain.statuses import (
+    SETTLED_INVOICE_STATUSES,
+)
 from cloudgreet_billing.errors import ConfigError
 
 CHANNELS: Final = ("email", "sms")
-STEP_STATUSES: Final = (
-    "scheduled",
-    "sending",
-    "sent",
-    "skipped",
-    "canceled",
-    "failed",
-    "needs_review",
-)
-#: Steps that may still go out, and so are canceled when the invoice is settled. A step in
-#: ``sending`` is included: the run confirms its claim just before sending, so canceling it
-#: then stops the message.
-PENDING_STATUSES: Final = ("scheduled", "sending", "failed")
-#: What ``dunning list`` shows by default: steps not yet final.
-OPEN_STATUSES: Final = ("scheduled", "sending", "failed", "needs_review")
-#: Invoice statuses after which nobody should be chased.
-SETTLED_INVOICE_STATUSES: Final = ("paid", "void", "uncollectible")
-#: Steps that count towards escalation.
-COMPLETED_STATUSES: Final = ("sent", "skipped")
-#: Where ``mark-sent`` and ``requeue`` may start from.
-MARK_SENT_FROM: Final = ("scheduled", "failed", "needs_review")
-REQUEUE_FROM: Final = ("failed", "needs_review", "skipped")
 
 SUPERSEDED: Final = "superseded"
 PAUSE_SETTING: Final = "dunning.pause"

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+from cloudgreet_billing.domain.statuses import INVOICE_STATUSES, SETTLED_INVOICE_STATUSES
 from cloudgreet_billing.domain.timefmt import from_unix
 from cloudgreet_billing.errors import BadInput
 
 #: Settled invoices: nothing processed later may reopen them.
-FINAL_INVOICE_STATUSES: Final = frozenset({"paid", "void", "uncollectible"})
-INVOICE_STATUSES: Final = frozenset({"draft", "open", "paid", "uncollectible", "void"})
+FINAL_INVOICE_STATUSES: Final = frozenset(SETTLED_INVOICE_STATUSES)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,9 +25,9 @@ from fractions import Fraction
 from typing import Any, Final
 
 from cloudgreet_billing.domain.mirror import MirroredSubscription
+from cloudgreet_billing.domain.statuses import COUNTED_STATUSES
 from cloudgreet_billing.domain.timefmt import from_unix
 
-COUNTED_STATUSES: Final = frozenset({"active", "past_due"})
 #: Months per interval unit.
 MONTHS_PER: Final[Mapping[str, Fraction]] = {
     "month": Fraction(1),

@@ -13,9 +13,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Final
 
 from cloudgreet_billing.domain.mirror import MirroredInvoice
+from cloudgreet_billing.domain.statuses import NOT_BILLED_STATUSES
 
-#: Invoices that never bill: a draft may still change, a void one was cancelled.
-NOT_BILLED_STATUSES: Final = frozenset({"draft", "void"})
 DEFAULT_THRESHOLD_PCT: Final = Decimal("1.0")
 #: Places shown for a variance percentage; the status is decided on the exact value.
 PCT_PLACES: Final = Decimal("0.0001")

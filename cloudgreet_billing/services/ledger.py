@@ -7,12 +7,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from cloudgreet_billing.adapters.store.protocol import AuditDraft, ImportOutcome, LedgerQuery, Store
+from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft
 from cloudgreet_billing.domain.ledger import LedgerDraft, LedgerEntry, make_draft
 from cloudgreet_billing.errors import BadInput
 from cloudgreet_billing.services import Progress
+
+if TYPE_CHECKING:
+    from cloudgreet_billing.adapters.store.protocol import Store
+    from cloudgreet_billing.adapters.store.protocol_ledger import ImportOutcome, LedgerQuery
 
 REQUIRED_COLUMNS = ("customer_id", "kind", "amount", "currency", "occurred_at")
 OPTIONAL_COLUMNS = ("invoice_id", "description", "external_id")

@@ -14,6 +14,21 @@ from pathlib import Path
 BASE_MIGRATION = "CREATE_BILLING_INFRASTRUCTURE.sql"
 _NUMBERED = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
+#: Every table of the schema, in dependency order.
+TABLES: tuple[str, ...] = (
+    "billing_schema_version",
+    "billing_settings",
+    "billing_customers",
+    "billing_subscriptions",
+    "billing_invoices",
+    "billing_stripe_events",
+    "billing_alerts",
+    "billing_alert_notes",
+    "billing_usage_ledger",
+    "billing_dunning_events",
+    "billing_audit_log",
+)
+
 
 @dataclass(frozen=True)
 class Migration:

@@ -8,22 +8,24 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from cloudgreet_billing.adapters.store.migrations import postgres_migrations
-from cloudgreet_billing.adapters.store.protocol import ImportOutcome
+from cloudgreet_billing.adapters.store.protocol_ledger import ImportOutcome
 from cloudgreet_billing.adapters.store.sql import SqlStore
-from cloudgreet_billing.adapters.store.sql_base import Cursor
 from cloudgreet_billing.adapters.store.sql_finance import STREAM_BATCH
 from cloudgreet_billing.adapters.store.sql_ledger import LEDGER_COLUMNS
 from cloudgreet_billing.config import redact_url
-from cloudgreet_billing.domain.ledger import LedgerDraft
-from cloudgreet_billing.domain.reconciliation import Window
 from cloudgreet_billing.errors import ConfigError, StoreError, Unavailable
+
+if TYPE_CHECKING:
+    from cloudgreet_billing.adapters.store.sql_base import Cursor
+    from cloudgreet_billing.domain.ledger import LedgerDraft
+    from cloudgreet_billing.domain.reconciliation import Window
 
 # Any 64-bit number, fixed, so every worker serialises on the same migration lock.
 MIGRATION_LOCK = 0x0C10_D6EE_7B11

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from cloudgreet_billing.adapters.store.protocol import AuditDraft, AuditRecord
-from cloudgreet_billing.domain.mirror import MirroredInvoice
+if TYPE_CHECKING:
+    from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft, AuditRecord
+    from cloudgreet_billing.domain.mirror import MirroredInvoice
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from cloudgreet_billing.domain.alerts import Alert, AlertDraft, AlertNote
+if TYPE_CHECKING:
+    from cloudgreet_billing.domain.alerts import Alert, AlertDraft, AlertNote
 
 
 @dataclass(frozen=True, slots=True)

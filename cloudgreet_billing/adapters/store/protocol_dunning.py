@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from cloudgreet_billing.domain.dunning import (
-    ClaimedStep,
-    DunningStep,
-    EscalationCandidate,
-    InvoiceFacts,
-    StepDraft,
-    StepOutcome,
-)
+if TYPE_CHECKING:
+    from cloudgreet_billing.domain.dunning import (
+        ClaimedStep,
+        DunningStep,
+        EscalationCandidate,
+        InvoiceFacts,
+        StepDraft,
+        StepOutcome,
+    )
 
 
 class DunningOps(Protocol):

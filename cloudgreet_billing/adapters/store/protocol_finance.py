@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from cloudgreet_billing.domain.ledger import LedgerEntry
-from cloudgreet_billing.domain.mirror import MirroredInvoice, MirroredSubscription
-from cloudgreet_billing.domain.reconciliation import TotalsKey, Window
+if TYPE_CHECKING:
+    from cloudgreet_billing.domain.ledger import LedgerEntry
+    from cloudgreet_billing.domain.mirror import MirroredInvoice, MirroredSubscription
+    from cloudgreet_billing.domain.reconciliation import TotalsKey, Window
 
 
 @dataclass(frozen=True, slots=True)

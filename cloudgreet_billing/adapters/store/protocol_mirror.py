@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from cloudgreet_billing.domain.dunning import DunningPlanner
-from cloudgreet_billing.domain.events import EventPlan, EventResult
-from cloudgreet_billing.domain.mirror import (
-    MirroredCustomer,
-    MirroredInvoice,
-    MirroredSubscription,
-)
+if TYPE_CHECKING:
+    from cloudgreet_billing.domain.dunning import DunningPlanner
+    from cloudgreet_billing.domain.events import EventPlan, EventResult
+    from cloudgreet_billing.domain.mirror import (
+        MirroredCustomer,
+        MirroredInvoice,
+        MirroredSubscription,
+    )
 
 
 class MirrorOps(Protocol):

@@ -3,6 +3,11 @@
 ``SqlStore`` gathers the area mixins (``sql_<area>.py``); this module holds what is left:
 the schema and the shared settings. Dialect subclasses add their own fast paths (bulk
 import with COPY, claiming with ``SKIP LOCKED``).
+
+Every command opens the store, so the mixins import their areas' record types inside the
+methods that build them: defining a frozen dataclass costs about half a millisecond, and
+``ledger list`` should not pay for the dunning, mirror and finance records. The statuses
+the SQL is built from come from ``domain.statuses``, which defines no records.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from cloudgreet_billing.adapters.store.protocol import TABLES
+from cloudgreet_billing.adapters.store.migrations import TABLES
 from cloudgreet_billing.adapters.store.sql_actions import ActionsSql
 from cloudgreet_billing.adapters.store.sql_alerts import AlertsSql
 from cloudgreet_billing.adapters.store.sql_dunning import DunningSql

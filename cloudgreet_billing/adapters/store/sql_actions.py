@@ -11,16 +11,15 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from cloudgreet_billing.adapters.store.protocol import AuditDraft, AuditRecord
-from cloudgreet_billing.adapters.store.protocol_actions import Settlement
+from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft, AuditRecord
 from cloudgreet_billing.adapters.store.sql_audit import AuditSql
 from cloudgreet_billing.adapters.store.sql_mirror import UPSERT_INVOICE
-from cloudgreet_billing.domain.alerts import AlertDraft, invoice_alert_key
-from cloudgreet_billing.domain.mirror import MirroredInvoice
 
 if TYPE_CHECKING:
+    from cloudgreet_billing.adapters.store.protocol_actions import Settlement
     from cloudgreet_billing.adapters.store.protocol_alerts import RaisedAlert
-    from cloudgreet_billing.domain.alerts import AlertNote
+    from cloudgreet_billing.domain.alerts import AlertDraft, AlertNote
+    from cloudgreet_billing.domain.mirror import MirroredInvoice
 
 
 class ActionsSql(AuditSql):
@@ -47,6 +46,8 @@ class ActionsSql(AuditSql):
     def settle_paid_invoice(
         self, invoice: MirroredInvoice, *, resolution: str, audit: AuditDraft, now: datetime
     ) -> Settlement:
+        from cloudgreet_billing.adapters.store.protocol_actions import Settlement
+
         with self._transaction():
             # Observed now: newer than any event about the invoice processed so far.
             self._execute(UPSERT_INVOICE, self._invoice_params(invoice, now, now)).fetchone()
@@ -81,6 +82,8 @@ class ActionsSql(AuditSql):
     def open_action_required_alert(
         self, invoice: MirroredInvoice, *, failure: str, note: str, audit: AuditDraft, now: datetime
     ) -> int:
+        from cloudgreet_billing.domain.alerts import AlertDraft, invoice_alert_key
+
         draft = AlertDraft(
             type="payment_action_required",
             dedupe_key=invoice_alert_key("payment_action_required", invoice.id),

@@ -6,17 +6,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from cloudgreet_billing.adapters.store.protocol_alerts import (
-    AlertQuery,
-    LedgerTotal,
-    RaisedAlert,
-)
+from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft
 from cloudgreet_billing.adapters.store.sql_audit import AuditSql
 from cloudgreet_billing.adapters.store.sql_base import Cursor
-from cloudgreet_billing.domain.alerts import Alert, AlertDraft, AlertNote
 
 if TYPE_CHECKING:
-    from cloudgreet_billing.adapters.store.protocol import AuditDraft
+    from cloudgreet_billing.adapters.store.protocol_alerts import (
+        AlertQuery,
+        LedgerTotal,
+        RaisedAlert,
+    )
+    from cloudgreet_billing.domain.alerts import Alert, AlertDraft, AlertNote
 
 ALERT_SELECT = (
     "SELECT id, type, status, dedupe_key, customer_id, invoice_id, amount_due, currency, "
@@ -57,6 +57,8 @@ class AlertsSql(AuditSql):
 
     # --- rows ----------------------------------------------------------------------
     def _alert(self, row: Sequence[Any]) -> Alert:
+        from cloudgreet_billing.domain.alerts import Alert
+
         return Alert(
             id=int(row[0]),
             type=row[1],
@@ -103,6 +105,8 @@ class AlertsSql(AuditSql):
         return [self._alert(row) for row in self._execute(sql, params).fetchall()]
 
     def _note(self, row: Sequence[Any]) -> AlertNote:
+        from cloudgreet_billing.domain.alerts import AlertNote
+
         return AlertNote(author=row[0], body=row[1], created_at=self._time(row[2]))
 
     def alert_notes(self, alert_id: int) -> list[AlertNote]:
@@ -165,7 +169,7 @@ class AlertsSql(AuditSql):
         )
 
     def raise_alert(self, draft: AlertDraft, *, actor: str, now: datetime) -> RaisedAlert:
-        from cloudgreet_billing.adapters.store.protocol import AuditDraft
+        from cloudgreet_billing.adapters.store.protocol_alerts import RaisedAlert
 
         with self._transaction():
             alert_id, opened = self._raise_alert_in_tx(draft, now)
@@ -185,8 +189,6 @@ class AlertsSql(AuditSql):
         return RaisedAlert(alert=alert, opened=opened)
 
     def acknowledge_alert(self, alert_id: int, *, actor: str, now: datetime) -> Alert | None:
-        from cloudgreet_billing.adapters.store.protocol import AuditDraft
-
         with self._transaction():
             row = self._execute(
                 "UPDATE billing_alerts SET status = 'acknowledged', acknowledged_at = ?, "
@@ -202,8 +204,6 @@ class AlertsSql(AuditSql):
     def resolve_alert(
         self, alert_id: int, *, resolution: str, actor: str, now: datetime
     ) -> Alert | None:
-        from cloudgreet_billing.adapters.store.protocol import AuditDraft
-
         with self._transaction():
             row = self._execute(
                 "UPDATE billing_alerts SET status = 'resolved', resolved_at = ?, "
@@ -227,7 +227,7 @@ class AlertsSql(AuditSql):
     def add_alert_note(
         self, alert_id: int, *, author: str, body: str, now: datetime
     ) -> AlertNote | None:
-        from cloudgreet_billing.adapters.store.protocol import AuditDraft
+        from cloudgreet_billing.domain.alerts import AlertNote
 
         with self._transaction():
             touched = self._execute(
@@ -247,8 +247,6 @@ class AlertsSql(AuditSql):
     def resolve_invoice_alerts(
         self, invoice_id: str, *, resolution: str, actor: str, now: datetime
     ) -> tuple[list[int], int]:
-        from cloudgreet_billing.adapters.store.protocol import AuditDraft
-
         with self._transaction():
             resolved = self._resolve_invoice_alerts_in_tx(invoice_id, resolution, now)
             canceled = self._cancel_pending_steps_in_tx(invoice_id, resolution, now)
@@ -267,6 +265,8 @@ class AlertsSql(AuditSql):
 
     # --- ledger thresholds -----------------------------------------------------------
     def ledger_totals(self, *, kind: str, since: datetime, until: datetime) -> list[LedgerTotal]:
+        from cloudgreet_billing.adapters.store.protocol_alerts import LedgerTotal
+
         rows = self._execute(
             "SELECT customer_id, currency, sum(amount), count(*) FROM billing_usage_ledger "
             "WHERE kind = ? AND occurred_at >= ? AND occurred_at < ? "

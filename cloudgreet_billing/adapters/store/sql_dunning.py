@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudgreet_billing.adapters.store.sql_base import Cursor, SqlBase, chunked
-from cloudgreet_billing.domain.dunning import (
+from cloudgreet_billing.domain.statuses import (
     COMPLETED_STATUSES,
     PENDING_STATUSES,
     SETTLED_INVOICE_STATUSES,
-    ClaimedStep,
-    DunningStep,
-    EscalationCandidate,
-    InvoiceFacts,
-    StepDraft,
-    StepOutcome,
 )
+
+if TYPE_CHECKING:
+    from cloudgreet_billing.domain.dunning import (
+        ClaimedStep,
+        DunningStep,
+        EscalationCandidate,
+        InvoiceFacts,
+        StepDraft,
+        StepOutcome,
+    )
 
 ID_BATCH = 500
 
@@ -118,6 +122,8 @@ class DunningSql(SqlBase):
 
     # --- rows ------------------------------------------------------------------
     def _step(self, row: Sequence[Any]) -> DunningStep:
+        from cloudgreet_billing.domain.dunning import DunningStep
+
         return DunningStep(
             id=int(row[0]),
             invoice_id=row[1],
@@ -138,6 +144,8 @@ class DunningSql(SqlBase):
         )
 
     def _claimed(self, row: Sequence[Any], latest_due: Mapping[str, int]) -> ClaimedStep:
+        from cloudgreet_billing.domain.dunning import ClaimedStep, InvoiceFacts
+
         step = self._step(row)
         facts = row[16:]
         return ClaimedStep(
@@ -379,6 +387,8 @@ class DunningSql(SqlBase):
         ).fetchone()
         if row is None:
             return None
+        from cloudgreet_billing.domain.dunning import InvoiceFacts
+
         return InvoiceFacts(
             invoice_id=invoice_id,
             customer_id=row[0],
@@ -396,6 +406,8 @@ class DunningSql(SqlBase):
 
     # --- escalation --------------------------------------------------------------
     def escalation_candidates(self, threshold: int) -> list[EscalationCandidate]:
+        from cloudgreet_billing.domain.dunning import EscalationCandidate
+
         rows = self._execute(
             "SELECT done.invoice_id, done.customer_id, done.completed, i.amount_remaining, "
             "i.currency, done.alert_id FROM ("

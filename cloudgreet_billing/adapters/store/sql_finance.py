@@ -10,26 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from cloudgreet_billing.adapters.store.protocol_finance import (
-    DunningWorkload,
-    OpenAlert,
-    PastDueInvoice,
-)
 from cloudgreet_billing.adapters.store.sql_base import chunked
 from cloudgreet_billing.adapters.store.sql_ledger import LEDGER_COLUMNS, LedgerSql
 from cloudgreet_billing.adapters.store.sql_mirror import SUBSCRIPTION_COLUMNS, MirrorSql
 from cloudgreet_billing.domain.export import DUNNING_COLUMNS, FORMULA_PREFIXES, ledger_line
 from cloudgreet_billing.domain.ledger import LedgerEntry
-from cloudgreet_billing.domain.mirror import (
-    MirroredInvoice,
-    MirroredSubscription,
-    parse_invoice,
-)
 from cloudgreet_billing.domain.money import THREE_DECIMAL, ZERO_DECIMAL
-from cloudgreet_billing.domain.mrr import COUNTED_STATUSES
-from cloudgreet_billing.domain.reconciliation import NOT_BILLED_STATUSES, TotalsKey, Window
+from cloudgreet_billing.domain.statuses import COUNTED_STATUSES, NOT_BILLED_STATUSES
+
+if TYPE_CHECKING:
+    from cloudgreet_billing.adapters.store.protocol_finance import (
+        DunningWorkload,
+        OpenAlert,
+        PastDueInvoice,
+    )
+    from cloudgreet_billing.domain.mirror import MirroredInvoice, MirroredSubscription
+    from cloudgreet_billing.domain.reconciliation import TotalsKey, Window
 
 #: Rows fetched per round trip while streaming.
 STREAM_BATCH: Final = 5_000
@@ -145,6 +143,8 @@ class FinanceSql(MirrorSql, LedgerSql):
             "AND stripe_created >= ? AND stripe_created < ? ORDER BY stripe_created, id",
             (customer_id, window.start, window.end),
         ).fetchall()
+        from cloudgreet_billing.domain.mirror import parse_invoice
+
         invoices = []
         for status, raw in rows:
             # The status column is the mirror's verdict (settled invoices never reopen).
@@ -178,6 +178,8 @@ class FinanceSql(MirrorSql, LedgerSql):
             f"WHERE {_PAST_DUE} ORDER BY COALESCE(due_date, stripe_created), id",
             (now,),
         ).fetchall()
+        from cloudgreet_billing.adapters.store.protocol_finance import PastDueInvoice
+
         return [
             PastDueInvoice(
                 id=row[0],
@@ -199,6 +201,8 @@ class FinanceSql(MirrorSql, LedgerSql):
             "SELECT id, type, status, customer_id, invoice_id, amount_due, currency, created_at "
             "FROM billing_alerts WHERE status = 'open' ORDER BY created_at, id"
         ).fetchall()
+        from cloudgreet_billing.adapters.store.protocol_finance import OpenAlert
+
         return [
             OpenAlert(
                 id=int(row[0]),
@@ -246,6 +250,8 @@ class FinanceSql(MirrorSql, LedgerSql):
             (due_before,),
         ).fetchone()
         assert row is not None
+        from cloudgreet_billing.adapters.store.protocol_finance import DunningWorkload
+
         return DunningWorkload(due=int(row[0]), needs_review=int(row[1]))
 
     def recurring_subscriptions(self) -> Iterator[MirroredSubscription]:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from cloudgreet_billing.adapters.store.protocol import ImportOutcome, LedgerQuery
+from cloudgreet_billing.adapters.store.protocol_ledger import ImportOutcome, LedgerQuery
 from cloudgreet_billing.adapters.store.sql_base import SqlBase, chunked
 from cloudgreet_billing.domain.ledger import LedgerDraft, LedgerEntry
 

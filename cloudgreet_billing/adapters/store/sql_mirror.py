@@ -10,18 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 from cloudgreet_billing.adapters.store.sql_audit import AuditSql
 from cloudgreet_billing.adapters.store.sql_base import Cursor
-from cloudgreet_billing.domain.dunning import DunningPlanner, StepDraft
-from cloudgreet_billing.domain.events import EventPlan, EventResult
-from cloudgreet_billing.domain.mirror import (
-    FINAL_INVOICE_STATUSES,
-    MirroredCustomer,
-    MirroredInvoice,
-    MirroredSubscription,
-)
+from cloudgreet_billing.domain.statuses import SETTLED_INVOICE_STATUSES
 
 if TYPE_CHECKING:
-    from cloudgreet_billing.adapters.store.protocol import AuditDraft
+    from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft
     from cloudgreet_billing.domain.alerts import AlertDraft
+    from cloudgreet_billing.domain.dunning import DunningPlanner, StepDraft
+    from cloudgreet_billing.domain.events import EventPlan, EventResult
+    from cloudgreet_billing.domain.mirror import (
+        MirroredCustomer,
+        MirroredInvoice,
+        MirroredSubscription,
+    )
 
 INVOICE_COLUMNS = (
     "id, customer_id, subscription_id, number, status, currency, amount_due, amount_paid, "
@@ -255,6 +255,8 @@ class MirrorSql(AuditSql):
             return self._execute(UPSERT_CUSTOMER, params).fetchone() is not None
 
     def _invoice(self, row: Sequence[Any]) -> MirroredInvoice:
+        from cloudgreet_billing.domain.mirror import MirroredInvoice
+
         return MirroredInvoice(
             id=row[0],
             customer_id=row[1],
@@ -292,6 +294,8 @@ class MirrorSql(AuditSql):
         ).fetchone()
         if row is None:
             return None
+        from cloudgreet_billing.domain.mirror import MirroredCustomer
+
         return MirroredCustomer(
             id=row[0],
             email=row[1],
@@ -313,6 +317,8 @@ class MirrorSql(AuditSql):
         return None if row is None else self._subscription(row)
 
     def _subscription(self, row: Sequence[Any]) -> MirroredSubscription:
+        from cloudgreet_billing.domain.mirror import MirroredSubscription
+
         return MirroredSubscription(
             id=row[0],
             customer_id=row[1],
@@ -330,6 +336,8 @@ class MirrorSql(AuditSql):
     def apply_event_plans(
         self, plans: Sequence[EventPlan], *, planner: DunningPlanner, now: datetime
     ) -> list[EventResult]:
+        from cloudgreet_billing.domain.events import EventResult
+
         # Fast path: the whole batch in one transaction, without savepoints; every event is
         # recorded by one statement up front, and what only needs counting (and the audit
         # lines) is read at the end, so that PostgreSQL's pipeline (``_event_batch``) waits
@@ -463,7 +471,7 @@ class MirrorSql(AuditSql):
                 invoice_status = None if current is None else current[0]
         # A settled invoice is never reopened: a failure processed after the payment (a
         # late or replayed delivery) changes the mirror's failure fields only.
-        if plan.alert is not None and invoice_status not in FINAL_INVOICE_STATUSES:
+        if plan.alert is not None and invoice_status not in SETTLED_INVOICE_STATUSES:
             alert_id, is_new = self._raise_alert_in_tx(plan.alert, now)
             if is_new:
                 work.opened.append(alert_id)
@@ -494,6 +502,8 @@ class MirrorSql(AuditSql):
         self, plan: EventPlan, work: _SentEvent | None, now: datetime
     ) -> EventResult:
         """Read what ``_send_event_in_tx`` left unread, and write the audit lines."""
+        from cloudgreet_billing.domain.events import EventResult
+
         if work is None:
             return EventResult(plan.event_id, "duplicate", plan.created)
         if plan.outcome == "skipped":
@@ -528,7 +538,7 @@ class MirrorSql(AuditSql):
     def _audit_alert(
         self, actor: str, action: str, alert_id: int, outcome: str, plan: EventPlan, now: datetime
     ) -> None:
-        from cloudgreet_billing.adapters.store.protocol import AuditDraft
+        from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft
 
         self._insert_audit(
             AuditDraft(

@@ -8,19 +8,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudgreet_billing.adapters.store.migrations import sqlite_migrations
-from cloudgreet_billing.adapters.store.protocol import ImportOutcome
+from cloudgreet_billing.adapters.store.protocol_ledger import ImportOutcome
 from cloudgreet_billing.adapters.store.sql import SqlStore
 from cloudgreet_billing.adapters.store.sql_base import Cursor, chunked
 from cloudgreet_billing.adapters.store.sql_finance import STREAM_BATCH
 from cloudgreet_billing.adapters.store.sql_ledger import IMPORT_BATCH, INSERT_LEDGER
 from cloudgreet_billing.clock import utcnow
-from cloudgreet_billing.domain.ledger import LedgerDraft
 from cloudgreet_billing.domain.money import THREE_DECIMAL, ZERO_DECIMAL
-from cloudgreet_billing.domain.reconciliation import Window
 from cloudgreet_billing.errors import StoreError
+
+if TYPE_CHECKING:
+    from cloudgreet_billing.domain.ledger import LedgerDraft
+    from cloudgreet_billing.domain.reconciliation import Window
 
 # Times are stored as fixed-width ISO 8601 text with microseconds and a Z
 # (2026-11-24T09:00:00.000000Z), so that text order is time order in comparisons.

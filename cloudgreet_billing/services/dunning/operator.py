@@ -9,15 +9,17 @@ from typing import Any
 
 from cloudgreet_billing.adapters.store.protocol import AuditDraft, Store
 from cloudgreet_billing.domain.dunning import (
-    MARK_SENT_FROM,
-    OPEN_STATUSES,
     PAUSE_SETTING,
-    REQUEUE_FROM,
-    STEP_STATUSES,
     DunningConfig,
     DunningStep,
     InvoiceFacts,
     PauseState,
+)
+from cloudgreet_billing.domain.statuses import (
+    MARK_SENT_FROM,
+    OPEN_STATUSES,
+    REQUEUE_FROM,
+    STEP_STATUSES,
 )
 from cloudgreet_billing.domain.timefmt import iso_z
 from cloudgreet_billing.errors import BadInput, NotFound

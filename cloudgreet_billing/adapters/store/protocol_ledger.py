@@ -1,0 +1,51 @@
+"""The usage ledger's part of the store: ``billing_usage_ledger``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from datetime import datetime
+
+    from cloudgreet_billing.domain.ledger import LedgerDraft, LedgerEntry
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerQuery:
+    """Filters for ``list_ledger``; ``until`` is exclusive."""
+
+    customer_id: str | None = None
+    kind: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class ImportOutcome:
+    """What a ledger import did: rows new to the ledger, and rows already there."""
+
+    inserted: int
+    duplicates: int
+
+
+class LedgerOps(Protocol):
+    """Record, import and list usage-ledger entries."""
+
+    def record_ledger_entry(self, draft: LedgerDraft, now: datetime) -> tuple[LedgerEntry, bool]:
+        """Record one entry; with a known ``external_id`` return the existing one and False."""
+        ...
+
+    def import_ledger(
+        self, drafts: Iterable[LedgerDraft], now: datetime, *, expected_rows: int | None = None
+    ) -> ImportOutcome:
+        """Record every draft in one transaction. If iterating ``drafts`` raises, nothing is
+        recorded and the error propagates: imports are all-or-nothing. ``expected_rows``
+        (an estimate) lets a store choose a bulk-load strategy."""
+        ...
+
+    def list_ledger(self, query: LedgerQuery) -> list[LedgerEntry]:
+        """Entries newest first."""
+        ...
