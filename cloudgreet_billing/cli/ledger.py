@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,6 +11,7 @@ import typer
 
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit, note
+from cloudgreet_billing.cli.progress import progress_bar
 from cloudgreet_billing.cli.render import ledger_entry_json, money, when
 
 if TYPE_CHECKING:
@@ -113,28 +115,26 @@ def import_(
     context = app_context(ctx)
     store = context.store()
     now = utcnow()
-    if file == "-":
+    with ExitStack() as files, progress_bar("importing rows") as progress:
+        if file == "-":
+            stream, source, size = sys.stdin, "stdin", None
+        else:
+            path = Path(file)
+            if not path.is_file():
+                raise BadInput(f"{file} is not a file", hint="give the path of a CSV file")
+            stream = files.enter_context(path.open(encoding="utf-8-sig", newline=""))
+            source, size = path.name, path.stat().st_size
         report = import_csv(
             store,
-            sys.stdin,
-            source="stdin",
+            stream,
+            source=source,
             now=now,
             actor=context.settings.actor,
             dry_run=dry_run,
+            # The file's size lets the store choose its bulk-load path for a large file.
+            size_bytes=size,
+            progress=progress,
         )
-    else:
-        path = Path(file)
-        if not path.is_file():
-            raise BadInput(f"{file} is not a file", hint="give the path of a CSV file")
-        with path.open(encoding="utf-8-sig", newline="") as stream:
-            report = import_csv(
-                store,
-                stream,
-                source=path.name,
-                now=now,
-                actor=context.settings.actor,
-                dry_run=dry_run,
-            )
 
     if report.inserted:
         window = store.ledger_created_window(now)

@@ -10,7 +10,7 @@ from itertools import chain
 from typing import TYPE_CHECKING, TextIO
 
 from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft
-from cloudgreet_billing.domain.ledger import LedgerDraft, LedgerEntry, make_draft
+from cloudgreet_billing.domain.ledger import DraftParser, LedgerDraft, LedgerEntry
 from cloudgreet_billing.errors import BadInput
 from cloudgreet_billing.services import Progress
 
@@ -107,6 +107,8 @@ class _CsvRows:
             # Positions of each contract column in this file (-1: absent), so rows are
             # read by index rather than through a dict per row.
             at = [columns.index(name) if name in columns else -1 for name in ALL_COLUMNS]
+            in_contract_order = at == list(range(len(ALL_COLUMNS)))
+            parse = DraftParser()
             for row in chain(pending, reader):
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue
@@ -118,18 +120,11 @@ class _CsvRows:
                     continue
                 if progress is not None and not self.rows % PROGRESS_EVERY:
                     progress(PROGRESS_EVERY)
-                cells = [row[i] if 0 <= i < count else None for i in at]
                 try:
-                    draft = make_draft(
-                        customer_id=cells[0],  # type: ignore[arg-type]
-                        kind=cells[1],  # type: ignore[arg-type]
-                        amount=cells[2],  # type: ignore[arg-type]
-                        currency=cells[3],  # type: ignore[arg-type]
-                        occurred_at=cells[4],  # type: ignore[arg-type]
-                        invoice_id=cells[5],
-                        description=cells[6],
-                        external_id=cells[7],
-                    )
+                    if in_contract_order:
+                        draft = parse(*row)
+                    else:
+                        draft = parse(*[row[i] if 0 <= i < count else None for i in at])  # type: ignore[arg-type]
                 except BadInput as exc:
                     self._bad(reader.line_num, exc.message)
                     continue

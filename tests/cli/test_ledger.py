@@ -310,3 +310,31 @@ def test_list_escapes_markup_in_descriptions(store_env, monkeypatch):
         "[bold red]pwned[/]",
     )
     assert "[bold red]pwned[/]" in run("ledger", "list").stdout
+
+
+def test_import_of_a_file_lets_a_large_load_take_the_bulk_path(tmp_path, monkeypatch):
+    # A large import is only fast if the store hears how large it is; the size comes from
+    # the file. Spy on the (SQLite) store to see the estimate it was given.
+    from cloudgreet_billing.adapters.store.sqlite import BULK_LOAD_MIN_ROWS, SqliteStore
+    from cloudgreet_billing.services.ledger import BYTES_PER_ROW_ESTIMATE
+
+    monkeypatch.setenv("BILLING_DATABASE_URL", f"sqlite:///{tmp_path}/bulk.db")
+    seen: list[int | None] = []
+    real = SqliteStore.import_ledger
+
+    def spy(self, drafts, now, *, expected_rows=None):
+        seen.append(expected_rows)
+        return real(self, drafts, now, expected_rows=expected_rows)
+
+    monkeypatch.setattr(SqliteStore, "import_ledger", spy)
+    rows = BULK_LOAD_MIN_ROWS + 100
+    body = HEADER + "".join(
+        f"cus_{i % 50},booking_fee,{i % 90}.50,usd,2026-11-{1 + i % 28:02d},in_{i % 7},"
+        f"weekly cleaning visits,row-{i:08d}\n"
+        for i in range(rows)
+    )
+    path = write_csv(tmp_path, body)
+    result = data(run("ledger", "import", str(path), "--json"))
+    assert result["inserted"] == rows
+    assert seen == [path.stat().st_size // BYTES_PER_ROW_ESTIMATE]
+    assert seen[0] >= BULK_LOAD_MIN_ROWS

@@ -8,6 +8,9 @@ from datetime import timedelta
 
 import pytest
 
+from cloudgreet_billing.adapters.store import sqlite as sqlite_store
+from cloudgreet_billing.bootstrap import open_store
+from cloudgreet_billing.config import load_settings
 from cloudgreet_billing.domain.alerts import AlertDraft
 from cloudgreet_billing.domain.dunning import StepDraft
 from cloudgreet_billing.domain.export import HEADERS, ledger_line
@@ -158,6 +161,129 @@ def test_database_built_lines_equal_the_python_specification(store):
         "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text for text in TRICKY
     ]
     assert "2026-11-24T11:59:59.999993Z" in built
+
+
+#: Free text that a line needs no quotes for (formulas are neutralised all the same) …
+PLAIN_TEXTS = [None, "", "booking 7", "=SUM(A1)", "+1", "-5 credit", "@me", "\tx", "café €5", "x'"]
+#: … and text it must quote.
+QUOTED_TEXTS = ["a,b", 'say "hi"', "two\nlines", "\rcr", "=1,2"]
+
+
+def test_paged_export_keeps_the_order_and_every_row_once(store, monkeypatch):
+    """SQLite builds the export a page at a time. Pages of 4 rows put page boundaries inside
+    groups of rows that tie on everything but the id (inserted out of order), and between
+    pages with and without cells to quote; the lines are exactly ``ledger_line``'s, in
+    the export's order."""
+    monkeypatch.setattr(sqlite_store, "EXPORT_PAGE_ROWS", 4)
+    kinds = ("booking_fee", "subscription", "credit_adjustment")
+    for n in range(45):
+        group = (n * 7) % 15  # 15 groups of 3 equal keys, each group's rows inserted apart
+        kind = kinds[group % 3]
+        store.record_ledger_entry(
+            LedgerDraft(
+                customer_id=f"cus_{group % 2}",
+                kind=kind,
+                amount=(group % 5) * 123_456 * (-1 if kind == "credit_adjustment" else 1),
+                currency=("usd", "jpy", "kwd", "eur")[group % 4],
+                occurred_at=NOW - timedelta(hours=1 + group % 6, microseconds=group % 2),
+                invoice_id=f"in_{n}" if n % 3 else None,
+                description=QUOTED_TEXTS[n % 5] if n in (9, 10, 30) else PLAIN_TEXTS[n % 10],
+                external_id=f"=ext-{n}" if n % 4 == 1 else None,
+            ),
+            NOW,
+        )
+    window = Window(start=NOW - timedelta(days=1), end=NOW)
+    chunks = list(store.ledger_csv_chunks(window))
+    entries = list(store.stream_ledger(window))
+    built = "".join(text for text, _ in chunks)
+    assert built == "".join(ledger_line(entry) for entry in entries)
+    ordered = sorted(
+        entries,
+        key=lambda e: (e.occurred_at, e.customer_id, e.currency, e.amount, e.kind, e.id),
+    )
+    assert [int(row[0]) for row in csv.reader(io.StringIO(built))] == [e.id for e in ordered]
+    assert sorted(e.id for e in entries) == list(range(1, 46))
+    assert sum(rows for _, rows in chunks) == 45
+    if store.backend == "sqlite":
+        assert [rows for _, rows in chunks] == [4] * 11 + [1]
+
+
+@pytest.mark.parametrize("fault", ["a,b", 'say "hi"', "two\nlines", "cr\rin", "\rfirst", "\n"])
+def test_each_cell_that_needs_quotes_is_found_on_its_own(store, monkeypatch, fault):
+    """One cell needing quotes, alone in its page, makes that page (and the next one,
+    which needs none) be built line by line; both come out exactly as specified."""
+    monkeypatch.setattr(sqlite_store, "EXPORT_PAGE_ROWS", 2)
+    for n in range(7):
+        store.record_ledger_entry(
+            LedgerDraft(
+                customer_id="cus_A",
+                kind="booking_fee",
+                amount=n,
+                currency="usd",
+                occurred_at=NOW - timedelta(hours=10 - n),
+                external_id=fault if n == 2 else f"=x{n}",
+                description=fault if n == 3 else "plain",
+            ),
+            NOW,
+        )
+    window = Window(start=NOW - timedelta(days=1), end=NOW)
+    built = "".join(text for text, _ in store.ledger_csv_chunks(window))
+    assert built == "".join(ledger_line(e) for e in store.stream_ledger(window))
+    rows = list(csv.reader(io.StringIO(built)))
+    assert [row[8:10] for row in rows[2:4]] == [
+        ["plain", "'" + fault if fault[0] == "\r" else fault],
+        ["'" + fault if fault[0] == "\r" else fault, "'=x3"],
+    ]
+
+
+def test_paged_export_of_an_empty_window_and_of_exactly_full_pages(store, monkeypatch):
+    monkeypatch.setattr(sqlite_store, "EXPORT_PAGE_ROWS", 2)
+    window = Window(start=NOW - timedelta(days=1), end=NOW)
+    assert list(store.ledger_csv_chunks(window)) == []
+    for n in range(4):
+        entry(store, "cus_A", f"{n}.00", days_ago=0.5)
+    entry(store, "cus_A", "9.00", days_ago=2)  # outside the window
+    chunks = list(store.ledger_csv_chunks(window))
+    assert "".join(text for text, _ in chunks) == "".join(
+        ledger_line(e) for e in store.stream_ledger(window)
+    )
+    assert sum(rows for _, rows in chunks) == 4
+
+
+def test_the_export_reads_one_snapshot(store, monkeypatch):
+    """Rows written while an export runs are not in it, however many pages it has."""
+    monkeypatch.setattr(sqlite_store, "EXPORT_PAGE_ROWS", 2)
+    for n in range(6):
+        entry(store, "cus_A", f"{n + 1}.00", days_ago=2 - n / 10)
+    window = Window(start=NOW - timedelta(days=7), end=NOW)
+    chunks = store.ledger_csv_chunks(window)
+    first_text, _ = next(chunks)
+    other = open_store(load_settings())
+    try:
+        entry(other, "cus_A", "77.00", days_ago=1.75)  # between rows of later pages
+        entry(other, "cus_A", "99.00", days_ago=0.5)  # after the last row
+    finally:
+        other.close()
+    text = first_text + "".join(text for text, _ in chunks)
+    assert [row[4] for row in csv.reader(io.StringIO(text))] == [
+        "100",
+        "200",
+        "300",
+        "400",
+        "500",
+        "600",
+    ]
+    assert len(list(store.stream_ledger(window))) == 8  # … and they were written
+
+
+def test_an_export_inside_a_transaction_reads_in_it(store):
+    entry(store, "cus_A", "1.00")
+    window = Window(start=NOW - timedelta(days=7), end=NOW)
+    with store._transaction():
+        text = "".join(text for text, _ in store.ledger_csv_chunks(window))
+        entry(store, "cus_A", "2.00")
+    assert text.split(",")[4] == "100"
+    assert len(list(store.stream_ledger(window))) == 2
 
 
 def test_since_and_until_pick_a_half_open_window(store):

@@ -77,13 +77,7 @@ def test_bulk_import_failure_restores_indexes_and_writes_nothing(sqlite_store):
 
 
 def test_only_large_loads_relative_to_the_table_take_the_bulk_path(sqlite_store):
-    def decision(expected_rows):
-        with sqlite_store._transaction():
-            rebuild = sqlite_store._drop_ledger_indexes_for_bulk_load(expected_rows)
-            for statement in rebuild:
-                sqlite_store._conn.execute(statement)
-        return bool(rebuild)
-
+    decision = sqlite_store._is_bulk_load
     assert decision(ROWS)
     assert not decision(None), "stdin imports have no estimate"
     assert not decision(BULK_LOAD_MIN_ROWS - 1)
@@ -95,4 +89,44 @@ def test_only_large_loads_relative_to_the_table_take_the_bulk_path(sqlite_store)
     )
     assert not decision(BULK_LOAD_MIN_ROWS), "a table over 4x the load keeps its indexes"
     assert decision(1_000_000)
-    assert len(ledger_indexes(sqlite_store.path)) == 3
+
+
+def bad_row_is_refused(store) -> bool:
+    """Whether the ledger's CHECK constraints refuse a negative booking fee right now."""
+    try:
+        store._conn.execute(
+            "INSERT INTO billing_usage_ledger (customer_id, kind, amount, currency, "
+            "occurred_at, created_at) VALUES ('cus_1', 'booking_fee', -1, 'usd', ?, ?)",
+            (NOW, NOW),
+        )
+    except sqlite3.IntegrityError:
+        return True
+    return False
+
+
+def connection_settings(store) -> tuple[int, int]:
+    return (
+        store._conn.execute("PRAGMA cache_size").fetchone()[0],
+        store._conn.execute("PRAGMA threads").fetchone()[0],
+    )
+
+
+def test_a_bulk_load_leaves_the_connection_as_it_found_it(sqlite_store):
+    before = connection_settings(sqlite_store)
+    sqlite_store.import_ledger(drafts(ROWS), NOW, expected_rows=ROWS)
+    assert connection_settings(sqlite_store) == before
+    assert bad_row_is_refused(sqlite_store), "CHECK constraints are enforced again"
+
+
+def test_a_failed_bulk_load_leaves_the_connection_as_it_found_it(sqlite_store):
+    before = connection_settings(sqlite_store)
+
+    def broken():
+        yield from drafts(1_000)
+        raise BadInput("line 1001: broken")
+
+    with pytest.raises(BadInput):
+        sqlite_store.import_ledger(broken(), NOW, expected_rows=ROWS)
+    assert connection_settings(sqlite_store) == before
+    assert bad_row_is_refused(sqlite_store), "CHECK constraints are enforced again"
+    assert sqlite_store.row_counts()["billing_usage_ledger"] == 0

@@ -179,7 +179,7 @@ class PostgresStore(SqlStore):
     def ledger_csv_chunks(self, window: Window) -> Iterator[tuple[str, int]]:
         """``COPY … TO STDOUT (FORMAT csv)``: the server writes the CSV. COPY sends one
         message per row; we hand them on in chunks of about 64 KiB."""
-        query = self._sql_ledger_export(self._sql_ledger_cells(quote=False))
+        query = self._sql_ledger_export(self._sql_ledger_cells())
         decoder = codecs.getincrementaldecoder("utf-8")()
         pending: list[bytes] = []
         size = 0

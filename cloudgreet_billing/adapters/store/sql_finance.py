@@ -99,11 +99,6 @@ class FinanceSql(MirrorSql, LedgerSql):
         """An SQL expression rendering a stored time as ``domain.export.time_cell`` does."""
         raise NotImplementedError
 
-    def _sql_quoted(self, column: str) -> str:
-        """``domain.export.text_cell`` of a text column, quoted as CSV needs (NULL → empty),
-        for dialects that build whole CSV lines in SQL."""
-        raise NotImplementedError
-
     # --- reconciliation -------------------------------------------------------
     def ledger_window_totals(
         self, window: Window, customer_id: str | None = None
@@ -334,32 +329,34 @@ class FinanceSql(MirrorSql, LedgerSql):
             f"ELSE {scaled(2)} END)"
         )
 
-    def _sql_ledger_cells(self, *, quote: bool) -> list[str]:
-        """One SQL expression per ``LEDGER_COLUMNS`` cell; quoted for building lines in SQL,
-        unquoted for engines whose CSV writer quotes (PostgreSQL's COPY).
+    def _sql_ledger_cells(self) -> list[str]:
+        """One SQL expression per ``LEDGER_COLUMNS`` cell, unquoted, for engines whose CSV
+        writer quotes (PostgreSQL's COPY). SQLite builds whole lines instead
+        (``SqliteStore._sql_ledger_line``).
 
         ``kind`` and ``currency`` are held by CHECK constraints to a closed list and three
         lowercase letters, so they never need neutralising or quoting."""
-
-        def text(column: str) -> str:
-            return self._sql_quoted(column) if quote else self._sql_text_cell(column)
-
         return [
             "CAST(id AS TEXT)",
             self._sql_time_cell("occurred_at"),
-            text("customer_id"),
+            self._sql_text_cell("customer_id"),
             "kind",
             "CAST(amount AS TEXT)",
             self._sql_major("amount", "currency"),
             "currency",
-            text("invoice_id"),
-            text("description"),
-            text("external_id"),
+            self._sql_text_cell("invoice_id"),
+            self._sql_text_cell("description"),
+            self._sql_text_cell("external_id"),
             self._sql_time_cell("created_at"),
         ]
 
     def _sql_ledger_export(self, cells: Sequence[str]) -> str:
+        # Qualified: in PostgreSQL a bare ORDER BY name means an output column first, and a
+        # cell is named after the column it formats (``CAST(id AS TEXT)`` is "id"), which
+        # would order ids and amounts as text.
+        order = ", ".join(
+            f"billing_usage_ledger.{column.strip()}" for column in LEDGER_EXPORT_ORDER.split(",")
+        )
         return (
-            f"SELECT {', '.join(cells)} FROM billing_usage_ledger "
-            f"WHERE {_WINDOW} ORDER BY {LEDGER_EXPORT_ORDER}"
+            f"SELECT {', '.join(cells)} FROM billing_usage_ledger WHERE {_WINDOW} ORDER BY {order}"
         )

@@ -15,8 +15,9 @@ LEDGER_COLUMNS = (
     "created_at"
 )
 LEDGER_SELECT = f"SELECT id, {LEDGER_COLUMNS} FROM billing_usage_ledger"
+LEDGER_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_LEDGER = (
-    f"INSERT INTO billing_usage_ledger ({LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO billing_usage_ledger ({LEDGER_COLUMNS}) VALUES {LEDGER_VALUES} "
     "ON CONFLICT (external_id) DO NOTHING"
 )
 IMPORT_BATCH = 5_000

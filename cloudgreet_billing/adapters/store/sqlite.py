@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,9 +15,10 @@ from cloudgreet_billing.adapters.store.migrations import sqlite_migrations
 from cloudgreet_billing.adapters.store.protocol_ledger import ImportOutcome
 from cloudgreet_billing.adapters.store.sql import SqlStore
 from cloudgreet_billing.adapters.store.sql_base import Cursor, chunked
-from cloudgreet_billing.adapters.store.sql_finance import STREAM_BATCH
-from cloudgreet_billing.adapters.store.sql_ledger import IMPORT_BATCH, INSERT_LEDGER
+from cloudgreet_billing.adapters.store.sql_finance import LEDGER_EXPORT_ORDER
+from cloudgreet_billing.adapters.store.sql_ledger import INSERT_LEDGER, LEDGER_VALUES
 from cloudgreet_billing.clock import utcnow
+from cloudgreet_billing.domain.export import FORMULA_PREFIXES, LEDGER_COLUMNS
 from cloudgreet_billing.domain.money import THREE_DECIMAL, ZERO_DECIMAL
 from cloudgreet_billing.errors import StoreError
 
@@ -30,13 +32,31 @@ if TYPE_CHECKING:
 # size drop the secondary indexes for the load and rebuild them after, inside the same
 # transaction: a sorted rebuild costs a fraction of a million random b-tree inserts.
 BULK_LOAD_MIN_ROWS = 50_000
-#: The CSV export's cell rules (``domain.export``) as SQLite expressions.
-FORMULA_START = "('=', '+', '-', '@', char(9), char(13))"
+#: Rows per INSERT statement in an import. A statement per row costs more than binding
+#: the row; much larger statements touch enough index pages to spill SQLite's statement
+#: journal to a temporary file (measured: 500 rows was slower than 100).
+ROWS_PER_INSERT = 100
+#: Threads SQLite's sorter may use when a bulk load rebuilds the indexes.
+SORT_THREADS = min(os.cpu_count() or 1, 4)
+#: Page cache during a bulk load, in KiB (negative: SQLite's unit for a size in KiB).
+BULK_CACHE_SIZE = -16384
+#: The CSV export's cell rules (``domain.export``) as SQLite expressions: the code points
+#: that start a formula (``unicode(cell)`` is the first one's), and the cells CSV quotes.
+FORMULA_START = "(" + ", ".join(str(ord(mark)) for mark in FORMULA_PREFIXES) + ")"
 NEEDS_QUOTES = "('*[\",' || char(10) || char(13) || ']*')"
 #: Page cache for export scans, in KiB (negative: SQLite's unit for a size in KiB).
 EXPORT_CACHE_SIZE = -2048
+#: Ledger rows per page of the CSV export: SQLite joins a page's lines into one string.
+EXPORT_PAGE_ROWS = 5_000
 ZERO_DECIMAL_CODES = "(" + ", ".join(f"'{code}'" for code in sorted(ZERO_DECIMAL)) + ")"
 THREE_DECIMAL_CODES = "(" + ", ".join(f"'{code}'" for code in sorted(THREE_DECIMAL)) + ")"
+#: The currencies whose major unit does not have two decimals: one lookup settles most rows.
+OTHER_EXPONENT_CODES = (
+    "(" + ", ".join(f"'{code}'" for code in sorted(ZERO_DECIMAL | THREE_DECIMAL)) + ")"
+)
+#: The export's order is unique per row (it ends with the id), so it also keys its pages.
+_PAGE_KEY = f"({LEDGER_EXPORT_ORDER})"
+_PAGE_KEY_VALUE = "(" + ", ".join("?" for _ in LEDGER_EXPORT_ORDER.split(",")) + ")"
 
 
 def _adapt_time(moment: datetime) -> str:
@@ -148,44 +168,147 @@ class SqliteStore(SqlStore):
         # Stored exactly as the export writes times: fixed width, microseconds, Z.
         return column
 
-    def _sql_major(self, amount: str, currency: str) -> str:
-        """``domain.money.to_major_string`` with one printf per amount (integers only)."""
-
-        def scaled(places: int) -> str:
-            sign = f"(CASE WHEN {amount} < 0 THEN '-' ELSE '' END)"
-            unit = 10**places
-            whole, fraction = f"abs({amount}) / {unit}", f"abs({amount}) % {unit}"
-            return f"printf('%s%d.%0{places}d', {sign}, {whole}, {fraction})"
-
+    def _sql_quoted(self, column: str, *, formula: bool = True) -> str:
+        """``domain.export.text_cell`` of a text column as a ``printf`` argument: NULL stays
+        NULL, which ``%s`` writes as the empty cell. ``formula=False`` for a column that
+        never starts like a formula."""
+        text = column
+        if formula:
+            text = (
+                f"(CASE WHEN unicode({column}) IN {FORMULA_START} THEN '''' || {column} "
+                f"ELSE {column} END)"
+            )
         return (
-            f"(CASE WHEN {currency} IN {ZERO_DECIMAL_CODES} THEN printf('%d', {amount}) "
-            f"WHEN {currency} IN {THREE_DECIMAL_CODES} THEN {scaled(3)} ELSE {scaled(2)} END)"
+            f"(CASE WHEN {column} GLOB {NEEDS_QUOTES} "
+            f"THEN '\"' || replace({text}, '\"', '\"\"') || '\"' ELSE {text} END)"
         )
 
-    def _sql_quoted(self, column: str) -> str:
-        # One GLOB and one prefix test per cell; the patterns are constants SQLite hoists.
-        formula = f"(CASE WHEN substr({column}, 1, 1) IN {FORMULA_START} THEN '''' ELSE '' END)"
+    def _sql_ledger_line(self, *, quote: bool) -> str:
+        """``domain.export.ledger_line`` as one ``printf`` per row.
+
+        Unquoted (``quote=False``), text cells are only neutralised: exact for every row
+        without ``"``, ``,``, CR or LF in a cell, and cheaper. ``customer_id`` and
+        ``invoice_id`` start with ``cus_`` and ``in_``, and ``kind`` and ``currency`` come
+        from closed lists (the CHECK constraints, which ``domain.ledger``'s validation
+        restates for bulk loads), so none of them is ever a formula, and
+        ``kind`` and ``currency`` never need quotes. ``amount`` is an integer column.
+        """
+
+        def text(column: str, *, formula: bool) -> tuple[str, list[str]]:
+            if quote:
+                return "%s", [self._sql_quoted(column, formula=formula)]
+            if not formula:
+                return "%s", [column]
+            mark = f"(CASE WHEN unicode({column}) IN {FORMULA_START} THEN '''' ELSE '' END)"
+            return "%s%s", [mark, column]
+
+        def line(places: int) -> str:
+            cells = (
+                ("%d", ["id"]),
+                ("%s", ["occurred_at"]),
+                text("customer_id", formula=False),
+                ("%s", ["kind"]),
+                ("%d", ["amount"]),
+                _major_cell("amount", places),
+                ("%s", ["currency"]),
+                text("invoice_id", formula=False),
+                text("description", formula=True),
+                text("external_id", formula=True),
+                ("%s", ["created_at"]),
+            )
+            formats = ",".join(conversion for conversion, _ in cells)
+            arguments = ", ".join(argument for _, group in cells for argument in group)
+            return f"printf('{formats}' || char(10), {arguments})"
+
         return (
-            f"(CASE WHEN {column} IS NULL OR {column} = '' THEN '' "
-            f"WHEN {column} GLOB {NEEDS_QUOTES} "
-            f"THEN '\"' || {formula} || replace({column}, '\"', '\"\"') || '\"' "
-            f"ELSE {formula} || {column} END)"
+            f"(CASE WHEN currency NOT IN {OTHER_EXPONENT_CODES} THEN {line(2)} "
+            f"WHEN currency IN {ZERO_DECIMAL_CODES} THEN {line(0)} ELSE {line(3)} END)"
         )
 
     def ledger_csv_chunks(self, window: Window) -> Iterator[tuple[str, int]]:
-        """SQLite builds each line itself (one printf a row); Python only joins batches."""
-        cells = self._sql_ledger_cells(quote=True)
-        line = f"printf('{','.join('%s' for _ in cells)}' || char(10), {', '.join(cells)})"
+        """The export a page at a time, every page read in one transaction: one snapshot,
+        however long the export takes.
+
+        SQLite builds each line (one ``printf`` a row) and joins a page of them, so Python
+        handles one string per page instead of one per row. Lines are built unquoted, which
+        is exact unless a cell holds a ``"``, comma, CR or LF. A page where one did holds a
+        ``"`` or CR, or more commas or line feeds than its lines' own; it is built again
+        with quotes where cells need them, and so are the pages after it until one needs
+        none.
+        """
+        unquoted, quoted = self._sql_ledger_line(quote=False), self._sql_ledger_line(quote=True)
+        separators = len(LEDGER_COLUMNS) - 1
         # A scan reads each page once: keep the page cache small for it, not the store's
         # large default, so the export stays in constant (and small) memory.
         (cache_size,) = self._conn.execute("PRAGMA cache_size").fetchone()
         self._conn.execute(f"PRAGMA cache_size = {EXPORT_CACHE_SIZE}")
+        # Inside a transaction already (the caller's), the pages read in that one.
+        own = not self._conn.in_transaction
+        if own:
+            self._conn.execute("BEGIN")
         try:
-            cursor = self._conn.execute(self._sql_ledger_export([line]), (window.start, window.end))
-            while rows := cursor.fetchmany(STREAM_BATCH):
-                yield "".join([row[0] for row in rows]), len(rows)
+            quoting, after = False, None
+            while True:
+                where, params = self._ledger_page_start(window, after)
+                text, rows = self._ledger_page(quoted if quoting else unquoted, where, params)
+                plain = (
+                    text.count(",") == separators * rows
+                    and text.count("\n") == rows
+                    and '"' not in text
+                    and "\r" not in text
+                )
+                if not (plain or quoting):
+                    text, rows = self._ledger_page(quoted, where, params)
+                quoting = not plain
+                if rows:
+                    yield text, rows
+                if rows < EXPORT_PAGE_ROWS:
+                    return
+                # The next page starts after this one's last row.
+                if plain:
+                    # One line per row, so the last line is the last row's: it starts
+                    # with the id.
+                    start = text.rfind("\n", 0, -1) + 1
+                    last_id = int(text[start : text.index(",", start)])
+                    after = self._conn.execute(
+                        f"SELECT {LEDGER_EXPORT_ORDER} FROM billing_usage_ledger WHERE id = ?",
+                        (last_id,),
+                    ).fetchone()
+                else:
+                    after = self._conn.execute(
+                        f"SELECT {LEDGER_EXPORT_ORDER} FROM billing_usage_ledger WHERE {where} "
+                        f"ORDER BY {LEDGER_EXPORT_ORDER} LIMIT 1 OFFSET {EXPORT_PAGE_ROWS - 1}",
+                        params,
+                    ).fetchone()
         finally:
+            if own:
+                self._conn.execute("COMMIT")
             self._conn.execute(f"PRAGMA cache_size = {int(cache_size)}")
+
+    def _ledger_page_start(
+        self, window: Window, after: Sequence[Any] | None
+    ) -> tuple[str, list[Any]]:
+        """The condition and parameters of the export's rows from the window's start, or
+        from just after the key ``after``, to the window's end."""
+        if after is None:
+            return "occurred_at >= ? AND occurred_at < ?", [window.start, window.end]
+        return f"{_PAGE_KEY} > {_PAGE_KEY_VALUE} AND occurred_at < ?", [*after, window.end]
+
+    def _ledger_page(self, line: str, where: str, params: Sequence[Any]) -> tuple[str, int]:
+        """The next ``EXPORT_PAGE_ROWS`` rows' lines joined, in the export's order, and how
+        many there are.
+
+        ``group_concat`` joins rows in the order the subquery yields them: SQLite keeps
+        the ORDER BY of a FROM-clause subquery that has a LIMIT (select.c, on omitting
+        ORDER BY in subqueries). A test holds the order across pages.
+        """
+        text, rows = self._conn.execute(
+            f"SELECT group_concat(line, ''), count(*) FROM (SELECT {line} AS line "
+            f"FROM billing_usage_ledger WHERE {where} "
+            f"ORDER BY {LEDGER_EXPORT_ORDER} LIMIT {EXPORT_PAGE_ROWS})",
+            params,
+        ).fetchone()
+        return text or "", rows
 
     # --- usage ledger: bulk import ------------------------------------------------------
     def import_ledger(
@@ -195,64 +318,84 @@ class SqliteStore(SqlStore):
         *,
         expected_rows: int | None = None,
     ) -> ImportOutcome:
-        """One transaction; a large load drops and rebuilds the secondary indexes.
+        """One transaction, ``ROWS_PER_INSERT`` rows per statement; a load large for the
+        table is a bulk load (``_bulk_load``).
 
-        Deliberately single-threaded: sqlite3 releases the GIL around every row's step,
-        so a parsing thread beside the writer turns each row into two contended GIL
-        hand-offs, which measured slower than doing both in turn.
+        Deliberately single-threaded: sqlite3 releases the GIL around every statement, so
+        a parsing thread beside the writer contends for it at every hand-off, which
+        measured slower than doing both in turn.
         """
         created_at = _adapt_time(now)
         # Imported rows share few distinct times; adapt each once.
         times: dict[datetime, str] = {}
-
-        def occurred(moment: datetime) -> str:
-            text = times.get(moment)
-            if text is None:
-                if len(times) > 100_000:
-                    times.clear()
-                text = times[moment] = _adapt_time(moment)
-            return text
-
-        rows = (
-            (
-                d.customer_id,
-                d.kind,
-                d.amount,
-                d.currency,
-                occurred(d.occurred_at),
-                d.invoice_id,
-                d.description,
-                d.external_id,
-                created_at,
-            )
-            for d in drafts
-        )
         seen = inserted = 0
-        with self._transaction():
-            rebuild = self._drop_ledger_indexes_for_bulk_load(expected_rows)
-            for batch in chunked(rows, IMPORT_BATCH):
+        with self._transaction(), self._bulk_load(expected_rows):
+            for batch in chunked(drafts, ROWS_PER_INSERT):
+                params: list[Any] = []
+                for draft in batch:
+                    moment = draft.occurred_at
+                    occurred = times.get(moment)
+                    if occurred is None:
+                        if len(times) > 100_000:
+                            times.clear()
+                        occurred = times[moment] = _adapt_time(moment)
+                    params += draft
+                    params[-4] = occurred
+                    params.append(created_at)
                 seen += len(batch)
-                inserted += self._conn.executemany(INSERT_LEDGER, batch).rowcount
-            for statement in rebuild:
-                self._conn.execute(statement)
+                inserted += self._conn.execute(_insert_rows(len(batch)), params).rowcount
         return ImportOutcome(inserted=inserted, duplicates=seen - inserted)
 
-    def _drop_ledger_indexes_for_bulk_load(self, expected_rows: int | None) -> list[str]:
-        """Inside the import transaction: drop secondary ledger indexes when the load is big
-        relative to the table, and return the statements that rebuild them."""
+    def _is_bulk_load(self, expected_rows: int | None) -> bool:
         if expected_rows is None or expected_rows < BULK_LOAD_MIN_ROWS:
-            return []
+            return False
         row = self._conn.execute("SELECT max(id) FROM billing_usage_ledger").fetchone()
-        if row and row[0] and row[0] > 4 * expected_rows:
-            return []
-        # The unique external_id index stays: it is what makes re-imports idempotent.
+        return not (row and row[0] and row[0] > 4 * expected_rows)
+
+    @contextmanager
+    def _bulk_load(self, expected_rows: int | None) -> Iterator[None]:
+        """Inside the import transaction, for a load large for the table: drop the secondary
+        ledger indexes and sort-build them again once every row is in, skip the ledger's
+        CHECK constraints, and keep the page cache small.
+
+        - Every ``LedgerDraft`` has passed ``domain.ledger``'s validation, whose rules the
+          CHECKs restate (a test holds them together); evaluating them again cost about as
+          much as inserting the row.
+        - The unique ``external_id`` index stays: it is what makes re-imports idempotent.
+        - Appending needs few pages cached, and each of the sorter's threads buffers up to
+          the cache's size, so a small cache keeps the import within its memory budget.
+
+        If the load fails, the transaction's rollback brings the indexes back.
+        """
+        if not self._is_bulk_load(expected_rows):
+            yield
+            return
+        (cache_size,) = self._conn.execute("PRAGMA cache_size").fetchone()
         indexes = self._conn.execute(
             "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
             "AND tbl_name = 'billing_usage_ledger' AND sql IS NOT NULL"
         ).fetchall()
         for name, _ in indexes:
             self._conn.execute(f'DROP INDEX "{name}"')
-        return [sql for _, sql in indexes]
+        self._conn.execute(f"PRAGMA cache_size = {BULK_CACHE_SIZE}")
+        self._conn.execute("PRAGMA ignore_check_constraints = ON")
+        try:
+            yield
+            self._conn.execute("PRAGMA ignore_check_constraints = OFF")
+            self._conn.execute(f"PRAGMA threads = {SORT_THREADS}")
+            for _, sql in indexes:
+                self._conn.execute(sql)
+        finally:
+            self._conn.execute("PRAGMA ignore_check_constraints = OFF")
+            self._conn.execute("PRAGMA threads = 0")
+            self._conn.execute(f"PRAGMA cache_size = {int(cache_size)}")
+
+
+@lru_cache(maxsize=4)
+def _insert_rows(count: int) -> str:
+    """``INSERT_LEDGER`` for ``count`` rows in one statement."""
+    head, values, tail = INSERT_LEDGER.partition(LEDGER_VALUES)
+    return f"{head}{', '.join([values] * count)}{tail}"
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -261,3 +404,13 @@ def _statements(script: str) -> Iterator[str]:
     for statement in "\n".join(lines).split(";"):
         if statement.strip():
             yield statement
+
+
+def _major_cell(amount: str, places: int) -> tuple[str, list[str]]:
+    """``domain.money.to_major_string`` for a currency with this many decimals, as ``printf``
+    conversions and their arguments (integer arithmetic, so exact)."""
+    if places == 0:
+        return "%d", [amount]
+    unit = 10**places
+    sign = f"(CASE WHEN {amount} < 0 THEN '-' ELSE '' END)"
+    return f"%s%d.%0{places}d", [sign, f"abs({amount}) / {unit}", f"abs({amount}) % {unit}"]
