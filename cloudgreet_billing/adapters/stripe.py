@@ -41,6 +41,8 @@ MAX_DELAY: Final = 8.0
 CONNECT_TIMEOUT: Final = 10.0
 READ_TIMEOUT: Final = 40.0
 PAGE_SIZE: Final = 100
+#: What subscription listings expand: the discounts on the subscription and on its items.
+SUBSCRIPTION_EXPAND: Final = ("data.discounts", "data.items.data.discounts")
 
 #: Stripe codes that mean "the customer must act" rather than "the request was wrong".
 _DECLINE_CODES: Final = frozenset(
@@ -183,9 +185,9 @@ class StripeGateway:
         return self._pages("list invoices", self._client.v1.invoices.list, params)
 
     def list_subscriptions(self) -> Iterator[StripeObject]:
-        return self._pages(
-            "list subscriptions", self._client.v1.subscriptions.list, {"status": "all"}
-        )
+        # Expanded discounts, so MRR can apply their coupons (events send only their ids).
+        params = {"status": "all", "expand": list(SUBSCRIPTION_EXPAND)}
+        return self._pages("list subscriptions", self._client.v1.subscriptions.list, params)
 
     # --- acting ----------------------------------------------------------------------
     def pay_invoice(self, invoice_id: str, *, idempotency_key: str) -> StripeObject:

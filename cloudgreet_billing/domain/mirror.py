@@ -189,6 +189,53 @@ def parse_subscription(obj: Mapping[str, Any]) -> MirroredSubscription:
     )
 
 
+def unexpanded_discount_ids(subscription: Mapping[str, Any]) -> set[str]:
+    """Discounts the subscription or its items list only by id, as events send them."""
+    ids = set()
+    for holder in _discount_holders(subscription):
+        ids.update(d for d in holder.get("discounts") or [] if isinstance(d, str))
+    return ids
+
+
+def with_known_discounts(
+    subscription: Mapping[str, Any], previous: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``subscription`` with each discount id it lists replaced by the expanded discount
+    the mirror already had under that id (``sync --backfill`` expands them; events send
+    only ids, so an event must not erase what MRR needs to know about a coupon)."""
+    known = {
+        str(d["id"]): d
+        for holder in _discount_holders(previous)
+        for d in holder.get("discounts") or []
+        if isinstance(d, Mapping) and d.get("id")
+    }
+
+    def expanded(holder: Mapping[str, Any]) -> dict[str, Any]:
+        listed = holder.get("discounts")
+        if not isinstance(listed, list):
+            return dict(holder)
+        return {
+            **holder,
+            "discounts": [known.get(d, d) if isinstance(d, str) else d for d in listed],
+        }
+
+    merged = expanded(subscription)
+    items = subscription.get("items")
+    if isinstance(items, Mapping) and isinstance(items.get("data"), list):
+        merged["items"] = {
+            **items,
+            "data": [expanded(i) if isinstance(i, Mapping) else i for i in items["data"]],
+        }
+    return merged
+
+
+def _discount_holders(subscription: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The subscription and its items: what can carry ``discounts``."""
+    items = subscription.get("items")
+    data = items.get("data") if isinstance(items, Mapping) else None
+    return [subscription, *(i for i in data or [] if isinstance(i, Mapping))]
+
+
 def parse_customer(obj: Mapping[str, Any]) -> MirroredCustomer:
     customer_id = _require(obj, "id", "customer")
     currency = obj.get("currency")

@@ -133,25 +133,21 @@ def _amount_off(coupon: Mapping[str, Any], currency: str) -> int | None:
     return None
 
 
+_EXPAND: Final = "; run sync --backfill to read them"
+
+
 def _discount_objects(holder: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], int]:
-    """Expanded discounts on a subscription or item, and how many are only ids."""
-    found: list[Mapping[str, Any]] = []
-    ids = 0
-    seen: set[str] = set()
+    """Expanded discounts on a subscription or item, and how many are only ids. The older
+    API shape sends one expanded ``discount`` beside the ``discounts`` ids, often the same
+    discount under both: it counts once, as expanded."""
     listed = holder.get("discounts") or []
     legacy = holder.get("discount")
+    found: dict[str, Mapping[str, Any]] = {}
     for discount in [*listed, *([legacy] if legacy else [])]:
-        if isinstance(discount, str):
-            if discount not in seen:
-                ids += 1
-                seen.add(discount)
-        elif isinstance(discount, Mapping):
-            key = str(discount.get("id") or id(discount))
-            if key in seen:
-                continue
-            seen.add(key)
-            found.append(discount)
-    return found, ids
+        if isinstance(discount, Mapping):
+            found.setdefault(str(discount.get("id") or id(discount)), discount)
+    ids = {d for d in listed if isinstance(d, str) and d not in found}
+    return list(found.values()), len(ids)
 
 
 def _apply_discounts(
@@ -251,7 +247,7 @@ def subscription_mrr(subscription: MirroredSubscription, now: datetime) -> Subsc
         period_amount = unit * quantity
         item_discounts, item_ids = _discount_objects(item)
         if item_ids:
-            notes.append(f"{where}: {item_ids} discount(s) not expanded in the mirror")
+            notes.append(f"{where}: {item_ids} discount(s) not expanded in the mirror{_EXPAND}")
         period_amount = _apply_discounts(
             period_amount, item_discounts, currency, now, Fraction(1), notes, where
         )
@@ -263,7 +259,7 @@ def subscription_mrr(subscription: MirroredSubscription, now: datetime) -> Subsc
         period_months = period_months or months
     sub_discounts, sub_ids = _discount_objects(raw)
     if sub_ids:
-        notes.append(f"{sub_id}: {sub_ids} discount(s) not expanded in the mirror")
+        notes.append(f"{sub_id}: {sub_ids} discount(s) not expanded in the mirror{_EXPAND}")
     if period_months is not None:
         monthly = _apply_discounts(
             monthly, sub_discounts, currency, now, 1 / period_months, notes, sub_id

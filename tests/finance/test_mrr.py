@@ -189,3 +189,12 @@ def test_discount_ids_without_objects_are_reported():
     contribution = subscription_mrr(parse_subscription(sub), NOW)
     assert contribution.amount == 2_000
     assert any("not expanded" in note for note in contribution.notes)
+
+
+def test_a_discount_sent_both_as_an_id_and_expanded_counts_once():
+    # Older API versions send ``discounts`` as ids beside one expanded ``discount``.
+    legacy = {"id": "di_old", "coupon": coupon(percent_off=10), "start": 0, "end": None}
+    sub = subscription("sub_1", [item(price(10_000))], discounts=["di_old"], discount=legacy)
+    contribution = subscription_mrr(parse_subscription(sub), NOW)
+    assert contribution.amount == 9_000
+    assert contribution.notes == ()

@@ -75,9 +75,12 @@ def test_429_is_retried_with_the_same_idempotency_key(fake: FakeStripe) -> None:
 def test_a_listing_page_is_retried_after_a_429(fake: FakeStripe) -> None:
     fake.paginate("/v1/subscriptions", [subscription()], before=[rate_limited()])
     assert [s["id"] for s in gateway(fake).list_subscriptions()] == ["sub_1"]
+    # Discounts come expanded, so MRR can apply their coupons.
     assert fake.requests_to("GET", "/v1/subscriptions")[-1].query == {
         "status": "all",
         "limit": "100",
+        "expand[0]": "data.discounts",
+        "expand[1]": "data.items.data.discounts",
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -221,6 +221,21 @@ class MirrorSql(AuditSql):
             observed_at,
             now,
         )
+
+    def _with_known_discounts(self, subscription: MirroredSubscription) -> MirroredSubscription:
+        """Events list a subscription's discounts by id only; keep the expanded discounts
+        the mirror already has for those ids (read only when there are such ids)."""
+        from cloudgreet_billing.domain.mirror import unexpanded_discount_ids, with_known_discounts
+
+        if not unexpanded_discount_ids(subscription.raw):
+            return subscription
+        row = self._execute(
+            "SELECT raw FROM billing_subscriptions WHERE id = ?", (subscription.id,)
+        ).fetchone()
+        if row is None:
+            return subscription
+        previous = self._json_value(row[0])
+        return replace(subscription, raw=with_known_discounts(subscription.raw, previous))
 
     def upsert_subscription(
         self, subscription: MirroredSubscription, observed_at: datetime, now: datetime
@@ -441,7 +456,8 @@ class MirrorSql(AuditSql):
         if plan.customer is not None:
             self._execute(UPSERT_CUSTOMER, self._customer_params(plan.customer, observed, now))
         if plan.subscription is not None:
-            params = self._subscription_params(plan.subscription, observed, now)
+            subscription = self._with_known_discounts(plan.subscription)
+            params = self._subscription_params(subscription, observed, now)
             self._execute(UPSERT_SUBSCRIPTION, params)
         invoice_status: str | None = None
         first_failed_at: datetime | None = None
