@@ -12,18 +12,11 @@ from hypothesis import strategies as st
 from cloudgreet_billing.adapters.store.sqlite import SqliteStore
 from cloudgreet_billing.domain.ledger import DraftParser, LedgerDraft, make_draft
 from cloudgreet_billing.errors import BadInput
+from cloudgreet_billing.services.ledger import ALL_COLUMNS
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
-FIELDS = (
-    "customer_id",
-    "kind",
-    "amount",
-    "currency",
-    "occurred_at",
-    "invoice_id",
-    "description",
-    "external_id",
-)
+# The import's columns, in the order the parser takes them.
+FIELDS = ALL_COLUMNS
 
 # Mostly well-formed values, with the near misses a real file has.
 customers = st.sampled_from(["cus_1", " cus_2 ", "cus_", "cust_3", "", "CUS_4", "cus_x y"])
