@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cloudgreet_billing.adapters.notify.email_file import message_file_name, write_atomically
-from cloudgreet_billing.adapters.notify.protocol import DeliveryError, OutgoingSms
+from cloudgreet_billing.adapters.notify.outbox import Outbox
+from cloudgreet_billing.adapters.notify.protocol import OutgoingSms
 from cloudgreet_billing.clock import utcnow
 from cloudgreet_billing.domain.timefmt import iso_z
 
@@ -15,17 +15,10 @@ class FileSmsSender:
     name = "file"
 
     def __init__(self, outbox: Path, sender: str | None = None) -> None:
-        self._outbox = outbox
+        self._outbox = Outbox(outbox)
         self._sender = sender
-        self._ready = False
 
     def send(self, sms: OutgoingSms) -> str:
-        if not self._ready:
-            try:
-                self._outbox.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise DeliveryError(f"cannot create {self._outbox}: {exc.strerror}") from None
-            self._ready = True
         record = {
             "to": sms.to,
             "from": self._sender,
@@ -34,9 +27,7 @@ class FileSmsSender:
             "created_at": iso_z(utcnow()),
         }
         data = (json.dumps(record, ensure_ascii=False, indent=2) + "\n").encode()
-        return write_atomically(
-            self._outbox, message_file_name("sms", sms.step_id, ".sms.json"), data
-        ).name
+        return self._outbox.write("sms", sms.step_id, ".sms.json", data)
 
     def close(self) -> None:
         return None
