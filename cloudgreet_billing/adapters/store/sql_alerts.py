@@ -212,16 +212,7 @@ class AlertsSql(AuditSql):
                 (now, resolution, now, alert_id),
             ).fetchone()
             if row is not None:
-                self._insert_audit(
-                    AuditDraft(
-                        actor,
-                        "alert.resolve",
-                        f"alert:{alert_id}",
-                        "resolved",
-                        details={"resolution": resolution},
-                    ),
-                    now,
-                )
+                self._audit_resolved(alert_id, resolution, actor, now)
         return self.get_alert(alert_id)
 
     def add_alert_note(
@@ -251,17 +242,20 @@ class AlertsSql(AuditSql):
             resolved = self._resolve_invoice_alerts_in_tx(invoice_id, resolution, now)
             canceled = self._cancel_pending_steps_in_tx(invoice_id, resolution, now)
             for alert_id in resolved:
-                self._insert_audit(
-                    AuditDraft(
-                        actor,
-                        "alert.resolve",
-                        f"alert:{alert_id}",
-                        "resolved",
-                        details={"resolution": resolution},
-                    ),
-                    now,
-                )
+                self._audit_resolved(alert_id, resolution, actor, now)
         return resolved, canceled
+
+    def _audit_resolved(self, alert_id: int, resolution: str, actor: str, now: datetime) -> None:
+        self._insert_audit(
+            AuditDraft(
+                actor,
+                "alert.resolve",
+                f"alert:{alert_id}",
+                "resolved",
+                details={"resolution": resolution},
+            ),
+            now,
+        )
 
     # --- ledger thresholds -----------------------------------------------------------
     def ledger_totals(self, *, kind: str, since: datetime, until: datetime) -> list[LedgerTotal]:

@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any, Final
 from cloudgreet_billing.adapters.store.sql_base import chunked
 from cloudgreet_billing.adapters.store.sql_ledger import LEDGER_COLUMNS, LedgerSql
 from cloudgreet_billing.adapters.store.sql_mirror import SUBSCRIPTION_COLUMNS, MirrorSql
-from cloudgreet_billing.domain.export import DUNNING_COLUMNS, FORMULA_PREFIXES, ledger_line
+from cloudgreet_billing.domain.export import (
+    ALERT_COLUMNS,
+    DUNNING_COLUMNS,
+    FORMULA_PREFIXES,
+    ledger_line,
+)
 from cloudgreet_billing.domain.ledger import LedgerEntry
 from cloudgreet_billing.domain.money import THREE_DECIMAL, ZERO_DECIMAL
 from cloudgreet_billing.domain.statuses import COUNTED_STATUSES, NOT_BILLED_STATUSES
@@ -39,22 +44,11 @@ _WINDOW: Final = "occurred_at >= ? AND occurred_at < ?"
 #: Time, then the ledger's time index key, then id: SQLite keeps the rowid at the end of
 #: every index entry, so this order is read straight off the index with no sort step.
 LEDGER_EXPORT_ORDER: Final = "occurred_at, customer_id, currency, amount, kind, id"
-ALERT_FIELDS: Final = (
-    "id",
-    "type",
-    "status",
-    "customer_id",
-    "invoice_id",
-    "amount_due",
-    "currency",
-    "stripe_event_id",
-    "attempt_count",
-    "last_failure",
-    "created_at",
-    "updated_at",
-    "acknowledged_at",
-    "resolved_at",
-    "resolution",
+#: The alert export's columns, with its two amount cells read from the one column.
+ALERT_FIELDS: Final = tuple(
+    dict.fromkeys(
+        "amount_due" if name.startswith("amount_due_") else name for name in ALERT_COLUMNS
+    )
 )
 ALERT_TIMES: Final = frozenset({"created_at", "updated_at", "acknowledged_at", "resolved_at"})
 #: The dunning export's columns are the table's own, so the store selects exactly them.
@@ -67,6 +61,10 @@ _PAST_DUE: Final = (
 )
 _NOT_BILLED: Final = ", ".join(f"'{status}'" for status in sorted(NOT_BILLED_STATUSES))
 _RECURRING: Final = ", ".join(f"'{status}'" for status in sorted(COUNTED_STATUSES))
+#: Invoices that bill, created in the window (its start and end are the parameters).
+_BILLED_IN_WINDOW: Final = (
+    f"stripe_created >= ? AND stripe_created < ? AND status NOT IN ({_NOT_BILLED})"
+)
 
 
 def _codes(currencies: frozenset[str]) -> str:
@@ -117,8 +115,7 @@ class FinanceSql(MirrorSql, LedgerSql):
         only, params = _window_for(window, customer_id)
         rows = self._execute(
             "SELECT customer_id, currency, SUM(COALESCE(total_excluding_tax, total)) "
-            "FROM billing_invoices WHERE stripe_created >= ? AND stripe_created < ? "
-            f"AND status NOT IN ({_NOT_BILLED}){only} GROUP BY customer_id, currency",
+            f"FROM billing_invoices WHERE {_BILLED_IN_WINDOW}{only} GROUP BY customer_id, currency",
             params,
         ).fetchall()
         return {(row[0], row[1]): int(row[2]) for row in rows}
@@ -126,8 +123,7 @@ class FinanceSql(MirrorSql, LedgerSql):
     def mirror_invoice_count(self, window: Window, customer_id: str | None = None) -> int:
         only, params = _window_for(window, customer_id)
         row = self._execute(
-            "SELECT count(*) FROM billing_invoices WHERE stripe_created >= ? "
-            f"AND stripe_created < ? AND status NOT IN ({_NOT_BILLED}){only}",
+            f"SELECT count(*) FROM billing_invoices WHERE {_BILLED_IN_WINDOW}{only}",
             params,
         ).fetchone()
         return int(row[0]) if row else 0
