@@ -340,7 +340,7 @@ class SqliteStore(SqlStore):
                             times.clear()
                         occurred = times[moment] = _adapt_time(moment)
                     params += draft
-                    params[-4] = occurred
+                    params[-4] = occurred  # the draft's occurred_at, as stored
                     params.append(created_at)
                 seen += len(batch)
                 inserted += self._conn.execute(_insert_rows(len(batch)), params).rowcount
@@ -381,7 +381,6 @@ class SqliteStore(SqlStore):
         self._conn.execute("PRAGMA ignore_check_constraints = ON")
         try:
             yield
-            self._conn.execute("PRAGMA ignore_check_constraints = OFF")
             self._conn.execute(f"PRAGMA threads = {SORT_THREADS}")
             for _, sql in indexes:
                 self._conn.execute(sql)
