@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION
+
 
 def console_script() -> str:
     beside_python = Path(sys.executable).parent / "cloudgreet-billing"
@@ -41,7 +43,7 @@ def test_cron_style_run_of_the_installed_script(backend, tmp_path, request):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     migrated = invoke("db", "migrate", "--json", env=env, cwd=tmp_path)
     assert migrated.returncode == 0, migrated.stderr
-    assert json.loads(migrated.stdout)["data"]["schema_version"] == 1
+    assert json.loads(migrated.stdout)["data"]["schema_version"] == LATEST_SCHEMA_VERSION
 
     csv = tmp_path / "usage.csv"
     csv.write_text(

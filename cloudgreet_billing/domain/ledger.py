@@ -11,7 +11,7 @@ from cloudgreet_billing.domain.timefmt import parse_instant
 from cloudgreet_billing.errors import BadInput
 
 KINDS: Final = ("subscription", "booking_fee", "credit_adjustment")
-_KIND_SET: Final = frozenset(KINDS)
+KIND_SET: Final = frozenset(KINDS)
 CUSTOMER_PREFIX: Final = "cus_"
 INVOICE_PREFIX: Final = "in_"
 
@@ -62,10 +62,10 @@ def check_invoice_id(raw: str | None) -> str | None:
 
 
 def check_kind(raw: str) -> str:
-    if raw in _KIND_SET:
+    if raw in KIND_SET:
         return raw
     value = raw.strip()
-    if value not in _KIND_SET:
+    if value not in KIND_SET:
         raise BadInput(f"kind {raw!r} is not one of {', '.join(KINDS)}")
     return value
 
@@ -139,9 +139,8 @@ class DraftParser:
         try:
             checked_currency = self._currencies.get(currency) or self._currency(currency)
             key = (amount, checked_currency)
-            minor = self._minor_units.get(key)
-            if minor is None:
-                minor = self._minor(key)
+            known = self._minor_units.get(key)
+            minor = self._minor(key) if known is None else known
             moment = self._moments.get(occurred_at) or self._moment(occurred_at)
             well_formed = True
         except BadInput:
@@ -150,7 +149,7 @@ class DraftParser:
         invoice = invoice_id.strip() if invoice_id else None
         if (
             not well_formed
-            or kind not in _KIND_SET
+            or kind not in KIND_SET
             or (minor < 0 and kind != "credit_adjustment")
             or not customer.startswith(CUSTOMER_PREFIX)
             or len(customer) <= len(CUSTOMER_PREFIX)

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from cloudgreet_billing.adapters.store.sql_finance import LEDGER_EXPORT_ORDER
 from cloudgreet_billing.adapters.store.sqlite import SqliteStore
 from cloudgreet_billing.domain.ledger import LedgerDraft
+from cloudgreet_billing.domain.ledger_batch import batches_of
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 KINDS = ("subscription", "booking_fee", "credit_adjustment")
@@ -78,7 +79,7 @@ def build_ledger(db: Path, rows: int) -> None:
                 description=f"booking {n}" if n % 7 else f"=formula {n}",
             )
 
-    store.import_ledger(drafts(), NOW)
+    store.import_ledger(batches_of(drafts()), NOW)
     store.close()
 
 

@@ -9,6 +9,7 @@ import pytest
 from typer.main import get_command
 
 from cloudgreet_billing import __version__
+from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION
 from cloudgreet_billing.cli import app
 from tests.cli.helpers import data, error, run
 
@@ -49,7 +50,7 @@ def test_default_store_is_sqlite_in_the_user_data_directory(isolated_env, tmp_pa
     assert status["location"].startswith(str(tmp_path / "data-home"))
     # The embedded store installs its own schema on first use.
     assert data(run("ledger", "list", "--json")) == []
-    assert data(run("db", "status", "--json"))["schema_version"] == 1
+    assert data(run("db", "status", "--json"))["schema_version"] == LATEST_SCHEMA_VERSION
 
 
 @pytest.mark.parametrize(
@@ -163,7 +164,7 @@ def test_db_migrate_and_status(database_url, monkeypatch):
         assert "run: cloudgreet-billing db migrate" in refused.stderr
         assert data(run("db", "status", "--json"))["schema_version"] is None
     migrated = data(run("db", "migrate", "--json"))
-    assert migrated["schema_version"] == 1
+    assert migrated["schema_version"] == LATEST_SCHEMA_VERSION
     assert data(run("db", "migrate", "--json"))["applied"] == []
     status = data(run("db", "status", "--json"))
     assert status["tables"]["billing_usage_ledger"] == 0

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from cloudgreet_billing.adapters.store.sqlite import SqliteStore
 from cloudgreet_billing.domain.ledger import DraftParser, LedgerDraft, make_draft
+from cloudgreet_billing.domain.ledger_batch import LedgerBatch
 from cloudgreet_billing.errors import BadInput
-from cloudgreet_billing.services.ledger import ALL_COLUMNS
+from cloudgreet_billing.services.ledger_csv import ALL_COLUMNS
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 # The import's columns, in the order the parser takes them.
@@ -95,7 +96,7 @@ def test_every_accepted_draft_satisfies_the_ledgers_checks(tmp_path_factory, row
     store = SqliteStore(tmp_path_factory.mktemp("checks") / "ledger.db")
     store.migrate()
     try:
-        outcome = store.import_ledger(drafts, NOW)
+        outcome = store.import_ledger([LedgerBatch.of(drafts)], NOW)
     except sqlite3.IntegrityError as exc:  # pragma: no cover - the failure this guards
         pytest.fail(f"a validated draft broke a CHECK: {exc}")
     finally:

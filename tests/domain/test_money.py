@@ -12,6 +12,7 @@ from cloudgreet_billing.domain.money import (
     parse_currency,
     to_major_string,
     to_minor_units,
+    to_minor_units_each,
 )
 from cloudgreet_billing.errors import BadInput
 
@@ -93,3 +94,21 @@ def test_currency():
 )
 def test_format_money(amount, currency, shown):
     assert format_money(amount, currency) == shown
+
+
+amount_texts = st.one_of(
+    st.decimals(min_value=-(10**14), max_value=10**14, places=3, allow_nan=False).map(str),
+    st.integers(-(10**16), 10**16).map(str),
+    st.sampled_from(["12.3", "-0", "007.10", "1e3", "", " 7.10 ", "+3", "1_000", "1.5\n2.5"]),
+)
+
+
+@given(st.lists(amount_texts, max_size=6), st.sampled_from(["usd", "jpy", "kwd"]))
+def test_minor_units_of_many_amounts_are_those_of_each(raws, currency):
+    try:
+        expected = [to_minor_units(raw, currency) for raw in raws]
+    except BadInput:
+        with pytest.raises(BadInput):
+            to_minor_units_each(raws, currency)
+        return
+    assert to_minor_units_each(raws, currency) == expected

@@ -6,6 +6,7 @@ import tracemalloc
 from datetime import timedelta
 
 from cloudgreet_billing.domain.ledger import LedgerDraft
+from cloudgreet_billing.domain.ledger_batch import batches_of
 from cloudgreet_billing.domain.reconciliation import Window
 from cloudgreet_billing.services import export as export_service
 from tests.finance.factories import NOW
@@ -16,7 +17,7 @@ def test_export_runs_in_constant_memory(store, tmp_path):
     start = NOW - timedelta(days=6)
     step = timedelta(days=5) / total
     store.import_ledger(
-        (
+        batches_of(
             LedgerDraft(
                 customer_id=f"cus_{n % 997}",
                 kind="booking_fee",

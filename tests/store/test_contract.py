@@ -10,6 +10,7 @@ from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION
 from cloudgreet_billing.adapters.store.protocol import TABLES, AuditDraft, LedgerQuery
 from cloudgreet_billing.domain.dunning import TimelinePlanner
 from cloudgreet_billing.domain.ledger import make_draft
+from cloudgreet_billing.domain.ledger_batch import batches_of
 from cloudgreet_billing.domain.mirror import parse_customer, parse_invoice, parse_subscription
 from cloudgreet_billing.errors import BadInput
 
@@ -96,9 +97,8 @@ def test_list_filters_and_orders_newest_first(store):
 
 def test_import_counts_new_and_duplicate_rows(store):
     store.record_ledger_entry(draft(external_id="x1"), NOW)
-    outcome = store.import_ledger(
-        [draft(external_id="x1"), draft(external_id="x2"), draft(external_id="x2"), draft()], NOW
-    )
+    rows = [draft(external_id="x1"), draft(external_id="x2"), draft(external_id="x2"), draft()]
+    outcome = store.import_ledger(batches_of(rows, size=2), NOW)
     assert (outcome.inserted, outcome.duplicates) == (2, 2)
     assert store.row_counts()["billing_usage_ledger"] == 3
 
@@ -110,7 +110,7 @@ def test_import_is_all_or_nothing_when_the_rows_fail_midway(store):
         raise BadInput("line 3: broken")
 
     with pytest.raises(BadInput):
-        store.import_ledger(rows(), NOW)
+        store.import_ledger(batches_of(rows(), size=1), NOW)
     assert store.row_counts()["billing_usage_ledger"] == 0
     # The store is still usable after the rollback.
     store.record_ledger_entry(draft(), NOW)
@@ -118,7 +118,9 @@ def test_import_is_all_or_nothing_when_the_rows_fail_midway(store):
 
 
 def test_import_of_many_rows_spans_batches(store):
-    outcome = store.import_ledger((draft(external_id=f"e{i}") for i in range(12_001)), NOW)
+    outcome = store.import_ledger(
+        batches_of(draft(external_id=f"e{i}") for i in range(12_001)), NOW
+    )
     assert outcome.inserted == 12_001
     assert store.row_counts()["billing_usage_ledger"] == 12_001
 

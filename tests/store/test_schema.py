@@ -14,7 +14,7 @@ from cloudgreet_billing.adapters.store.migrations import (
     sqlite_migrations,
 )
 from cloudgreet_billing.adapters.store.protocol import TABLES
-from cloudgreet_billing.adapters.store.sqlite import SqliteStore
+from cloudgreet_billing.adapters.store.sqlite import SqliteStore, _statements
 
 MIGRATION = Path(__file__).resolve().parents[2] / "migrations" / "CREATE_BILLING_INFRASTRUCTURE.sql"
 
@@ -49,33 +49,58 @@ def postgres_columns(url: str) -> dict[str, list[str]]:
     return columns
 
 
-def run_sql_file(url: str) -> None:
-    """Execute the migration file as psql would: the whole text, simple query protocol."""
+def run_sql_files(url: str) -> None:
+    """Execute every migration file in order as psql would: each whole text, through the
+    simple query protocol."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(MIGRATION.read_text(encoding="utf-8").encode())
+        for migration in postgres_migrations():
+            conn.execute(migration.path.read_text(encoding="utf-8").encode())
+
+
+def ledger_index_names_on_postgres(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'billing_usage_ledger' "
+            "AND indexname <> 'billing_usage_ledger_pkey'"
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def ledger_index_names_on_sqlite(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' "
+            "AND tbl_name = 'billing_usage_ledger'"
+        ).fetchall()
+    return {row[0] for row in rows}
 
 
 @pytest.mark.postgres
 def test_sqlite_and_postgres_have_the_same_tables_and_columns(tmp_path, postgres_url):
-    run_sql_file(postgres_url)
+    run_sql_files(postgres_url)
     on_sqlite = sqlite_columns(tmp_path / "parity.db")
     on_postgres = postgres_columns(postgres_url)
     assert set(on_sqlite) == set(TABLES)
     assert on_sqlite == on_postgres
+    assert ledger_index_names_on_sqlite(tmp_path / "parity.db") == ledger_index_names_on_postgres(
+        postgres_url
+    )
 
 
 @pytest.mark.postgres
 def test_the_migration_runs_cleanly_twice_on_plain_postgres(postgres_url):
-    run_sql_file(postgres_url)
-    run_sql_file(postgres_url)
+    run_sql_files(postgres_url)
+    run_sql_files(postgres_url)
     with psycopg.connect(postgres_url) as conn:
-        versions = conn.execute("SELECT version FROM billing_schema_version").fetchall()
-    assert versions == [(1,)]
+        versions = conn.execute(
+            "SELECT version FROM billing_schema_version ORDER BY version"
+        ).fetchall()
+    assert versions == [(version,) for version in range(1, LATEST_SCHEMA_VERSION + 1)]
 
 
 @pytest.mark.postgres
 def test_every_billing_table_has_row_level_security(postgres_url):
-    run_sql_file(postgres_url)
+    run_sql_files(postgres_url)
     with psycopg.connect(postgres_url) as conn:
         rows = conn.execute(
             "SELECT relname, relrowsecurity FROM pg_class "
@@ -97,7 +122,7 @@ def test_supabase_api_roles_get_no_access(postgres_url):
             conn.execute(
                 f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO {role}"
             )
-    run_sql_file(postgres_url)
+    run_sql_files(postgres_url)
     with psycopg.connect(postgres_url) as conn:
         for role in ("anon", "authenticated"):
             for table in TABLES:
@@ -114,7 +139,7 @@ def test_supabase_api_roles_get_no_access(postgres_url):
 
 @pytest.mark.postgres
 def test_constraints_guard_the_invariants(postgres_url):
-    run_sql_file(postgres_url)
+    run_sql_files(postgres_url)
     bad_rows = [
         (
             "INSERT INTO billing_usage_ledger (customer_id, kind, amount, currency, occurred_at) "
@@ -188,3 +213,55 @@ def test_migration_lists_agree_on_the_latest_version():
     assert postgres_migrations()[-1].version == LATEST_SCHEMA_VERSION
     assert sqlite_migrations()[-1].version == LATEST_SCHEMA_VERSION
     assert postgres_migrations()[0].path == MIGRATION
+
+
+def test_sqlite_migration_2_keeps_every_ledger_row_and_its_key(tmp_path):
+    path = tmp_path / "v1.db"
+    store = SqliteStore(path)
+    version_1, version_2 = sqlite_migrations()[:2]
+    with store._transaction():
+        for statement in _statements(version_1.path.read_text(encoding="utf-8")):
+            store._conn.execute(statement)
+        store._conn.execute(
+            "INSERT INTO billing_schema_version (version, name, applied_at) VALUES (1, 'v1', 'x')"
+        )
+        for n in (3, 7, 12):
+            store._conn.execute(
+                "INSERT INTO billing_usage_ledger (id, customer_id, kind, amount, currency, "
+                "occurred_at, external_id, created_at) VALUES (?, 'cus_1', 'booking_fee', ?, "
+                "'usd', 'x', ?, 'x')",
+                (n, n * 100, f"e{n}"),
+            )
+    assert store.migrate() == [2]
+    store.close()
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT id, amount, external_id FROM billing_usage_ledger").fetchall()
+        assert rows == [(3, 300, "e3"), (7, 700, "e7"), (12, 1200, "e12")]
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(
+                "INSERT INTO billing_usage_ledger (customer_id, kind, amount, currency, "
+                "occurred_at, external_id, created_at) VALUES ('cus_1', 'booking_fee', 1, "
+                "'usd', 'x', 'e7', 'x')"
+            )
+    assert ledger_index_names_on_sqlite(path) == {
+        "billing_usage_ledger_external_key",
+        "billing_usage_ledger_occurred_idx",
+        "billing_usage_ledger_customer_idx",
+        "billing_usage_ledger_invoice_idx",
+    }
+    assert version_2.name == "0002_ledger_external_key"
+
+
+@pytest.mark.postgres
+def test_postgres_migration_2_turns_the_external_id_constraint_into_the_named_key(postgres_url):
+    run_sql_files(postgres_url)
+    with psycopg.connect(postgres_url) as conn:
+        constraints = conn.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'billing_usage_ledger'::regclass "
+            "AND contype = 'u'"
+        ).fetchall()
+        definition = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'billing_usage_ledger_external_key'"
+        ).fetchone()
+    assert constraints == []
+    assert definition is not None and "UNIQUE" in definition[0]

@@ -7,8 +7,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cloudgreet_billing.adapters.store.sqlite import BULK_LOAD_MIN_ROWS, SqliteStore
+from cloudgreet_billing.adapters.store.migrations import sqlite_migrations
+from cloudgreet_billing.adapters.store.sqlite import (
+    BULK_LOAD_MIN_ROWS,
+    EXTERNAL_KEY,
+    SqliteStore,
+    _statements,
+)
 from cloudgreet_billing.domain.ledger import make_draft
+from cloudgreet_billing.domain.ledger_batch import batches_of
 from cloudgreet_billing.errors import BadInput
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
@@ -48,11 +55,11 @@ def sqlite_store(tmp_path):
 
 def test_bulk_import_rebuilds_the_indexes_and_stays_idempotent(sqlite_store):
     before = ledger_indexes(sqlite_store.path)
-    assert len(before) == 3
-    outcome = sqlite_store.import_ledger(drafts(ROWS), NOW, expected_rows=ROWS)
+    assert len(before) == 4 and EXTERNAL_KEY in before
+    outcome = sqlite_store.import_ledger(batches_of(drafts(ROWS)), NOW, expected_rows=ROWS)
     assert (outcome.inserted, outcome.duplicates) == (ROWS, 0)
     assert ledger_indexes(sqlite_store.path) == before
-    again = sqlite_store.import_ledger(drafts(ROWS), NOW, expected_rows=ROWS)
+    again = sqlite_store.import_ledger(batches_of(drafts(ROWS)), NOW, expected_rows=ROWS)
     assert (again.inserted, again.duplicates) == (0, ROWS)
     with sqlite3.connect(sqlite_store.path) as conn:
         total = conn.execute(
@@ -71,7 +78,7 @@ def test_bulk_import_failure_restores_indexes_and_writes_nothing(sqlite_store):
         raise BadInput("line 60000: broken")
 
     with pytest.raises(BadInput):
-        sqlite_store.import_ledger(broken(), NOW, expected_rows=ROWS)
+        sqlite_store.import_ledger(batches_of(broken()), NOW, expected_rows=ROWS)
     assert ledger_indexes(sqlite_store.path) == before
     assert sqlite_store.row_counts()["billing_usage_ledger"] == 0
 
@@ -113,7 +120,7 @@ def connection_settings(store) -> tuple[int, int]:
 
 def test_a_bulk_load_leaves_the_connection_as_it_found_it(sqlite_store):
     before = connection_settings(sqlite_store)
-    sqlite_store.import_ledger(drafts(ROWS), NOW, expected_rows=ROWS)
+    sqlite_store.import_ledger(batches_of(drafts(ROWS)), NOW, expected_rows=ROWS)
     assert connection_settings(sqlite_store) == before
     assert bad_row_is_refused(sqlite_store), "CHECK constraints are enforced again"
 
@@ -126,7 +133,57 @@ def test_a_failed_bulk_load_leaves_the_connection_as_it_found_it(sqlite_store):
         raise BadInput("line 1001: broken")
 
     with pytest.raises(BadInput):
-        sqlite_store.import_ledger(broken(), NOW, expected_rows=ROWS)
+        sqlite_store.import_ledger(batches_of(broken()), NOW, expected_rows=ROWS)
     assert connection_settings(sqlite_store) == before
     assert bad_row_is_refused(sqlite_store), "CHECK constraints are enforced again"
     assert sqlite_store.row_counts()["billing_usage_ledger"] == 0
+
+
+def test_a_bulk_load_keeps_the_first_of_repeated_external_ids(sqlite_store):
+    """Without the key during the load, repeats are found after it: the first row of an
+    id wins, whether recorded before or earlier in the same file, as ON CONFLICT gives."""
+    sqlite_store.import_ledger(batches_of(drafts(3, prefix="old")), NOW)
+
+    def with_repeats():
+        for n, draft in enumerate(drafts(ROWS)):
+            yield draft._replace(description=f"row {n}")
+        # Again: an id already in the ledger, and ids earlier in this load.
+        yield from (d._replace(description="repeat") for d in drafts(2, prefix="old"))
+        yield from (d._replace(description="repeat") for d in drafts(5))
+
+    outcome = sqlite_store.import_ledger(batches_of(with_repeats()), NOW, expected_rows=ROWS)
+    assert (outcome.inserted, outcome.duplicates) == (ROWS, 7)
+    with sqlite3.connect(sqlite_store.path) as conn:
+        kept = dict(
+            conn.execute(
+                "SELECT external_id, description FROM billing_usage_ledger "
+                "WHERE external_id IN ('old0', 'e0', 'e4')"
+            ).fetchall()
+        )
+        assert kept == {"old0": None, "e0": "row 0", "e4": "row 4"}
+        (count,) = conn.execute("SELECT count(*) FROM billing_usage_ledger").fetchone()
+        assert count == ROWS + 3
+    assert ledger_indexes(sqlite_store.path) >= {EXTERNAL_KEY}
+    assert "import_scratch" not in " ".join(ledger_indexes(sqlite_store.path))
+    with pytest.raises(sqlite3.IntegrityError):
+        sqlite_store._conn.execute(
+            "INSERT INTO billing_usage_ledger (customer_id, kind, amount, currency, "
+            "occurred_at, created_at, external_id) VALUES ('cus_1', 'booking_fee', 1, 'usd', "
+            "?, ?, 'e1')",
+            (NOW, NOW),
+        )
+
+
+def test_a_bulk_load_before_migration_2_keeps_the_column_key(tmp_path):
+    """A store still on version 1 has external_id UNIQUE on the column, which cannot be
+    dropped: the load goes in through it, and is still idempotent."""
+    store = SqliteStore(tmp_path / "v1.db")
+    version_1 = sqlite_migrations()[0]
+    for statement in _statements(version_1.path.read_text(encoding="utf-8")):
+        store._conn.execute(statement)
+    try:
+        first = store.import_ledger(batches_of(drafts(ROWS)), NOW, expected_rows=ROWS)
+        again = store.import_ledger(batches_of(drafts(ROWS)), NOW, expected_rows=ROWS)
+    finally:
+        store.close()
+    assert (first.inserted, again.inserted, again.duplicates) == (ROWS, 0, ROWS)

@@ -2,7 +2,8 @@
 
 PostgreSQL/Supabase: ``migrations/CREATE_BILLING_INFRASTRUCTURE.sql`` is version 1; later
 changes are ``migrations/NNNN_name.sql`` (version NNNN). The wheel ships the folder inside
-the package. SQLite keeps its equivalent DDL beside its adapter.
+the package. SQLite keeps its equivalent DDL beside its adapter: ``sqlite_schema.sql``,
+then ``sqlite_NNNN_name.sql``. Every version exists on both backends.
 """
 
 from __future__ import annotations
@@ -56,9 +57,16 @@ def postgres_migrations() -> list[Migration]:
 
 
 def sqlite_migrations() -> list[Migration]:
+    """Version 1 is ``sqlite_schema.sql``; version NNNN is ``sqlite_NNNN_name.sql``, the
+    equivalent of PostgreSQL's ``NNNN_name.sql``."""
     here = Path(__file__).resolve().parent
-    return [Migration(1, BASE_MIGRATION.removesuffix(".sql"), here / "sqlite_schema.sql")]
+    found = [Migration(1, BASE_MIGRATION.removesuffix(".sql"), here / "sqlite_schema.sql")]
+    for path in sorted(here.glob("sqlite_*.sql")):
+        match = _NUMBERED.fullmatch(path.name.removeprefix("sqlite_"))
+        if match:
+            found.append(Migration(int(match.group(1)), path.stem.removeprefix("sqlite_"), path))
+    return found
 
 
 #: The schema version this code needs.
-LATEST_SCHEMA_VERSION = 1
+LATEST_SCHEMA_VERSION = 2

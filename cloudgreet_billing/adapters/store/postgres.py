@@ -24,7 +24,7 @@ from cloudgreet_billing.errors import ConfigError, StoreError, Unavailable
 
 if TYPE_CHECKING:
     from cloudgreet_billing.adapters.store.sql_base import Cursor
-    from cloudgreet_billing.domain.ledger import LedgerDraft
+    from cloudgreet_billing.domain.ledger_batch import LedgerBatch
     from cloudgreet_billing.domain.reconciliation import Window
 
 # Any 64-bit number, fixed, so every worker serialises on the same migration lock.
@@ -125,7 +125,7 @@ class PostgresStore(SqlStore):
         return applied
 
     def import_ledger(
-        self, drafts: Iterable[LedgerDraft], now: datetime, *, expected_rows: int | None = None
+        self, batches: Iterable[LedgerBatch], now: datetime, *, expected_rows: int | None = None
     ) -> ImportOutcome:
         """COPY into a temporary table, then one INSERT … ON CONFLICT: far faster than
         row-by-row inserts, and still a single transaction."""
@@ -138,9 +138,10 @@ class PostgresStore(SqlStore):
             )
             seen = 0
             with cursor.copy(f"COPY ledger_import (seq, {LEDGER_COLUMNS}) FROM STDIN") as copy:
-                for draft in drafts:
-                    seen += 1
-                    copy.write_row((seen, *self._ledger_params(draft, now)))
+                for batch in batches:
+                    for draft in batch.drafts():
+                        seen += 1
+                        copy.write_row((seen, *self._ledger_params(draft, now)))
             cursor.execute(
                 f"INSERT INTO billing_usage_ledger ({LEDGER_COLUMNS}) "
                 f"SELECT {LEDGER_COLUMNS} FROM ledger_import ORDER BY seq "

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from cloudgreet_billing.domain.ledger import LedgerDraft, LedgerEntry
+    from cloudgreet_billing.domain.ledger_batch import LedgerBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +40,13 @@ class LedgerOps(Protocol):
         ...
 
     def import_ledger(
-        self, drafts: Iterable[LedgerDraft], now: datetime, *, expected_rows: int | None = None
+        self, batches: Iterable[LedgerBatch], now: datetime, *, expected_rows: int | None = None
     ) -> ImportOutcome:
-        """Record every draft in one transaction. If iterating ``drafts`` raises, nothing is
-        recorded and the error propagates: imports are all-or-nothing. ``expected_rows``
-        (an estimate) lets a store choose a bulk-load strategy."""
+        """Record every batch's entries in one transaction, in order; an entry whose
+        ``external_id`` is already recorded (or comes earlier in the import) is a duplicate.
+        If iterating ``batches`` raises, nothing is recorded and the error propagates:
+        imports are all-or-nothing. ``expected_rows`` (an estimate) lets a store choose a
+        bulk-load strategy."""
         ...
 
     def list_ledger(self, query: LedgerQuery) -> list[LedgerEntry]:

@@ -1,13 +1,13 @@
-"""The usage ledger (``billing_usage_ledger``): record, import, list."""
+"""The usage ledger (``billing_usage_ledger``): record and list; imports are per dialect."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from cloudgreet_billing.adapters.store.protocol_ledger import ImportOutcome, LedgerQuery
-from cloudgreet_billing.adapters.store.sql_base import SqlBase, chunked
+from cloudgreet_billing.adapters.store.protocol_ledger import LedgerQuery
+from cloudgreet_billing.adapters.store.sql_base import SqlBase
 from cloudgreet_billing.domain.ledger import LedgerDraft, LedgerEntry
 
 LEDGER_COLUMNS = (
@@ -20,11 +20,11 @@ INSERT_LEDGER = (
     f"INSERT INTO billing_usage_ledger ({LEDGER_COLUMNS}) VALUES {LEDGER_VALUES} "
     "ON CONFLICT (external_id) DO NOTHING"
 )
-IMPORT_BATCH = 5_000
 
 
 class LedgerSql(SqlBase):
-    """SQL for the ledger, shared by SQLite and PostgreSQL (which add bulk-load paths)."""
+    """SQL for the ledger, shared by SQLite and PostgreSQL; each has its own bulk import
+    (``import_ledger``)."""
 
     @staticmethod
     def _ledger_params(draft: LedgerDraft, now: datetime) -> tuple[Any, ...]:
@@ -66,18 +66,6 @@ class LedgerSql(SqlBase):
             ).fetchone()
         assert existing is not None, "ON CONFLICT skipped a row with no external_id"
         return self._ledger_entry(existing), False
-
-    def import_ledger(
-        self, drafts: Iterable[LedgerDraft], now: datetime, *, expected_rows: int | None = None
-    ) -> ImportOutcome:
-        seen = 0
-        inserted = 0
-        with self._transaction():
-            rows = (self._ledger_params(draft, now) for draft in drafts)
-            for batch in chunked(rows, IMPORT_BATCH):
-                seen += len(batch)
-                inserted += self._executemany(INSERT_LEDGER, batch)
-        return ImportOutcome(inserted=inserted, duplicates=seen - inserted)
 
     def list_ledger(self, query: LedgerQuery) -> list[LedgerEntry]:
         where: list[str] = []

@@ -6,15 +6,17 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from itertools import chain, repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudgreet_billing.adapters.store.migrations import sqlite_migrations
 from cloudgreet_billing.adapters.store.protocol_ledger import ImportOutcome
 from cloudgreet_billing.adapters.store.sql import SqlStore
-from cloudgreet_billing.adapters.store.sql_base import Cursor, chunked
+from cloudgreet_billing.adapters.store.sql_base import Cursor
 from cloudgreet_billing.adapters.store.sql_finance import LEDGER_EXPORT_ORDER
 from cloudgreet_billing.adapters.store.sql_ledger import INSERT_LEDGER, LEDGER_VALUES
 from cloudgreet_billing.clock import utcnow
@@ -23,19 +25,29 @@ from cloudgreet_billing.domain.money import THREE_DECIMAL, ZERO_DECIMAL
 from cloudgreet_billing.errors import StoreError
 
 if TYPE_CHECKING:
-    from cloudgreet_billing.domain.ledger import LedgerDraft
+    from cloudgreet_billing.domain.ledger_batch import LedgerBatch
     from cloudgreet_billing.domain.reconciliation import Window
 
 # Times are stored as fixed-width ISO 8601 text with microseconds and a Z
 # (2026-11-24T09:00:00.000000Z), so that text order is time order in comparisons.
+#: Page size of a new store, in bytes. Twice SQLite's default: a million-row import writes
+#: fewer, fuller pages and WAL frames (measured: about a sixth less time in the store).
+PAGE_SIZE = 8192
 # Ledger imports at least this large (estimated) into a table no more than four times its
-# size drop the secondary indexes for the load and rebuild them after, inside the same
+# size drop the ledger's indexes for the load and rebuild them after, inside the same
 # transaction: a sorted rebuild costs a fraction of a million random b-tree inserts.
 BULK_LOAD_MIN_ROWS = 50_000
 #: Rows per INSERT statement in an import. A statement per row costs more than binding
 #: the row; much larger statements touch enough index pages to spill SQLite's statement
 #: journal to a temporary file (measured: 500 rows was slower than 100).
 ROWS_PER_INSERT = 100
+PARAMS_PER_ROW = LEDGER_VALUES.count("?")
+#: The unique index on the ledger's external_id (migration 2), which a bulk load drops.
+EXTERNAL_KEY = "billing_usage_ledger_external_key"
+#: External ids of an import's first batch looked up to tell a repeated import.
+PROBE_IDS = 500
+#: An index a bulk load builds only to find repeated external ids, and drops again.
+SCRATCH_INDEX = "billing_usage_ledger_import_scratch"
 #: Threads SQLite's sorter may use when a bulk load rebuilds the indexes.
 SORT_THREADS = min(os.cpu_count() or 1, 4)
 #: Page cache during a bulk load, in KiB (negative: SQLite's unit for a size in KiB).
@@ -92,6 +104,8 @@ class SqliteStore(SqlStore):
             self._conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
             )
+            # Takes effect only while the file is still empty: a new store.
+            self._conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
@@ -313,7 +327,7 @@ class SqliteStore(SqlStore):
     # --- usage ledger: bulk import ------------------------------------------------------
     def import_ledger(
         self,
-        drafts: Iterable[LedgerDraft],
+        batches: Iterable[LedgerBatch],
         now: datetime,
         *,
         expected_rows: int | None = None,
@@ -325,76 +339,152 @@ class SqliteStore(SqlStore):
         a parsing thread beside the writer contends for it at every hand-off, which
         measured slower than doing both in turn.
         """
-        created_at = _adapt_time(now)
-        # Imported rows share few distinct times; adapt each once.
-        times: dict[datetime, str] = {}
+        created_at = repeat(_adapt_time(now))
+        # Imported rows share few distinct times: adapt each once, in C through the memo.
+        stored_time = _StoredTimes().__getitem__
         seen = inserted = 0
-        with self._transaction(), self._bulk_load(expected_rows):
-            for batch in chunked(drafts, ROWS_PER_INSERT):
-                params: list[Any] = []
-                for draft in batch:
-                    moment = draft.occurred_at
-                    occurred = times.get(moment)
-                    if occurred is None:
-                        if len(times) > 100_000:
-                            times.clear()
-                        occurred = times[moment] = _adapt_time(moment)
-                    params += draft
-                    params[-4] = occurred  # the draft's occurred_at, as stored
-                    params.append(created_at)
-                seen += len(batch)
-                inserted += self._conn.execute(_insert_rows(len(batch)), params).rowcount
+        step = ROWS_PER_INSERT * PARAMS_PER_ROW
+        # The first batch tells a bulk load whether the file was imported before.
+        pending = iter(batches)
+        first = next(pending, None)
+        if first is None:
+            return ImportOutcome(inserted=0, duplicates=0)
+        with self._transaction(), self._bulk_load(expected_rows, first) as load:
+            for batch in chain([first], pending):
+                columns = list(batch.columns())
+                columns[4] = list(map(stored_time, batch.occurred_at))
+                # zip stops at the shortest column: created_at repeats without end.
+                params = list(chain.from_iterable(zip(*columns, created_at, strict=False)))
+                for start in range(0, len(params), step):
+                    chunk = params[start : start + step]
+                    statement = _insert_rows(len(chunk) // PARAMS_PER_ROW, load.keyed)
+                    inserted += self._conn.execute(statement, chunk).rowcount
+                seen += batch.size
+        inserted -= load.repeated
         return ImportOutcome(inserted=inserted, duplicates=seen - inserted)
 
     def _is_bulk_load(self, expected_rows: int | None) -> bool:
         if expected_rows is None or expected_rows < BULK_LOAD_MIN_ROWS:
             return False
-        row = self._conn.execute("SELECT max(id) FROM billing_usage_ledger").fetchone()
-        return not (row and row[0] and row[0] > 4 * expected_rows)
+        return not self._last_ledger_id() > 4 * expected_rows
+
+    def _last_ledger_id(self) -> int:
+        row = self._conn.execute("SELECT coalesce(max(id), 0) FROM billing_usage_ledger")
+        return int(row.fetchone()[0])
 
     @contextmanager
-    def _bulk_load(self, expected_rows: int | None) -> Iterator[None]:
-        """Inside the import transaction, for a load large for the table: drop the secondary
-        ledger indexes and sort-build them again once every row is in, skip the ledger's
-        CHECK constraints, and keep the page cache small.
+    def _bulk_load(self, expected_rows: int | None, first: LedgerBatch) -> Iterator[_Load]:
+        """Inside the import transaction, for a load large for the table: drop the ledger's
+        indexes, usually the ``external_id`` key included, and sort-build them again once
+        every row is in; skip the ledger's CHECK constraints; keep the page cache small.
 
-        - Every ``LedgerDraft`` has passed ``domain.ledger``'s validation, whose rules the
-          CHECKs restate (a test holds them together); evaluating them again cost about as
-          much as inserting the row.
-        - The unique ``external_id`` index stays: it is what makes re-imports idempotent.
+        - A sorted build costs a fraction of a million random b-tree inserts; for the key
+          that matters most when external ids are random (UUIDs).
+        - Without the key, rows go in unchecked for duplicates; ``_build_external_key``
+          then deletes the rows that repeat an id, keeping the first, which is what
+          ``ON CONFLICT DO NOTHING`` keeps.
+        - An import whose first batch is already recorded is taken for a file imported
+          again, and is no bulk load: its rows are mostly duplicates, which leave every
+          index as it is (measured on a million UUIDs: 6.8 s and 85 MB, against 8.0 s and
+          153 MB dropping and rebuilding the other indexes).
+        - Every row has passed ``domain.ledger``'s validation, whose rules the CHECKs
+          restate (a test holds them together); evaluating them again cost about as much
+          as inserting the row.
         - Appending needs few pages cached, and each of the sorter's threads buffers up to
           the cache's size, so a small cache keeps the import within its memory budget.
 
         If the load fails, the transaction's rollback brings the indexes back.
         """
-        if not self._is_bulk_load(expected_rows):
-            yield
+        if not self._is_bulk_load(expected_rows) or self._any_recorded(first.external_id):
+            yield _Load(keyed=True)
             return
+        first_new_id = self._last_ledger_id() + 1
         (cache_size,) = self._conn.execute("PRAGMA cache_size").fetchone()
-        indexes = self._conn.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-            "AND tbl_name = 'billing_usage_ledger' AND sql IS NOT NULL"
-        ).fetchall()
-        for name, _ in indexes:
+        indexes = dict(
+            self._conn.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                "AND tbl_name = 'billing_usage_ledger' AND sql IS NOT NULL"
+            ).fetchall()
+        )
+        for name in indexes:
             self._conn.execute(f'DROP INDEX "{name}"')
+        # Before migration 2 the key is the column's UNIQUE, which cannot be dropped.
+        key = indexes.pop(EXTERNAL_KEY, None)
+        load = _Load(keyed=key is None)
         self._conn.execute(f"PRAGMA cache_size = {BULK_CACHE_SIZE}")
         self._conn.execute("PRAGMA ignore_check_constraints = ON")
         try:
-            yield
+            yield load
             self._conn.execute(f"PRAGMA threads = {SORT_THREADS}")
-            for _, sql in indexes:
+            if key is not None:
+                load.repeated = self._build_external_key(key, first_new_id)
+            for sql in indexes.values():
                 self._conn.execute(sql)
         finally:
             self._conn.execute("PRAGMA ignore_check_constraints = OFF")
             self._conn.execute("PRAGMA threads = 0")
             self._conn.execute(f"PRAGMA cache_size = {int(cache_size)}")
 
+    def _any_recorded(self, external_ids: Sequence[str | None]) -> bool:
+        probe = [each for each in external_ids[:PROBE_IDS] if each is not None]
+        if not probe:
+            return False
+        marks = ", ".join("?" * len(probe))
+        return (
+            self._conn.execute(
+                f"SELECT 1 FROM billing_usage_ledger WHERE external_id IN ({marks}) LIMIT 1",
+                probe,
+            ).fetchone()
+            is not None
+        )
 
-@lru_cache(maxsize=4)
-def _insert_rows(count: int) -> str:
-    """``INSERT_LEDGER`` for ``count`` rows in one statement."""
+    def _build_external_key(self, key_sql: str, first_new_id: int) -> int:
+        """Build the ``external_id`` key after a load without it. If the load repeated
+        an id, recorded before or earlier in the load, delete each later row first; how
+        many is returned. The common case, no repeats, costs one sorted build."""
+        try:
+            self._conn.execute(key_sql)
+            return 0
+        except sqlite3.IntegrityError:
+            pass
+        self._conn.execute(f"CREATE INDEX {SCRATCH_INDEX} ON billing_usage_ledger (external_id)")
+        repeated = self._conn.execute(
+            "DELETE FROM billing_usage_ledger WHERE id >= ? AND external_id IS NOT NULL "
+            "AND EXISTS (SELECT 1 FROM billing_usage_ledger AS earlier "
+            "WHERE earlier.external_id = billing_usage_ledger.external_id "
+            "AND earlier.id < billing_usage_ledger.id)",
+            (first_new_id,),
+        ).rowcount
+        self._conn.execute(f"DROP INDEX {SCRATCH_INDEX}")
+        self._conn.execute(key_sql)
+        return int(repeated)
+
+
+@dataclass(slots=True)
+class _Load:
+    """How an import's rows go in: ``keyed``, through the ``external_id`` key (ON CONFLICT
+    DO NOTHING), or not; and how many rows building the key afterwards found repeated."""
+
+    keyed: bool
+    repeated: int = 0
+
+
+class _StoredTimes(dict[datetime, str]):
+    """Aware times to their stored text, each adapted once; bounded for endless imports."""
+
+    def __missing__(self, moment: datetime) -> str:
+        if len(self) > 100_000:
+            self.clear()
+        text = self[moment] = _adapt_time(moment)
+        return text
+
+
+@lru_cache(maxsize=2 * ROWS_PER_INSERT)
+def _insert_rows(count: int, keyed: bool) -> str:
+    """``INSERT_LEDGER`` for ``count`` rows in one statement; unless ``keyed``, without
+    its ``ON CONFLICT`` clause (which needs the key the bulk load drops)."""
     head, values, tail = INSERT_LEDGER.partition(LEDGER_VALUES)
-    return f"{head}{', '.join([values] * count)}{tail}"
+    return f"{head}{', '.join([values] * count)}{tail if keyed else ''}"
 
 
 def _statements(script: str) -> Iterator[str]:
