@@ -11,12 +11,13 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from cloudgreet_billing.adapters.payments import (
     PaymentDeclined,
@@ -28,6 +29,8 @@ from cloudgreet_billing.errors import BillingError, ExitCode, Unavailable
 
 if TYPE_CHECKING:
     import stripe
+
+_T = TypeVar("_T")
 
 #: The API version this adapter and ``domain.mirror`` were written against.
 API_VERSION: Final = "2026-10-28.endive"
@@ -52,7 +55,8 @@ _DECLINE_CODES: Final = frozenset(
 
 def backoff_delay(retry: int) -> float:
     """Seconds to wait before retry number ``retry`` (1-based): exponential, jittered."""
-    ceiling = min(RETRY_BASE_DELAY * (2 ** (retry - 1)), MAX_DELAY)
+    # An int power of two is typed Any (a negative exponent would make it a float).
+    ceiling: float = min(RETRY_BASE_DELAY * (2 ** (retry - 1)), MAX_DELAY)
     return ceiling * (0.5 + random.random() / 2)
 
 
@@ -68,7 +72,7 @@ def _http_client() -> stripe.HTTPClient:
     return BackoffRequestsClient(timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
 
 
-def _plain(obj: Any) -> dict[str, Any]:
+def _plain(obj: stripe.StripeObject) -> dict[str, Any]:
     """A StripeObject as the plain JSON dictionary Stripe sent."""
     return obj.to_dict(recursive=True, for_json=True)
 
@@ -105,7 +109,7 @@ class StripeGateway:
         )
 
     # --- the one place that talks to the SDK ---------------------------------------
-    def _call(self, what: str, request: Callable[[], Any]) -> Any:
+    def _call(self, what: str, request: Callable[[], _T]) -> _T:
         """Run one SDK request: retry 429s with back-off, translate every error."""
         import stripe
 
@@ -126,12 +130,18 @@ class StripeGateway:
                 raise _translate(exc, what, self._key_shown, self._api_base) from exc
 
     def _pages(
-        self, what: str, list_page: Callable[[dict[str, Any]], Any], params: dict[str, Any]
+        self,
+        what: str,
+        list_page: Callable[[Any], stripe.ListObject[Any]],
+        params: dict[str, Any],
     ) -> Iterator[dict[str, Any]]:
-        """Every object of a list endpoint, in Stripe's order, 100 per page."""
+        """Every object of a list endpoint, in Stripe's order, 100 per page.
+
+        ``list_page`` is a service's ``list``; its params are a TypedDict per endpoint,
+        given here as the plain dictionary they describe."""
         query = {**params, "limit": PAGE_SIZE}
         while True:
-            page = self._call(what, lambda query=query: list_page(query))
+            page = self._call(what, functools.partial(list_page, query))
             items = page.data
             for item in items:
                 yield _plain(item)

@@ -9,7 +9,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -20,6 +20,10 @@ from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import fail, json_mode, set_json_mode
 from cloudgreet_billing.config import scrub_secrets
 from cloudgreet_billing.errors import BillingError, ExitCode
+
+if TYPE_CHECKING:
+    # The click that Typer vendors: TyperGroup's methods are typed with its classes.
+    from typer._click import Command, Context, HelpFormatter
 
 # Command name -> (module under cloudgreet_billing.cli, attribute): a Typer sub-app or a
 # command function. Listed in the order ``--help`` shows them.
@@ -79,10 +83,10 @@ class BillingGroup(TyperGroup):
 
     _listing = False
 
-    def list_commands(self, ctx: typer.Context) -> list[str]:
+    def list_commands(self, ctx: Context) -> list[str]:
         return list(COMMANDS)
 
-    def get_command(self, ctx: typer.Context, cmd_name: str) -> TyperCommand | TyperGroup | None:
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         if cmd_name not in self.commands:
             if self._listing and cmd_name in COMMANDS:
                 return TyperCommand(cmd_name, help=command_help(cmd_name))
@@ -94,7 +98,7 @@ class BillingGroup(TyperGroup):
                     self.commands[name] = build_command(name)
         return self.commands.get(cmd_name)
 
-    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
         self._listing = True
         try:
             super().format_help(ctx, formatter)
@@ -106,7 +110,7 @@ class BillingGroup(TyperGroup):
         set_json_mode("--json" in argv)
         return super().main(argv, *posargs, **kwargs)
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort):

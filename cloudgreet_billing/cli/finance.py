@@ -14,11 +14,13 @@ from cloudgreet_billing.cli.output import JsonFlag, emit, json_mode, note
 from cloudgreet_billing.cli.render import money, when
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from decimal import Decimal
 
     from rich.console import Console
 
     from cloudgreet_billing.adapters.store.protocol_finance import OpenAlert, PastDueInvoice
+    from cloudgreet_billing.domain.mirror import MirroredInvoice
     from cloudgreet_billing.domain.reconciliation import ReconciliationRow, Window
     from cloudgreet_billing.services.dashboard import Dashboard
     from cloudgreet_billing.services.reconcile import CustomerTrace, ReconcileReport
@@ -304,6 +306,7 @@ def reconcile(
     now = utcnow()
     window = service.window_ending(now, days)
     store = context.store()
+    invoices: Iterable[MirroredInvoice] | None
     if offline:
         invoices, source = None, "mirror"
     elif invoices_file is not None:

@@ -137,7 +137,7 @@ def load_dunning_config(path: Path | None) -> DunningConfig:
             f"{where} has unknown keys: {', '.join(sorted(unknown))}",
             hint="known keys: steps, escalate_after, lease_minutes, templates_dir",
         )
-    timeline = DEFAULT_TIMELINE
+    timeline: tuple[TimelineStep, ...] = DEFAULT_TIMELINE
     if "steps" in section:
         timeline = _timeline(section["steps"], where)
     escalate_after = _positive_int(section, "escalate_after", DEFAULT_ESCALATE_AFTER, where)

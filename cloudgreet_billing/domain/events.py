@@ -12,7 +12,7 @@ events about cards, tax ids and discounts, which are not customers.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final, Literal
 
@@ -25,7 +25,7 @@ from cloudgreet_billing.domain.mirror import (
     parse_invoice,
     parse_subscription,
 )
-from cloudgreet_billing.domain.timefmt import from_unix
+from cloudgreet_billing.domain.timefmt import utc_from_unix
 from cloudgreet_billing.errors import BadInput
 
 EventSource = Literal["api", "webhook", "file", "backfill"]
@@ -87,32 +87,34 @@ def plan_event(event: Mapping[str, Any], source: EventSource) -> EventPlan:
     obj = data.get("object") if isinstance(data, Mapping) else None
     if not isinstance(obj, Mapping):
         raise BadInput(f"event {event_id} has no data.object")
-    base = {
-        "event_id": event_id,
-        "type": event_type,
-        "created": from_unix(created),
-        "livemode": bool(event.get("livemode", False)),
-        "source": source,
-    }
+    # The skipped plan; the kinds acted on replace its outcome and add what they carry.
+    base = EventPlan(
+        event_id=event_id,
+        type=event_type,
+        created=utc_from_unix(created),
+        livemode=bool(event.get("livemode", False)),
+        source=source,
+        outcome="skipped",
+    )
     kind = obj.get("object")
     if event_type.startswith("invoice.") and kind == "invoice":
         if event_type in _PREVIEW_TYPES or not obj.get("id"):
-            return EventPlan(**base, outcome="skipped")
+            return base
         return _invoice_plan(base, event_type, obj)
     if event_type.startswith("customer.subscription.") and kind == "subscription":
-        return EventPlan(**base, outcome="applied", subscription=parse_subscription(obj))
+        return replace(base, outcome="applied", subscription=parse_subscription(obj))
     if event_type.startswith("customer.") and kind == "customer":
         if event_type == "customer.deleted":
             obj = {**obj, "deleted": True}
-        return EventPlan(**base, outcome="applied", customer=parse_customer(obj))
+        return replace(base, outcome="applied", customer=parse_customer(obj))
     if event_type == "billing.alert.triggered" and kind == "billing.alert_triggered":
-        return EventPlan(**base, outcome="applied", alert=_usage_alert(event_id, obj))
-    return EventPlan(**base, outcome="skipped")
+        return replace(base, outcome="applied", alert=_usage_alert(event_id, obj))
+    return base
 
 
-def _invoice_plan(base: dict[str, Any], event_type: str, obj: Mapping[str, Any]) -> EventPlan:
+def _invoice_plan(base: EventPlan, event_type: str, obj: Mapping[str, Any]) -> EventPlan:
     invoice = parse_invoice(obj)
-    event_id = base["event_id"]
+    event_id = base.event_id
     if event_type == "invoice.payment_failed":
         failure = failure_of(obj)
         alert = AlertDraft(
@@ -127,7 +129,7 @@ def _invoice_plan(base: dict[str, Any], event_type: str, obj: Mapping[str, Any])
             last_failure=failure.summary(),
             details={"opened_by": event_id},
         )
-        return EventPlan(**base, outcome="applied", invoice=invoice, failure=failure, alert=alert)
+        return replace(base, outcome="applied", invoice=invoice, failure=failure, alert=alert)
     if event_type == "invoice.payment_action_required":
         alert = AlertDraft(
             type="payment_action_required",
@@ -141,16 +143,16 @@ def _invoice_plan(base: dict[str, Any], event_type: str, obj: Mapping[str, Any])
             last_failure="the customer must authenticate the payment (3-D Secure)",
             details={"opened_by": event_id, "hosted_invoice_url": invoice.hosted_invoice_url},
         )
-        return EventPlan(**base, outcome="applied", invoice=invoice, alert=alert)
+        return replace(base, outcome="applied", invoice=invoice, alert=alert)
     resolution = RESOLVING_TYPES.get(event_type)
     if resolution is not None:
-        return EventPlan(
-            **base,
+        return replace(
+            base,
             outcome="applied",
             invoice=invoice,
             resolve=(invoice.id, f"{resolution} ({event_id})"),
         )
-    return EventPlan(**base, outcome="applied", invoice=invoice)
+    return replace(base, outcome="applied", invoice=invoice)
 
 
 def failure_of(invoice: Mapping[str, Any]) -> InvoiceFailure:
@@ -174,12 +176,12 @@ def failure_of(invoice: Mapping[str, Any]) -> InvoiceFailure:
 
 def _usage_alert(event_id: str, obj: Mapping[str, Any]) -> AlertDraft:
     """``billing.alert.triggered``: a Stripe usage alert crossed its threshold."""
-    alert = obj.get("alert") if isinstance(obj.get("alert"), Mapping) else {}
+    given_alert = obj.get("alert")
+    alert: Mapping[str, Any] = given_alert if isinstance(given_alert, Mapping) else {}
     customer = obj.get("customer")
     customer_id = customer if isinstance(customer, str) and customer.startswith("cus_") else None
-    threshold = (
-        alert.get("usage_threshold") if isinstance(alert.get("usage_threshold"), Mapping) else {}
-    )
+    given_threshold = alert.get("usage_threshold")
+    threshold: Mapping[str, Any] = given_threshold if isinstance(given_threshold, Mapping) else {}
     meter = threshold.get("meter")
     meter_id = meter.get("id") if isinstance(meter, Mapping) else meter
     alert_id = alert.get("id") or "unknown"

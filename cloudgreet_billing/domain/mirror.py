@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from cloudgreet_billing.domain.statuses import INVOICE_STATUSES, SETTLED_INVOICE_STATUSES
-from cloudgreet_billing.domain.timefmt import from_unix
+from cloudgreet_billing.domain.timefmt import from_unix, utc_from_unix
 from cloudgreet_billing.errors import BadInput
 
 #: Settled invoices: nothing processed later may reopen them.
@@ -156,7 +156,7 @@ def parse_invoice(obj: Mapping[str, Any]) -> MirroredInvoice:
         due_date=from_unix(obj.get("due_date")),
         hosted_invoice_url=obj.get("hosted_invoice_url"),
         livemode=bool(obj.get("livemode", False)),
-        stripe_created=from_unix(_require(obj, "created", "invoice")),  # type: ignore[arg-type]
+        stripe_created=utc_from_unix(_require(obj, "created", "invoice")),
         raw=obj,
     )
 
@@ -191,7 +191,7 @@ def parse_subscription(obj: Mapping[str, Any]) -> MirroredSubscription:
 
 def unexpanded_discount_ids(subscription: Mapping[str, Any]) -> set[str]:
     """Discounts the subscription or its items list only by id, as events send them."""
-    ids = set()
+    ids: set[str] = set()
     for holder in _discount_holders(subscription):
         ids.update(d for d in holder.get("discounts") or [] if isinstance(d, str))
     return ids

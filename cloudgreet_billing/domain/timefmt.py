@@ -33,6 +33,11 @@ def iso_z(moment: datetime | None) -> str | None:
     return f"{text}Z"
 
 
+def utc_from_unix(seconds: int) -> datetime:
+    """A Stripe Unix timestamp to aware UTC."""
+    return datetime.fromtimestamp(seconds, UTC)
+
+
 def from_unix(seconds: int | None) -> datetime | None:
-    """Stripe's Unix timestamps to aware UTC."""
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+    """Stripe's Unix timestamps to aware UTC; None stays None."""
+    return None if seconds is None else utc_from_unix(seconds)

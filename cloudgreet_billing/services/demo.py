@@ -130,7 +130,7 @@ def _customer(c: DemoCustomer, created: datetime) -> dict[str, Any]:
     }
 
 
-def _subscription(c: DemoCustomer, number: int, created: datetime, now: datetime) -> dict:
+def _subscription(c: DemoCustomer, number: int, created: datetime, now: datetime) -> dict[str, Any]:
     discounts = []
     if c.percent_off:
         discounts.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import smtplib
 import ssl
+from collections.abc import Callable
 from ipaddress import ip_address
 from urllib.parse import unquote, urlsplit
 
@@ -106,9 +107,9 @@ class SmtpEmailSender:
         self._expect(connection, "message", code, reply, (250,))
         return message_id
 
-    def _guard(self, call: object) -> tuple[int, bytes]:
+    def _guard(self, call: Callable[[], tuple[int, bytes]]) -> tuple[int, bytes]:
         try:
-            return call()  # type: ignore[operator,no-any-return]
+            return call()
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
             raise DeliveryError(f"SMTP server {self.where} failed: {exc}") from None

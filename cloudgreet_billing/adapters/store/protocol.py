@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from cloudgreet_billing.adapters.store.migrations import TABLES
+from cloudgreet_billing.adapters.store.protocol_actions import ActionsOps
 from cloudgreet_billing.adapters.store.protocol_alerts import AlertsOps
 from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft, AuditOps, AuditRecord
 from cloudgreet_billing.adapters.store.protocol_dunning import DunningOps
@@ -21,7 +22,9 @@ from cloudgreet_billing.adapters.store.protocol_mirror import MirrorOps
 __all__ = ["TABLES", "AuditDraft", "AuditRecord", "ImportOutcome", "LedgerQuery", "Store"]
 
 
-class Store(LedgerOps, MirrorOps, AlertsOps, DunningOps, FinanceOps, AuditOps, Protocol):
+class Store(
+    LedgerOps, MirrorOps, AlertsOps, DunningOps, FinanceOps, AuditOps, ActionsOps, Protocol
+):
     """Billing state: schema, ledger, audit log, shared settings, and the areas above."""
 
     #: ``sqlite`` or ``postgres`` (later ``supabase``).

@@ -20,8 +20,11 @@ class Cursor:
 
     rowcount: int
 
-    def fetchone(self) -> Sequence[Any] | None: ...  # pragma: no cover
-    def fetchall(self) -> list[Sequence[Any]]: ...  # pragma: no cover
+    def fetchone(self) -> Sequence[Any] | None:  # pragma: no cover
+        raise NotImplementedError
+
+    def fetchall(self) -> list[Sequence[Any]]:  # pragma: no cover
+        raise NotImplementedError
 
 
 class SqlBase:
