@@ -23,7 +23,8 @@ class DunningOps(Protocol):
     A run's protocol, safe with any number of concurrent runs: ``claim_due_steps`` moves due
     steps to ``sending`` under the run's id and a lease; ``confirm_sends`` re-checks claims
     just before their messages are handed over (a payment in between cancels the step and
-    its confirmation fails); ``record_step_outcomes`` records what happened, only for steps the
+    its confirmation fails), and ``reconfirm_sends`` repeats that check when a send has waited
+    too long since; ``record_step_outcomes`` records what happened, only for steps the
     run still holds. Steps whose lease runs out become ``needs_review`` (``expire_leases``).
     """
 
@@ -63,6 +64,13 @@ class DunningOps(Protocol):
     ) -> set[int]:
         """Count an attempt for each step the run still holds whose invoice is unsettled,
         renewing its lease to ``lease_until``; returns those ids. Only they may be sent."""
+        ...
+
+    def reconfirm_sends(
+        self, step_ids: Sequence[int], run_id: str, now: datetime, lease_until: datetime
+    ) -> set[int]:
+        """``confirm_sends`` again for steps already confirmed whose send is still waiting:
+        the same check and lease renewal, without counting another attempt."""
         ...
 
     def record_step_outcomes(

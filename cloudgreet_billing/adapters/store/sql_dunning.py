@@ -256,18 +256,36 @@ class DunningSql(SqlBase):
         now: datetime,
         lease_until: datetime | None = None,
     ) -> set[int]:
+        return self._confirm_held(step_ids, run_id, now, lease_until, attempts_added=1)
+
+    def reconfirm_sends(
+        self, step_ids: Sequence[int], run_id: str, now: datetime, lease_until: datetime
+    ) -> set[int]:
+        # The attempt was counted when the step was first confirmed; looking again is not
+        # another attempt.
+        return self._confirm_held(step_ids, run_id, now, lease_until, attempts_added=0)
+
+    def _confirm_held(
+        self,
+        step_ids: Sequence[int],
+        run_id: str,
+        now: datetime,
+        lease_until: datetime | None,
+        *,
+        attempts_added: int,
+    ) -> set[int]:
         if not step_ids:
             return set()
         # Renewing the lease here means a slow provider late in a big batch cannot let
         # another run expire steps this run is about to send.
         rows = self._execute(
-            f"{UPDATE_HELD}attempts = attempts + 1, updated_at = ?, "
+            f"{UPDATE_HELD}attempts = attempts + ?, updated_at = ?, "
             "lease_expires_at = COALESCE(?, lease_expires_at) "
             f"WHERE id IN ({_marks(step_ids)}) AND claimed_by = ? AND status = 'sending' "
             "AND NOT EXISTS (SELECT 1 FROM billing_invoices i "
             f"WHERE i.id = billing_dunning_events.invoice_id AND i.status IN {_SETTLED}) "
             "RETURNING id",
-            (now, lease_until, *step_ids, run_id, *SETTLED_INVOICE_STATUSES),
+            (attempts_added, now, lease_until, *step_ids, run_id, *SETTLED_INVOICE_STATUSES),
         ).fetchall()
         return {int(row[0]) for row in rows}
 

@@ -46,9 +46,20 @@ from cloudgreet_billing.services.dunning.operator import pause_state
 
 #: Steps claimed per transaction; small enough that a pause takes effect quickly.
 CLAIM_BATCH = 200
-#: Claims confirmed per statement just before sending: a payment that lands after the
-#: confirmation can no longer stop at most this many messages (a few milliseconds' worth).
+#: Claims confirmed per statement just before sending. The group's messages then go out
+#: one after another, so its last message could leave long after the confirmation with a
+#: slow provider; ``CONFIRMATION_FRESH_FOR`` bounds that by time. With fast backends (file,
+#: console, a local SMTP relay) a whole group takes a few milliseconds: one confirmation.
 CONFIRM_GROUP = 10
+#: How long a confirmation stays good. A send starting later than this after the last look
+#: first confirms again, in one statement, every claim still waiting in its group
+#: (``reconfirm_sends``): a payment recorded more than this long before a message is handed
+#: over stops it, however slow the provider. A quarter second is well under the time the
+#: payment itself takes to reach the store (a Stripe webhook or a sync: seconds at best), and
+#: costs at most one UPDATE by primary key, one database round trip, per 0.25 s spent
+#: sending; with SMTP or Twilio (100-300 ms a message) that is one look every one to three
+#: messages.
+CONFIRMATION_FRESH_FOR = timedelta(milliseconds=250)
 #: Outcomes recorded per transaction; a crash leaves at most this many sent steps unrecorded.
 RECORD_BATCH = 50
 
@@ -192,12 +203,24 @@ class _Sender:
         ready, self.ready = self.ready, []
         # The last look before messages leave: a payment recorded since the claim has
         # canceled its step, and then nothing is sent for it.
-        now = self.clock()
+        confirmed_at = self.clock()
         confirmed = self.store.confirm_sends(
-            [claimed.step.id for claimed, _ in ready], self.run_id, now, now + self.lease
+            [claimed.step.id for claimed, _ in ready],
+            self.run_id,
+            confirmed_at,
+            confirmed_at + self.lease,
         )
-        for claimed, message in ready:
+        for position, (claimed, message) in enumerate(ready):
             step_id = claimed.step.id
+            now = self.clock()
+            if step_id in confirmed and now - confirmed_at > CONFIRMATION_FRESH_FOR:
+                # Slow sends before this one made the look stale: look again, once, for
+                # every message still waiting.
+                waiting = [
+                    item.step.id for item, _ in ready[position:] if item.step.id in confirmed
+                ]
+                confirmed = self.store.reconfirm_sends(waiting, self.run_id, now, now + self.lease)
+                confirmed_at = now
             if step_id not in confirmed:
                 self._finish(
                     # Not held any more: the invoice was settled, or the claim was lost.
