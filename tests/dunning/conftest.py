@@ -205,3 +205,43 @@ def http_stub() -> Iterator[Callable[..., HttpStub]]:
     yield make
     for stub in stubs:
         stub.close()
+
+
+@dataclasses.dataclass
+class LoginSmtp:
+    """A real SMTP server on 127.0.0.1 that accepts one login and refuses every other."""
+
+    sink: SmtpSink
+    port: int
+    login: str
+    password: str
+    attempts: list[tuple[str, str]]
+
+
+@pytest.fixture
+def smtp_login_server() -> Iterator[LoginSmtp]:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    server = LoginSmtp(SmtpSink(), free_port(), "mailer", "right-horse-battery", [])
+
+    def authenticate(smtp: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        login, password = data.login.decode(), data.password.decode()
+        server.attempts.append((login, password))
+        accepted = (login, password) == (server.login, server.password)
+        # handled=False: aiosmtpd answers a refusal with 535 itself (else it stays silent).
+        return AuthResult(success=accepted, handled=False)
+
+    server.sink.port = server.port
+    controller = Controller(
+        server.sink,
+        hostname="127.0.0.1",
+        port=server.port,
+        authenticator=authenticate,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        yield server
+    finally:
+        controller.stop()

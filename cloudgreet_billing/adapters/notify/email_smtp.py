@@ -23,6 +23,12 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _close_quietly(connection: smtplib.SMTP | None) -> None:
+    if connection is not None:
+        with contextlib.suppress(OSError):
+            connection.close()
+
+
 class SmtpEmailSender:
     """Opens the connection on the first message and reuses it until ``close``.
 
@@ -43,16 +49,22 @@ class SmtpEmailSender:
         self._sender = sender
         self._timeout = timeout
         self._connection: smtplib.SMTP | None = None
+        #: Why the server refused the login, once it has: the credentials will not change
+        #: during this run, and a login retried for every message can lock the account out.
+        self._login_refused: str | None = None
 
     @property
     def where(self) -> str:
         return f"{self._host}:{self._port}"
 
     def _connect(self) -> smtplib.SMTP:
+        if self._login_refused is not None:
+            raise DeliveryError(self._login_refused)
         context = ssl.create_default_context()
+        connection: smtplib.SMTP | None = None
         try:
             if self._implicit_tls:
-                connection: smtplib.SMTP = smtplib.SMTP_SSL(
+                connection = smtplib.SMTP_SSL(
                     self._host, self._port, timeout=self._timeout, context=context
                 )
                 connection.ehlo()
@@ -71,10 +83,11 @@ class SmtpEmailSender:
             if self._username:
                 connection.login(self._username, self._password or "")
         except smtplib.SMTPAuthenticationError as exc:
-            raise DeliveryError(
-                f"SMTP server {self.where} refused the login ({exc.smtp_code})"
-            ) from None
+            _close_quietly(connection)
+            self._login_refused = f"SMTP server {self.where} refused the login ({exc.smtp_code})"
+            raise DeliveryError(self._login_refused) from None
         except (smtplib.SMTPException, OSError) as exc:
+            _close_quietly(connection)
             raise DeliveryError(f"cannot reach SMTP server {self.where}: {exc}") from None
         return connection
 
