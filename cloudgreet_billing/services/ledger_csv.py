@@ -3,8 +3,8 @@
 Most ledger files are plain: no quotes, one row per line. A batch of such lines is split
 into columns with ``str.split`` in C, which is several times faster than ``csv.reader``
 plus a transposition, and gives the same cells (a property test holds them together).
-A batch with any quote goes to ``csv.reader``, which also reads a quoted cell across
-lines; so does every line of the file that follows the middle of such a cell.
+A batch with any quote, or anything else unusual, goes to ``csv.reader``, which reads on
+past the batch when a quoted cell spans lines.
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ class _Layout:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         cells = text.removesuffix("\n").replace("\n", ",").split(",")
         if len(cells) != count * len(lines):
-            return None  # a line break inside a line: not a plain file
+            return None  # a lone CR inside a line, which csv.reader must judge
         return [cells[i::count] for i in range(count)]
 
     def fast(self, rows: list[list[str]], parse: BatchParser) -> LedgerBatch | None:
