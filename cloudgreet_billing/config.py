@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from cloudgreet_billing.errors import ConfigError
 
@@ -70,12 +70,15 @@ def scrub_secrets(text: str, env: Mapping[str, str] | None = None) -> str:
         secrets.update(part.strip() for part in value.split(",") if part.strip())
         if attr in _URL_SECRETS:
             parts = urlsplit(value)
-            if parts.password:
-                secrets.add(parts.password)
+            found_in_url = [parts.password] if parts.password else []
             for pair in parts.query.split("&"):
                 key, _, found = pair.partition("=")
                 if key.lower() in _PASSWORD_PARAMS and found:
-                    secrets.add(found)
+                    found_in_url.append(found)
+            # As written in the URL and as a driver or server sees it (decoded): a
+            # password like "p@ss" is "p%40ss" in the URL.
+            secrets.update(found_in_url)
+            secrets.update(unquote(found) for found in found_in_url)
     for secret in sorted(secrets, key=len, reverse=True):
         if len(secret) >= 4:
             text = text.replace(secret, redact(secret) or "***")

@@ -100,3 +100,11 @@ def test_libpq_password_parameters_are_redacted_too():
     env = {"BILLING_DATABASE_URL": url, "SMTP_URL": "smtp://mailer:pa55word@mail:587"}
     scrubbed = scrub_secrets("failed: hunter22 and pa55word at mail", env)
     assert "hunter22" not in scrubbed and "pa55word" not in scrubbed
+
+
+def test_a_url_password_is_redacted_as_written_and_decoded():
+    from cloudgreet_billing.config import scrub_secrets
+
+    env = {"SMTP_URL": "smtp://mailer:hunter2%40x@mail:587"}
+    scrubbed = scrub_secrets("login as mailer with hunter2@x (hunter2%40x) refused", env)
+    assert "hunter2@x" not in scrubbed and "hunter2%40x" not in scrubbed
