@@ -12,7 +12,9 @@ from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION
 from cloudgreet_billing.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
+    from cloudgreet_billing.adapters.notify.email_smtp import SmtpEmailSender
     from cloudgreet_billing.adapters.notify.protocol import ChatPoster, EmailSender, SmsSender
+    from cloudgreet_billing.adapters.notify.sms_twilio import TwilioSmsSender
     from cloudgreet_billing.adapters.payments import PaymentGateway
     from cloudgreet_billing.adapters.store.protocol import Store
     from cloudgreet_billing.config import Settings
@@ -82,11 +84,7 @@ def open_email_sender(settings: Settings) -> EmailSender:
     """The email backend ``BILLING_EMAIL_BACKEND`` names, with what it needs checked."""
     backend = settings.email_backend
     if backend == "smtp":
-        settings.require("SMTP_URL", "EMAIL_FROM")
-        from cloudgreet_billing.adapters.notify.email_smtp import SmtpEmailSender
-
-        assert settings.smtp_url is not None and settings.email_from is not None
-        return SmtpEmailSender(settings.smtp_url, settings.email_from)
+        return open_smtp_sender(settings)
     if backend == "file":
         settings.require("BILLING_OUTBOX_DIR")
         from cloudgreet_billing.adapters.notify.email_file import FileEmailSender
@@ -102,14 +100,7 @@ def open_sms_sender(settings: Settings) -> SmsSender:
     """The SMS backend ``BILLING_SMS_BACKEND`` names, with what it needs checked."""
     backend = settings.sms_backend
     if backend == "twilio":
-        settings.require("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM")
-        from cloudgreet_billing.adapters.notify.sms_twilio import TwilioSmsSender
-
-        assert settings.twilio_account_sid and settings.twilio_auth_token
-        assert settings.twilio_from is not None
-        return TwilioSmsSender(
-            settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_from
-        )
+        return open_twilio_sender(settings)
     if backend == "file":
         settings.require("BILLING_OUTBOX_DIR")
         from cloudgreet_billing.adapters.notify.sms_file import FileSmsSender
@@ -119,6 +110,36 @@ def open_sms_sender(settings: Settings) -> SmsSender:
     from cloudgreet_billing.adapters.notify.sms_console import ConsoleSmsSender
 
     return ConsoleSmsSender()
+
+
+def open_smtp_sender(settings: Settings, *, timeout: float | None = None) -> SmtpEmailSender:
+    """The SMTP sender for ``SMTP_URL`` and ``EMAIL_FROM`` (``timeout``: the adapter's own
+    default unless given; ``doctor`` gives a short one)."""
+    settings.require("SMTP_URL", "EMAIL_FROM")
+    from cloudgreet_billing.adapters.notify.email_smtp import SmtpEmailSender
+
+    assert settings.smtp_url is not None and settings.email_from is not None
+    if timeout is None:
+        return SmtpEmailSender(settings.smtp_url, settings.email_from)
+    return SmtpEmailSender(settings.smtp_url, settings.email_from, timeout=timeout)
+
+
+def open_twilio_sender(settings: Settings, *, timeout: float | None = None) -> TwilioSmsSender:
+    """The Twilio sender for ``TWILIO_ACCOUNT_SID``, ``TWILIO_AUTH_TOKEN`` and
+    ``TWILIO_FROM`` (``timeout``: the adapter's own default unless given)."""
+    settings.require("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM")
+    from cloudgreet_billing.adapters.notify.sms_twilio import TwilioSmsSender
+
+    assert settings.twilio_account_sid and settings.twilio_auth_token
+    assert settings.twilio_from is not None
+    sid, token, sender = (
+        settings.twilio_account_sid,
+        settings.twilio_auth_token,
+        settings.twilio_from,
+    )
+    if timeout is None:
+        return TwilioSmsSender(sid, token, sender)
+    return TwilioSmsSender(sid, token, sender, timeout=timeout)
 
 
 def open_chat(settings: Settings) -> ChatPoster | None:

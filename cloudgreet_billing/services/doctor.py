@@ -16,6 +16,11 @@ from cloudgreet_billing.errors import BillingError
 
 CheckStatus = Literal["ok", "not_configured", "warn", "fail"]
 
+#: Seconds the delivery checks wait for an SMTP server or Twilio: a server that does not
+#: answer fails its check quickly instead of holding ``doctor`` for the senders' own,
+#: longer timeouts.
+DELIVERY_CHECK_TIMEOUT = 10.0
+
 
 @dataclass(frozen=True)
 class CheckResult:
@@ -111,7 +116,32 @@ def check_email(diagnosis: Diagnosis) -> CheckResult:
         missing = ["BILLING_OUTBOX_DIR"]
     if missing:
         return CheckResult("email", "fail", f"{backend} backend needs {', '.join(missing)}")
+    if backend == "smtp":
+        return _verify_smtp(settings)
     return CheckResult("email", "ok", f"{backend} backend")
+
+
+#: What to look at, by where the SMTP check stopped.
+_SMTP_HINTS = {
+    "connect": "check SMTP_URL's host, port and scheme (smtp:// STARTTLS, smtps:// TLS)",
+    "login": "check SMTP_URL's user and password",
+    "sender": "check EMAIL_FROM, and whether the server needs a user and password in SMTP_URL",
+}
+
+
+def _verify_smtp(settings: Settings) -> CheckResult:
+    """Connect and log in as sending would, then QUIT: a wrong password shows here, not
+    at the first ``dunning run``."""
+    from cloudgreet_billing.adapters.notify.email_smtp import SmtpCheckError
+    from cloudgreet_billing.bootstrap import open_smtp_sender
+
+    sender = open_smtp_sender(settings, timeout=DELIVERY_CHECK_TIMEOUT)
+    try:
+        proven = sender.verify()
+    except SmtpCheckError as error:
+        detail = f"smtp backend: {error}; {_SMTP_HINTS[error.stage]}"
+        return CheckResult("email", "fail", scrub_secrets(detail))
+    return CheckResult("email", "ok", f"smtp backend, {proven}")
 
 
 def check_sms(diagnosis: Diagnosis) -> CheckResult:
@@ -134,7 +164,37 @@ def check_sms(diagnosis: Diagnosis) -> CheckResult:
         missing = ["BILLING_OUTBOX_DIR"]
     if missing:
         return CheckResult("sms", "fail", f"{backend} backend needs {', '.join(missing)}")
+    if backend == "twilio":
+        return _verify_twilio(settings)
     return CheckResult("sms", "ok", f"{backend} backend")
+
+
+def _verify_twilio(settings: Settings) -> CheckResult:
+    """Read the Twilio account with the configured SID and token; send nothing."""
+    from cloudgreet_billing.adapters.notify.sms_twilio import TwilioAccountError
+    from cloudgreet_billing.bootstrap import open_twilio_sender
+
+    sender = open_twilio_sender(settings, timeout=DELIVERY_CHECK_TIMEOUT)
+    try:
+        account = sender.verify()
+    except TwilioAccountError as error:
+        if error.http_status is None:
+            hint = "check this machine's network access to Twilio"
+        elif error.http_status in (401, 403, 404):
+            hint = "check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
+        else:
+            hint = "Twilio may be having trouble; try again later"
+        detail = f"twilio backend: {error}; {hint}"
+        return CheckResult("sms", "fail", scrub_secrets(detail))
+    about = ", ".join(part for part in (account.friendly_name, account.status) if part)
+    shown = f"twilio backend, account {account.sid} ({about})"
+    if account.status != "active":
+        return CheckResult(
+            "sms", "fail", f"{shown}: a {account.status} account cannot send; see Twilio's console"
+        )
+    if account.type == "Trial":
+        return CheckResult("sms", "warn", f"{shown}: a trial account texts only verified numbers")
+    return CheckResult("sms", "ok", shown)
 
 
 def check_slack(diagnosis: Diagnosis) -> CheckResult:

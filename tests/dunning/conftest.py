@@ -168,9 +168,15 @@ class HttpStub:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                self.answer("POST")
+
+            def do_GET(self) -> None:
+                self.answer("GET")
+
+            def answer(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 call = HttpCall(
-                    "POST", self.path, dict(self.headers.items()), self.rfile.read(length)
+                    method, self.path, dict(self.headers.items()), self.rfile.read(length)
                 )
                 stub.calls.append(call)
                 status, content_type, body = respond(call)

@@ -7,6 +7,7 @@ import smtplib
 import ssl
 from collections.abc import Callable
 from ipaddress import ip_address
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from cloudgreet_billing.adapters.notify.protocol import DeliveryError, OutgoingEmail
@@ -27,6 +28,19 @@ def _close_quietly(connection: smtplib.SMTP | None) -> None:
     if connection is not None:
         with contextlib.suppress(OSError):
             connection.close()
+
+
+#: Where ``SmtpEmailSender.verify`` stopped: reaching the server (TLS included), the
+#: login, or the server's answer to the sender address.
+SmtpStage = Literal["connect", "login", "sender"]
+
+
+class SmtpCheckError(DeliveryError):
+    """``verify`` failed; ``stage`` says at which step, so a caller can say what to fix."""
+
+    def __init__(self, message: str, stage: SmtpStage) -> None:
+        super().__init__(message)
+        self.stage: SmtpStage = stage
 
 
 class SmtpEmailSender:
@@ -143,6 +157,39 @@ class SmtpEmailSender:
         except (smtplib.SMTPException, OSError):
             self._drop()
         raise DeliveryError(f"SMTP server {self.where} refused the {what}: {code} {text}")
+
+    def verify(self) -> str:
+        """Connect and log in exactly as sending would, offer the sender, then QUIT.
+
+        No mail is sent: the MAIL FROM is reset before QUIT, and no DATA is ever given.
+        Returns what the server proved, e.g. ``smtp.example.com:587 accepted the login as
+        billing``. Raises ``SmtpCheckError`` (a ``DeliveryError``) naming the server and
+        the SMTP code, never the password.
+        """
+        try:
+            connection = self._connect()
+        except DeliveryError as exc:
+            stage: SmtpStage = "login" if self._login_refused is not None else "connect"
+            raise SmtpCheckError(str(exc), stage) from None
+        try:
+            code, reply = connection.mail(self._sender)
+            if code == 250:
+                connection.rset()
+        except (smtplib.SMTPException, OSError) as exc:
+            _close_quietly(connection)
+            raise SmtpCheckError(f"SMTP server {self.where} failed: {exc}", "connect") from None
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            connection.quit()
+        _close_quietly(connection)
+        if code != 250:
+            text = reply.decode("utf-8", "replace").strip()
+            raise SmtpCheckError(
+                f"SMTP server {self.where} refused the sender {self._sender}: {code} {text}",
+                "sender",
+            )
+        if self._username:
+            return f"{self.where} accepted the login as {self._username}"
+        return f"{self.where} accepts mail from {self._sender} (no login configured)"
 
     def close(self) -> None:
         if self._connection is not None:

@@ -19,13 +19,34 @@ def post(
     what: str,
 ) -> tuple[int, bytes]:
     """POST and return (status, body) for any HTTP answer; raise only when unreachable."""
+    sent = {"Content-Type": content_type, **(headers or {})}
+    return _request("POST", url, body, sent, timeout=timeout, what=what)
+
+
+def get(
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 15.0,
+    what: str,
+) -> tuple[int, bytes]:
+    """GET and return (status, body) for any HTTP answer; raise only when unreachable."""
+    return _request("GET", url, None, dict(headers or {}), timeout=timeout, what=what)
+
+
+def _request(
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    *,
+    timeout: float,
+    what: str,
+) -> tuple[int, bytes]:
     if not url.startswith(("https://", "http://")):
         raise DeliveryError(f"{what} URL must be http(s)")
     request = urllib.request.Request(  # noqa: S310 - scheme checked above
-        url,
-        data=body,
-        method="POST",
-        headers={"Content-Type": content_type, **(headers or {})},
+        url, data=body, method=method, headers=headers
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
