@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import threading
@@ -10,15 +11,17 @@ from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from typer.testing import Result
 
 from cloudgreet_billing.domain.dunning import TimelinePlanner
 from cloudgreet_billing.domain.mirror import parse_customer, parse_invoice
 from tests.pg_cluster import free_port
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+SmtpSinkT = TypeVar("SmtpSinkT", bound="SmtpSink")
 
 
 def seed_invoice(
@@ -134,11 +137,11 @@ class SmtpSink:
             return [item.step_id for item in self.received if item.step_id is not None]
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpSink]:
+@contextlib.contextmanager
+def serving(sink: SmtpSinkT) -> Iterator[SmtpSinkT]:
+    """A real SMTP server on 127.0.0.1 handing its sessions to ``sink``."""
     from aiosmtpd.controller import Controller
 
-    sink = SmtpSink()
     sink.port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=sink.port)
     controller.start()
@@ -146,6 +149,38 @@ def smtp_server() -> Iterator[SmtpSink]:
         yield sink
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpSink]:
+    with serving(SmtpSink()) as sink:
+        yield sink
+
+
+def run_counts(**counts: Any) -> dict[str, Any]:
+    """``dunning run --json``'s counts: zero unless given."""
+    base: dict[str, Any] = {
+        "due": 0,
+        "sent": 0,
+        "skipped": 0,
+        "failed": 0,
+        "canceled": 0,
+        "escalated": 0,
+        "paused": False,
+        "dry_run": False,
+        "needs_review": 0,
+        "escalation_failures": 0,
+    }
+    base.update(counts)
+    return base
+
+
+def assert_nothing_secret(result: Result, *secrets: str) -> None:
+    """No traceback and none of ``secrets`` in what the command printed."""
+    printed = result.stdout + result.stderr
+    assert "Traceback" not in printed
+    for secret in secrets:
+        assert secret not in printed
 
 
 @dataclasses.dataclass

@@ -19,7 +19,16 @@ from typer.testing import CliRunner, Result
 from cloudgreet_billing.adapters.notify.email_smtp import SmtpEmailSender
 from cloudgreet_billing.adapters.notify.protocol import DeliveryError, OutgoingEmail
 from cloudgreet_billing.cli import app
-from tests.dunning.conftest import T0, HttpCall, HttpStub, LoginSmtp, schedule, seed_invoice
+from tests.dunning.conftest import (
+    T0,
+    HttpCall,
+    HttpStub,
+    LoginSmtp,
+    assert_nothing_secret,
+    run_counts,
+    schedule,
+    seed_invoice,
+)
 
 runner = CliRunner()
 
@@ -40,22 +49,8 @@ def cli(*args: str) -> Result:
     return runner.invoke(app, list(args), catch_exceptions=False)
 
 
-def run_summary(**counts: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "due": 0,
-        "sent": 0,
-        "skipped": 0,
-        "failed": 0,
-        "canceled": 0,
-        "escalated": 0,
-        "paused": False,
-        "dry_run": False,
-        "needs_review": 0,
-        "escalation_failures": 0,
-        "errors": [],
-    }
-    base.update(counts)
-    return base
+def run_summary(errors: list[dict[str, Any]] | None = None, **counts: Any) -> dict[str, Any]:
+    return {**run_counts(**counts), "errors": errors or []}
 
 
 def data_of(result: Result) -> dict[str, Any]:
@@ -64,13 +59,6 @@ def data_of(result: Result) -> dict[str, Any]:
     run_id = data.pop("run_id")
     assert isinstance(run_id, str) and run_id
     return data
-
-
-def assert_nothing_secret(result: Result, *secrets: str) -> None:
-    printed = result.stdout + result.stderr
-    assert "Traceback" not in printed
-    for secret in secrets:
-        assert secret not in printed
 
 
 def steps_of(invoice_id: str) -> list[dict[str, Any]]:

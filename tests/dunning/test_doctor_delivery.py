@@ -19,7 +19,14 @@ from typer.testing import CliRunner, Result
 from cloudgreet_billing.bootstrap import open_store
 from cloudgreet_billing.cli import app
 from cloudgreet_billing.config import load_settings
-from tests.dunning.conftest import HttpCall, HttpStub, LoginSmtp, SmtpSink
+from tests.dunning.conftest import (
+    HttpCall,
+    HttpStub,
+    LoginSmtp,
+    SmtpSink,
+    assert_nothing_secret,
+    serving,
+)
 from tests.pg_cluster import free_port
 
 runner = CliRunner()
@@ -52,11 +59,17 @@ def check(result: Result, name: str) -> dict[str, str]:
     return found
 
 
-def assert_never_printed(result: Result, *secrets: str) -> None:
-    printed = result.stdout + result.stderr
-    assert "Traceback" not in printed
-    for secret in secrets:
-        assert secret not in printed
+def assert_doctor_fails(name: str, detail: str, *secrets: str) -> None:
+    """``doctor`` exits 1 with ``name`` failing with ``detail``, in JSON and in human
+    output, and neither shows any of ``secrets``."""
+    as_json = doctor("--json")
+    as_text = doctor()
+    assert (as_json.exit_code, as_text.exit_code) == (1, 1)
+    assert json.loads(as_json.stdout)["data"]["ok"] is False
+    assert check(as_json, name) == {"name": name, "status": "fail", "detail": detail}
+    assert f"✗ {name}: fail — {detail}\n" in as_text.stdout
+    for result in (as_json, as_text):
+        assert_nothing_secret(result, *secrets)
 
 
 def test_console_backends_reach_nothing_and_pass() -> None:
@@ -94,7 +107,7 @@ def test_an_accepted_smtp_login_passes_and_sends_nothing(
     assert server.attempts == [("mailer", server.password)]
     assert server.sink.sessions == 1
     assert server.sink.received == []
-    assert_never_printed(result, server.password)
+    assert_nothing_secret(result, server.password)
 
 
 def test_a_refused_smtp_login_fails_doctor_with_the_code_and_a_hint_never_the_password(
@@ -108,15 +121,7 @@ def test_a_refused_smtp_login_fails_doctor_with_the_code_and_a_hint_never_the_pa
         "check SMTP_URL's user and password"
     )
 
-    as_json = doctor("--json")
-    as_text = doctor()
-
-    assert (as_json.exit_code, as_text.exit_code) == (1, 1)
-    assert json.loads(as_json.stdout)["data"]["ok"] is False
-    assert check(as_json, "email") == {"name": "email", "status": "fail", "detail": detail}
-    assert f"✗ email: fail — {detail}\n" in as_text.stdout
-    for result in (as_json, as_text):
-        assert_never_printed(result, WRONG_PASSWORD, encoded, "wrong-battery")
+    assert_doctor_fails("email", detail, WRONG_PASSWORD, encoded, "wrong-battery")
     # The server was offered the URL's decoded password (so the check is real) and no mail.
     assert ("mailer", WRONG_PASSWORD) in server.attempts
     assert server.sink.received == []
@@ -149,16 +154,8 @@ class RefusingSender(SmtpSink):
 
 @pytest.fixture
 def refusing_sender() -> Iterator[SmtpSink]:
-    from aiosmtpd.controller import Controller
-
-    sink = RefusingSender()
-    sink.port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=sink.port)
-    controller.start()
-    try:
+    with serving(RefusingSender()) as sink:
         yield sink
-    finally:
-        controller.stop()
 
 
 def test_an_smtp_server_refusing_the_sender_fails_doctor(
@@ -192,7 +189,7 @@ def test_an_unreachable_smtp_server_fails_doctor_naming_the_host(
     assert detail.endswith(
         "; check SMTP_URL's host, port and scheme (smtp:// STARTTLS, smtps:// TLS)"
     )
-    assert_never_printed(result, WRONG_PASSWORD)
+    assert_nothing_secret(result, WRONG_PASSWORD)
 
 
 def test_a_silent_smtp_server_fails_doctor_after_doctors_own_short_timeout(
@@ -293,7 +290,7 @@ def test_a_working_twilio_account_passes_with_its_name(twilio: Any) -> None:
         "detail": f"twilio backend, account {ACCOUNT_SID} (CloudGreet Billing, active)",
     }
     local.assert_one_account_read()  # and no message sent
-    assert_never_printed(result, AUTH_TOKEN, BASIC)
+    assert_nothing_secret(result, AUTH_TOKEN, BASIC)
 
 
 @pytest.mark.parametrize(
@@ -322,15 +319,7 @@ def test_refused_twilio_credentials_fail_doctor_with_twilios_error_never_the_tok
         f"(Twilio error {code}); check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
     )
 
-    as_json = doctor("--json")
-    as_text = doctor()
-
-    assert (as_json.exit_code, as_text.exit_code) == (1, 1)
-    assert json.loads(as_json.stdout)["data"]["ok"] is False
-    assert check(as_json, "sms") == {"name": "sms", "status": "fail", "detail": expected}
-    assert f"✗ sms: fail — {expected}\n" in as_text.stdout
-    for result in (as_json, as_text):
-        assert_never_printed(result, AUTH_TOKEN, BASIC, BASIC.removeprefix("Basic "))
+    assert_doctor_fails("sms", expected, AUTH_TOKEN, BASIC, BASIC.removeprefix("Basic "))
     assert len(local.stub.calls) == 2
     assert all(call.method == "GET" for call in local.stub.calls)
 
@@ -397,4 +386,4 @@ def test_unreachable_twilio_fails_doctor_with_a_network_hint(
     detail = check(result, "sms")["detail"]
     assert detail.startswith("twilio backend: cannot reach Twilio: ")
     assert detail.endswith("; check this machine's network access to Twilio")
-    assert_never_printed(result, AUTH_TOKEN)
+    assert_nothing_secret(result, AUTH_TOKEN)

@@ -12,7 +12,7 @@ from freezegun import freeze_time
 from typer.testing import CliRunner
 
 from cloudgreet_billing.cli import app
-from tests.dunning.conftest import T0, HttpCall, schedule, seed_invoice, settle
+from tests.dunning.conftest import T0, HttpCall, run_counts, schedule, seed_invoice, settle
 
 runner = CliRunner()
 
@@ -20,23 +20,6 @@ runner = CliRunner()
 def invoke(*args: str) -> tuple[int, Any]:
     result = runner.invoke(app, [*args, "--json"], catch_exceptions=False)
     return result.exit_code, json.loads(result.stdout) if result.stdout.strip() else None
-
-
-def summary(**counts: Any) -> dict[str, Any]:
-    base = {
-        "due": 0,
-        "sent": 0,
-        "skipped": 0,
-        "failed": 0,
-        "canceled": 0,
-        "escalated": 0,
-        "paused": False,
-        "dry_run": False,
-        "needs_review": 0,
-        "escalation_failures": 0,
-    }
-    base.update(counts)
-    return base
 
 
 def counts_of(data: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +54,7 @@ def test_the_timeline_sends_day_0_email_day_1_sms_day_3_email(store: Any, outbox
     seed_invoice(store)
     schedule(store)
     with freeze_time(T0 + timedelta(minutes=5)):
-        assert invoke("dunning", "run") == (0, {"data": {**summary(due=1, sent=1), **_ids()}})
+        assert invoke("dunning", "run") == (0, {"data": {**run_counts(due=1, sent=1), **_ids()}})
     assert statuses(store) == {0: "sent", 1: "scheduled", 3: "scheduled"}
     [day0] = emails(outbox)
     assert "To: ada@example.com" in day0
@@ -80,11 +63,11 @@ def test_the_timeline_sends_day_0_email_day_1_sms_day_3_email(store: Any, outbox
 
     with freeze_time(T0 + timedelta(hours=23)):
         code, body = invoke("dunning", "run")
-    assert (code, counts_of(body["data"])) == (0, summary())
+    assert (code, counts_of(body["data"])) == (0, run_counts())
 
     with freeze_time(T0 + timedelta(days=1, minutes=1)):
         code, body = invoke("dunning", "run")
-    assert (code, counts_of(body["data"])) == (0, summary(due=1, sent=1))
+    assert (code, counts_of(body["data"])) == (0, run_counts(due=1, sent=1))
     [text] = sms(outbox)
     assert text["to"] == "+15550100"
     assert "$123.45" in text["body"] and "https://invoice.stripe.com/i/test_1" in text["body"]
@@ -92,12 +75,12 @@ def test_the_timeline_sends_day_0_email_day_1_sms_day_3_email(store: Any, outbox
 
     with freeze_time(T0 + timedelta(days=2, hours=23)):
         code, body = invoke("dunning", "run")
-    assert counts_of(body["data"]) == summary()
+    assert counts_of(body["data"]) == run_counts()
 
     with freeze_time(T0 + timedelta(days=3, minutes=1)):
         code, body = invoke("dunning", "run")
     # The third completed step of an unpaid invoice escalates it.
-    assert (code, counts_of(body["data"])) == (0, summary(due=1, sent=1, escalated=1))
+    assert (code, counts_of(body["data"])) == (0, run_counts(due=1, sent=1, escalated=1))
     assert statuses(store) == {0: "sent", 1: "sent", 3: "sent"}
     assert len(emails(outbox)) == 2
     assert "Final reminder" in emails(outbox)[1] or "Final reminder" in emails(outbox)[0]
@@ -129,7 +112,7 @@ def test_catching_up_sends_only_the_latest_due_step(store: Any, outbox: Path) ->
     with freeze_time(T0 + timedelta(days=4)):
         code, body = invoke("dunning", "run")
     assert code == 0
-    assert counts_of(body["data"]) == summary(due=3, sent=1, skipped=2, escalated=1)
+    assert counts_of(body["data"]) == run_counts(due=3, sent=1, skipped=2, escalated=1)
     steps = store.list_steps(invoice_id="in_1", limit=None)
     assert [(s.day, s.status, s.reason) for s in steps] == [
         (0, "skipped", "superseded"),
@@ -158,7 +141,7 @@ def test_settled_invoices_are_never_chased(store: Any, outbox: Path) -> None:
     with freeze_time(T0 + timedelta(days=5)):
         code, body = invoke("dunning", "run")
     assert code == 0
-    assert counts_of(body["data"]) == summary()
+    assert counts_of(body["data"]) == run_counts()
     assert set(statuses(store).values()) == {"canceled"}
     assert emails(outbox) == []
 
@@ -172,7 +155,7 @@ def test_an_invoice_paid_without_the_cancel_seam_is_canceled_at_claim(
     with freeze_time(T0 + timedelta(hours=2)):
         code, body = invoke("dunning", "run")
     assert code == 0
-    assert counts_of(body["data"]) == summary(due=1, canceled=1)
+    assert counts_of(body["data"]) == run_counts(due=1, canceled=1)
     assert emails(outbox) == []
 
 
@@ -192,7 +175,7 @@ def test_a_failed_send_is_recorded_and_exits_4(
     with freeze_time(T0 + timedelta(minutes=5)):
         code, body = invoke("dunning", "run")
     assert code == 4
-    assert counts_of(body["data"]) == summary(due=1, failed=1)
+    assert counts_of(body["data"]) == run_counts(due=1, failed=1)
     [error] = body["data"]["errors"]
     day0 = store.list_steps(invoice_id="in_1", limit=None)[0]
     assert error == {"step_id": day0.id, "error": day0.last_error}
@@ -232,7 +215,7 @@ def test_dry_run_changes_nothing(store: Any, outbox: Path) -> None:
     with freeze_time(T0 + timedelta(days=1, minutes=1)):
         code, body = invoke("dunning", "run", "--dry-run")
     assert code == 0
-    assert counts_of({k: v for k, v in body["data"].items() if k != "planned"}) == summary(
+    assert counts_of({k: v for k, v in body["data"].items() if k != "planned"}) == run_counts(
         due=2, sent=1, skipped=1, dry_run=True
     )
     assert [(p["day"], p["action"], p["reason"]) for p in body["data"]["planned"]] == [
@@ -249,9 +232,9 @@ def test_limit_caps_the_steps_handled(store: Any, outbox: Path) -> None:
         schedule(store, f"in_{n}", f"cus_{n}")
     with freeze_time(T0 + timedelta(minutes=5)):
         _, body = invoke("dunning", "run", "--limit", "2")
-        assert counts_of(body["data"]) == summary(due=2, sent=2)
+        assert counts_of(body["data"]) == run_counts(due=2, sent=2)
         _, body = invoke("dunning", "run")
-        assert counts_of(body["data"]) == summary(due=3, sent=3)
+        assert counts_of(body["data"]) == run_counts(due=3, sent=3)
     assert len(emails(outbox)) == 5
 
 
@@ -274,7 +257,7 @@ def test_pause_stops_runs_with_exit_75_until_resume(store: Any, outbox: Path) ->
     with freeze_time(T0 + timedelta(minutes=5)):
         code, body = invoke("dunning", "run")
     assert code == 75
-    assert counts_of(body["data"]) == summary(paused=True)
+    assert counts_of(body["data"]) == run_counts(paused=True)
     assert emails(outbox) == []
     assert statuses(store)[0] == "scheduled"
 
@@ -283,7 +266,7 @@ def test_pause_stops_runs_with_exit_75_until_resume(store: Any, outbox: Path) ->
     assert (code, body["data"]["was_paused"], body["data"]["actor"]) == (0, True, "tester@ci")
     with freeze_time(T0 + timedelta(minutes=7)):
         code, body = invoke("dunning", "run")
-    assert (code, counts_of(body["data"])) == (0, summary(due=1, sent=1))
+    assert (code, counts_of(body["data"])) == (0, run_counts(due=1, sent=1))
     trail = [(a.action, a.outcome, a.actor) for a in store.audit_trail("dunning")]
     assert ("dunning.pause", "paused", "tester@ci") in trail
     assert ("dunning.run", "paused", "tester@ci") in trail
@@ -310,7 +293,7 @@ def test_escalation_opens_one_alert_emails_finance_and_posts_to_slack(
     schedule(store)
     with freeze_time(T0 + timedelta(days=3, minutes=1)):
         code, body = invoke("dunning", "run")
-    assert (code, counts_of(body["data"])) == (0, summary(due=3, sent=1, skipped=2, escalated=1))
+    assert (code, counts_of(body["data"])) == (0, run_counts(due=3, sent=1, skipped=2, escalated=1))
     [post] = hook.calls
     text = post.json()["text"]
     assert text.startswith("[billing_ops] Dunning exhausted for invoice in_1 (customer cus_1)")
@@ -344,7 +327,7 @@ def test_escalation_opens_one_alert_emails_finance_and_posts_to_slack(
     )
     with freeze_time(T0 + timedelta(days=5)):
         code, body = invoke("dunning", "run")
-    assert counts_of(body["data"]) == summary()
+    assert counts_of(body["data"]) == run_counts()
     assert len(hook.calls) == 1
     assert [a.action for a in store.audit_trail("in_1")] == ["dunning.escalate"]
 
@@ -375,4 +358,4 @@ def test_escalation_count_comes_from_billing_config(
     schedule(store)
     with freeze_time(T0 + timedelta(minutes=1)):
         _, body = invoke("dunning", "run")
-    assert counts_of(body["data"]) == summary(due=1, sent=1, escalated=1)
+    assert counts_of(body["data"]) == run_counts(due=1, sent=1, escalated=1)
