@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, NamedTuple
+from functools import partial
+from typing import Final, NamedTuple, TypeVar
 
 from cloudgreet_billing.domain.money import parse_currency, to_minor_units
 from cloudgreet_billing.domain.timefmt import parse_instant
@@ -14,6 +16,11 @@ KINDS: Final = ("subscription", "booking_fee", "credit_adjustment")
 KIND_SET: Final = frozenset(KINDS)
 CUSTOMER_PREFIX: Final = "cus_"
 INVOICE_PREFIX: Final = "in_"
+#: Entries kept per import memo; past this a memo starts again, bounding memory.
+MEMO_LIMIT: Final = 65_536
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 class LedgerDraft(NamedTuple):
@@ -107,6 +114,24 @@ def make_draft(
     )
 
 
+class Memo(dict[_K, _V]):
+    """A dict that fills itself: ``memo[key]`` calls ``convert(key)`` once per distinct key
+    (and ``map(memo.__getitem__, column)`` converts a whole column in C). Past ``limit``
+    entries it starts again, bounding memory. A conversion's ``BadInput`` propagates and
+    nothing is kept."""
+
+    def __init__(self, convert: Callable[[_K], _V], *, limit: int = MEMO_LIMIT) -> None:
+        super().__init__()
+        self._convert = convert
+        self._limit = limit
+
+    def __missing__(self, key: _K) -> _V:
+        if len(self) >= self._limit:
+            self.clear()
+        value = self[key] = self._convert(key)
+        return value
+
+
 class DraftParser:
     """``make_draft`` for the rows of an import: the same rules, drafts and errors, faster.
 
@@ -116,13 +141,12 @@ class DraftParser:
     ``make_draft`` itself, so a bad row raises exactly the error it raises elsewhere.
     """
 
-    #: Entries kept per memo; past this a memo starts again, bounding memory.
-    MEMO_LIMIT: Final = 65_536
+    MEMO_LIMIT: Final = MEMO_LIMIT
 
     def __init__(self) -> None:
-        self._currencies: dict[str, str] = {}
-        self._minor_units: dict[tuple[str, str], int] = {}
-        self._moments: dict[str, datetime] = {}
+        self._currencies = Memo(parse_currency, limit=self.MEMO_LIMIT)
+        self._minor_units = Memo(_minor_units_of, limit=self.MEMO_LIMIT)
+        self._moments = Memo(partial(parse_instant, field="occurred_at"), limit=self.MEMO_LIMIT)
 
     def __call__(
         self,
@@ -137,11 +161,9 @@ class DraftParser:
     ) -> LedgerDraft:
         minor = 0
         try:
-            checked_currency = self._currencies.get(currency) or self._currency(currency)
-            key = (amount, checked_currency)
-            known = self._minor_units.get(key)
-            minor = self._minor(key) if known is None else known
-            moment = self._moments.get(occurred_at) or self._moment(occurred_at)
+            checked_currency = self._currencies[currency]
+            minor = self._minor_units[(amount, checked_currency)]
+            moment = self._moments[occurred_at]
             well_formed = True
         except BadInput:
             well_formed = False
@@ -180,23 +202,6 @@ class DraftParser:
             ),
         )
 
-    def _currency(self, raw: str) -> str:
-        memo = self._currencies
-        if len(memo) >= self.MEMO_LIMIT:
-            memo.clear()
-        memo[raw] = parse_currency(raw)
-        return memo[raw]
 
-    def _minor(self, key: tuple[str, str]) -> int:
-        memo = self._minor_units
-        if len(memo) >= self.MEMO_LIMIT:
-            memo.clear()
-        memo[key] = to_minor_units(*key)
-        return memo[key]
-
-    def _moment(self, raw: str) -> datetime:
-        memo = self._moments
-        if len(memo) >= self.MEMO_LIMIT:
-            memo.clear()
-        memo[raw] = parse_instant(raw, field="occurred_at")
-        return memo[raw]
+def _minor_units_of(key: tuple[str, str]) -> int:
+    return to_minor_units(*key)

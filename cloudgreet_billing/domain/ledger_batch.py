@@ -12,14 +12,21 @@ goes to ``make_draft`` (a property test holds the two together).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from itertools import compress, islice
-from typing import Final, Generic, TypeVar
+from typing import Final, TypeVar
 
-from cloudgreet_billing.domain.ledger import CUSTOMER_PREFIX, INVOICE_PREFIX, KIND_SET, LedgerDraft
+from cloudgreet_billing.domain.ledger import (
+    CUSTOMER_PREFIX,
+    INVOICE_PREFIX,
+    KIND_SET,
+    MEMO_LIMIT,
+    LedgerDraft,
+    Memo,
+)
 from cloudgreet_billing.domain.money import parse_currency, to_minor_units_each
 from cloudgreet_billing.domain.timefmt import parse_instant
 from cloudgreet_billing.errors import BadInput
@@ -27,8 +34,6 @@ from cloudgreet_billing.errors import BadInput
 #: Rows per batch: small enough that a batch's rows stay in the CPU's caches (measured:
 #: 500 rows read and checked faster than 5,000).
 BATCH_ROWS: Final = 500
-#: Entries kept per memo; past this a memo starts again, bounding memory.
-MEMO_LIMIT: Final = 65_536
 
 _CREDIT = "credit_adjustment"
 _K = TypeVar("_K")
@@ -84,27 +89,14 @@ def batches_of(drafts: Iterable[LedgerDraft], size: int = BATCH_ROWS) -> Iterato
         yield LedgerBatch.of(chunk)
 
 
-class _Memo(dict[_K, _V], Generic[_K, _V]):
-    """A dict that fills itself: ``map(memo.__getitem__, column)`` converts a column in C,
-    calling ``convert`` once per distinct value. A conversion's ``BadInput`` propagates."""
-
-    def __init__(self, convert: Callable[[_K], _V]) -> None:
-        super().__init__()
-        self._convert = convert
-
-    def __missing__(self, key: _K) -> _V:
-        value = self[key] = self._convert(key)
-        return value
-
-
 class BatchParser:
     """``DraftParser`` for a batch of canonical rows at once (see the module docstring)."""
 
     def __init__(self) -> None:
         self._customers: set[str] = set()
         self._invoices: set[str] = {""}  # an empty invoice cell is allowed: no invoice
-        self._currencies: _Memo[str, str] = _Memo(parse_currency)
-        self._moments: _Memo[str, datetime] = _Memo(partial(parse_instant, field="occurred_at"))
+        self._currencies = Memo(parse_currency)
+        self._moments = Memo(partial(parse_instant, field="occurred_at"))
 
     def __call__(self, columns: Sequence[Sequence[str] | None]) -> LedgerBatch | None:
         """Columns in the import's order (``services.ledger_csv.ALL_COLUMNS``); an optional
@@ -143,9 +135,9 @@ class BatchParser:
         )
 
     def _bound_memos(self) -> None:
-        for memo in (self._customers, self._invoices, self._currencies, self._moments):
-            if len(memo) > MEMO_LIMIT:
-                memo.clear()
+        for known in (self._customers, self._invoices):
+            if len(known) > MEMO_LIMIT:
+                known.clear()
         self._invoices.add("")
 
     def _currency_column(self, column: Sequence[str]) -> Sequence[str]:

@@ -65,8 +65,8 @@ def test_the_parser_gives_what_make_draft_gives(row):
 
 
 def test_a_full_memo_starts_again(monkeypatch):
-    parse = DraftParser()
     monkeypatch.setattr(DraftParser, "MEMO_LIMIT", 3)
+    parse = DraftParser()
     for cents in range(10):
         draft = parse("cus_1", "booking_fee", f"1.{cents:02d}", "usd", f"2026-11-0{1 + cents % 9}")
         assert draft.amount == 100 + cents

@@ -37,6 +37,8 @@ PAGE_SIZE = 8192
 # size drop the ledger's indexes for the load and rebuild them after, inside the same
 # transaction: a sorted rebuild costs a fraction of a million random b-tree inserts.
 BULK_LOAD_MIN_ROWS = 50_000
+#: Distinct times an import keeps adapted to their stored text (bounded for endless imports).
+STORED_TIMES_KEPT = 100_000
 #: Rows per INSERT statement in an import. A statement per row costs more than binding
 #: the row; much larger statements touch enough index pages to spill SQLite's statement
 #: journal to a temporary file (measured: 500 rows was slower than 100).
@@ -339,9 +341,11 @@ class SqliteStore(SqlStore):
         a parsing thread beside the writer contends for it at every hand-off, which
         measured slower than doing both in turn.
         """
+        from cloudgreet_billing.domain.ledger import Memo
+
         created_at = repeat(_adapt_time(now))
         # Imported rows share few distinct times: adapt each once, in C through the memo.
-        stored_time = _StoredTimes().__getitem__
+        stored_time = Memo(_adapt_time, limit=STORED_TIMES_KEPT).__getitem__
         seen = inserted = 0
         step = ROWS_PER_INSERT * PARAMS_PER_ROW
         # The first batch tells a bulk load whether the file was imported before.
@@ -467,16 +471,6 @@ class _Load:
 
     keyed: bool
     repeated: int = 0
-
-
-class _StoredTimes(dict[datetime, str]):
-    """Aware times to their stored text, each adapted once; bounded for endless imports."""
-
-    def __missing__(self, moment: datetime) -> str:
-        if len(self) > 100_000:
-            self.clear()
-        text = self[moment] = _adapt_time(moment)
-        return text
 
 
 @lru_cache(maxsize=2 * ROWS_PER_INSERT)
