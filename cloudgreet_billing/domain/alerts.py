@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cloudgreet_billing.errors import BadInput
+
+if TYPE_CHECKING:
+    from cloudgreet_billing.domain.mirror import MirroredInvoice
 
 ALERT_TYPES: Final = (
     "invoice_failed",
@@ -75,6 +78,31 @@ class AlertDraft:
 
 def invoice_alert_key(alert_type: str, invoice_id: str) -> str:
     return f"{alert_type}:{invoice_id}"
+
+
+def invoice_alert(
+    alert_type: str,
+    invoice: MirroredInvoice,
+    *,
+    attempt_count: int,
+    last_failure: str,
+    details: Mapping[str, Any],
+    stripe_event_id: str | None = None,
+) -> AlertDraft:
+    """An alert about an invoice: keyed by the invoice, and carrying its customer, the
+    amount still owed and its currency."""
+    return AlertDraft(
+        type=alert_type,
+        dedupe_key=invoice_alert_key(alert_type, invoice.id),
+        customer_id=invoice.customer_id,
+        invoice_id=invoice.id,
+        amount_due=invoice.amount_owed,
+        currency=invoice.currency,
+        stripe_event_id=stripe_event_id,
+        attempt_count=attempt_count,
+        last_failure=last_failure,
+        details=details,
+    )
 
 
 def check_alert_type(value: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from cloudgreet_billing.domain.alerts import AlertDraft, invoice_alert_key
+from cloudgreet_billing.domain.alerts import AlertDraft, invoice_alert
 from cloudgreet_billing.domain.mirror import (
     MirroredCustomer,
     MirroredInvoice,
@@ -117,13 +117,9 @@ def _invoice_plan(base: EventPlan, event_type: str, obj: Mapping[str, Any]) -> E
     event_id = base.event_id
     if event_type == "invoice.payment_failed":
         failure = failure_of(obj)
-        alert = AlertDraft(
-            type="invoice_failed",
-            dedupe_key=invoice_alert_key("invoice_failed", invoice.id),
-            customer_id=invoice.customer_id,
-            invoice_id=invoice.id,
-            amount_due=invoice.amount_owed,
-            currency=invoice.currency,
+        alert = invoice_alert(
+            "invoice_failed",
+            invoice,
             stripe_event_id=event_id,
             attempt_count=max(invoice.attempt_count, 1),
             last_failure=failure.summary(),
@@ -131,13 +127,9 @@ def _invoice_plan(base: EventPlan, event_type: str, obj: Mapping[str, Any]) -> E
         )
         return replace(base, outcome="applied", invoice=invoice, failure=failure, alert=alert)
     if event_type == "invoice.payment_action_required":
-        alert = AlertDraft(
-            type="payment_action_required",
-            dedupe_key=invoice_alert_key("payment_action_required", invoice.id),
-            customer_id=invoice.customer_id,
-            invoice_id=invoice.id,
-            amount_due=invoice.amount_owed,
-            currency=invoice.currency,
+        alert = invoice_alert(
+            "payment_action_required",
+            invoice,
             stripe_event_id=event_id,
             attempt_count=invoice.attempt_count,
             last_failure="the customer must authenticate the payment (3-D Secure)",

@@ -82,15 +82,11 @@ class ActionsSql(AuditSql):
     def open_action_required_alert(
         self, invoice: MirroredInvoice, *, failure: str, note: str, audit: AuditDraft, now: datetime
     ) -> int:
-        from cloudgreet_billing.domain.alerts import AlertDraft, invoice_alert_key
+        from cloudgreet_billing.domain.alerts import invoice_alert
 
-        draft = AlertDraft(
-            type="payment_action_required",
-            dedupe_key=invoice_alert_key("payment_action_required", invoice.id),
-            customer_id=invoice.customer_id,
-            invoice_id=invoice.id,
-            amount_due=invoice.amount_owed,
-            currency=invoice.currency,
+        draft = invoice_alert(
+            "payment_action_required",
+            invoice,
             attempt_count=invoice.attempt_count,
             last_failure=failure,
             # Unique per call, as raise_alert needs to tell an insert from an update.

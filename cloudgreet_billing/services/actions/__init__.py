@@ -2,7 +2,6 @@
 order every action follows and the audit story it writes)."""
 
 from cloudgreet_billing.services.actions.common import (
-    ActionStore,
     Banner,
     ConfirmRequest,
     Safety,
@@ -13,7 +12,6 @@ from cloudgreet_billing.services.actions.resend import ResendResult, resend_link
 from cloudgreet_billing.services.actions.retry import RetryResult, retry_key, retry_payment
 
 __all__ = [
-    "ActionStore",
     "Banner",
     "ConfirmRequest",
     "PortalResult",

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from cloudgreet_billing.adapters.payments import (
     PaymentGateway,
@@ -27,16 +27,11 @@ from cloudgreet_billing.adapters.payments import (
     StripeRequestFailed,
 )
 from cloudgreet_billing.adapters.store.protocol import AuditDraft, Store
-from cloudgreet_billing.adapters.store.protocol_actions import ActionsOps
 from cloudgreet_billing.adapters.store.protocol_alerts import AlertQuery
 from cloudgreet_billing.clock import utcnow
 from cloudgreet_billing.domain.alerts import UNRESOLVED_STATUSES, Alert
 from cloudgreet_billing.domain.mirror import MirroredInvoice, parse_invoice
 from cloudgreet_billing.errors import BadInput, BillingError, ExitCode, NotFound, Refused
-
-
-class ActionStore(Store, ActionsOps, Protocol):
-    """The store as operator actions use it."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +102,7 @@ def request_json(preview: RequestPreview) -> dict[str, Any]:
     }
 
 
-def resolve_target(store: ActionStore, given: str, *, customers: bool = False) -> ActionTarget:
+def resolve_target(store: Store, given: str, *, customers: bool = False) -> ActionTarget:
     """Find what ``given`` names: an alert id, an ``in_…`` invoice, or (``customers``) a
     ``cus_…`` customer. Unknown alerts exit 2 naming what was looked for; invoices and
     customers not yet mirrored are left for Stripe to confirm."""
@@ -154,12 +149,12 @@ def resolve_target(store: ActionStore, given: str, *, customers: bool = False) -
 PAYMENT_ALERTS = ("invoice_failed", "payment_action_required")
 
 
-def _first(store: ActionStore, query: AlertQuery) -> Alert | None:
+def _first(store: Store, query: AlertQuery) -> Alert | None:
     found = store.list_alerts(replace(query, statuses=UNRESOLVED_STATUSES, limit=None))
     return found[0] if found else None
 
 
-def _invoice_alert(store: ActionStore, invoice_id: str) -> Alert | None:
+def _invoice_alert(store: Store, invoice_id: str) -> Alert | None:
     """The invoice's unresolved failure alert, else its unresolved action alert."""
     for alert_type in PAYMENT_ALERTS:
         alert = _first(store, AlertQuery(invoice_id=invoice_id, types=(alert_type,)))
@@ -224,7 +219,7 @@ class AuditStory:
     no intent line is ever left without its outcome.
     """
 
-    store: ActionStore
+    store: Store
     actor: str
     action: str
     target: str
@@ -312,7 +307,7 @@ def confirmation(
     action: str,
     question: str,
     *,
-    store: ActionStore,
+    store: Store,
     gateway: PaymentGateway,
     banner: Banner,
     customer_id: str,
@@ -335,7 +330,7 @@ def confirmation(
 
 
 def customer_label(
-    store: ActionStore, customer_id: str, invoice: MirroredInvoice | None = None
+    store: Store, customer_id: str, invoice: MirroredInvoice | None = None
 ) -> str | None:
     """``Name · email`` for prompts, from the mirror (or the invoice's copy of them)."""
     customer = store.get_customer(customer_id)

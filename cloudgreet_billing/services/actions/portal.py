@@ -14,10 +14,9 @@ from cloudgreet_billing.adapters.payments import (
     RequestPreview,
     StripeRequestFailed,
 )
-from cloudgreet_billing.adapters.store.protocol import AuditRecord
+from cloudgreet_billing.adapters.store.protocol import AuditRecord, Store
 from cloudgreet_billing.errors import BillingError, ConfigError, ExitCode, NotFound
 from cloudgreet_billing.services.actions.common import (
-    ActionStore,
     ActionTarget,
     AuditStory,
     Banner,
@@ -94,7 +93,7 @@ def session_request(customer_id: str, return_url: str, key: str) -> RequestPrevi
 
 
 def portal_link(
-    store: ActionStore,
+    store: Store,
     gateway: PaymentGateway,
     given: str,
     *,
@@ -233,7 +232,7 @@ def invoice_number(invoice: Any) -> str | None:
     return None if invoice is None else (invoice.number or invoice.id)
 
 
-def _email_of(store: ActionStore, gateway: PaymentGateway, customer_id: str) -> str:
+def _email_of(store: Store, gateway: PaymentGateway, customer_id: str) -> str:
     mirrored = store.get_customer(customer_id)
     address = mirrored.email if mirrored else None
     if not address:
@@ -279,7 +278,7 @@ def _portal_email(to: str, url: str, number: str | None) -> OutgoingEmail:
 
 
 def _dry_run(
-    store: ActionStore,
+    store: Store,
     gateway: PaymentGateway,
     target: ActionTarget,
     story: AuditStory,

@@ -7,11 +7,10 @@ from datetime import datetime
 from typing import Any, Final
 
 from cloudgreet_billing.adapters.payments import PaymentGateway, RequestPreview
-from cloudgreet_billing.adapters.store.protocol import AuditRecord
+from cloudgreet_billing.adapters.store.protocol import AuditRecord, Store
 from cloudgreet_billing.domain.mirror import MirroredInvoice, parse_invoice
 from cloudgreet_billing.errors import NotFound, Refused
 from cloudgreet_billing.services.actions.common import (
-    ActionStore,
     ActionTarget,
     AuditStory,
     Banner,
@@ -90,7 +89,7 @@ def _refuse_unless_open(story: AuditStory, target: ActionTarget, invoice: Mirror
 
 
 def resend_link(
-    store: ActionStore,
+    store: Store,
     gateway: PaymentGateway,
     given: str,
     *,

@@ -11,11 +11,11 @@ from cloudgreet_billing.adapters.payments import (
     RequestPreview,
     StripeRequestFailed,
 )
+from cloudgreet_billing.adapters.store.protocol import Store
 from cloudgreet_billing.domain.dunning import PAUSE_SETTING, PauseState
 from cloudgreet_billing.domain.mirror import MirroredInvoice, parse_invoice
 from cloudgreet_billing.errors import BadInput, BillingError, ExitCode, NotFound, Unavailable
 from cloudgreet_billing.services.actions.common import (
-    ActionStore,
     ActionTarget,
     AuditStory,
     Banner,
@@ -81,7 +81,7 @@ def retry_key(invoice_id: str, attempt_count: int, failed_here: int = 0) -> str:
     return key if failed_here == 0 else f"{key}.{failed_here}"
 
 
-def _failed_here(store: ActionStore, invoice_id: str, attempt_count: int) -> int:
+def _failed_here(store: Store, invoice_id: str, attempt_count: int) -> int:
     return sum(
         1
         for line in store.action_audit(invoice_id, ACTION)
@@ -94,7 +94,7 @@ def pay_request(invoice_id: str, key: str) -> RequestPreview:
 
 
 def retry_payment(
-    store: ActionStore,
+    store: Store,
     gateway: PaymentGateway,
     given: str,
     *,
@@ -223,7 +223,7 @@ def _result(
 
 
 def _settle(
-    store: ActionStore,
+    store: Store,
     story: AuditStory,
     target: ActionTarget,
     invoice: MirroredInvoice,
@@ -258,7 +258,7 @@ def _settle(
 
 
 def _declined(
-    store: ActionStore,
+    store: Store,
     story: AuditStory,
     target: ActionTarget,
     invoice: MirroredInvoice,
@@ -326,7 +326,7 @@ def _declined(
 
 
 def _dry_run(
-    store: ActionStore,
+    store: Store,
     gateway: PaymentGateway,
     target: ActionTarget,
     invoice_id: str,
