@@ -103,3 +103,12 @@ def store(store_env: str) -> Iterator[object]:
     opened = open_store(load_settings())
     yield opened
     opened.close()
+
+
+# The PostgREST stand-in's fixtures (``postgrest``, ``supabase_db``, ``no_retry_sleep``).
+from tests.postgrest.fixtures import (  # noqa: E402
+    no_retry_sleep,  # noqa: F401
+    postgrest,  # noqa: F401
+    supabase_db,  # noqa: F401
+    supabase_roles,  # noqa: F401
+)
