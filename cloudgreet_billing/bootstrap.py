@@ -30,8 +30,11 @@ def open_store(settings: Settings, *, check_schema: bool = True) -> Store:
     kind = settings.store_kind
     store: Store
     if kind == "supabase":
+        # The settings are validated (a service_role or secret key, an https URL); the REST
+        # adapter that would use them is not built yet.
         raise ConfigError(
-            "the Supabase REST store is not available yet",
+            f"the Supabase REST store ({settings.supabase_url}, "
+            f"{settings.supabase_key_kind} key) is not available yet",
             hint="set BILLING_DATABASE_URL to the project's Postgres connection string "
             "(Supabase dashboard → Connect), which this toolkit uses directly",
         )

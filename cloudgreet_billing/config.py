@@ -7,7 +7,10 @@ are merely absent fail later, only when a command needs them (``Settings.require
 
 from __future__ import annotations
 
+import base64
+import binascii
 import getpass
+import json
 import os
 import socket
 from collections.abc import Mapping
@@ -23,6 +26,11 @@ StoreKind = Literal["sqlite", "postgres", "supabase"]
 EMAIL_BACKENDS = ("smtp", "console", "file")
 SMS_BACKENDS = ("twilio", "console", "file")
 SECRET_KEY_PREFIXES = ("sk_test_", "sk_live_", "rk_test_", "rk_live_")
+#: Supabase's new API keys are opaque strings with these prefixes, not JWTs
+#: (https://supabase.com/docs/guides/api/api-keys).
+SUPABASE_SECRET_PREFIX = "sb_secret_"  # noqa: S105 - a prefix, not a key
+SUPABASE_PUBLISHABLE_PREFIX = "sb_publishable_"
+SupabaseKeyKind = Literal["secret", "service_role"]
 
 
 def redact(secret: str | None) -> str:
@@ -30,7 +38,11 @@ def redact(secret: str | None) -> str:
     if not secret:
         return ""
     prefix = ""
-    for known in (*SECRET_KEY_PREFIXES, "whsec_", "sk_", "rk_"):
+    known_prefixes = (
+        *SECRET_KEY_PREFIXES, "whsec_", "sk_", "rk_",
+        SUPABASE_SECRET_PREFIX, SUPABASE_PUBLISHABLE_PREFIX,
+    )  # fmt: skip
+    for known in known_prefixes:
         if secret.startswith(known):
             prefix = known
             break
@@ -68,6 +80,9 @@ def scrub_secrets(text: str, env: Mapping[str, str] | None = None) -> str:
         if attr not in _SECRET_ATTRS or not value:
             continue
         secrets.update(part.strip() for part in value.split(",") if part.strip())
+        if attr in _SUPABASE_KEYS and value.count(".") == 2:
+            # A JWT's signature is its secret part; a message may quote it alone.
+            secrets.add(value.rsplit(".", 1)[1])
         if attr in _URL_SECRETS:
             parts = urlsplit(value)
             found_in_url = [parts.password] if parts.password else []
@@ -111,6 +126,7 @@ class Settings:
     database_url: str | None = field(default=None, repr=False)
     supabase_url: str | None = None
     supabase_service_role_key: str | None = field(default=None, repr=False)
+    supabase_secret_key: str | None = field(default=None, repr=False)
     email_backend: str = "console"
     smtp_url: str | None = field(default=None, repr=False)
     email_from: str | None = None
@@ -130,9 +146,30 @@ class Settings:
         """Which store the contract's selection rule picks."""
         if self.database_url:
             return "postgres" if self.database_url.startswith("postgres") else "sqlite"
-        if self.supabase_url and self.supabase_service_role_key:
+        if self.supabase_url and self.supabase_key:
             return "supabase"
         return "sqlite"
+
+    @property
+    def supabase_key(self) -> str | None:
+        """The Supabase key the REST store uses: ``SUPABASE_SECRET_KEY`` when set, else
+        ``SUPABASE_SERVICE_ROLE_KEY``; either variable may hold either kind of key."""
+        return self.supabase_secret_key or self.supabase_service_role_key
+
+    @property
+    def supabase_key_variable(self) -> str | None:
+        if self.supabase_secret_key:
+            return "SUPABASE_SECRET_KEY"
+        return "SUPABASE_SERVICE_ROLE_KEY" if self.supabase_service_role_key else None
+
+    @property
+    def supabase_key_kind(self) -> SupabaseKeyKind | None:
+        """``secret`` (an ``sb_secret_…`` key) or ``service_role`` (the legacy JWT): what
+        ``doctor`` may show instead of the key. Load already refused any other kind."""
+        key = self.supabase_key
+        if key is None:
+            return None
+        return "secret" if key.startswith(SUPABASE_SECRET_PREFIX) else "service_role"
 
     @property
     def sqlite_path(self) -> Path:
@@ -182,6 +219,7 @@ _ATTR_BY_VARIABLE: dict[str, str] = {
     "BILLING_DATABASE_URL": "database_url",
     "SUPABASE_URL": "supabase_url",
     "SUPABASE_SERVICE_ROLE_KEY": "supabase_service_role_key",
+    "SUPABASE_SECRET_KEY": "supabase_secret_key",
     "BILLING_EMAIL_BACKEND": "email_backend",
     "SMTP_URL": "smtp_url",
     "EMAIL_FROM": "email_from",
@@ -200,11 +238,13 @@ _SECRET_ATTRS = {
     "stripe_webhook_secrets",
     "database_url",
     "supabase_service_role_key",
+    "supabase_secret_key",
     "smtp_url",
     "twilio_auth_token",
     "slack_webhook_url",
 }
 _URL_SECRETS = {"database_url", "smtp_url", "slack_webhook_url"}
+_SUPABASE_KEYS = {"supabase_service_role_key", "supabase_secret_key"}
 
 
 def sqlite_path_from_url(url: str) -> Path:
@@ -243,6 +283,55 @@ def _check_stripe_key(key: str | None) -> str | None:
             hint="it must start with sk_test_, sk_live_, rk_test_ or rk_live_",
         )
     return key
+
+
+SUPABASE_KEY_FIX = "use the service_role or secret key from Project Settings → API Keys"
+
+
+def supabase_key_role(key: str) -> str | None:
+    """The Postgres role a Supabase API key runs as, told from its form alone.
+
+    ``sb_secret_…`` → ``service_role`` and ``sb_publishable_…`` → ``anon`` (the new keys are
+    not JWTs); a legacy key is a JWT whose payload names its ``role`` (decoded, not
+    verified: only Supabase holds the JWT secret). None when it is neither.
+    """
+    if key.startswith(SUPABASE_SECRET_PREFIX):
+        return "service_role"
+    if key.startswith(SUPABASE_PUBLISHABLE_PREFIX):
+        return "anon"
+    parts = key.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    role = payload.get("role") if isinstance(payload, dict) else None
+    return role if isinstance(role, str) else None
+
+
+def _check_supabase_key(name: str, key: str | None) -> str | None:
+    """Refuse, at load, a key that cannot run the billing store: only ``service_role``
+    reaches tables whose grants are revoked from ``anon`` and ``authenticated``."""
+    if key is None:
+        return None
+    role = supabase_key_role(key)
+    if role == "service_role":
+        return key
+    if key.startswith(SUPABASE_PUBLISHABLE_PREFIX):
+        problem = "a publishable key (sb_publishable_…), which runs as anon"
+    elif role == "anon":
+        problem = "the anon key, which runs as anon"
+    elif role is not None:
+        shown = role if len(role) <= 32 else role[:32] + "…"
+        problem = f"a JWT for the role {shown!r}, not the service_role key"
+    else:
+        raise ConfigError(
+            f"{name} {redact(key)!r} is not a Supabase API key",
+            hint=f"{SUPABASE_KEY_FIX}: a secret key starts with {SUPABASE_SECRET_PREFIX}, "
+            "a legacy service_role key is a JWT (eyJ…)",
+        )
+    raise ConfigError(f"{name} holds {problem}", hint=SUPABASE_KEY_FIX)
 
 
 def _check_webhook_secrets(raw: str | None) -> tuple[str, ...]:
@@ -340,7 +429,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         supabase_url=_check_http_url(
             "SUPABASE_URL", _clean(env, "SUPABASE_URL") or _clean(env, "NEXT_PUBLIC_SUPABASE_URL")
         ),
-        supabase_service_role_key=_clean(env, "SUPABASE_SERVICE_ROLE_KEY"),
+        supabase_service_role_key=_check_supabase_key(
+            "SUPABASE_SERVICE_ROLE_KEY", _clean(env, "SUPABASE_SERVICE_ROLE_KEY")
+        ),
+        supabase_secret_key=_check_supabase_key(
+            "SUPABASE_SECRET_KEY", _clean(env, "SUPABASE_SECRET_KEY")
+        ),
         email_backend=_check_choice(
             "BILLING_EMAIL_BACKEND", _clean(env, "BILLING_EMAIL_BACKEND"), EMAIL_BACKENDS, "console"
         ),

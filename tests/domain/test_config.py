@@ -19,14 +19,15 @@ def test_defaults_with_nothing_set():
 def test_store_selection_follows_the_contract():
     assert load_settings({"BILLING_DATABASE_URL": "postgresql://u@h/db"}).store_kind == "postgres"
     assert load_settings({"BILLING_DATABASE_URL": "postgres://u@h/db"}).store_kind == "postgres"
-    supabase = {"SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "k"}
+    key = "sb_secret_N7UND0UgjKTVK-Uodkm0Hg_xSvEMPvz"
+    supabase = {"SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": key}
     assert load_settings(supabase).store_kind == "supabase"
     assert (
         load_settings({**supabase, "BILLING_DATABASE_URL": "sqlite:///a.db"}).store_kind == "sqlite"
     )
     assert (
         load_settings(
-            {"NEXT_PUBLIC_SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "k"}
+            {"NEXT_PUBLIC_SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": key}
         ).store_kind
         == "supabase"
     )
