@@ -1,4 +1,6 @@
 -- cloudgreet-billing schema, version 1.
+-- Needs first: nothing. Every numbered file (0002_….sql, …) needs this one first, although
+-- a glob or `ls` sorts them before it; the Supabase CLI skips this name altogether.
 --
 -- Runs on Supabase and on plain PostgreSQL (>= 13), and runs cleanly any number of
 -- times: every object is created only if missing. Later changes go in new numbered
@@ -6,6 +8,8 @@
 --
 -- Apply with `cloudgreet-billing db migrate`, or by hand:
 --   psql "$BILLING_DATABASE_URL" -v ON_ERROR_STOP=1 -f migrations/CREATE_BILLING_INFRASTRUCTURE.sql
+-- On Supabase without a database password, see README.md ("Supabase without the database
+-- password"): the SQL editor or `supabase db push`, files in version order.
 --
 -- Money is an integer in the currency's minor unit plus a lowercase ISO currency, as
 -- Stripe keeps it. Times are timestamptz (UTC).
