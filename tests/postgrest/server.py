@@ -409,6 +409,11 @@ class PostgrestStandin:
         # 1. The gateway: apikey (header or ?apikey=), then the bearer it forwards.
         apikey = request.headers.get("apikey") or request.param("apikey")
         bearer = gateway_bearer(self.keys, apikey, request.headers.get("authorization"))
+        if bearer is not None:
+            # What reaches PostgREST: the gateway's JWT in place of an opaque key. (Whether
+            # the hosted gateway also strips ``apikey``, as self-hosted Kong's
+            # ``hide_credentials`` does, is not documented; the stand-in passes it on.)
+            request.headers["authorization"] = f"Bearer {bearer}"
         # 2. PostgREST: the JWT's role, or db-anon-role without a token.
         if bearer is None:
             claims: dict[str, Any] = {}

@@ -3,6 +3,7 @@ result shapes, the row cap, errors."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from postgrest.exceptions import APIError
 
@@ -45,7 +46,7 @@ CREATE FUNCTION whoami() RETURNS json LANGUAGE sql STABLE AS $$
         'role_claim', current_setting('request.jwt.claims', true)::json->>'role',
         'method', current_setting('request.method', true),
         'path', current_setting('request.path', true),
-        'apikey_header', current_setting('request.headers', true)::jsonb ? 'apikey',
+        'user_agent', current_setting('request.headers', true)::json->>'user-agent',
         'search_path', current_setting('search_path'),
         'timeout', current_setting('statement_timeout'),
         'read_only', current_setting('transaction_read_only'))$$;
@@ -207,7 +208,7 @@ def test_each_request_runs_as_its_role_with_postgrest_settings(api):
         "role_claim": "service_role",
         "method": "POST",
         "path": "/rpc/whoami",
-        "apikey_header": True,
+        "user_agent": f"python-httpx/{httpx.__version__}",
         "search_path": '"public", "extensions"',
         "timeout": "8s",  # service_role has none: the authenticator's 8 s applies
         "read_only": "on",  # a STABLE function
