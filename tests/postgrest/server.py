@@ -485,14 +485,7 @@ class PostgrestStandin:
         with self._transaction(conn, request, role, claims, read_only=True) as tx:
             row = tx.run(statement)
             total = row["total_result_set"]
-            if count == "planned" or (
-                count == "estimated"
-                and self.max_rows is not None
-                and total is not None
-                and total > self.max_rows
-            ):
-                assert statement.planned is not None
-                total = tx.planned(statement.planned)
+            total = _counted(tx, statement, count, total, self.max_rows)
             _check_single(shape, row)
         return self._read_response(
             request, shape, row, total if count else None, prefs, location=f"/{relation.name}"
@@ -751,14 +744,7 @@ class PostgrestStandin:
             ) as tx:
                 row = tx.run(statement)
                 total = row["total_result_set"]
-                if count == "planned" or (
-                    count == "estimated"
-                    and self.max_rows is not None
-                    and total is not None
-                    and total > self.max_rows
-                ):
-                    assert statement.planned is not None
-                    total = tx.planned(statement.planned)
+                total = _counted(tx, statement, count, total, self.max_rows)
                 if routine.returns != "void":
                     _check_single(shape, row)
         return self._read_response(
@@ -872,6 +858,25 @@ class _Tx:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _counted(
+    tx: _Tx,
+    statement: statements.Statement,
+    count: str | None,
+    total: int | None,
+    max_rows: int | None,
+) -> int | None:
+    """``resultSetWTotal``: planned is the planner's row estimate; estimated counts exactly
+    up to db-max-rows + 1 rows and, past the cap, takes the larger of that and the estimate
+    (pagination and count doc, "Estimated Count")."""
+    if count == "planned" or (
+        count == "estimated" and max_rows is not None and total is not None and total > max_rows
+    ):
+        assert statement.planned is not None
+        planned = tx.planned(statement.planned)
+        return planned if count == "planned" or total is None else max(total, planned)
+    return total
 
 
 def _rollback(conn: psycopg.Connection[Any]) -> None:
