@@ -207,3 +207,19 @@ def test_a_schema_that_is_not_exposed_is_pgrst106(postgrest):
     assert (
         response.json()["hint"] == "Only the following schemas are exposed: public, graphql_public"
     )
+
+
+def test_a_function_revoked_from_the_api_roles_is_service_role_only(postgrest):
+    """The grants an RPC migration needs: EXECUTE is granted to PUBLIC by PostgreSQL and to
+    anon/authenticated by the default privileges, so all three must be revoked."""
+    postgrest.sql(
+        "CREATE FUNCTION claim() RETURNS int LANGUAGE sql AS 'SELECT 1';"
+        "REVOKE EXECUTE ON FUNCTION claim() FROM anon, authenticated"
+    )
+    still_public = rest(postgrest, "POST", "/rpc/claim", key=postgrest.keys.anon)
+    assert still_public.status_code == 200  # PUBLIC's EXECUTE still lets anon in
+    postgrest.sql("REVOKE EXECUTE ON FUNCTION claim() FROM PUBLIC")
+    anon = rest(postgrest, "POST", "/rpc/claim", key=postgrest.keys.publishable)
+    assert (anon.status_code, anon.json()["code"]) == (401, "42501")
+    assert anon.json()["message"] == "permission denied for function claim"
+    assert postgrest.client().rpc("claim", {}).execute().data == 1
