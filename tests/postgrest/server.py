@@ -558,7 +558,7 @@ class PostgrestStandin:
             columns = self._payload_columns(request, relation, [payload])
             if not columns:
                 # An empty object updates nothing.
-                return self._empty_write(method, prefs, representation)
+                return _empty_update(representation)
             statement = statements.update(
                 relation,
                 columns,
@@ -640,12 +640,6 @@ class PostgrestStandin:
                 raise errors.column_not_found(relation.name, column)
         return columns
 
-    def _empty_write(self, method: str, prefs: Preferences, representation: bool) -> Response:
-        headers = {"Content-Range": "*/*"}
-        if representation:
-            return Response(200, {**headers, "Content-Type": JSON_TYPE}, b"[]")
-        return Response(204, headers)
-
     def _write_response(
         self,
         method: str,
@@ -699,11 +693,10 @@ class PostgrestStandin:
         single_object = prefs.get("params") == "single-object"
         is_post = request.method == "POST"
         if is_post:
-            payload = _json_body(request.body, empty={}) if request.body.strip() else {}
+            # The body's keys are the argument names; an empty body calls with none.
+            payload = _json_body(request.body) if request.body.strip() else {}
             arguments = request.body.decode() if request.body.strip() else "{}"
             keys = list(payload) if isinstance(payload, dict) and not single_object else []
-            if not isinstance(payload, dict) and not single_object:
-                keys = []
         else:
             # GET: the query parameters that are not filters are the arguments (QueryParams.hs).
             args = {
@@ -713,7 +706,6 @@ class PostgrestStandin:
                 and not k.startswith("not.")
                 and not grammar.looks_like_filter(v)
             }
-            payload = args
             arguments = json.dumps(args)
             keys = list(args)
         with self.pool.connection() as conn:
@@ -927,10 +919,16 @@ def _cookies(header: str | None) -> dict[str, str]:
     return cookies
 
 
-def _json_body(body: bytes, empty: Any = None) -> Any:
+def _empty_update(representation: bool) -> Response:
+    """PATCH with ``{}``: nothing to set, so nothing changes and nothing is returned."""
+    headers = {"Content-Range": "*/*"}
+    if representation:
+        return Response(200, {**headers, "Content-Type": JSON_TYPE}, b"[]")
+    return Response(204, headers)
+
+
+def _json_body(body: bytes) -> Any:
     if not body.strip():
-        if empty is not None:
-            return empty
         raise errors.invalid_body("Empty or invalid json")
     try:
         return json.loads(body)
