@@ -115,10 +115,11 @@ def read_table(
 
 
 def _count_sql(count: str | None, counted: sql.Composable, max_rows: int | None) -> sql.Composable:
-    if count == "exact":
+    if count == "exact" or (count == "estimated" and max_rows is None):
         return sql.SQL("(SELECT pg_catalog.count(*) FROM ({}) pgrst_source_count)").format(counted)
-    if count == "estimated" and max_rows is not None:
-        # Exact up to db-max-rows; beyond it the server swaps in the planner's estimate.
+    if count == "estimated":
+        # Exact up to db-max-rows + 1 rows; past the cap the server compares it with the
+        # planner's estimate (``_counted`` in server.py).
         return sql.SQL("(SELECT pg_catalog.count(*) FROM ({} LIMIT {}) pgrst_source_count)").format(
             counted, sql.Literal(max_rows + 1)
         )
