@@ -365,8 +365,10 @@ class Range:
         return Range(offset, max(0, min(ends) - offset))
 
     def restrict(self, max_rows: int | None) -> Range:
-        """``db-max-rows``: "A hard limit to the number of rows PostgREST will fetch"
-        (configuration doc); ``restrictRange`` caps the limit, silently."""
+        """``db-max-rows``: "A hard limit to the number of rows PostgREST will fetch from a
+        view, table, or function"
+        (https://docs.postgrest.org/en/v12/references/configuration.html#db-max-rows);
+        ``restrictRange`` caps the limit, silently: no error, no header says so."""
         if max_rows is None:
             return self
         limit = max_rows if self.limit is None else min(self.limit, max_rows)

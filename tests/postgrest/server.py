@@ -505,8 +505,9 @@ class PostgrestStandin:
         page = int(row["page_total"])
         lower = shape.range.offset
         upper = lower + page - 1
-        # RangeQuery.rangeStatusHeader: 206 when a count shows the range is partial, 416
-        # (PGRST103) when the offset is past the end; "*" when the range is empty.
+        # https://docs.postgrest.org/en/v12/references/api/pagination_count.html: every
+        # response says its range; with a count, 206 when the range is partial, and
+        # (RangeQuery.rangeStatusHeader) 416 PGRST103 past the end, "*" for an empty range.
         status = 200
         if total is not None:
             if lower > total:

@@ -94,7 +94,8 @@ def _body(aggregate: str, single: bool) -> sql.Composable:
 def read_table(
     relation: Relation, shape: ReadShape, *, count: str | None, max_rows: int | None
 ) -> Statement:
-    """GET on a table or view."""
+    """GET on a table or view
+    (https://docs.postgrest.org/en/v12/references/api/tables_views.html#read)."""
     params: list[Any] = []
     table = qualified(relation)
     select = render_select(shape.select, table)
@@ -316,7 +317,9 @@ def call(
     count: str | None,
     max_rows: int | None,
 ) -> Statement:
-    """POST/GET ``/rpc/<fn>``: the call, then PostgREST's read plan over its result.
+    """POST/GET ``/rpc/<fn>``: the call, then PostgREST's read plan over its result
+    (https://docs.postgrest.org/en/v12/references/api/functions.html: table-valued
+    results take the filters, order and limits of a table; scalars are their JSON value).
 
     ``passed`` are the parameters given by name (``specifiedParams``); ``one_positional``
     calls a single unnamed json/jsonb (or ``params=single-object``) parameter with the
