@@ -184,7 +184,9 @@ class StripeGateway:
                     told_not_to = _header(exc, "stripe-should-retry") == "false"
                     if told_not_to or retry > self._rate_limit_retries:
                         raise Unavailable(
-                            f"Stripe kept rate-limiting {what} after {retry - 1} retries",
+                            f"Stripe rate-limited {what} and said not to retry"
+                            if told_not_to
+                            else f"Stripe kept rate-limiting {what} after {retry - 1} retries",
                             hint="wait a minute and run it again",
                             code="stripe_rate_limited",
                             **_request_details(exc),

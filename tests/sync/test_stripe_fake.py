@@ -130,7 +130,7 @@ def test_a_429_stripe_says_not_to_retry_is_not_retried(fake_stripe: FakeStripe) 
         "GET", "/v1/account", Reply(429, rate_limited().body, {"Stripe-Should-Retry": "false"})
     )
 
-    with pytest.raises(Unavailable) as caught:
+    with pytest.raises(Unavailable, match="said not to retry") as caught:
         StripeGateway(fake_stripe.api_key, api_base=fake_stripe.url).retrieve_account()
 
     assert caught.value.exit_code == ExitCode.UNAVAILABLE

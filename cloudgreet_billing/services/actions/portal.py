@@ -154,14 +154,17 @@ def portal_link(
             customer_id = invoice.customer_id
             story.target = customer_id
         key = session_key(customer_id, back_to, now)
-        if gateway is not None and safety.dry_run:
-            # The real run learns of a missing customer only from the session it creates;
-            # a dry run asks Stripe for the customer instead.
+        # The real run learns of a missing customer only from the session it creates; a
+        # dry run asks Stripe for the customer instead.
+        fetched = (
             _stripe_customer(gateway, customer_id)
+            if gateway is not None and safety.dry_run
+            else None
+        )
         email_to: str | None = None
         send_key: str | None = None
         if send:
-            email_to = _email_of(store, gateway, customer_id, invoice)
+            email_to = _email_of(store, gateway, customer_id, invoice, fetched)
             send_key = _send_key(customer_id, target, now)
             earlier = next(
                 (
@@ -278,8 +281,10 @@ def _email_of(
     gateway: PaymentGateway | None,
     customer_id: str,
     invoice: MirroredInvoice | None,
+    fetched: StripeObject | None = None,
 ) -> str | None:
-    """Where ``--send`` emails the link: the mirrored customer's address, else Stripe's.
+    """Where ``--send`` emails the link: the mirrored customer's address, else Stripe's
+    (``fetched``, when the customer was already read).
 
     With no key (a dry run) the mirror is all there is: the invoice's own copy of the
     address stands in, and None means "a real run asks Stripe"."""
@@ -290,7 +295,7 @@ def _email_of(
         return str(copied) if copied else None
     if not address:
         assert gateway is not None
-        address = _stripe_customer(gateway, customer_id).get("email")
+        address = (fetched or _stripe_customer(gateway, customer_id)).get("email")
     if not address:
         raise BadInput(
             f"customer {customer_id} has no email address in Stripe",
