@@ -6,12 +6,14 @@ do not need them start fast.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION
 from cloudgreet_billing.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
+    from cloudgreet_billing.adapters.deadline import SlowStripe
     from cloudgreet_billing.adapters.notify.email_smtp import SmtpEmailSender
     from cloudgreet_billing.adapters.notify.protocol import ChatPoster, EmailSender, SmsSender
     from cloudgreet_billing.adapters.notify.sms_twilio import TwilioSmsSender
@@ -69,13 +71,31 @@ def require_current_schema(store: Store) -> None:
         )
 
 
-def open_gateway(settings: Settings) -> PaymentGateway:
-    """The Stripe gateway for ``STRIPE_SECRET_KEY`` (and ``STRIPE_API_BASE`` when set)."""
+def open_gateway(
+    settings: Settings,
+    *,
+    batch: bool = False,
+    on_slow: Callable[[SlowStripe], None] | None = None,
+) -> PaymentGateway:
+    """The Stripe gateway for ``STRIPE_SECRET_KEY`` (and ``STRIPE_API_BASE`` when set),
+    with the command's deadline: ``STRIPE_TIMEOUT_SECONDS``, or for the paging commands
+    (``batch``: sync, reconcile) ``STRIPE_BATCH_TIMEOUT_SECONDS``. ``on_slow`` hears once
+    when a request keeps the command waiting."""
     settings.require("STRIPE_SECRET_KEY")
+    from cloudgreet_billing.adapters.deadline import StripeDeadline
     from cloudgreet_billing.adapters.stripe import StripeGateway
 
     assert settings.stripe_secret_key is not None
-    return StripeGateway(settings.stripe_secret_key, api_base=settings.stripe_api_base)
+    deadline = (
+        StripeDeadline(
+            settings.stripe_batch_timeout, setting="STRIPE_BATCH_TIMEOUT_SECONDS", on_slow=on_slow
+        )
+        if batch
+        else StripeDeadline(settings.stripe_timeout, on_slow=on_slow)
+    )
+    return StripeGateway(
+        settings.stripe_secret_key, api_base=settings.stripe_api_base, deadline=deadline
+    )
 
 
 # --- delivery (dunning, escalations) ------------------------------------------------

@@ -31,6 +31,15 @@ SECRET_KEY_PREFIXES = ("sk_test_", "sk_live_", "rk_test_", "rk_live_")
 SUPABASE_SECRET_PREFIX = "sb_secret_"  # noqa: S105 - a prefix, not a key
 SUPABASE_PUBLISHABLE_PREFIX = "sb_publishable_"
 SupabaseKeyKind = Literal["secret", "service_role"]
+#: Seconds a command may wait on Stripe in all (``STRIPE_TIMEOUT_SECONDS``): someone is
+#: watching ``retry``, ``resend-link``, ``portal`` and ``doctor``, and 20 s is long enough
+#: for Stripe's slowest ordinary answers (a charge that waits on the card network).
+DEFAULT_STRIPE_TIMEOUT = 20.0
+#: The same for the paging commands, ``sync`` and ``reconcile``
+#: (``STRIPE_BATCH_TIMEOUT_SECONDS``): 300 s reads hundreds of pages of 100 at Stripe's
+#: usual latency, far more than ten minutes of events, and still ends before the next
+#: ``*/10`` cron run starts, so stuck runs do not pile up.
+DEFAULT_STRIPE_BATCH_TIMEOUT = 300.0
 
 
 def redact(secret: str | None) -> str:
@@ -122,6 +131,8 @@ class Settings:
     stripe_secret_key: str | None = field(default=None, repr=False)
     stripe_api_base: str | None = None
     stripe_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    stripe_timeout: float = DEFAULT_STRIPE_TIMEOUT
+    stripe_batch_timeout: float = DEFAULT_STRIPE_BATCH_TIMEOUT
     app_url: str | None = None
     database_url: str | None = field(default=None, repr=False)
     supabase_url: str | None = None
@@ -198,7 +209,7 @@ class Settings:
         shown: dict[str, str] = {}
         for variable, attr in _ATTR_BY_VARIABLE.items():
             value = getattr(self, attr)
-            if value in (None, "", ()):
+            if value in (None, "", ()) or value == _UNSET_DEFAULTS.get(attr):
                 continue
             if attr in _SECRET_ATTRS:
                 if isinstance(value, tuple):
@@ -207,7 +218,7 @@ class Settings:
                     value = redact_url(value) if attr != "slack_webhook_url" else "set (hidden)"
                 else:
                     value = redact(value)
-            shown[variable] = str(value)
+            shown[variable] = f"{value:g}" if isinstance(value, float) else str(value)
         return shown
 
 
@@ -215,6 +226,8 @@ _ATTR_BY_VARIABLE: dict[str, str] = {
     "STRIPE_SECRET_KEY": "stripe_secret_key",
     "STRIPE_API_BASE": "stripe_api_base",
     "STRIPE_WEBHOOK_SECRET": "stripe_webhook_secrets",
+    "STRIPE_TIMEOUT_SECONDS": "stripe_timeout",
+    "STRIPE_BATCH_TIMEOUT_SECONDS": "stripe_batch_timeout",
     "APP_URL": "app_url",
     "BILLING_DATABASE_URL": "database_url",
     "SUPABASE_URL": "supabase_url",
@@ -232,6 +245,11 @@ _ATTR_BY_VARIABLE: dict[str, str] = {
     "FINANCE_LEAD_EMAIL": "finance_lead_email",
     "BILLING_ACTOR": "actor",
     "BILLING_CONFIG": "config_path",
+}
+#: Values that stand for "not set": describing them would count defaults as settings.
+_UNSET_DEFAULTS: dict[str, object] = {
+    "stripe_timeout": DEFAULT_STRIPE_TIMEOUT,
+    "stripe_batch_timeout": DEFAULT_STRIPE_BATCH_TIMEOUT,
 }
 _SECRET_ATTRS = {
     "stripe_secret_key",
@@ -348,6 +366,22 @@ def _check_webhook_secrets(raw: str | None) -> tuple[str, ...]:
     return secrets
 
 
+def _check_seconds(name: str, raw: str | None, default: float) -> float:
+    """A positive number of seconds (``20``, ``2.5``), at most a day."""
+    if raw is None:
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= 86_400:  # also false for nan
+        raise ConfigError(
+            f"{name} must be a number of seconds above 0, not {raw!r}",
+            hint=f"e.g. {name}={default:g}, or unset it for the default ({default:g} s)",
+        )
+    return seconds
+
+
 def _check_database_url(url: str | None) -> str | None:
     if url is None:
         return None
@@ -422,6 +456,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         stripe_secret_key=_check_stripe_key(_clean(env, "STRIPE_SECRET_KEY")),
         stripe_api_base=_check_http_url("STRIPE_API_BASE", _clean(env, "STRIPE_API_BASE")),
         stripe_webhook_secrets=_check_webhook_secrets(_clean(env, "STRIPE_WEBHOOK_SECRET")),
+        stripe_timeout=_check_seconds(
+            "STRIPE_TIMEOUT_SECONDS", _clean(env, "STRIPE_TIMEOUT_SECONDS"), DEFAULT_STRIPE_TIMEOUT
+        ),
+        stripe_batch_timeout=_check_seconds(
+            "STRIPE_BATCH_TIMEOUT_SECONDS",
+            _clean(env, "STRIPE_BATCH_TIMEOUT_SECONDS"),
+            DEFAULT_STRIPE_BATCH_TIMEOUT,
+        ),
         app_url=_check_http_url(
             "APP_URL", _clean(env, "APP_URL") or _clean(env, "NEXT_PUBLIC_APP_URL")
         ),

@@ -7,11 +7,31 @@ refuse or that we promised never to send:
 - ``Authorization: Bearer <api_key>`` (anything else answers 401, as Stripe does, without
   counting as a violation, so authentication failures can be tested);
 - ``Stripe-Version`` equal to the pinned version (``api_version``; ``None`` skips the check);
-- an ``Idempotency-Key`` on every POST;
-- the route exists (an unscripted path answers 404 ``resource_missing``).
+- an ``Idempotency-Key`` on every POST, never reused for a different request;
+- the route exists: an unscripted path answers as Stripe answers a route it does not have,
+  404 "Unrecognized request URL (GET: /v1/…)" of type ``invalid_request_error`` with **no**
+  ``code`` (a missing *object* is ``not_found()``: 404 ``resource_missing`` with ``param``,
+  https://docs.stripe.com/api/errors). Tests of a wrong ``STRIPE_API_BASE`` set
+  ``fake.expect_unrecognized = True`` so that answer is not counted as a violation.
 
 Each broken rule is kept in ``fake.violations``; the ``fake_stripe`` fixture fails the test
 at teardown when any is left, so a test only has to script answers and assert results.
+
+What Stripe adds to every answer, the fake adds too:
+
+- ``Request-Id: req_…`` on every response (https://docs.stripe.com/api/request_ids);
+- Stripe's idempotency layer for POSTs (https://docs.stripe.com/api/idempotent_requests):
+  the first answer to a key is saved once the endpoint has started (so not a 401, a 409
+  or a 429, which are answered before it) and replayed, status and body, to every later
+  POST with that key, marked ``Idempotent-Replayed: true``; a key reused with a different
+  path or parameters is refused with 400 ``idempotency_error``; a key whose first request
+  is still running answers 409 ``idempotency_key_in_use``.
+- ``Stripe-Should-Retry`` only where Stripe sends it (https://docs.stripe.com/error-low-level):
+  ``true`` on a 429 lock timeout (``lock_timeout()``,
+  https://docs.stripe.com/rate-limits#object-lock-timeouts), ``false`` on a saved 500 of a
+  POST, which a retry would only replay. A plain 429 (``rate_limited()``) has none, and
+  stripe-python's ``_should_retry`` (``stripe/_http_client.py``) retries only a 409, a 5xx
+  or a ``Stripe-Should-Retry: true``, so it leaves a plain 429 to us.
 
 Scripting answers (each route matches a method and an exact path; the newest match wins):
 
@@ -40,13 +60,16 @@ Using it from a test:
         fake_stripe.reply("POST", "/v1/invoices/in_1/pay", invoice(status="paid"))
         ...
 
-``unused_port()`` gives a port nothing listens on, for "connection refused" tests.
+``unused_port()`` gives a port nothing listens on, for "connection refused" tests;
+``SilentServer`` accepts connections and never answers, like a Stripe that hangs.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import socket
+import string
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,10 +118,13 @@ def error_body(
     decline_code: str | None = None,
     param: str | None = None,
 ) -> dict[str, Any]:
-    """Stripe's error envelope."""
+    """Stripe's error envelope (https://docs.stripe.com/api/errors): ``type`` and
+    ``message`` always; ``code`` with its ``doc_url``, ``decline_code`` and ``param`` when
+    they apply."""
     error: dict[str, Any] = {"type": type_, "message": message}
     if code:
         error["code"] = code
+        error["doc_url"] = f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"
     if decline_code:
         error["decline_code"] = decline_code
     if param:
@@ -107,13 +133,49 @@ def error_body(
 
 
 def rate_limited() -> Reply:
-    """Stripe's 429: too many requests (the SDK does not retry it by itself)."""
-    return Reply(429, error_body("Too many requests hit the API too quickly.", code="rate_limit"))
+    """Stripe's rate limiter: 429 ``rate_limit`` with no ``Stripe-Should-Retry`` header
+    (https://docs.stripe.com/rate-limits), so the SDK does not retry it by itself."""
+    return Reply(
+        429,
+        error_body(
+            "Request rate limit exceeded. Learn more about rate limits here "
+            "https://stripe.com/docs/rate-limits.",
+            code="rate_limit",
+        ),
+    )
+
+
+def lock_timeout() -> Reply:
+    """A 429 lock timeout: another request holds the object. Unlike a rate limit, Stripe
+    marks it ``Stripe-Should-Retry: true``, and the SDK retries it itself
+    (https://docs.stripe.com/rate-limits#object-lock-timeouts)."""
+    return Reply(
+        429,
+        error_body(
+            "This object cannot be accessed right now because another API request or Stripe "
+            "process is currently accessing it. If you see this error intermittently, retry "
+            "the request.",
+            code="lock_timeout",
+        ),
+        {"Stripe-Should-Retry": "true"},
+    )
 
 
 def server_error() -> Reply:
-    """A 500 from Stripe (the SDK retries it up to its network-retry budget)."""
+    """A 500 from Stripe. The SDK retries it on a GET; on a POST Stripe has saved it under
+    the idempotency key and says ``Stripe-Should-Retry: false`` (see ``FakeStripe``)."""
     return Reply(500, error_body("An unknown error occurred", type_="api_error"))
+
+
+def unrecognized_url(method: str, path: str) -> Reply:
+    """Stripe's answer to a route it does not have: 404, no ``code``, no ``param``."""
+    return Reply(
+        404,
+        error_body(
+            f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs "
+            "or we can help at https://support.stripe.com/."
+        ),
+    )
 
 
 def card_declined(decline_code: str = "insufficient_funds") -> Reply:
@@ -166,7 +228,14 @@ class FakeStripe:
         self.api_version: str | None = api_version
         self.requests: list[Recorded] = []
         self.violations: list[str] = []
+        #: True in tests that point the SDK at a wrong path on purpose.
+        self.expect_unrecognized = False
         self._routes: list[_Route] = []
+        #: Idempotency key -> (the request it was first used for, its saved answer or
+        #: None while that first request is still running).
+        self._idempotent: dict[
+            str, tuple[tuple[str, str, tuple[tuple[str, str], ...]], Reply | None]
+        ] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -251,8 +320,13 @@ class FakeStripe:
                     f"{where}: Stripe-Version {request.headers.get('stripe-version')!r}, "
                     f"expected {self.api_version!r}"
                 )
-            if request.method == "POST" and not request.idempotency_key:
+            key = request.idempotency_key if request.method == "POST" else None
+            if request.method == "POST" and not key:
                 self.violations.append(f"{where}: POST without an Idempotency-Key")
+            if key is not None:
+                earlier = self._idempotent_answer(key, request)
+                if earlier is not None:
+                    return earlier
             route = next(
                 (
                     r
@@ -262,17 +336,78 @@ class FakeStripe:
                 None,
             )
             if route is None:
-                self.violations.append(f"{where}: no such route was scripted")
-                return Reply(
-                    404,
-                    error_body(f"Unrecognized request URL ({where})", code="resource_missing"),
-                )
+                if not self.expect_unrecognized:
+                    self.violations.append(f"{where}: no such route was scripted")
+                self._forget(key)
+                return unrecognized_url(request.method, request.path)
             responder = route.next()
         if callable(responder):
-            return responder(request)
-        if isinstance(responder, Reply):
-            return responder
-        return Reply(200, responder)
+            reply = responder(request)
+        elif isinstance(responder, Reply):
+            reply = responder
+        else:
+            reply = Reply(200, responder)
+        if key is not None:
+            with self._lock:
+                reply = self._save(key, reply)
+        return reply
+
+    # --- Stripe's idempotency layer (https://docs.stripe.com/api/idempotent_requests) ---
+    @staticmethod
+    def _fingerprint(request: Recorded) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+        return (request.method, request.path, tuple(sorted(request.form.items())))
+
+    def _idempotent_answer(self, key: str, request: Recorded) -> Reply | None:
+        """The answer a key already has, or None after reserving it for this request."""
+        fingerprint = self._fingerprint(request)
+        if key not in self._idempotent:
+            self._idempotent[key] = (fingerprint, None)
+            return None
+        first, saved = self._idempotent[key]
+        if first != fingerprint:
+            self.violations.append(
+                f"{request.method} {request.path}: Idempotency-Key {key!r} reused for a "
+                f"different request (first {first[0]} {first[1]} {dict(first[2])})"
+            )
+            return Reply(
+                400,
+                error_body(
+                    "Keys for idempotent requests can only be used with the same parameters "
+                    f"they were first used with. Try using a key other than '{key}' if you "
+                    "meant to execute a different request.",
+                    type_="idempotency_error",
+                ),
+            )
+        if saved is None:
+            return Reply(
+                409,
+                error_body(
+                    "There is currently another in-progress request using this Idempotent "
+                    "Key (that probably means you submitted twice, and the other request is "
+                    f"still going through): {key}. Please try again later.",
+                    code="idempotency_key_in_use",
+                ),
+            )
+        return Reply(saved.status, saved.body, {**saved.headers, "Idempotent-Replayed": "true"})
+
+    def _save(self, key: str, reply: Reply) -> Reply:
+        """Keep the first answer the endpoint gave; answers from before the endpoint ran
+        (authentication, a concurrent request, the rate limiter) are not kept."""
+        if reply.status in (401, 409, 429):
+            self._forget(key)
+            return reply
+        if reply.status >= 500:
+            # Saved like any answer, so a retry would only replay it: Stripe says not to.
+            reply = Reply(
+                reply.status, reply.body, {**reply.headers, "Stripe-Should-Retry": "false"}
+            )
+        fingerprint, _ = self._idempotent[key]
+        self._idempotent[key] = (fingerprint, reply)
+        return reply
+
+    def _forget(self, key: str | None) -> None:
+        if key is not None:
+            self._idempotent.pop(key, None)
 
 
 def _created_filter(query: Mapping[str, str]) -> Callable[[Mapping[str, Any]], bool]:
@@ -342,7 +477,11 @@ def _handler_for(fake: FakeStripe) -> type[BaseHTTPRequestHandler]:
             self.send_response(reply.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
-            self.send_header("Request-Id", f"req_fake{len(fake.requests)}")
+            self.send_header("Request-Id", request_id())
+            if fake.api_version is not None:
+                self.send_header("Stripe-Version", fake.api_version)
+            if request.idempotency_key:
+                self.send_header("Idempotency-Key", request.idempotency_key)
             for name, value in reply.headers.items():
                 self.send_header(name, value)
             self.end_headers()
@@ -354,6 +493,55 @@ def _handler_for(fake: FakeStripe) -> type[BaseHTTPRequestHandler]:
             """Quiet: pytest shows the recorded requests when it matters."""
 
     return Handler
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts every connection and never sends a byte:
+    the hung upstream that a read timeout exists for. ``accepted`` holds the
+    ``time.monotonic()`` of each connection, so a test can see which tries were made."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(16)
+        self._socket.settimeout(0.05)
+        self._open: list[socket.socket] = []
+        self.accepted: list[float] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._socket.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def _accept(self) -> None:
+        import time
+
+        while not self._stopping.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                continue
+            self.accepted.append(time.monotonic())
+            self._open.append(connection)
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+        for connection in self._open:
+            connection.close()
+        self._socket.close()
+
+
+def request_id() -> str:
+    """A request id shaped like Stripe's: ``req_`` and 14 letters and digits."""
+    alphabet = string.ascii_letters + string.digits
+    return "req_" + "".join(secrets.choice(alphabet) for _ in range(14))
 
 
 def unused_port() -> int:

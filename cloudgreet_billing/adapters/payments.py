@@ -4,8 +4,9 @@
 imports ``stripe``); unit tests use in-memory fakes. Objects cross this boundary as plain
 JSON dictionaries in Stripe's shape, so the domain parsers (``domain.mirror``) read them.
 Every failure is raised as a ``BillingError`` with the contract's exit code:
-authentication → 1 with a hint, connection errors and 5xx after retries → 75
-(``Unavailable``), a declined card → ``PaymentDeclined`` (1).
+authentication → 1 with a hint, connection errors, 5xx after retries and the command's
+deadline passing → 75 (``Unavailable``), a declined card → ``PaymentDeclined`` (1), a
+route the server does not know (a wrong ``STRIPE_API_BASE``) → 2.
 """
 
 from __future__ import annotations
@@ -53,14 +54,18 @@ class PaymentDeclined(BillingError):
 class StripeRequestFailed(BillingError):
     """Stripe refused a request for a reason of its own (invalid state, missing object)."""
 
-    def __init__(self, message: str, *, stripe_code: str | None, http_status: int | None) -> None:
-        super().__init__(
-            message,
-            None,
-            "stripe_error",
-            ExitCode.FAILED,
-            {"stripe_code": stripe_code, "http_status": http_status},
-        )
+    def __init__(
+        self,
+        message: str,
+        *,
+        stripe_code: str | None,
+        http_status: int | None,
+        request_id: str | None = None,
+    ) -> None:
+        details: dict[str, Any] = {"stripe_code": stripe_code, "http_status": http_status}
+        if request_id:
+            details["request_id"] = request_id
+        super().__init__(message, None, "stripe_error", ExitCode.FAILED, details)
         self.stripe_code = stripe_code
         self.http_status = http_status
 

@@ -2,10 +2,18 @@
 
 - One ``stripe.StripeClient`` per gateway, pinned to ``API_VERSION`` (the version these
   parsers were written against), pointed at ``STRIPE_API_BASE`` when set.
-- The SDK retries connection errors, 409s and 5xx ``NETWORK_RETRIES`` times, with our
-  back-off and timeouts. It does not retry a plain 429 (Stripe's rate limit), so ``_call``
-  backs off and retries it, reusing the same idempotency key for POSTs.
-- Every Stripe error leaves as a ``BillingError`` with the contract's exit code (``_translate``).
+- Retries follow stripe-python's own rule (``HTTPClient._should_retry`` in
+  ``stripe/_http_client.py``): connection errors and timeouts, 409 and 5xx are retried
+  ``NETWORK_RETRIES`` times, and a ``Stripe-Should-Retry`` header overrides the status
+  either way (https://docs.stripe.com/error-low-level). A plain 429 carries no such header
+  (Stripe sends ``true`` only for lock timeouts, https://docs.stripe.com/rate-limits), so
+  the SDK does not retry it: ``_call`` backs off and retries it, reusing the idempotency
+  key of a POST, unless Stripe said ``Stripe-Should-Retry: false``.
+- Every command has one deadline for all its Stripe calls (``adapters.deadline``): each
+  request's timeout shrinks to the time left, and no retry starts after it; then the
+  command exits 75.
+- Every Stripe error leaves as a ``BillingError`` with the contract's exit code
+  (``_translate``, https://docs.stripe.com/api/errors).
 - Objects leave as plain JSON dictionaries in Stripe's shape.
 """
 
@@ -15,16 +23,17 @@ import functools
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from cloudgreet_billing.adapters.deadline import StripeDeadline
 from cloudgreet_billing.adapters.payments import (
     PaymentDeclined,
     StripeObject,
     StripeRequestFailed,
 )
-from cloudgreet_billing.config import redact
+from cloudgreet_billing.config import DEFAULT_STRIPE_TIMEOUT, redact
 from cloudgreet_billing.errors import BillingError, ExitCode, Unavailable
 
 if TYPE_CHECKING:
@@ -34,13 +43,14 @@ _T = TypeVar("_T")
 
 #: The API version this adapter and ``domain.mirror`` were written against.
 API_VERSION: Final = "2026-10-28.endive"
-#: Retries the SDK makes on connection errors, 409 and 5xx answers.
+#: Retries the SDK makes on connection errors, timeouts, 409 and 5xx answers.
 NETWORK_RETRIES: Final = 2
 #: Retries we make on 429 (rate limited), which the SDK leaves to us.
 RATE_LIMIT_RETRIES: Final = 4
 #: First back-off delay in seconds, doubled each retry (with jitter), capped at MAX_DELAY.
 RETRY_BASE_DELAY = 0.5
 MAX_DELAY: Final = 8.0
+#: Per-request ceilings; the command's deadline cuts them shorter when less time is left.
 CONNECT_TIMEOUT: Final = 10.0
 READ_TIMEOUT: Final = 40.0
 PAGE_SIZE: Final = 100
@@ -60,16 +70,61 @@ def backoff_delay(retry: int) -> float:
     return ceiling * (0.5 + random.random() / 2)
 
 
-def _http_client() -> stripe.HTTPClient:
+def _http_client(deadline: StripeDeadline) -> stripe.HTTPClient:
+    import requests
     import stripe
 
-    class BackoffRequestsClient(stripe.RequestsClient):
-        """The SDK's requests client with our timeouts and back-off between its retries."""
+    class DeadlineRequestsClient(stripe.RequestsClient):
+        """The SDK's requests client, held to the command's deadline, with our back-off.
+
+        The SDK decides whether to retry (``_should_retry``); this client only refuses a
+        retry that could not start before the deadline, and shrinks each try's timeouts
+        to the time left."""
+
+        _next_sleep = 0.0
+
+        def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            left = deadline.left()
+            if left <= 0:
+                deadline.expire()
+                connection_error: Any = stripe.APIConnectionError
+                raise connection_error("the deadline passed before this request")
+            connect, read = min(CONNECT_TIMEOUT, left), min(READ_TIMEOUT, left)
+            self._timeout = (connect, read)
+            try:
+                return super().request(method, url, *args, **kwargs)
+            except stripe.APIConnectionError as error:
+                cause = error.__cause__
+                cut_short = (
+                    connect < CONNECT_TIMEOUT
+                    if isinstance(cause, requests.exceptions.ConnectTimeout)
+                    else read < READ_TIMEOUT
+                    if isinstance(cause, requests.exceptions.Timeout)
+                    else False
+                )
+                if cut_short:
+                    deadline.expire()
+                raise
+
+        def _should_retry(
+            self,
+            response: Any,
+            api_connection_error: Any,
+            num_retries: int,
+            max_network_retries: int | None,
+        ) -> bool:
+            if deadline.expired or not super()._should_retry(
+                response, api_connection_error, num_retries, max_network_retries
+            ):
+                return False
+            self._next_sleep = backoff_delay(num_retries + 1)
+            # A retry that could only start after the deadline is not started.
+            return self._next_sleep < deadline.left()
 
         def _sleep_time_seconds(self, num_retries: int) -> float:
-            return backoff_delay(num_retries)
+            return self._next_sleep
 
-    return BackoffRequestsClient(timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+    return DeadlineRequestsClient(timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
 
 
 def _plain(obj: stripe.StripeObject) -> dict[str, Any]:
@@ -92,6 +147,7 @@ class StripeGateway:
         network_retries: int = NETWORK_RETRIES,
         rate_limit_retries: int = RATE_LIMIT_RETRIES,
         sleep: Callable[[float], None] = time.sleep,
+        deadline: StripeDeadline | None = None,
     ) -> None:
         import stripe
 
@@ -100,34 +156,60 @@ class StripeGateway:
         self._api_base = api_base or stripe.DEFAULT_API_BASE
         self._rate_limit_retries = rate_limit_retries
         self._sleep = sleep
+        self.deadline = deadline or StripeDeadline(DEFAULT_STRIPE_TIMEOUT)
         self._client = stripe.StripeClient(
             secret_key,
             stripe_version=API_VERSION,
             base_addresses={"api": api_base} if api_base else None,
             max_network_retries=network_retries,
-            http_client=_http_client(),
+            http_client=_http_client(self.deadline),
         )
 
     # --- the one place that talks to the SDK ---------------------------------------
     def _call(self, what: str, request: Callable[[], _T]) -> _T:
-        """Run one SDK request: retry 429s with back-off, translate every error."""
+        """Run one SDK request within the deadline: retry 429s with back-off (unless
+        Stripe says not to), translate every error."""
         import stripe
 
         retry = 0
-        while True:
-            try:
-                return request()
-            except stripe.RateLimitError as exc:
-                retry += 1
-                if retry > self._rate_limit_retries:
-                    raise Unavailable(
-                        f"Stripe kept rate-limiting {what} after {retry - 1} retries",
-                        hint="wait a minute and run it again",
-                        code="stripe_rate_limited",
-                    ) from exc
-                self._sleep(backoff_delay(retry))
-            except stripe.StripeError as exc:
-                raise _translate(exc, what, self._key_shown, self._api_base) from exc
+        with self.deadline.waiting(what):
+            while True:
+                if self.deadline.expired:
+                    raise self._too_slow(what)
+                try:
+                    return request()
+                except stripe.RateLimitError as exc:
+                    retry += 1
+                    delay = backoff_delay(retry)
+                    told_not_to = _header(exc, "stripe-should-retry") == "false"
+                    if told_not_to or retry > self._rate_limit_retries:
+                        raise Unavailable(
+                            f"Stripe rate-limited {what} and said not to retry"
+                            if told_not_to
+                            else f"Stripe kept rate-limiting {what} after {retry - 1} retries",
+                            hint="wait a minute and run it again",
+                            code="stripe_rate_limited",
+                            **_request_details(exc),
+                        ) from exc
+                    if delay >= self.deadline.left():
+                        raise self._too_slow(what, rate_limited=True) from exc
+                    self._sleep(delay)
+                except stripe.StripeError as exc:
+                    if isinstance(exc, stripe.APIConnectionError) and self.deadline.expired:
+                        raise self._too_slow(what) from exc
+                    raise _translate(exc, what, self._key_shown, self._api_base) from exc
+
+    def _too_slow(self, what: str, *, rate_limited: bool = False) -> Unavailable:
+        budget = f"{self.deadline.seconds:g} s"
+        how = "kept rate-limiting" if rate_limited else "did not answer in time to"
+        return Unavailable(
+            f"Stripe {how} {what}: {budget}, this command's limit for Stripe, has passed",
+            hint=f"Stripe may be slow or down, see status.stripe.com, or STRIPE_API_BASE may "
+            f"point at a server that does not answer; retry later, or raise "
+            f"{self.deadline.setting}",
+            code="stripe_timeout",
+            timeout_seconds=self.deadline.seconds,
+        )
 
     def _pages(
         self,
@@ -232,19 +314,50 @@ class StripeGateway:
         )
 
 
+def _header(exc: Exception, name: str) -> str | None:
+    headers = getattr(exc, "headers", None) or {}
+    value = headers.get(name)
+    return None if value is None else str(value)
+
+
+def _is_stripe_error(exc: Exception) -> bool:
+    """Whether the answer carried Stripe's error envelope, ``{"error": {...}}``. (The SDK
+    fills ``json_body`` with something else, even the headers, when the body is not JSON.)"""
+    body = getattr(exc, "json_body", None)
+    return isinstance(body, Mapping) and isinstance(body.get("error"), Mapping)
+
+
+def _request_details(exc: Exception) -> dict[str, Any]:
+    """Stripe's ``Request-Id`` of a failed request, for support and the audit log."""
+    request_id = getattr(exc, "request_id", None)
+    return {"request_id": request_id} if request_id else {}
+
+
 def _translate(exc: Exception, what: str, key_shown: str, api_base: str) -> BillingError:
-    """One Stripe error as the contract's error (see ``adapters.payments``)."""
+    """One Stripe error as the contract's error (see ``adapters.payments``).
+
+    Stripe's errors (https://docs.stripe.com/api/errors) carry a ``type`` and, for most
+    failures, a ``code``; a missing object is ``resource_missing`` naming the ``param``.
+    A 404 *without* that code is Stripe's "Unrecognized request URL": the route, not the
+    object, is unknown, which means STRIPE_API_BASE (or the API version) is wrong, never
+    that an invoice or customer is missing. An answer that is not JSON at all did not come
+    from Stripe's API either.
+    """
     import stripe
 
     message = getattr(exc, "user_message", None) or str(exc) or type(exc).__name__
     status = getattr(exc, "http_status", None)
-    code = getattr(exc, "code", None)
+    error = getattr(exc, "error", None)
+    # The SDK's generic APIError (a 409, say) leaves ``code`` on the parsed error only.
+    code = getattr(exc, "code", None) or getattr(error, "code", None)
+    request = _request_details(exc)
     if isinstance(exc, stripe.AuthenticationError):
         return BillingError(
             f"Stripe rejected the API key {key_shown} ({what})",
             hint="check STRIPE_SECRET_KEY: it may be revoked, mistyped or for another account",
             code="stripe_auth",
             exit_code=ExitCode.FAILED,
+            details=request,
         )
     if isinstance(exc, stripe.PermissionError):
         return BillingError(
@@ -252,6 +365,7 @@ def _translate(exc: Exception, what: str, key_shown: str, api_base: str) -> Bill
             hint="give the restricted key this permission, or use a secret key",
             code="stripe_permission",
             exit_code=ExitCode.FAILED,
+            details=request,
         )
     if isinstance(exc, stripe.APIConnectionError):
         return Unavailable(
@@ -264,8 +378,39 @@ def _translate(exc: Exception, what: str, key_shown: str, api_base: str) -> Bill
             f"Stripe failed to {what} (HTTP {status}) after retries: {message}",
             hint="Stripe may be having an incident (status.stripe.com); retry later",
             code="stripe_unavailable",
+            http_status=status,
+            **request,
         )
-    error = getattr(exc, "error", None)
+    if not _is_stripe_error(exc):
+        # The SDK's message would quote the whole body (an HTML page, say).
+        return _wrong_place(what, "the answer is not Stripe's JSON", status, api_base, request)
+    if status == 404 and code != "resource_missing":
+        return _wrong_place(what, message, status, api_base, request)
+    if status == 409:
+        # The SDK retried it already. ``idempotency_key_in_use``: the first request with
+        # this key is still running at Stripe (https://docs.stripe.com/error-low-level).
+        return Unavailable(
+            f"Stripe is still working on an earlier request to {what} with the same "
+            f"idempotency key ({message})"
+            if code == "idempotency_key_in_use"
+            else f"Stripe answered a conflict to {what} (HTTP 409): {message}",
+            hint="run it again in a minute: the same key makes Stripe do it at most once",
+            code="stripe_conflict",
+            http_status=status,
+            **request,
+        )
+    if isinstance(exc, stripe.IdempotencyError):
+        # Stripe refuses a key reused with other parameters
+        # (https://docs.stripe.com/api/idempotent_requests): our keys are built from what
+        # they protect, so this is a bug to report, never something to retry.
+        return BillingError(
+            f"Stripe refused to {what}: {message}",
+            hint="an idempotency key was reused for a different request; nothing was done. "
+            "Report this as a bug",
+            code="stripe_idempotency",
+            exit_code=ExitCode.FAILED,
+            details=request,
+        )
     decline_code = getattr(error, "decline_code", None) if error is not None else None
     if isinstance(exc, stripe.CardError) or code in _DECLINE_CODES:
         return PaymentDeclined(
@@ -274,7 +419,38 @@ def _translate(exc: Exception, what: str, key_shown: str, api_base: str) -> Bill
             stripe_code=code,
         )
     return StripeRequestFailed(
-        f"Stripe refused to {what}: {message}", stripe_code=code, http_status=status
+        f"Stripe refused to {what}: {message}",
+        stripe_code=code,
+        http_status=status,
+        request_id=request.get("request_id"),
+    )
+
+
+def _wrong_place(
+    what: str, message: str, status: int | None, api_base: str, request: dict[str, Any]
+) -> BillingError:
+    """The answer of a server that is not Stripe's API at this address (exit 2)."""
+    import stripe
+
+    if api_base.rstrip("/") == stripe.DEFAULT_API_BASE:
+        hint = (
+            f"Stripe itself does not offer this request at API version {API_VERSION}; "
+            "report this as a bug"
+        )
+    elif api_base.rstrip("/").endswith("/v1"):
+        hint = f"set STRIPE_API_BASE to the host alone, without /v1 (it is {api_base})"
+    else:
+        hint = (
+            f"check STRIPE_API_BASE (it is {api_base}): unset it to use "
+            f"{stripe.DEFAULT_API_BASE}, or give the address of a Stripe API server"
+        )
+    return BillingError(
+        f"the server at {api_base} does not know the request to {what} "
+        f"(HTTP {status}: {message}); this is a configuration error, not a missing object",
+        hint=hint,
+        code="stripe_unrecognized_url",
+        exit_code=ExitCode.BAD_INPUT,
+        details={"http_status": status, **request},
     )
 
 

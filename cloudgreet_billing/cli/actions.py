@@ -1,7 +1,9 @@
 """``retry``, ``resend-link``, ``portal``: operator actions that reach Stripe or a customer.
 
 Every one shows test or LIVE mode on stderr first, asks on a terminal (``--yes`` when
-there is none), can print its exact request instead (``--dry-run``), and is audited.
+there is none), can print its exact request instead (``--dry-run``), and is audited. A dry
+run applies every check the real run applies, reading Stripe when a key is set and the
+local mirror when none is (it needs no key), and exits as the real run would.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from cloudgreet_billing.cli.render import money
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from cloudgreet_billing.adapters.payments import RequestPreview
+    from cloudgreet_billing.adapters.payments import PaymentGateway, RequestPreview
     from cloudgreet_billing.cli.context import AppContext
     from cloudgreet_billing.services.actions import Banner, ConfirmRequest, Safety
 
@@ -28,7 +30,11 @@ TargetArg = Annotated[
 ]
 DryRunFlag = Annotated[
     bool,
-    typer.Option("--dry-run", help="Print the exact Stripe request (and key); send nothing."),
+    typer.Option(
+        "--dry-run",
+        help="Check as a real run would, print the exact request; send nothing. No key "
+        "needed: without one it checks the local mirror.",
+    ),
 ]
 YesFlag = Annotated[
     bool,
@@ -41,6 +47,20 @@ def interactive() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty()
 
 
+def _gateway(context: AppContext, *, dry_run: bool) -> PaymentGateway | None:
+    """Stripe, held to the command's deadline; None for a dry run with no key set."""
+    from cloudgreet_billing.bootstrap import open_gateway
+    from cloudgreet_billing.cli.output import stripe_is_slow
+
+    if dry_run and not context.settings.stripe_secret_key:
+        return None
+    return open_gateway(context.settings, on_slow=stripe_is_slow)
+
+
+def _mode_label(mode: str | None) -> str:
+    return "LIVE" if mode == "live" else "test"
+
+
 def _safety(context: AppContext, *, dry_run: bool, yes: bool) -> Safety:
     from cloudgreet_billing.config import redact
     from cloudgreet_billing.services.actions import Safety
@@ -48,14 +68,17 @@ def _safety(context: AppContext, *, dry_run: bool, yes: bool) -> Safety:
     key_shown = redact(context.settings.stripe_secret_key)
 
     def show_banner(banner: Banner) -> None:
-        mode = "LIVE" if banner.mode == "live" else "test"
-        parts = [f"Stripe {mode} mode"]
-        if banner.account_id:
-            name = f" ({banner.account_name})" if banner.account_name else ""
-            parts.append(f"account {banner.account_id}{name}")
-        parts.append(f"key {key_shown}")
+        if banner.mode is None:
+            parts = ["no Stripe key set"]
+        else:
+            parts = [f"Stripe {_mode_label(banner.mode)} mode"]
+            if banner.account_id:
+                name = f" ({banner.account_name})" if banner.account_name else ""
+                parts.append(f"account {banner.account_id}{name}")
+            parts.append(f"key {key_shown}")
         if banner.dry_run:
-            parts.append("dry run: nothing will be sent")
+            checked = "the local mirror" if banner.mode is None else "Stripe"
+            parts.append(f"dry run: checks {checked}, sends nothing")
         sys.stderr.write(" · ".join(parts) + "\n")
 
     def describe(request: ConfirmRequest) -> None:
@@ -93,22 +116,57 @@ def _safety(context: AppContext, *, dry_run: bool, yes: bool) -> Safety:
     )
 
 
-def _request_lines(console: Console, request: RequestPreview) -> None:
-    import json
+class _Preview:
+    """What every dry run shows besides its request: the key a real run would use and
+    where the checks read their state."""
 
-    console.print("dry run: nothing was sent. The request:")
-    console.print(f"  {request.method} {request.path}")
-    console.print(f"  Idempotency-Key: {request.idempotency_key}")
-    params = json.dumps(dict(request.params), sort_keys=True) if request.params else "(none)"
-    console.print(f"  params: {params}")
+    def __init__(self, context: AppContext, result: Any) -> None:
+        from cloudgreet_billing.config import redact
+
+        settings = context.settings
+        self.key = redact(settings.stripe_secret_key) or None
+        self.mode = settings.stripe_mode
+        self.source: str = result.source
+        self.request: RequestPreview | None = result.request
+
+    def json(self, data: dict[str, Any]) -> dict[str, Any]:
+        from cloudgreet_billing.services.actions import request_json
+
+        extra: dict[str, Any] = {
+            "dry_run": True,
+            "stripe_key": self.key,
+            "mode": self.mode,
+            "checked_against": self.source,
+        }
+        if self.request is not None:
+            extra["request"] = request_json(self.request)
+        return {**data, **extra}
+
+    def lines(self, console: Console) -> None:
+        import json
+
+        if self.request is not None:
+            console.print("dry run: nothing was sent. The request:")
+            console.print(f"  {self.request.method} {self.request.path}")
+            console.print(f"  Idempotency-Key: {self.request.idempotency_key}")
+            params = self.request.params
+            shown = json.dumps(dict(params), sort_keys=True) if params else "(none)"
+            console.print(f"  params: {shown}")
+        else:
+            console.print("dry run: nothing was sent, and a real run would send nothing.")
+        if self.key is None:
+            console.print("  key: none (STRIPE_SECRET_KEY is not set; a real run needs one)")
+        else:
+            console.print(f"  key: {self.key} ({_mode_label(self.mode)} mode)")
+        if self.source == "mirror":
+            console.print("  checked against: the local mirror (no key; Stripe may know better)")
+        else:
+            console.print("  checked against: Stripe, just now")
 
 
-def _with_request(data: dict[str, Any], request: RequestPreview | None) -> dict[str, Any]:
-    if request is None:
-        return data
-    from cloudgreet_billing.services.actions import request_json
-
-    return {**data, "dry_run": True, "request": request_json(request)}
+def _emit(context: AppContext, result: Any, human: Any) -> None:
+    data = result.as_json()
+    emit(_Preview(context, result).json(data) if result.dry_run else data, human)
 
 
 def retry(
@@ -128,14 +186,12 @@ def retry(
 
     Example: cloudgreet-billing retry in_1PqR2sT3 --dry-run
     """
-    from cloudgreet_billing.bootstrap import open_gateway
     from cloudgreet_billing.services.actions import retry_payment
 
     context = app_context(ctx)
-    gateway = open_gateway(context.settings)
     result = retry_payment(
         context.store(),
-        gateway,
+        _gateway(context, dry_run=dry_run),
         target,
         safety=_safety(context, dry_run=dry_run, yes=yes),
         actor=context.settings.actor,
@@ -143,14 +199,20 @@ def retry(
     )
 
     def human(console: Console) -> None:
-        amount = money(result.amount_due, result.currency)
-        if result.request is not None:
-            console.print(f"invoice {result.invoice_id}: {amount}, {result.status} (mirror)")
-            _request_lines(console, result.request)
+        amount = money(result.amount, result.currency)
+        if result.dry_run:
+            if result.outcome == "already_paid":
+                console.print(
+                    f"invoice {result.invoice_id} is already paid: a real run charges nothing"
+                    + (f" and resolves alert {result.alert_id}" if result.alert_id else "")
+                )
+            else:
+                console.print(f"would charge {amount} for invoice {result.invoice_id}")
+            _Preview(context, result).lines(console)
             if result.paused:
-                console.print("dunning is paused: a real run needs --force")
+                console.print("dunning is paused: --force charges anyway")
             return
-        if result.outcome == "processing":
+        if result.outcome == "submitted":
             console.print(
                 f"payment submitted for {result.invoice_id} ({amount}); Stripe has not "
                 "confirmed it yet, so the alert stays open until sync sees it paid"
@@ -169,7 +231,7 @@ def retry(
             tail.append(f"{result.canceled_steps} pending dunning step(s) canceled")
         console.print(head + (f" ({'; '.join(tail)})" if tail else ""))
 
-    emit(_with_request(result.as_json(), result.request), human)
+    _emit(context, result, human)
 
 
 def resend_link(
@@ -181,19 +243,17 @@ def resend_link(
 ) -> None:
     """Have Stripe email an open invoice, with its pay link, to the customer again.
 
-    Invoices that are not open (draft, paid, void, uncollectible) are refused without
-    calling Stripe. At most one send per invoice and day.
+    A paid invoice needs nothing (exit 0); a draft, void or uncollectible one is refused
+    (exit 2) before anything is sent. At most one send per invoice and day.
 
     Example: cloudgreet-billing resend-link 42 --yes
     """
-    from cloudgreet_billing.bootstrap import open_gateway
     from cloudgreet_billing.services.actions import resend_link as resend
 
     context = app_context(ctx)
-    gateway = open_gateway(context.settings)
     result = resend(
         context.store(),
-        gateway,
+        _gateway(context, dry_run=dry_run),
         target,
         safety=_safety(context, dry_run=dry_run, yes=yes),
         actor=context.settings.actor,
@@ -201,21 +261,24 @@ def resend_link(
 
     def human(console: Console) -> None:
         amount = money(result.amount_due, result.currency)
-        if result.request is not None:
-            console.print(f"invoice {result.invoice_id}: {amount}, {result.status} (mirror)")
-            _request_lines(console, result.request)
+        if result.outcome == "already_paid":
+            console.print(f"invoice {result.invoice_id} is already paid; nothing was sent")
         elif result.earlier is not None:
             console.print(
                 f"invoice {result.invoice_id} was already resent today "
                 f"({result.earlier.occurred_at:%H:%M} UTC by {result.earlier.actor}); "
                 "Stripe will not send it again today"
             )
+        elif result.dry_run:
+            console.print(f"would have Stripe email invoice {result.invoice_id} ({amount})")
         else:
             console.print(f"Stripe is emailing invoice {result.invoice_id} ({amount}) again")
             if result.hosted_invoice_url:
                 console.print(f"pay link: {result.hosted_invoice_url}")
+        if result.dry_run:
+            _Preview(context, result).lines(console)
 
-    emit(_with_request(result.as_json(), result.request), human)
+    _emit(context, result, human)
 
 
 def portal(
@@ -250,12 +313,12 @@ def portal(
 
     Example: cloudgreet-billing portal cus_Q1w2E3 --send
     """
-    from cloudgreet_billing.bootstrap import open_email_sender, open_gateway
+    from cloudgreet_billing.bootstrap import open_email_sender
     from cloudgreet_billing.services.actions import portal_link
 
     context = app_context(ctx)
     settings = context.settings
-    gateway = open_gateway(settings)
+    gateway = _gateway(context, dry_run=dry_run)
     email = open_email_sender(settings) if send and not dry_run else None
     try:
         result = portal_link(
@@ -274,20 +337,25 @@ def portal(
             email.close()
 
     def human(console: Console) -> None:
-        if result.request is not None:
-            _request_lines(console, result.request)
-            if send:
-                console.print(f"then email the link to {result.email_to or 'the customer'}")
-            return
         if result.earlier is not None:
             console.print(
                 f"a portal link was already emailed to {result.email_to} today "
                 f"({result.earlier.occurred_at:%H:%M} UTC by {result.earlier.actor}); "
                 "not sending another"
             )
-            return
-        console.print(result.url or "")
-        if result.sent:
-            console.print(f"emailed to {result.email_to}; noted on the alert")
+        elif result.dry_run:
+            console.print(f"would make a portal link for {result.customer_id}")
+            if send:
+                console.print(
+                    f"then email it to {result.email_to}"
+                    if result.email_to
+                    else "then email it to the customer's address in Stripe"
+                )
+        else:
+            console.print(result.url or "")
+            if result.sent:
+                console.print(f"emailed to {result.email_to}; noted on the alert")
+        if result.dry_run:
+            _Preview(context, result).lines(console)
 
-    emit(_with_request(result.as_json(), result.request), human)
+    _emit(context, result, human)

@@ -313,8 +313,9 @@ def reconcile(
         invoices, source = service.read_invoices_file(invoices_file), "file"
     else:
         from cloudgreet_billing.bootstrap import open_gateway
+        from cloudgreet_billing.cli.output import stripe_is_slow
 
-        gateway = open_gateway(context.settings)
+        gateway = open_gateway(context.settings, batch=True, on_slow=stripe_is_slow)
         note(f"listing invoices from Stripe ({gateway.mode} mode)")
         invoices, source = service.pull_invoices(gateway, store, window, now), "api"
     report = service.reconcile(

@@ -23,6 +23,8 @@ from cloudgreet_billing.errors import BillingError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from cloudgreet_billing.adapters.deadline import SlowStripe
+
 _json_mode: ContextVar[bool] = ContextVar("json_mode", default=False)
 
 
@@ -87,6 +89,16 @@ def note(message: str) -> None:
     """A line for people on stderr (store in use, progress notes); silent in JSON mode."""
     if not json_mode():
         sys.stderr.write(message + "\n")
+
+
+def stripe_is_slow(slow: SlowStripe) -> None:
+    """Told by the gateway (from a timer thread) when Stripe keeps a command waiting: a
+    warning, so it is shown in JSON mode too (stdout stays JSON)."""
+    sys.stderr.write(
+        f"Stripe is slow: no answer yet to {slow.what} after {round(slow.waited, 1):g} s; "
+        f"waiting at most {slow.seconds:g} s in all ({slow.setting})\n"
+    )
+    sys.stderr.flush()
 
 
 def fail(error: BillingError) -> int:

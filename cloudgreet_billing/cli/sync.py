@@ -64,6 +64,7 @@ def sync(
     Example: stripe listen --print-json | cloudgreet-billing sync --events-file -
     """
     from cloudgreet_billing.bootstrap import open_gateway
+    from cloudgreet_billing.cli.output import stripe_is_slow
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.domain.timefmt import parse_instant
     from cloudgreet_billing.errors import BadInput
@@ -81,13 +82,13 @@ def sync(
         store = context.store()
         report = _from_file(store, events_file, now, planner_for(settings))
     elif backfill:
-        gateway = open_gateway(settings)
+        gateway = open_gateway(settings, batch=True, on_slow=stripe_is_slow)
         store = context.store()
         note(f"stripe: {gateway.mode} mode")
         with progress_bar("backfill") as progress:
             report = service.backfill(store, gateway, now=now, progress=progress)
     else:
-        gateway = open_gateway(settings)
+        gateway = open_gateway(settings, batch=True, on_slow=stripe_is_slow)
         store = context.store()
         note(f"stripe: {gateway.mode} mode")
         with progress_bar("events") as progress:

@@ -63,6 +63,8 @@ def test_portal_makes_a_link_returning_to_admin_billing(
         "url": SESSION_URL,
         "return_url": RETURN_URL,
         "sent": False,
+        "outcome": "created",
+        "email_to": None,
     }
     [create] = stripe.requests_to("POST", SESSIONS)
     assert create.form == {"customer": CUSTOMER_ID, "return_url": RETURN_URL}
@@ -129,6 +131,8 @@ def test_send_emails_the_link_and_notes_the_alert(
         "url": SESSION_URL,
         "return_url": RETURN_URL,
         "sent": True,
+        "outcome": "sent",
+        "email_to": "ap@acme-dental.test",
     }
     assert "Stripe test mode · account acct_1TestCloudGreet" in result.stderr
     [(recipients, message)] = smtp.messages
@@ -208,6 +212,8 @@ def test_send_prompt_shows_customer_invoice_and_amount(
 
 @pytest.mark.usefixtures("app_url")
 def test_send_dry_run_sends_nothing(stripe: FakeStripe, seeded: Any, smtp: MailSink) -> None:
+    stripe.reply("GET", f"/v1/customers/{CUSTOMER_ID}", customer())
+
     result = run("portal", "1", "--send", "--dry-run", "--json")
 
     assert result.exit_code == 0, result.output
@@ -217,7 +223,11 @@ def test_send_dry_run_sends_nothing(stripe: FakeStripe, seeded: Any, smtp: MailS
         "params": {"customer": CUSTOMER_ID, "return_url": RETURN_URL},
         "idempotency_key": KEY,
     }
-    assert stripe.requests == []
+    # It reads the account and the customer, as checks; it creates no session.
+    assert [(r.method, r.path) for r in stripe.requests] == [
+        ("GET", "/v1/account"),
+        ("GET", f"/v1/customers/{CUSTOMER_ID}"),
+    ]
     assert smtp.messages == []
     assert story(seeded, CUSTOMER_ID) == [("portal", "dry_run", KEY)]
 

@@ -49,6 +49,7 @@ def test_open_invoice_is_sent_by_stripe(stripe: FakeStripe, seeded: Any) -> None
         "hosted_invoice_url": f"https://invoice.stripe.com/i/acct_test/{INVOICE_ID}",
         "alert_id": 1,
         "sent": True,
+        "outcome": "sent",
     }
     assert "Stripe test mode · account acct_1TestCloudGreet" in result.stderr
     [send] = stripe.requests_to("POST", SEND)
@@ -79,24 +80,35 @@ def test_a_second_resend_the_same_day_sends_nothing(stripe: FakeStripe, seeded: 
 @pytest.mark.parametrize(
     ("status", "reason", "suggests_portal"),
     [
-        ("paid", "already paid", False),
-        ("void", "void", False),
-        ("draft", "draft", False),
-        ("uncollectible", "uncollectible", True),
+        ("void", "is void: nothing is owed on it", False),
+        ("draft", "is a draft, not yet finalized", False),
+        ("uncollectible", "is marked uncollectible", True),
     ],
 )
-def test_invoices_that_are_not_open_are_refused_without_calling_send(
+def test_invoices_that_are_not_open_exit_2_without_calling_send(
     stripe: FakeStripe, seeded: Any, status: str, reason: str, suggests_portal: bool
 ) -> None:
     stripe.reply("GET", GET, invoice(status))
 
     result = run("resend-link", "1", "--yes")
 
-    assert result.exit_code == 3
-    assert reason in result.stderr
+    # The same condition exits as it does in retry: the invoice cannot take the action.
+    assert result.exit_code == 2
+    assert f"invoice {INVOICE_ID} {reason}" in result.stderr
     assert ("portal 1 --send" in result.stderr) is suggests_portal
     assert stripe.requests_to("POST", SEND) == []
     assert story(seeded) == [("resend-link", "refused", None)]
+
+
+def test_a_paid_invoice_needs_nothing_sent_and_exits_0(stripe: FakeStripe, seeded: Any) -> None:
+    stripe.reply("GET", GET, invoice("paid"))
+
+    result = run("resend-link", "1", "--yes", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert (data(result)["outcome"], data(result)["sent"]) == ("already_paid", False)
+    assert stripe.requests_to("POST", SEND) == []
+    assert story(seeded) == [("resend-link", "already_paid", None)]
 
 
 def test_stripe_refusal_is_one_line_with_stripes_message(stripe: FakeStripe, seeded: Any) -> None:
@@ -128,6 +140,8 @@ def test_stripe_refusal_is_one_line_with_stripes_message(stripe: FakeStripe, see
 
 
 def test_dry_run_prints_the_request_and_sends_nothing(stripe: FakeStripe, seeded: Any) -> None:
+    stripe.reply("GET", GET, invoice("open"))
+
     result = run("resend-link", "1", "--dry-run", "--json")
 
     assert result.exit_code == 0, result.output
@@ -138,7 +152,7 @@ def test_dry_run_prints_the_request_and_sends_nothing(stripe: FakeStripe, seeded
         "idempotency_key": KEY,
     }
     assert data(result)["sent"] is False
-    assert stripe.requests == []
+    assert [(r.method, r.path) for r in stripe.requests] == [("GET", "/v1/account"), ("GET", GET)]
     assert story(seeded) == [("resend-link", "dry_run", KEY)]
 
 

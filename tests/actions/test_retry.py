@@ -61,6 +61,8 @@ def test_success_resolves_the_alert_cancels_dunning_and_mirrors_the_invoice(
         "alert_id": 1,
         "alert_status": "resolved",
         "decline_code": None,
+        "outcome": "paid",
+        "amount": 12000,
     }
     assert "Stripe test mode · account acct_1TestCloudGreet (CloudGreet Test)" in result.stderr
     [pay] = stripe.requests_to("POST", PAY)
@@ -274,9 +276,11 @@ def test_server_error_exits_75_and_the_audit_says_unavailable(
 
     assert result.exit_code == 75
     assert "HTTP 500" in result.stderr
-    pays = stripe.requests_to("POST", PAY)
-    assert len(pays) > 1
-    assert {request.idempotency_key for request in pays} == {KEY}
+    assert "may or may not have charged it" in result.stderr
+    # Stripe saved the 500 under the key and says Stripe-Should-Retry: false (a retry
+    # would only replay it), so the SDK does not try again.
+    [pay] = stripe.requests_to("POST", PAY)
+    assert pay.idempotency_key == KEY
     assert alert_row(seeded, 1)["status"] == "open"
     assert step_statuses(seeded) == ["scheduled", "scheduled", "scheduled"]
     assert story(seeded) == [("retry", "intent", KEY), ("retry", "unavailable", KEY)]
@@ -298,17 +302,26 @@ def test_refused_connection_exits_75_and_is_audited(
 
 
 def test_dry_run_prints_the_request_and_sends_nothing(stripe: FakeStripe, seeded: Any) -> None:
+    stripe.reply("GET", GET, invoice("open"))
+
     result = run("retry", "1", "--dry-run")
 
     assert result.exit_code == 0, result.output
+    assert f"would charge $120.00 for invoice {INVOICE_ID}" in result.stdout
     assert f"POST {PAY}" in result.stdout
     assert f"Idempotency-Key: {KEY}" in result.stdout
-    assert "dry run: nothing will be sent" in result.stderr
-    assert stripe.requests == []
+    assert "key: sk_test_…0000 (test mode)" in result.stdout
+    assert "checked against: Stripe, just now" in result.stdout
+    assert "dry run: checks Stripe, sends nothing" in result.stderr
+    # It reads what a real run reads, and sends nothing.
+    assert [(r.method, r.path) for r in stripe.requests] == [("GET", "/v1/account"), ("GET", GET)]
     assert story(seeded) == [("retry", "dry_run", KEY)]
+    assert seeded.audit_trail(INVOICE_ID)[0].details["dry_run"] is True
 
 
 def test_dry_run_json_shows_the_request(stripe: FakeStripe, seeded: Any) -> None:
+    stripe.reply("GET", GET, invoice("open"))
+
     result = run("retry", "1", "--dry-run", "--json")
 
     assert result.exit_code == 0, result.output
@@ -319,7 +332,10 @@ def test_dry_run_json_shows_the_request(stripe: FakeStripe, seeded: Any) -> None
         "idempotency_key": KEY,
     }
     assert data(result)["dry_run"] is True
-    assert stripe.requests == []
+    assert (data(result)["outcome"], data(result)["amount"]) == ("dry_run", 12000)
+    assert data(result)["stripe_key"] == "sk_test_…0000"
+    assert (data(result)["mode"], data(result)["checked_against"]) == ("test", "stripe")
+    assert stripe.requests_to("POST", PAY) == []
 
 
 def test_not_interactive_without_yes_exits_3_before_any_request(
@@ -430,7 +446,7 @@ def test_two_concurrent_retries_send_one_idempotency_key_and_charge_once(
     stripe: FakeStripe, seeded: Any
 ) -> None:
     both_read = threading.Barrier(2, timeout=10)
-    charges: dict[str, dict[str, Any]] = {}
+    charges: dict[str, list[dict[str, Any]]] = {}
     lock = threading.Lock()
 
     def read(request: Recorded) -> Reply:
@@ -438,11 +454,12 @@ def test_two_concurrent_retries_send_one_idempotency_key_and_charge_once(
         return Reply(200, invoice("open"))
 
     def pay(request: Recorded) -> Reply:
-        # Stripe's idempotency: the same key answers with the first result, charging once.
+        # The fake's idempotency layer replays the first answer to a key (or answers 409
+        # while it runs, which the SDK retries), so this runs once per key: one charge.
         with lock:
             key = request.idempotency_key or ""
-            charges.setdefault(key, invoice("paid"))
-            return Reply(200, charges[key])
+            charges.setdefault(key, []).append(invoice("paid"))
+            return Reply(200, charges[key][0])
 
     stripe.reply("GET", GET, read)
     stripe.reply("POST", PAY, pay)
@@ -474,9 +491,9 @@ def test_two_concurrent_retries_send_one_idempotency_key_and_charge_once(
         thread.join(timeout=30)
 
     assert failures == []
-    keys = [request.idempotency_key for request in stripe.requests_to("POST", PAY)]
-    assert keys == [KEY, KEY]
-    assert list(charges) == [KEY]
+    keys = {request.idempotency_key for request in stripe.requests_to("POST", PAY)}
+    assert keys == {KEY}
+    assert [(key, len(made)) for key, made in charges.items()] == [(KEY, 1)]
     assert [result.status for result in results] == ["paid", "paid"]
     assert sorted(outcome for _, outcome, _ in story(seeded)) == [
         "intent",
@@ -540,3 +557,96 @@ def test_from_cron_without_yes_a_real_process_exits_3_and_sends_nothing(
     assert finished.returncode == 3, finished.stderr
     assert "--yes" in finished.stderr
     assert stripe.requests == []
+
+
+def test_after_a_500_the_next_retry_reads_the_invoice_and_sends_a_new_key(
+    stripe: FakeStripe, seeded: Any
+) -> None:
+    # Stripe keeps a 500 under its key for 24 hours: the same key would get it back.
+    stripe.reply("GET", GET, invoice("open"))
+    stripe.reply("POST", PAY, server_error(), invoice("paid"))
+
+    first = run("retry", "1", "--yes")
+    second = run("retry", "1", "--yes", "--json")
+
+    assert (first.exit_code, second.exit_code) == (75, 0), second.output
+    assert [r.idempotency_key for r in stripe.requests_to("POST", PAY)] == [KEY, f"{KEY}.1"]
+    assert data(second)["outcome"] == "paid"
+    assert len(stripe.requests_to("GET", GET)) == 2
+
+
+def test_a_timeout_keeps_the_key_so_stripe_can_replay_what_it_did(
+    stripe: FakeStripe, seeded: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    monkeypatch.setenv("STRIPE_TIMEOUT_SECONDS", "1")
+    stripe.reply("GET", GET, invoice("open"))
+
+    charged = threading.Event()
+
+    def charged_but_slow(request: Recorded) -> Reply:
+        time.sleep(1.2)  # Stripe charges; the answer comes after our deadline
+        charged.set()
+        return Reply(200, invoice("paid"))
+
+    stripe.reply("POST", PAY, charged_but_slow)
+
+    first = run("retry", "1", "--yes")
+    # While Stripe still works on the first request, the same key is "in use": 75.
+    meanwhile = run("retry", "1", "--yes", "--json")
+    assert charged.wait(5)
+    second = run("retry", "1", "--yes", "--json")
+
+    assert first.exit_code == 75
+    assert "may or may not have charged it" in first.stderr
+    assert (meanwhile.exit_code, error(meanwhile)["code"]) == (75, "stripe_conflict")
+    assert second.exit_code == 0, second.output
+    assert data(second)["outcome"] == "paid"
+    # The key stayed the same, so Stripe replayed the charge it made instead of making two.
+    assert {r.idempotency_key for r in stripe.requests_to("POST", PAY)} == {KEY}
+    assert [line.outcome for line in seeded.audit_trail(INVOICE_ID)][-1] == "paid"
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [
+        (card_declined("insufficient_funds"), "declined"),
+        (Reply(402, requires_action_body()), "requires_action"),
+    ],
+)
+def test_retry_json_says_a_failed_outcome_and_the_amount(
+    stripe: FakeStripe, seeded: Any, answer: Reply, outcome: str
+) -> None:
+    stripe.reply("GET", GET, invoice("open"))
+    stripe.reply("POST", PAY, answer)
+
+    result = run("retry", "1", "--yes", "--json")
+
+    assert result.exit_code == 1
+    body = error(result)
+    assert (body["outcome"], body["amount"], body["currency"]) == (outcome, 12000, "usd")
+    assert {"invoice_id", "status", "amount_paid", "alert_id", "alert_status", "decline_code"} <= (
+        set(body)
+    )
+
+
+def test_retry_json_says_already_paid_and_charges_nothing(stripe: FakeStripe, seeded: Any) -> None:
+    stripe.reply("GET", GET, invoice("paid"))
+
+    result = run("retry", "1", "--yes", "--json")
+
+    assert (data(result)["outcome"], data(result)["amount"]) == ("already_paid", 0)
+
+
+def test_retry_json_says_submitted_when_stripe_has_not_confirmed(
+    stripe: FakeStripe, seeded: Any
+) -> None:
+    stripe.reply("GET", GET, invoice("open"))
+    stripe.reply("POST", PAY, invoice("open"))
+
+    result = run("retry", "1", "--yes", "--json")
+
+    assert result.exit_code == 0
+    assert (data(result)["outcome"], data(result)["amount"]) == ("submitted", 12000)
+    assert (data(result)["status"], data(result)["alert_status"]) == ("open", "open")

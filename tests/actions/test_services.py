@@ -197,9 +197,9 @@ def test_a_payment_still_processing_leaves_the_alert_open(store: Any) -> None:
 
     result = retry_payment(store, gateway, "1", safety=yes(), actor="tester@ci")
 
-    assert (result.outcome, result.status, result.alert_status) == ("processing", "open", "open")
+    assert (result.outcome, result.status, result.alert_status) == ("submitted", "open", "open")
     assert alert_row(store, 1)["status"] == "open"
-    assert story(store) == [("retry", "intent", KEY), ("retry", "processing", KEY)]
+    assert story(store) == [("retry", "intent", KEY), ("retry", "submitted", KEY)]
 
 
 def test_an_uncollectible_invoice_can_still_be_charged(store: Any) -> None:

@@ -109,3 +109,23 @@ def test_a_url_password_is_redacted_as_written_and_decoded():
     env = {"SMTP_URL": "smtp://mailer:hunter2%40x@mail:587"}
     scrubbed = scrub_secrets("login as mailer with hunter2@x (hunter2%40x) refused", env)
     assert "hunter2@x" not in scrubbed and "hunter2%40x" not in scrubbed
+
+
+def test_stripe_deadlines_default_to_20_and_300_seconds_and_accept_fractions():
+    assert (load_settings({}).stripe_timeout, load_settings({}).stripe_batch_timeout) == (20, 300)
+    settings = load_settings(
+        {"STRIPE_TIMEOUT_SECONDS": "2.5", "STRIPE_BATCH_TIMEOUT_SECONDS": " 600 "}
+    )
+    assert (settings.stripe_timeout, settings.stripe_batch_timeout) == (2.5, 600)
+    assert settings.describe()["STRIPE_TIMEOUT_SECONDS"] == "2.5"
+    assert "STRIPE_TIMEOUT_SECONDS" not in load_settings({}).describe()  # a default is not "set"
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan", "inf", "1e9", "20s"])
+def test_a_stripe_deadline_must_be_a_sane_number_of_seconds(value):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"STRIPE_TIMEOUT_SECONDS": value})
+    assert caught.value.message == (
+        f"STRIPE_TIMEOUT_SECONDS must be a number of seconds above 0, not {value!r}"
+    )
+    assert caught.value.exit_code == 2

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -12,12 +14,14 @@ from typer.testing import CliRunner
 from cloudgreet_billing.adapters.payments import PaymentDeclined, StripeRequestFailed
 from cloudgreet_billing.adapters.stripe import API_VERSION, StripeGateway
 from cloudgreet_billing.cli import app
-from cloudgreet_billing.errors import ExitCode, Unavailable
+from cloudgreet_billing.errors import BillingError, ExitCode, Unavailable
 from tests.stripe_fake import (
+    TEST_API_KEY,
     FakeStripe,
     Reply,
     card_declined,
     error_body,
+    not_found,
     rate_limited,
     server_error,
     unused_port,
@@ -160,3 +164,66 @@ def test_sync_exits_75_when_stripe_fails(fake: FakeStripe, store_env: str) -> No
     result = CliRunner().invoke(app, ["sync", "--json"])
     assert result.exit_code == 75
     assert json.loads(result.stdout)["error"]["code"] == "stripe_unavailable"
+
+
+def test_a_missing_object_stays_a_refusal_naming_resource_missing(fake: FakeStripe) -> None:
+    fake.reply("GET", "/v1/invoices/in_1", not_found("invoice", "in_1"))
+
+    with pytest.raises(StripeRequestFailed) as caught:
+        gateway(fake).retrieve_invoice("in_1")
+
+    assert (caught.value.stripe_code, caught.value.http_status) == ("resource_missing", 404)
+    assert caught.value.details["request_id"].startswith("req_")
+
+
+@pytest.mark.parametrize(
+    ("suffix", "hint"),
+    [
+        ("/not-stripe", "check STRIPE_API_BASE"),
+        ("/v1", "without /v1"),
+    ],
+)
+def test_an_unrecognized_route_is_a_configuration_error(
+    fake: FakeStripe, suffix: str, hint: str
+) -> None:
+    fake.expect_unrecognized = True
+    wrong = StripeGateway(fake.api_key, api_base=fake.url + suffix)
+
+    with pytest.raises(BillingError) as caught:
+        wrong.retrieve_invoice("in_1")
+
+    assert not isinstance(caught.value, StripeRequestFailed)
+    assert (caught.value.code, caught.value.exit_code) == ("stripe_unrecognized_url", 2)
+    assert f"(GET: {suffix}/v1/invoices/in_1)" in caught.value.message
+    assert hint in (caught.value.hint or "")
+
+
+def test_a_server_that_answers_html_is_not_stripe() -> None:
+    page = b"<html><body><h1>404 Not Found</h1>" + b"x" * 5000 + b"</body></html>"
+
+    class Html(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Html)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        with pytest.raises(BillingError) as caught:
+            StripeGateway(TEST_API_KEY, api_base=f"http://{host}:{port}").retrieve_account()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    assert (caught.value.code, caught.value.exit_code) == ("stripe_unrecognized_url", 2)
+    assert "the answer is not Stripe's JSON" in caught.value.message
+    assert "<html" not in caught.value.message

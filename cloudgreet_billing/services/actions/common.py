@@ -4,9 +4,14 @@ An action runs in a fixed order, so that each refusal happens before anything re
 Stripe or a customer:
 
 1. resolve the target from the store (an alert id, ``in_…``, or ``cus_…`` for ``portal``);
-2. refuse when the operator cannot confirm (no TTY and no ``--yes``);
-3. a dry run builds the exact request from the mirror and stops;
-4. otherwise show the mode and account, read fresh state from Stripe, ask, and act.
+2. refuse what the action's own rules forbid (``retry`` while dunning is paused);
+3. refuse when the operator cannot confirm (no TTY and no ``--yes``; a dry run needs none);
+4. show the mode and account, read fresh state from Stripe and apply every check;
+5. a dry run stops here with the exact request; a real run asks, and acts.
+
+A dry run takes the same path as the real run up to the request it would send, so it
+exits as the real run would. With no Stripe key (``gateway`` is None, allowed only in a dry
+run) it judges the local mirror's copy instead, and says so (``source``).
 
 The audit log gets one line per refusal or dry run, and around every call an ``intent``
 line before and an outcome line after, with the actor from ``BILLING_ACTOR``.
@@ -18,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from cloudgreet_billing.adapters.payments import (
     PaymentGateway,
@@ -31,14 +36,25 @@ from cloudgreet_billing.adapters.store.protocol_alerts import AlertQuery
 from cloudgreet_billing.clock import utcnow
 from cloudgreet_billing.domain.alerts import UNRESOLVED_STATUSES, Alert
 from cloudgreet_billing.domain.mirror import MirroredInvoice, parse_invoice
-from cloudgreet_billing.errors import BadInput, BillingError, ExitCode, NotFound, Refused
+from cloudgreet_billing.errors import (
+    BadInput,
+    BillingError,
+    ConfigError,
+    ExitCode,
+    NotFound,
+    Refused,
+)
+
+#: Where a dry run read the state it judged.
+FROM_STRIPE = "stripe"
+FROM_MIRROR = "mirror"
 
 
 @dataclass(frozen=True)
 class Banner:
-    """What the stderr banner shows before anything is sent."""
+    """What the stderr banner shows before anything is sent (``mode`` None: no key)."""
 
-    mode: str
+    mode: str | None
     account_id: str | None = None
     account_name: str | None = None
     dry_run: bool = False
@@ -173,17 +189,78 @@ def require_invoice(target: ActionTarget, command: str) -> str:
     return target.invoice_id
 
 
+def mode_of(gateway: PaymentGateway | None) -> str | None:
+    return None if gateway is None else gateway.mode
+
+
+def require_gateway(gateway: PaymentGateway | None, safety: Safety) -> None:
+    """Only a dry run may go without Stripe (it then judges the local mirror)."""
+    if gateway is None and not safety.dry_run:
+        raise ConfigError(
+            "STRIPE_SECRET_KEY is not set",
+            hint="set STRIPE_SECRET_KEY in the environment or in .env (see .env.example), "
+            "or try it first with --dry-run",
+        )
+
+
 def fetch_invoice(gateway: PaymentGateway, invoice_id: str) -> MirroredInvoice:
-    """The invoice as Stripe has it now; a missing one exits 2 naming it."""
+    """The invoice as Stripe has it now; a missing one exits 2 naming it.
+
+    Only Stripe's ``resource_missing`` means the invoice does not exist: a 404 without it
+    is an unknown route, which the gateway already reports as a configuration error."""
     try:
         return parse_invoice(gateway.retrieve_invoice(invoice_id))
     except StripeRequestFailed as error:
-        if error.http_status == 404 or error.stripe_code == "resource_missing":
+        if error.stripe_code == "resource_missing":
             raise NotFound(
                 f"no invoice {invoice_id} in Stripe ({gateway.mode} mode)",
                 hint="check the id, and that STRIPE_SECRET_KEY is for the right account and mode",
             ) from None
         raise
+
+
+def show_banner(gateway: PaymentGateway | None, safety: Safety, *, account: bool = True) -> Banner:
+    """Show (and return) the banner: the mode and, with ``account``, whose account the key
+    opens; with no key, that a dry run judges the mirror."""
+    if gateway is None:
+        banner = Banner(mode=None, dry_run=True)
+    elif account:
+        banner = replace(account_banner(gateway), dry_run=safety.dry_run)
+    else:
+        banner = Banner(mode=gateway.mode, dry_run=safety.dry_run)
+    safety.show_banner(banner)
+    return banner
+
+
+def judge_invoice(
+    gateway: PaymentGateway | None, target: ActionTarget, invoice_id: str
+) -> tuple[MirroredInvoice, str]:
+    """The invoice the action's checks judge, and where it came from: Stripe's copy now
+    when there is a key (in a dry run too), else the local mirror's."""
+    if gateway is not None:
+        return fetch_invoice(gateway, invoice_id), FROM_STRIPE
+    if target.invoice is None:
+        raise NotFound(
+            f"invoice {invoice_id} is not in the local mirror, and with no STRIPE_SECRET_KEY "
+            "a dry run cannot ask Stripe",
+            hint="set STRIPE_SECRET_KEY, or run `cloudgreet-billing sync` first",
+        )
+    return target.invoice, FROM_MIRROR
+
+
+def refuse_status(
+    story: AuditStory, invoice_id: str, status: str, why: str, hint: str | None = None
+) -> NoReturn:
+    """Exit 2 for an invoice whose status rules the action out, in every action alike:
+    the operator named something the action cannot apply to (``why`` follows the id)."""
+    story.record("refused", reason=f"invoice is {status}", status=status)
+    raise BadInput(
+        f"invoice {invoice_id} {why}",
+        hint,
+        code="invoice_not_actionable",
+        invoice_id=invoice_id,
+        status=status,
+    )
 
 
 def account_banner(gateway: PaymentGateway) -> Banner:
@@ -226,6 +303,20 @@ class AuditStory:
     clock: Callable[[], datetime]
     base: Mapping[str, Any] = field(default_factory=dict)
     finished: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        store: Store,
+        actor: str,
+        action: str,
+        target: str,
+        safety: Safety,
+        base: Mapping[str, Any],
+    ) -> AuditStory:
+        """The story of one run; every line of a dry run says ``dry_run``."""
+        dry = {"dry_run": True} if safety.dry_run else {}
+        return cls(store, actor, action, target, safety.clock, base={**base, **dry})
 
     def draft(
         self, outcome: str, *, idempotency_key: str | None = None, **details: Any

@@ -12,22 +12,27 @@ from cloudgreet_billing.adapters.notify.protocol import DeliveryError, EmailSend
 from cloudgreet_billing.adapters.payments import (
     PaymentGateway,
     RequestPreview,
+    StripeObject,
     StripeRequestFailed,
 )
 from cloudgreet_billing.adapters.store.protocol import AuditRecord, Store
-from cloudgreet_billing.errors import BillingError, ConfigError, ExitCode, NotFound
+from cloudgreet_billing.domain.mirror import MirroredInvoice
+from cloudgreet_billing.errors import BadInput, BillingError, ConfigError, ExitCode, NotFound
 from cloudgreet_billing.services.actions.common import (
+    FROM_MIRROR,
+    FROM_STRIPE,
     ActionTarget,
     AuditStory,
-    Banner,
     Safety,
-    account_banner,
     ask,
     confirmation,
-    fetch_invoice,
+    judge_invoice,
+    mode_of,
     refuse_unconfirmed,
     request_json,
+    require_gateway,
     resolve_target,
+    show_banner,
 )
 
 ACTION: Final = "portal"
@@ -47,6 +52,9 @@ class PortalResult:
     email_to: str | None = None
     request: RequestPreview | None = None
     earlier: AuditRecord | None = None
+    dry_run: bool = False
+    #: Where the checks read the customer: ``stripe``, or ``mirror`` in a dry run with no key.
+    source: str = FROM_STRIPE
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +62,8 @@ class PortalResult:
             "url": self.url,
             "return_url": self.return_url,
             "sent": self.sent,
+            "outcome": self.outcome,
+            "email_to": self.email_to,
         }
 
 
@@ -94,7 +104,7 @@ def session_request(customer_id: str, return_url: str, key: str) -> RequestPrevi
 
 def portal_link(
     store: Store,
-    gateway: PaymentGateway,
+    gateway: PaymentGateway | None,
     given: str,
     *,
     safety: Safety,
@@ -107,18 +117,21 @@ def portal_link(
     """Make a portal link for the customer behind ``given`` (alert id, ``in_…``, ``cus_…``).
 
     With ``send`` the link is emailed through ``email`` and the alert gets the note
-    ``FOLLOW_UP_NOTE``; that is confirmed like any action reaching a customer.
+    ``FOLLOW_UP_NOTE``; that is confirmed like any action reaching a customer. A dry run
+    applies the same checks (and with a key reads the customer from Stripe, so a missing
+    one exits 2 as the real run would); ``gateway`` None (no key) judges the mirror.
     """
     target = resolve_target(store, given, customers=True)
     back_to = return_url_for(app_url, return_url)
-    story = AuditStory(
+    require_gateway(gateway, safety)
+    story = AuditStory.of(
         store,
         actor,
         ACTION,
         target.customer_id or target.given,
-        safety.clock,
+        safety,
         base={
-            "mode": gateway.mode,
+            "mode": mode_of(gateway),
             "alert_id": target.alert_id,
             "invoice_id": target.invoice_id,
             "given": target.given,
@@ -127,26 +140,31 @@ def portal_link(
         },
     )
     now = safety.clock()
-    if safety.dry_run:
-        return _dry_run(store, gateway, target, story, safety, back_to, send=send)
     if send:
         refuse_unconfirmed(story, safety, "portal --send emails the customer")
     key: str | None = None
     with story.told(lambda: key):
-        banner = account_banner(gateway) if send else Banner(mode=gateway.mode)
-        safety.show_banner(banner)
+        banner = show_banner(gateway, safety, account=send)
         customer_id = target.customer_id
         invoice = target.invoice
+        source = FROM_STRIPE if gateway is not None else FROM_MIRROR
         if customer_id is None:
             assert target.invoice_id is not None
-            invoice = fetch_invoice(gateway, target.invoice_id)
+            invoice, source = judge_invoice(gateway, target, target.invoice_id)
             customer_id = invoice.customer_id
             story.target = customer_id
         key = session_key(customer_id, back_to, now)
+        # The real run learns of a missing customer only from the session it creates; a
+        # dry run asks Stripe for the customer instead.
+        fetched = (
+            _stripe_customer(gateway, customer_id)
+            if gateway is not None and safety.dry_run
+            else None
+        )
         email_to: str | None = None
         send_key: str | None = None
         if send:
-            email_to = _email_of(store, gateway, customer_id)
+            email_to = _email_of(store, gateway, customer_id, invoice, fetched)
             send_key = _send_key(customer_id, target, now)
             earlier = next(
                 (
@@ -167,7 +185,33 @@ def portal_link(
                     alert_id=target.alert_id,
                     email_to=earlier.details.get("email_to"),
                     earlier=earlier,
+                    dry_run=safety.dry_run,
+                    source=source,
                 )
+        if safety.dry_run:
+            preview = session_request(customer_id, back_to, key)
+            story.record(
+                "dry_run",
+                idempotency_key=key,
+                request=request_json(preview),
+                email_to=email_to,
+                source=source,
+            )
+            return PortalResult(
+                customer_id=customer_id,
+                url=None,
+                return_url=back_to,
+                sent=False,
+                outcome="dry_run",
+                alert_id=target.alert_id,
+                email_to=email_to,
+                request=preview,
+                dry_run=True,
+                source=source,
+            )
+        assert gateway is not None
+        if send:
+            assert email_to is not None
             ask(
                 story,
                 safety,
@@ -232,30 +276,56 @@ def invoice_number(invoice: Any) -> str | None:
     return None if invoice is None else (invoice.number or invoice.id)
 
 
-def _email_of(store: Store, gateway: PaymentGateway, customer_id: str) -> str:
+def _email_of(
+    store: Store,
+    gateway: PaymentGateway | None,
+    customer_id: str,
+    invoice: MirroredInvoice | None,
+    fetched: StripeObject | None = None,
+) -> str | None:
+    """Where ``--send`` emails the link: the mirrored customer's address, else Stripe's
+    (``fetched``, when the customer was already read).
+
+    With no key (a dry run) the mirror is all there is: the invoice's own copy of the
+    address stands in, and None means "a real run asks Stripe"."""
     mirrored = store.get_customer(customer_id)
     address = mirrored.email if mirrored else None
+    if not address and gateway is None:
+        copied = invoice.raw.get("customer_email") if invoice is not None else None
+        return str(copied) if copied else None
     if not address:
-        try:
-            address = gateway.retrieve_customer(customer_id).get("email")
-        except StripeRequestFailed as error:
-            raise _missing_customer(error, customer_id, gateway) from None
+        assert gateway is not None
+        address = (fetched or _stripe_customer(gateway, customer_id)).get("email")
     if not address:
-        raise BillingError(
+        raise BadInput(
             f"customer {customer_id} has no email address in Stripe",
             hint="add one in the Stripe dashboard, or send the link yourself: run portal "
             "without --send",
             code="no_email",
-            exit_code=ExitCode.FAILED,
         )
     return str(address)
+
+
+def _stripe_customer(gateway: PaymentGateway, customer_id: str) -> StripeObject:
+    """The customer as Stripe has it; missing or deleted exits 2 naming it. (Stripe answers
+    a deleted customer with ``deleted: true``, https://docs.stripe.com/api/customers/delete.)"""
+    try:
+        customer = gateway.retrieve_customer(customer_id)
+    except StripeRequestFailed as error:
+        raise _missing_customer(error, customer_id, gateway) from None
+    if customer.get("deleted"):
+        raise NotFound(
+            f"customer {customer_id} was deleted in Stripe ({gateway.mode} mode)",
+            hint="a deleted customer has no portal; check the id",
+        )
+    return customer
 
 
 def _missing_customer(
     error: StripeRequestFailed, customer_id: str, gateway: PaymentGateway
 ) -> BillingError:
     """A customer Stripe does not know exits 2, naming it; other refusals stay as they are."""
-    if error.stripe_code == "resource_missing" or error.http_status == 404:
+    if error.stripe_code == "resource_missing":
         return NotFound(
             f"no customer {customer_id} in Stripe ({gateway.mode} mode)",
             hint="check the id, and that STRIPE_SECRET_KEY is for the right account and mode",
@@ -274,39 +344,4 @@ def _portal_email(to: str, url: str, number: str | None) -> OutgoingEmail:
             "to this email if it has expired and we will send a new one.\n\nThank you,\n"
             "CloudGreet billing\n"
         ),
-    )
-
-
-def _dry_run(
-    store: Store,
-    gateway: PaymentGateway,
-    target: ActionTarget,
-    story: AuditStory,
-    safety: Safety,
-    back_to: str,
-    *,
-    send: bool,
-) -> PortalResult:
-    customer_id = target.customer_id
-    if customer_id is None:
-        raise NotFound(
-            f"invoice {target.invoice_id} is not in the local mirror, and a dry run asks Stripe "
-            "nothing",
-            hint="run `cloudgreet-billing sync` first, or give the customer id (cus_…)",
-        )
-    safety.show_banner(Banner(mode=gateway.mode, dry_run=True))
-    key = session_key(customer_id, back_to, safety.clock())
-    preview = session_request(customer_id, back_to, key)
-    mirrored = store.get_customer(customer_id)
-    email_to = mirrored.email if mirrored else None
-    story.record("dry_run", idempotency_key=key, request=request_json(preview), email_to=email_to)
-    return PortalResult(
-        customer_id=customer_id,
-        url=None,
-        return_url=back_to,
-        sent=False,
-        outcome="dry_run",
-        alert_id=target.alert_id,
-        email_to=email_to if send else None,
-        request=preview,
     )

@@ -9,29 +9,35 @@ from typing import Any, Final
 from cloudgreet_billing.adapters.payments import PaymentGateway, RequestPreview
 from cloudgreet_billing.adapters.store.protocol import AuditRecord, Store
 from cloudgreet_billing.domain.mirror import MirroredInvoice, parse_invoice
-from cloudgreet_billing.errors import NotFound, Refused
 from cloudgreet_billing.services.actions.common import (
+    FROM_STRIPE,
     ActionTarget,
     AuditStory,
-    Banner,
     Safety,
-    account_banner,
     ask,
     confirmation,
-    fetch_invoice,
+    judge_invoice,
+    mode_of,
+    refuse_status,
     refuse_unconfirmed,
     request_json,
+    require_gateway,
     require_invoice,
     resolve_target,
+    show_banner,
 )
 
 ACTION: Final = "resend-link"
+#: Why an invoice that is neither open nor paid is not resent, and the fix
+#: (``{given}``: what the operator typed).
 _WHY_NOT: Final = {
-    "draft": ("it is a draft, not yet finalized", "finalize it in the Stripe dashboard first"),
-    "paid": ("it is already paid: there is nothing to pay", None),
-    "void": ("it is void: nothing is owed on it", None),
+    "draft": (
+        "is a draft, not yet finalized: Stripe cannot send it",
+        "finalize it in the Stripe dashboard first",
+    ),
+    "void": ("is void: nothing is owed on it", None),
     "uncollectible": (
-        "it is marked uncollectible, so Stripe will not send it",
+        "is marked uncollectible, so Stripe will not send it",
         "to let the customer pay or fix their card anyway, run: "
         "cloudgreet-billing portal {given} --send",
     ),
@@ -48,11 +54,15 @@ class ResendResult:
     hosted_invoice_url: str | None
     alert_id: int | None
     sent: bool
-    #: ``sent``, ``already_sent`` (earlier today, so Stripe would not send again) or ``dry_run``.
+    #: ``sent``, ``already_sent`` (earlier today, so Stripe would not send again),
+    #: ``already_paid`` (nothing to ask for) or ``dry_run``.
     outcome: str
     idempotency_key: str
     request: RequestPreview | None = None
     earlier: AuditRecord | None = None
+    dry_run: bool = False
+    #: Where the checks read the invoice: ``stripe``, or ``mirror`` in a dry run with no key.
+    source: str = FROM_STRIPE
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +74,7 @@ class ResendResult:
             "hosted_invoice_url": self.hosted_invoice_url,
             "alert_id": self.alert_id,
             "sent": self.sent,
+            "outcome": self.outcome,
         }
 
 
@@ -76,21 +87,9 @@ def send_request(invoice_id: str, key: str) -> RequestPreview:
     return RequestPreview("POST", f"/v1/invoices/{invoice_id}/send", {}, key)
 
 
-def _refuse_unless_open(story: AuditStory, target: ActionTarget, invoice: MirroredInvoice) -> None:
-    if invoice.status == "open":
-        return
-    why, fix = _WHY_NOT.get(invoice.status, (f"it is {invoice.status}", None))
-    story.record("refused", reason=f"invoice is {invoice.status}", status=invoice.status)
-    raise Refused(
-        f"not resending invoice {invoice.id}: {why}",
-        hint=fix.format(given=target.given) if fix else None,
-        status=invoice.status,
-    )
-
-
 def resend_link(
     store: Store,
-    gateway: PaymentGateway,
+    gateway: PaymentGateway | None,
     given: str,
     *,
     safety: Safety,
@@ -98,39 +97,43 @@ def resend_link(
 ) -> ResendResult:
     """Ask Stripe to email the invoice behind ``given`` (alert id or ``in_…``) again.
 
-    Only ``open`` invoices are sent; others are refused (exit 3) without calling Stripe.
+    Only ``open`` invoices are sent: a paid one needs nothing (exit 0), the others are
+    refused (exit 2) without calling ``send``. A dry run applies the same checks
+    (``gateway`` None: no key, judge the mirror) and returns the request.
     """
     target = resolve_target(store, given)
     invoice_id = require_invoice(target, "resend")
-    story = AuditStory(
+    require_gateway(gateway, safety)
+    story = AuditStory.of(
         store,
         actor,
         ACTION,
         invoice_id,
-        safety.clock,
-        base={"mode": gateway.mode, "alert_id": target.alert_id, "given": target.given},
+        safety,
+        base={"mode": mode_of(gateway), "alert_id": target.alert_id, "given": target.given},
     )
     key = resend_key(invoice_id, safety.clock())
-    if safety.dry_run:
-        mirrored = target.invoice
-        if mirrored is None:
-            raise NotFound(
-                f"invoice {invoice_id} is not in the local mirror, and a dry run asks Stripe "
-                "nothing",
-                hint="run `cloudgreet-billing sync` first, or run without --dry-run "
-                "(it asks before sending)",
-            )
-        safety.show_banner(Banner(mode=gateway.mode, dry_run=True))
-        _refuse_unless_open(story, target, mirrored)
-        preview = send_request(invoice_id, key)
-        story.record("dry_run", idempotency_key=key, request=request_json(preview))
-        return replace(_result(target, mirrored, "dry_run", key, sent=False), request=preview)
     refuse_unconfirmed(story, safety, f"resend-link emails the customer invoice {invoice_id}")
     with story.told(lambda: key):
-        banner = account_banner(gateway)
-        safety.show_banner(banner)
-        invoice = fetch_invoice(gateway, invoice_id)
-        _refuse_unless_open(story, target, invoice)
+        banner = show_banner(gateway, safety)
+        invoice, source = judge_invoice(gateway, target, invoice_id)
+        dry_run = safety.dry_run
+        if invoice.status == "paid":
+            story.record("already_paid", status=invoice.status, source=source)
+            return replace(
+                _result(target, invoice, "already_paid", key, sent=False),
+                dry_run=dry_run,
+                source=source,
+            )
+        if invoice.status != "open":
+            why, fix = _WHY_NOT.get(invoice.status, (f"is {invoice.status}", None))
+            refuse_status(
+                story,
+                invoice_id,
+                invoice.status,
+                why,
+                fix.format(given=target.given) if fix else None,
+            )
         earlier = next(
             (
                 line
@@ -142,8 +145,23 @@ def resend_link(
         if earlier is not None:
             story.record("already_sent", idempotency_key=key, earlier_audit_id=earlier.id)
             return replace(
-                _result(target, invoice, "already_sent", key, sent=False), earlier=earlier
+                _result(target, invoice, "already_sent", key, sent=False),
+                earlier=earlier,
+                dry_run=dry_run,
+                source=source,
             )
+        if safety.dry_run:
+            preview = send_request(invoice_id, key)
+            story.record(
+                "dry_run", idempotency_key=key, request=request_json(preview), source=source
+            )
+            return replace(
+                _result(target, invoice, "dry_run", key, sent=False),
+                request=preview,
+                dry_run=dry_run,
+                source=source,
+            )
+        assert gateway is not None
         ask(
             story,
             safety,
@@ -182,7 +200,8 @@ def _result(
     target: ActionTarget, invoice: MirroredInvoice, outcome: str, key: str, *, sent: bool
 ) -> ResendResult:
     return ResendResult(
-        invoice_id=invoice.id,
+        # What the operator named (a test server may answer with another id).
+        invoice_id=target.invoice_id or invoice.id,
         customer_id=invoice.customer_id,
         status=invoice.status,
         amount_due=invoice.amount_due,

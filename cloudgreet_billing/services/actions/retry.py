@@ -14,20 +14,24 @@ from cloudgreet_billing.adapters.payments import (
 from cloudgreet_billing.adapters.store.protocol import Store
 from cloudgreet_billing.domain.dunning import PAUSE_SETTING, PauseState
 from cloudgreet_billing.domain.mirror import MirroredInvoice, parse_invoice
-from cloudgreet_billing.errors import BadInput, BillingError, ExitCode, NotFound, Unavailable
+from cloudgreet_billing.errors import BillingError, ExitCode, Unavailable
 from cloudgreet_billing.services.actions.common import (
+    FROM_STRIPE,
     ActionTarget,
     AuditStory,
-    Banner,
     Safety,
-    account_banner,
     ask,
     confirmation,
     fetch_invoice,
+    judge_invoice,
+    mode_of,
+    refuse_status,
     refuse_unconfirmed,
     request_json,
+    require_gateway,
     require_invoice,
     resolve_target,
+    show_banner,
 )
 
 ACTION: Final = "retry"
@@ -35,11 +39,19 @@ ACTION: Final = "retry"
 _FAILED_ATTEMPTS: Final = ("declined", "requires_action")
 #: Statuses ``invoices.pay`` can collect.
 _PAYABLE: Final = ("open", "uncollectible")
+#: Why an invoice that is neither payable nor paid cannot be retried, and the fix.
+_WHY_NOT: Final = {
+    "draft": (
+        "is a draft, not yet finalized: there is nothing to charge yet",
+        "finalize it in the Stripe dashboard first",
+    ),
+    "void": ("is void: there is nothing to charge", None),
+}
 
 
 @dataclass(frozen=True)
 class RetryResult:
-    """What a retry did; ``as_json`` is the contract's shape."""
+    """What a retry did; ``as_json`` is the contract's shape plus ``outcome`` and ``amount``."""
 
     invoice_id: str
     customer_id: str
@@ -49,13 +61,21 @@ class RetryResult:
     currency: str
     alert_id: int | None
     alert_status: str | None
-    #: ``paid``, ``already_paid``, ``processing`` or ``dry_run``.
+    #: ``paid``, ``already_paid``, ``submitted`` (Stripe has not confirmed the payment
+    #: yet) or ``dry_run``; a decline is an error whose details say ``declined`` or
+    #: ``requires_action``.
     outcome: str
+    #: What this retry charged, or would charge: what was owed when it ran (0 when the
+    #: invoice was already paid), in minor units of ``currency``.
+    amount: int = 0
     idempotency_key: str | None = None
     request: RequestPreview | None = None
     resolved_alert_ids: tuple[int, ...] = ()
     canceled_steps: int = 0
     paused: bool = False
+    dry_run: bool = False
+    #: Where the checks read the invoice: ``stripe``, or ``mirror`` in a dry run with no key.
+    source: str = FROM_STRIPE
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -66,26 +86,37 @@ class RetryResult:
             "alert_id": self.alert_id,
             "alert_status": self.alert_status,
             "decline_code": None,
+            "outcome": self.outcome,
+            "amount": self.amount,
         }
 
 
 def retry_key(invoice_id: str, attempt_count: int, failed_here: int = 0) -> str:
     """The idempotency key of a charge: the invoice and Stripe's ``attempt_count``.
 
-    Stripe counts only the first manual attempt, so ``failed_here`` (our own declined
-    attempts at this count) keeps a retry after the customer fixed the card from being
-    answered with the old decline. Concurrent runs read the same counts, so they send the
-    same key and Stripe charges once.
+    Stripe counts only the first manual attempt, so ``failed_here`` (our own attempts at
+    this count that Stripe answered with a refusal it would replay) keeps a retry after the
+    customer fixed the card from being answered with the old decline. Concurrent runs read
+    the same counts, so they send the same key and Stripe charges once.
     """
     key = f"cloudgreet-billing:retry:{invoice_id}:attempt-{attempt_count}"
     return key if failed_here == 0 else f"{key}.{failed_here}"
 
 
 def _failed_here(store: Store, invoice_id: str, attempt_count: int) -> int:
+    """Our attempts at this count whose answer Stripe keeps under their key: declines, and
+    5xx answers (Stripe saves those too and replays them for 24 hours,
+    https://docs.stripe.com/api/idempotent_requests). A timeout got no answer, so its key
+    is reused: Stripe then replays what it did, or does it once."""
     return sum(
         1
         for line in store.action_audit(invoice_id, ACTION)
-        if line.outcome in _FAILED_ATTEMPTS and line.details.get("attempt_count") == attempt_count
+        if line.details.get("attempt_count") == attempt_count
+        and not line.details.get("dry_run")
+        and (
+            line.outcome in _FAILED_ATTEMPTS
+            or (line.outcome == "unavailable" and (line.details.get("http_status") or 0) >= 500)
+        )
     )
 
 
@@ -95,7 +126,7 @@ def pay_request(invoice_id: str, key: str) -> RequestPreview:
 
 def retry_payment(
     store: Store,
-    gateway: PaymentGateway,
+    gateway: PaymentGateway | None,
     given: str,
     *,
     safety: Safety,
@@ -105,21 +136,22 @@ def retry_payment(
     """Charge the invoice behind ``given`` (alert id or ``in_…``) now.
 
     Raises ``BillingError``: a decline or a needed authentication exits 1 with the retry's
-    fields in its details; dunning paused without ``force`` exits 75; no confirmation 3.
+    fields in its details; dunning paused without ``force`` exits 75; an invoice that is
+    not payable 2; no confirmation 3. A dry run (``gateway`` None: no key, judge the
+    mirror) raises the same errors and returns the request instead of sending it.
     """
     target = resolve_target(store, given)
     invoice_id = require_invoice(target, "retry")
-    story = AuditStory(
+    require_gateway(gateway, safety)
+    story = AuditStory.of(
         store,
         actor,
         ACTION,
         invoice_id,
-        safety.clock,
-        base={"mode": gateway.mode, "alert_id": target.alert_id, "given": target.given},
+        safety,
+        base={"mode": mode_of(gateway), "alert_id": target.alert_id, "given": target.given},
     )
     pause = PauseState.from_setting(store.get_setting(PAUSE_SETTING))
-    if safety.dry_run:
-        return _dry_run(store, gateway, target, invoice_id, story, safety, paused=pause.paused)
     if pause.paused and not force:
         story.record("refused", reason="dunning paused", pause_reason=pause.reason)
         raise Unavailable(
@@ -132,23 +164,43 @@ def retry_payment(
     refuse_unconfirmed(story, safety, f"retry charges the customer for invoice {invoice_id}")
     key: str | None = None
     with story.told(lambda: key):
-        banner = account_banner(gateway)
-        safety.show_banner(banner)
-        invoice = fetch_invoice(gateway, invoice_id)
+        banner = show_banner(gateway, safety)
+        invoice, source = judge_invoice(gateway, target, invoice_id)
         if invoice.status == "paid":
+            if safety.dry_run:
+                story.record("dry_run", status="paid", source=source)
+                return replace(
+                    _result(target, invoice, "already_paid", key=None, amount=0),
+                    dry_run=True,
+                    source=source,
+                    paused=pause.paused,
+                )
             return _settle(store, story, target, invoice, "already_paid", key=None)
         if invoice.status not in _PAYABLE:
-            story.record("refused", reason=f"invoice is {invoice.status}")
-            raise BadInput(
-                f"invoice {invoice_id} is {invoice.status}: there is nothing to charge",
-                hint="only open or uncollectible invoices can be paid",
-                code="not_payable",
+            why, fix = _WHY_NOT.get(
+                invoice.status,
+                (
+                    f"is {invoice.status}: there is nothing to charge",
+                    "only open or uncollectible invoices can be paid",
+                ),
             )
-        key = retry_key(
-            invoice_id,
-            invoice.attempt_count,
-            _failed_here(store, invoice_id, invoice.attempt_count),
-        )
+            refuse_status(story, invoice_id, invoice.status, why, fix)
+        attempt_count = invoice.attempt_count
+        key = retry_key(invoice_id, attempt_count, _failed_here(store, invoice_id, attempt_count))
+        story.base = {**story.base, "attempt_count": attempt_count}
+        if safety.dry_run:
+            preview = pay_request(invoice_id, key)
+            story.record(
+                "dry_run", idempotency_key=key, request=request_json(preview), source=source
+            )
+            return replace(
+                _result(target, invoice, "dry_run", key=key),
+                request=preview,
+                paused=pause.paused,
+                dry_run=True,
+                source=source,
+            )
+        assert gateway is not None
         ask(
             story,
             safety,
@@ -165,7 +217,6 @@ def retry_payment(
         story.record(
             "intent",
             idempotency_key=key,
-            attempt_count=invoice.attempt_count,
             amount_due=invoice.amount_owed,
             currency=invoice.currency,
             customer_id=invoice.customer_id,
@@ -175,6 +226,12 @@ def retry_payment(
             answer = parse_invoice(gateway.pay_invoice(invoice_id, idempotency_key=key))
         except PaymentDeclined as declined:
             raise _declined(store, story, target, invoice, declined, key) from None
+        except Unavailable as unknown:
+            unknown.hint = (
+                "Stripe may or may not have charged it; running the same retry again is "
+                "safe: it reads the invoice first, and Stripe charges one key once"
+            )
+            raise
         except StripeRequestFailed as refused:
             # Paid meanwhile (by the customer, or a concurrent run): Stripe refuses to pay
             # a paid invoice, and that is the outcome the operator wanted.
@@ -185,15 +242,17 @@ def retry_payment(
                 )
             raise
         if answer.status == "paid":
-            return _settle(store, story, target, answer, "paid", key=key)
+            return _settle(
+                store, story, target, answer, "paid", key=key, amount=invoice.amount_owed
+            )
         store.upsert_invoice(answer, safety.clock(), safety.clock())
         story.record(
-            "processing",
+            "submitted",
             idempotency_key=key,
             status=answer.status,
             amount_paid=answer.amount_paid,
         )
-        return _result(target, answer, "processing", key=key)
+        return _result(target, answer, "submitted", key=key, amount=invoice.amount_owed)
 
 
 def _result(
@@ -205,9 +264,11 @@ def _result(
     alert_status: str | None = None,
     resolved: tuple[int, ...] = (),
     canceled: int = 0,
+    amount: int | None = None,
 ) -> RetryResult:
     return RetryResult(
-        invoice_id=invoice.id,
+        # What the operator named (a test server may answer with another id).
+        invoice_id=target.invoice_id or invoice.id,
         customer_id=invoice.customer_id,
         status=invoice.status,
         amount_due=invoice.amount_due,
@@ -216,6 +277,7 @@ def _result(
         alert_id=target.alert_id,
         alert_status=alert_status or (target.alert.status if target.alert else None),
         outcome=outcome,
+        amount=invoice.amount_owed if amount is None else amount,
         idempotency_key=key,
         resolved_alert_ids=resolved,
         canceled_steps=canceled,
@@ -231,6 +293,7 @@ def _settle(
     *,
     key: str | None,
     stripe: str | None = None,
+    amount: int = 0,
 ) -> RetryResult:
     how = "paid by a manual retry" if outcome == "paid" else "already paid when retried"
     settlement = store.settle_paid_invoice(
@@ -254,6 +317,7 @@ def _settle(
         alert_status="resolved" if target.alert else None,
         resolved=settlement.resolved_alert_ids,
         canceled=settlement.canceled_steps,
+        amount=amount,
     )
 
 
@@ -277,6 +341,8 @@ def _declined(
         "alert_status": target.alert.status if target.alert else None,
         "decline_code": declined.decline_code,
         "stripe_code": declined.stripe_code,
+        "outcome": "requires_action" if declined.requires_action else "declined",
+        "amount": invoice.amount_owed,
     }
     audit_details = {
         "attempt_count": invoice.attempt_count,
@@ -323,30 +389,3 @@ def _declined(
         exit_code=ExitCode.FAILED,
         details=fields,
     )
-
-
-def _dry_run(
-    store: Store,
-    gateway: PaymentGateway,
-    target: ActionTarget,
-    invoice_id: str,
-    story: AuditStory,
-    safety: Safety,
-    *,
-    paused: bool,
-) -> RetryResult:
-    """The request a real run would send, from the mirror; nothing reaches Stripe."""
-    invoice = target.invoice
-    if invoice is None:
-        raise NotFound(
-            f"invoice {invoice_id} is not in the local mirror, and a dry run asks Stripe nothing",
-            hint="run `cloudgreet-billing sync` first, or run without --dry-run "
-            "(it asks before charging)",
-        )
-    safety.show_banner(Banner(mode=gateway.mode, dry_run=True))
-    key = retry_key(
-        invoice_id, invoice.attempt_count, _failed_here(store, invoice_id, invoice.attempt_count)
-    )
-    preview = pay_request(invoice_id, key)
-    story.record("dry_run", idempotency_key=key, request=request_json(preview), paused=paused)
-    return replace(_result(target, invoice, "dry_run", key=key), request=preview, paused=paused)
