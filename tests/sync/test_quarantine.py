@@ -248,3 +248,21 @@ def test_a_payment_event_after_a_quarantined_failure_still_resolves(store: Any) 
     )
     assert (report.alerts_opened, report.alerts_resolved, report.events_failed) == (1, 1, 1)
     assert store.get_invoice("in_1").status == "paid"
+
+
+def test_a_plan_made_without_its_event_is_still_kept_under_its_own_id(store: Any) -> None:
+    from dataclasses import replace
+
+    from cloudgreet_billing.domain.events import plan_event
+
+    def broken(**kwargs: Any) -> list[Any]:
+        raise RuntimeError("planner down")
+
+    plans = [replace(plan_event(invoice_event(n), "api"), event={}) for n in (1, 2)]
+    results = store.apply_event_plans(plans, planner=broken, now=NOW)
+    assert [r.status for r in results] == ["quarantined", "quarantined"]
+    rows = store.list_quarantined()
+    assert [(r.event_id, r.reason) for r in rows] == [
+        ("evt_1QpL8ILkdIwHu7ix00000001", "RuntimeError: planner down"),
+        ("evt_1QpL8ILkdIwHu7ix00000002", "RuntimeError: planner down"),
+    ]

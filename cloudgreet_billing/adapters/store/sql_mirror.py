@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -89,6 +89,20 @@ RECORD_EVENT = f"{RECORD_EVENTS} (?, ?, ?, ?, ?, ?, ?) {ON_NEW_EVENTS}"
 
 def _event_row(plan: EventPlan, now: datetime) -> tuple[Any, ...]:
     return (plan.event_id, plan.type, plan.created, plan.livemode, plan.outcome, plan.source, now)
+
+
+def _payload_of(plan: EventPlan) -> Mapping[str, Any]:
+    """What to quarantine of a plan: the event as received, or (for a plan made without
+    it) what the plan knows of the event, so that it is still kept under its own id."""
+    if plan.event:
+        return plan.event
+    return {
+        "id": plan.event_id,
+        "object": "event",
+        "type": plan.type,
+        "created": int(plan.created.timestamp()),
+        "livemode": plan.livemode,
+    }
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -408,7 +422,7 @@ class MirrorSql(AuditSql):
                 # The event's own fault: rolled back alone, and kept for an operator.
                 from cloudgreet_billing.domain.quarantine import reject
 
-                refused = reject(plan.event, failure_reason(outcome), plan.source)
+                refused = reject(_payload_of(plan), failure_reason(outcome), plan.source)
                 results += self._quarantine_events_in_tx([refused], now)
             results += self._quarantine_events_in_tx(rejected, now)
             self._settle_redelivered_in_tx(now)

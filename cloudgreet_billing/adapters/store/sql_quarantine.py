@@ -36,7 +36,8 @@ QUARANTINE_EVENT = (
 SETTLE_REDELIVERED = (
     "UPDATE billing_quarantined_events SET status = 'applied', resolved_at = ?, "
     "resolved_by = 'stripe', resolution = 'applied when delivered again' "
-    "WHERE status = 'quarantined' AND event_id IN (SELECT id FROM billing_stripe_events)"
+    "WHERE status = 'quarantined' AND EXISTS (SELECT 1 FROM billing_stripe_events "
+    "WHERE billing_stripe_events.id = billing_quarantined_events.event_id)"
 )
 
 
