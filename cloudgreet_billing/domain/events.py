@@ -114,7 +114,7 @@ def plan_event(event: Any, source: EventSource) -> EventPlan:
         )
     fields = Fields(event, "event")
     event_id = fields.id("id", "evt_")
-    fields = Fields(event, f"event {event_id}")
+    fields.what = f"event {event_id}"
     event_type = fields.string("type")
     created = fields.time("created")
     livemode = fields.boolean("livemode")

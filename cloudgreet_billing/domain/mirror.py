@@ -117,8 +117,9 @@ def _subscription_id(fields: Fields) -> str | None:
 def parse_invoice(obj: Mapping[str, Any]) -> MirroredInvoice:
     """An invoice object as the mirror keeps it; ``BadInput`` names a field of the wrong
     type or out of range."""
-    invoice_id = Fields(obj, "invoice").id("id", "in_")
-    fields = Fields(obj, f"invoice {invoice_id}")
+    fields = Fields(obj, "invoice")
+    invoice_id = fields.id("id", "in_")
+    fields.what = f"invoice {invoice_id}"
     return MirroredInvoice(
         id=invoice_id,
         customer_id=fields.id("customer", "cus_", expandable=True),
@@ -159,8 +160,9 @@ def _first_item(fields: Fields) -> Fields | None:
 
 def parse_subscription(obj: Mapping[str, Any]) -> MirroredSubscription:
     """A subscription object as the mirror keeps it; ``BadInput`` names a bad field."""
-    subscription_id = Fields(obj, "subscription").id("id", "sub_")
-    fields = Fields(obj, f"subscription {subscription_id}")
+    fields = Fields(obj, "subscription")
+    subscription_id = fields.id("id", "sub_")
+    fields.what = f"subscription {subscription_id}"
     first_item = _first_item(fields)
     period_end = fields.optional_time("current_period_end")
     if period_end is None and first_item is not None:
@@ -233,8 +235,9 @@ def _discount_holders(subscription: Mapping[str, Any]) -> list[Mapping[str, Any]
 
 def parse_customer(obj: Mapping[str, Any]) -> MirroredCustomer:
     """A customer object (or a deleted customer's stub) as the mirror keeps it."""
-    customer_id = Fields(obj, "customer").id("id", "cus_")
-    fields = Fields(obj, f"customer {customer_id}")
+    fields = Fields(obj, "customer")
+    customer_id = fields.id("id", "cus_")
+    fields.what = f"customer {customer_id}"
     return MirroredCustomer(
         id=customer_id,
         email=fields.optional_string("email"),

@@ -32,7 +32,9 @@ EARLIEST_TIME: Final = 946_684_800
 LATEST_TIME: Final = 4_102_444_800
 #: Stripe's ids are at most 255 characters: a prefix, then letters, digits and ``_``.
 MAX_ID_LENGTH: Final = 255
-_ID_BODY = re.compile(r"[A-Za-z0-9_]+")
+_ID_BODY = r"[A-Za-z0-9_]+"
+#: A compiled pattern per id prefix, made on first use.
+_ID_PATTERNS: dict[str, re.Pattern[str]] = {}
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
 #: How much of a bad value a reason quotes: a reason is one short line.
 QUOTED_CHARS: Final = 40
@@ -77,6 +79,9 @@ class Fields:
 
     __slots__ = ("_obj", "_path", "what")
 
+    #: Reassigned once the object's id is read (``invoice`` becomes ``invoice in_1…``).
+    what: str
+
     def __init__(self, obj: Mapping[str, Any], what: str, *, path: str = "") -> None:
         self._obj = obj
         self.what = what
@@ -117,6 +122,9 @@ class Fields:
     def integer(
         self, key: str, *, default: int = 0, minimum: int = BIGINT_MIN, maximum: int = BIGINT_MAX
     ) -> int:
+        value = self._obj.get(key)
+        if type(value) is int and minimum <= value <= maximum:
+            return value  # the common case, without a second call
         value = self.optional_integer(key, minimum=minimum, maximum=maximum)
         return default if value is None else value
 
@@ -211,9 +219,9 @@ class Fields:
 
 def is_stripe_id(value: Any, prefix: str) -> bool:
     """Whether ``value`` is an id of the kind ``prefix`` names, in Stripe's characters."""
-    return (
-        isinstance(value, str)
-        and len(value) <= MAX_ID_LENGTH
-        and value.startswith(prefix)
-        and _ID_BODY.fullmatch(value, len(prefix)) is not None
-    )
+    if not isinstance(value, str) or len(value) > MAX_ID_LENGTH:
+        return False
+    pattern = _ID_PATTERNS.get(prefix)
+    if pattern is None:
+        pattern = _ID_PATTERNS[prefix] = re.compile(re.escape(prefix) + _ID_BODY)
+    return pattern.fullmatch(value) is not None
