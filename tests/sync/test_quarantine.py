@@ -266,3 +266,79 @@ def test_a_plan_made_without_its_event_is_still_kept_under_its_own_id(store: Any
         ("evt_1QpL8ILkdIwHu7ix00000001", "RuntimeError: planner down"),
         ("evt_1QpL8ILkdIwHu7ix00000002", "RuntimeError: planner down"),
     ]
+
+
+def test_only_a_store_fault_holds_the_events_api_cursor_back(
+    store: Any, store_env: str, fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches committed before the store failed keep the cursor they earned; a bad event
+    never holds it (it moved past the quarantined one in the first batch)."""
+    import psycopg
+
+    from cloudgreet_billing.adapters.stripe import StripeGateway
+    from cloudgreet_billing.services import sync
+
+    events = [invoice_event(n) for n in range(1, 7)]
+    events[1]["data"]["object"]["amount_due"] = "12900"
+    fake.paginate("/v1/events", events)
+    monkeypatch.setattr(sync, "BATCH_SIZE", 3)
+    holder: list[Any] = []
+
+    def lock_after_the_first_batch(done: int) -> None:
+        # Another session takes the events table (PostgreSQL) or the whole file (SQLite).
+        if holder:
+            return
+        if store.backend == "postgres":
+            conn = psycopg.connect(store_env)
+            conn.execute("LOCK TABLE billing_stripe_events IN EXCLUSIVE MODE")
+        else:
+            conn = sqlite3.connect(store_env.removeprefix("sqlite:///"), isolation_level=None)
+            conn.execute("BEGIN IMMEDIATE")
+        holder.append(conn)
+
+    with write_lock_held_briefly(store_env, monkeypatch) as impatient:
+        try:
+            with pytest.raises(Unavailable):
+                sync.sync_events(
+                    impatient,
+                    StripeGateway(fake.api_key, api_base=fake.url),
+                    now=NOW,
+                    actor="cron",
+                    progress=lock_after_the_first_batch,
+                )
+        finally:
+            for conn in holder:
+                conn.rollback()
+                conn.close()
+    # The first batch (events 1-3, event 2 quarantined) is in; the second is not.
+    assert [store.event_processed(e["id"]) for e in events] == [True, False, True] + [False] * 3
+    assert store.count_quarantined() == 1
+    cursor = sync.stored_cursor(store)
+    if store.backend == "postgres":
+        assert cursor == datetime.fromtimestamp(T0 + 3, UTC)  # past the quarantined event
+    else:
+        assert cursor is None  # the lock held the settings too: the cursor waits, unharmed
+    report = sync.sync_events(
+        store, StripeGateway(fake.api_key, api_base=fake.url), now=NOW, actor="cron"
+    )
+    assert (report.events_applied, report.cursor) == (3, datetime.fromtimestamp(T0 + 6, UTC))
+
+
+@contextmanager
+def write_lock_held_briefly(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A second store on the same data that waits only a moment for a lock."""
+    if database_url.startswith("sqlite"):
+        from cloudgreet_billing.adapters.store.sqlite import SqliteStore
+
+        opened: Any = SqliteStore(
+            Path(database_url.removeprefix("sqlite:///")), busy_timeout_ms=100
+        )
+    else:
+        from cloudgreet_billing.adapters.store.postgres import PostgresStore
+
+        monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=200")
+        opened = PostgresStore(database_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
