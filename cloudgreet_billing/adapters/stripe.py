@@ -454,17 +454,41 @@ def _wrong_place(
     )
 
 
-def verify_webhook(payload: bytes, signature: str | None, secrets: tuple[str, ...]) -> bool:
-    """Whether ``payload`` is signed by any of ``secrets`` within Stripe's 300 s tolerance,
-    by the SDK's own rules (several secrets during a rotation)."""
+def verify_webhook(
+    payload: bytes, signature: str | None, secrets: tuple[str, ...], *, now: float | None = None
+) -> bool:
+    """Whether ``payload`` is signed by any of ``secrets`` (several during a rotation) at a
+    time within Stripe's 300 s tolerance of ``now`` (default: the system clock), in either
+    direction.
+
+    The signature is checked by the SDK's ``WebhookSignature.verify_header``; its time check
+    is ``timestamp < time.time() - tolerance``, which refuses only a timestamp too far in
+    the past, so a signature dated ahead would stay valid until then. The time is checked
+    here instead, both ways, on the header's first ``t=`` (the one the SDK signs with).
+    """
     import stripe
 
+    tolerance = stripe.Webhook.DEFAULT_TOLERANCE
     for secret in secrets:
         try:
-            stripe.WebhookSignature.verify_header(
-                payload, signature, secret, stripe.Webhook.DEFAULT_TOLERANCE
-            )
+            # A tolerance of 0 turns the SDK's one-sided time check off.
+            stripe.WebhookSignature.verify_header(payload, signature, secret, 0)
         except stripe.SignatureVerificationError:
             continue
-        return True
+        assert signature is not None  # verify_header refuses a missing header
+        signed_at = _signed_at(signature)
+        clock = time.time() if now is None else now
+        return signed_at is not None and abs(signed_at - clock) <= tolerance
     return False
+
+
+def _signed_at(signature: str) -> int | None:
+    """The ``t=`` of a ``Stripe-Signature`` header (the first, as the SDK reads it)."""
+    for item in signature.split(","):
+        key, _, value = item.partition("=")
+        if key == "t":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

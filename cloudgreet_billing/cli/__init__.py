@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("doctor", "doctor"),
     "sync": ("sync", "sync"),
     "serve": ("serve", "serve"),
+    "quarantine": ("quarantine", "app"),
     "alerts": ("alerts", "app"),
     "retry": ("actions", "retry"),
     "resend-link": ("actions", "resend_link"),

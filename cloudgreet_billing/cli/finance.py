@@ -352,6 +352,7 @@ def _dashboard_json(board: Dashboard) -> dict[str, Any]:
         "paused_at": board.pause.at if board.pause.paused else None,
         "last_sync_at": iso_z(board.last_sync_at),
         "last_sync_age_seconds": None if age is None else int(age.total_seconds()),
+        "quarantined_events": board.quarantined_events,
         "warnings": board.warnings,
         "mrr_notes": board.mrr_notes,
     }
@@ -382,6 +383,12 @@ def _print_dashboard(board: Dashboard, console: Console) -> None:
         f"yes: {board.pause.reason or 'no reason given'}" if board.pause.paused else "no",
     )
     table.add_row("last sync", when(board.last_sync_at) or "never")
+    table.add_row(
+        "quarantined events",
+        f"{board.quarantined_events} (see: quarantine list)"
+        if board.quarantined_events
+        else "none",
+    )
     console.print(table)
     for warning in board.warnings:
         console.print(f"warning: {warning}")

@@ -2,7 +2,15 @@
 
 ``POST /api/internal/stripe/alerts`` verifies the ``Stripe-Signature`` header against every
 ``STRIPE_WEBHOOK_SECRET`` (rotation), applies the event exactly as ``sync`` does, and
-answers 2xx only after the commit: a failure answers 500, so Stripe delivers again.
+answers 2xx only after the commit. The answer tells Stripe whether to deliver again, which
+it does for days on anything but 2xx and then disables the endpoint, so:
+
+- 200: applied, skipped, a duplicate, or quarantined (recorded with its reason; a
+  redelivery would fail the same way, and updates the same quarantine row);
+- 400: a bad signature, a body that is not JSON, or JSON that is not an event;
+- 503: a fault of the store that a retry can cure (unreachable, locked, a serialization
+  failure: ``Unavailable``); 500: anything else, a bug, also retried.
+
 ``GET /healthz`` says whether the store answers.
 """
 
@@ -27,6 +35,7 @@ if TYPE_CHECKING:
     from cloudgreet_billing.domain.dunning import DunningPlanner
 
 WEBHOOK_PATH: Final = "/api/internal/stripe/alerts"
+SOURCE: Final = "webhook"
 #: Stripe's events are a few KiB; anything this large is not one.
 MAX_BODY_BYTES: Final = 1024 * 1024
 
@@ -90,18 +99,37 @@ def build_app(
     from starlette.routing import Route
 
     from cloudgreet_billing.adapters.stripe import verify_webhook
-    from cloudgreet_billing.domain.events import EventResult, plan_event
-    from cloudgreet_billing.errors import BadInput
+    from cloudgreet_billing.domain.events import EventPlan, EventResult, is_event, plan_event
+    from cloudgreet_billing.domain.quarantine import RejectedEvent, reject, reject_text
+    from cloudgreet_billing.errors import BadInput, BillingError, Unavailable
 
     def refuse(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": {"message": message}}, status_code=status)
 
-    def apply(event: dict[str, Any]) -> EventResult:
-        plan = plan_event(event, "webhook")
+    def planned(body: bytes) -> EventPlan | RejectedEvent | str:
+        """The event's plan, its rejection (to quarantine), or why it is no event (400)."""
+        text = body.decode("utf-8")  # verified, so UTF-8
         try:
-            return stores.get().apply_event_plans([plan], planner=planner, now=clock())[0]
-        except BadInput:
-            raise
+            event = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return f"not JSON: {exc.msg}"
+        except (ValueError, RecursionError):
+            # Valid JSON, but nested too deep or with a number too long for Python.
+            return reject_text(text, "the event's JSON is too deep or too long to read", SOURCE)
+        if not is_event(event):
+            return "not a Stripe event object"
+        try:
+            return plan_event(event, SOURCE)
+        except BadInput as exc:
+            return reject(event, exc.message, SOURCE)
+
+    def apply(work: EventPlan | RejectedEvent) -> EventResult:
+        plans, rejected = ([work], []) if isinstance(work, EventPlan) else ([], [work])
+        try:
+            store = stores.get()
+            return store.apply_event_plans(plans, planner=planner, now=clock(), rejected=rejected)[
+                0
+            ]
         except Exception:
             stores.discard()
             raise
@@ -120,21 +148,28 @@ def build_app(
         body = b"".join(chunks)
         signature = request.headers.get("stripe-signature")
         try:
-            verified = verify_webhook(body, signature, secrets)
+            verified = verify_webhook(body, signature, secrets, now=clock().timestamp())
         except UnicodeDecodeError:
             verified = False
         if not verified:
             reason = "missing" if not signature else "bad or stale"
             return refuse(400, f"{reason} Stripe-Signature")
+        work = await run_in_threadpool(planned, body)
+        if isinstance(work, str):
+            return refuse(400, work)
         try:
-            event = json.loads(body)
-            result = await run_in_threadpool(apply, event)
-        except (ValueError, BadInput) as exc:
-            return refuse(400, f"not a Stripe event: {exc}")
-        if result.status == "failed":
-            # Not committed: Stripe must deliver it again.
-            return refuse(500, f"event {result.event_id} failed: {result.error}")
-        return JSONResponse({"received": True, "id": result.event_id, "status": result.status})
+            result = await run_in_threadpool(apply, work)
+        except Unavailable as exc:
+            # Not committed, and a retry can cure it: Stripe delivers again.
+            return JSONResponse(
+                {"error": {"message": exc.message}}, status_code=503, headers={"Retry-After": "60"}
+            )
+        except BillingError as exc:
+            return refuse(500, exc.message)
+        answer: dict[str, Any] = {"received": True, "id": result.event_id, "status": result.status}
+        if result.quarantine_id is not None:
+            answer.update(quarantine_id=result.quarantine_id, reason=result.error)
+        return JSONResponse(answer)
 
     async def healthz(request: Request) -> JSONResponse:
         def check() -> str:
@@ -178,6 +213,9 @@ def serve(
     json_output: JsonFlag = False,
 ) -> None:
     """Receive Stripe webhooks at POST /api/internal/stripe/alerts (and GET /healthz).
+
+    Answers 200 once an event is applied or quarantined, 400 for a bad signature or a body
+    that is no event, 503 while the store is unavailable (Stripe delivers again).
 
     Example: cloudgreet-billing serve --port 8000   # then: stripe listen --forward-to
     localhost:8000/api/internal/stripe/alerts

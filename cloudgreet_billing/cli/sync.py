@@ -61,6 +61,9 @@ def sync(
 ) -> None:
     """Pull Stripe events into the store: mirror, alerts, dunning. Safe to repeat.
 
+    An event that cannot be applied is quarantined and the others applied; sync exits 4
+    while any event waits in quarantine (see: quarantine list).
+
     Example: stripe listen --print-json | cloudgreet-billing sync --events-file -
     """
     from cloudgreet_billing.bootstrap import open_gateway
@@ -102,8 +105,9 @@ def sync(
                 progress=progress,
             )
     service.record_sync(store, now=now, actor=settings.actor)
+    service.note_quarantine(store, report)
     emit(report.as_json(), lambda console: _human(console, report))
-    if report.events_failed:
+    if report.needs_attention:
         raise typer.Exit(ExitCode.NEEDS_ATTENTION)
 
 
@@ -128,16 +132,29 @@ def _from_file(
         report.cursor = stored_cursor(store)
         return report
 
-    if events_file == "-":
-        return run(sys.stdin, "stdin")
-    path = Path(events_file)
-    if not path.is_file():
-        raise BadInput(f"{events_file} is not a file", hint="give a JSON or NDJSON file, or -")
     try:
+        if events_file == "-":
+            return run(sys.stdin, "stdin")
+        path = Path(events_file)
+        if not path.is_file():
+            raise BadInput(f"{events_file} is not a file", hint="give a JSON or NDJSON file, or -")
+        # Checked whole first, so that a file with bad bytes far in writes nothing.
+        _check_utf8(path)
         with path.open(encoding="utf-8") as stream:
             return run(stream, path.name)
     except UnicodeDecodeError:
         raise BadInput(f"{events_file} is not UTF-8 text") from None
+
+
+def _check_utf8(path: Path) -> None:
+    """``UnicodeDecodeError`` unless the whole file is UTF-8 (read a MiB at a time)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            decoder.decode(chunk)
+    decoder.decode(b"", final=True)
 
 
 def _human(console: Console, report: SyncReport) -> None:
@@ -148,11 +165,12 @@ def _human(console: Console, report: SyncReport) -> None:
             f"backfilled {report.invoices_backfilled} invoices and "
             f"{report.subscriptions_backfilled} subscriptions"
         )
+        print_quarantine(console, report)
         return
     console.print(
         f"{report.events_seen} events: {report.events_applied} applied, "
         f"{report.events_skipped} skipped (types not acted on), "
-        f"{report.events_duplicate} already processed, {report.events_failed} failed"
+        f"{report.events_duplicate} already processed, {report.events_failed} quarantined"
     )
     console.print(
         f"alerts: {report.alerts_opened} opened, {report.alerts_resolved} resolved; "
@@ -161,5 +179,21 @@ def _human(console: Console, report: SyncReport) -> None:
     )
     if report.cursor is not None:
         console.print(f"cursor: events up to {when(report.cursor)}")
-    for failure in report.failures:
-        console.print(f"failed: {failure} (left unprocessed; it is retried next time)")
+    print_quarantine(console, report)
+
+
+def print_quarantine(console: Console, report: SyncReport) -> None:
+    """What waits in quarantine, one line each, and how to settle it."""
+    if not report.quarantined_count:
+        return
+    console.print(
+        f"{report.quarantined_count} events in quarantine, not applied (the others were):"
+    )
+    for row in report.quarantined:
+        console.print(f"  {row.id}  {row.event_id or '(no event id)'}  {row.reason}")
+    if report.quarantined_count > len(report.quarantined):
+        console.print(f"  … and {report.quarantined_count - len(report.quarantined)} more")
+    console.print(
+        "after a fix: cloudgreet-billing quarantine retry --all; to give one up: "
+        "cloudgreet-billing quarantine dismiss ID (see: quarantine list)"
+    )

@@ -12,7 +12,7 @@ events about cards, tax ids and discounts, which are not customers.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final, Literal
 
@@ -25,7 +25,7 @@ from cloudgreet_billing.domain.mirror import (
     parse_invoice,
     parse_subscription,
 )
-from cloudgreet_billing.domain.timefmt import utc_from_unix
+from cloudgreet_billing.domain.stripe_fields import Fields, describe, is_stripe_id, quote
 from cloudgreet_billing.errors import BadInput
 
 EventSource = Literal["api", "webhook", "file", "backfill"]
@@ -70,31 +70,67 @@ class EventPlan:
     alert: AlertDraft | None = None
     #: ``(invoice_id, resolution)``: settle every unresolved alert of that invoice.
     resolve: tuple[str, str] | None = None
+    #: The event as received, quarantined with its reason if the store cannot apply it.
+    event: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-def plan_event(event: Mapping[str, Any], source: EventSource) -> EventPlan:
-    """The plan for one Stripe event object; ``BadInput`` when it is not one."""
-    if not isinstance(event, Mapping) or event.get("object") not in ("event", None):
-        raise BadInput("not a Stripe event object", hint="expected {'object': 'event', …}")
-    event_id = event.get("id")
-    event_type = event.get("type")
-    created = event.get("created")
-    if not isinstance(event_id, str) or not event_id.startswith("evt_"):
-        raise BadInput(f"event id {event_id!r} is not a Stripe event id (evt_…)")
-    if not isinstance(event_type, str) or not isinstance(created, int):
-        raise BadInput(f"event {event_id} has no type or created time")
-    data = event.get("data")
-    obj = data.get("object") if isinstance(data, Mapping) else None
+class NotAnEvent(BadInput):
+    """A value that is not a Stripe event at all: a file of invoices, a number, a list."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint, code="not_an_event")
+
+
+def is_event(value: Any) -> bool:
+    """Whether ``value`` presents itself as a Stripe event: ``"object": "event"``, or (as
+    some tools save them) no ``object`` and an ``evt_`` id. Such a value is planned, and
+    quarantined if it cannot be applied; anything else is not an event."""
+    if not isinstance(value, Mapping):
+        return False
+    kind = value.get("object")
+    if kind is None:
+        event_id = value.get("id")
+        return isinstance(event_id, str) and event_id.startswith("evt_")
+    return bool(kind == "event")
+
+
+def what_it_is(value: Any) -> str:
+    """A value found where an event belongs, as a refusal names it."""
+    if isinstance(value, Mapping) and isinstance(value.get("object"), str):
+        return f"an object of type {quote(value['object'])}"
+    return describe(value)
+
+
+def plan_event(event: Any, source: EventSource) -> EventPlan:
+    """The plan for one Stripe event object.
+
+    ``NotAnEvent`` when it is not one; ``BadInput`` naming the field when it is an event
+    that cannot be applied (a wrong type, an id without its prefix, a time out of range).
+    """
+    if not is_event(event):
+        raise NotAnEvent(
+            f"found {what_it_is(event)} where a Stripe event was expected",
+            hint="expected {'object': 'event', …}",
+        )
+    fields = Fields(event, "event")
+    event_id = fields.id("id", "evt_")
+    fields.what = f"event {event_id}"
+    event_type = fields.string("type")
+    created = fields.time("created")
+    livemode = fields.boolean("livemode")
+    data = fields.nested("data")
+    obj = None if data is None else data.raw("object")
     if not isinstance(obj, Mapping):
-        raise BadInput(f"event {event_id} has no data.object")
+        raise fields.bad("data.object", "an object", obj)
     # The skipped plan; the kinds acted on replace its outcome and add what they carry.
     base = EventPlan(
         event_id=event_id,
         type=event_type,
-        created=utc_from_unix(created),
-        livemode=bool(event.get("livemode", False)),
+        created=created,
+        livemode=livemode,
         source=source,
         outcome="skipped",
+        event=event,
     )
     kind = obj.get("object")
     if event_type.startswith("invoice.") and kind == "invoice":
@@ -153,45 +189,54 @@ def failure_of(invoice: Mapping[str, Any]) -> InvoiceFailure:
     Webhook invoices rarely expand the payment: an expanded ``payment_intent`` (older
     shape) gives the decline, else ``last_finalization_error``, else a generic line.
     """
-    for container, key in (
-        ("payment_intent", "last_payment_error"),
-        (None, "last_finalization_error"),
-    ):
-        source = invoice.get(container) if container else invoice
-        error = source.get(key) if isinstance(source, Mapping) else None
-        if isinstance(error, Mapping) and (error.get("message") or error.get("code")):
-            code = error.get("decline_code") or error.get("code")
-            return InvoiceFailure(code=code, message=str(error.get("message") or code))
-    attempts = invoice.get("attempt_count") or 1
+    fields = Fields(invoice, f"invoice {invoice.get('id')}")
+    intent = invoice.get("payment_intent")
+    sources = [
+        fields.nested("payment_intent") if isinstance(intent, Mapping) else None,
+        fields,
+    ]
+    for source, key in zip(sources, ("last_payment_error", "last_finalization_error"), strict=True):
+        error = None if source is None else source.nested(key)
+        if error is None:
+            continue
+        message = error.optional_string("message")
+        code = error.optional_string("decline_code") or error.optional_string("code")
+        if message or code:
+            return InvoiceFailure(code=code, message=message or str(code))
+    attempts = fields.count("attempt_count") or 1
     return InvoiceFailure(code=None, message=f"payment attempt {attempts} failed")
 
 
 def _usage_alert(event_id: str, obj: Mapping[str, Any]) -> AlertDraft:
     """``billing.alert.triggered``: a Stripe usage alert crossed its threshold."""
-    given_alert = obj.get("alert")
-    alert: Mapping[str, Any] = given_alert if isinstance(given_alert, Mapping) else {}
+    fields = Fields(obj, f"billing.alert_triggered of {event_id}")
+    alert = fields.nested("alert") or Fields({}, fields.what, path="alert.")
     customer = obj.get("customer")
-    customer_id = customer if isinstance(customer, str) and customer.startswith("cus_") else None
-    given_threshold = alert.get("usage_threshold")
-    threshold: Mapping[str, Any] = given_threshold if isinstance(given_threshold, Mapping) else {}
-    meter = threshold.get("meter")
-    meter_id = meter.get("id") if isinstance(meter, Mapping) else meter
-    alert_id = alert.get("id") or "unknown"
-    title = alert.get("title") or "usage alert"
-    value = obj.get("value")
+    # A customer field that is not a customer id names nobody we know: a usage alert
+    # without one is still worth opening.
+    customer_id = customer if is_stripe_id(customer, "cus_") else None
+    threshold = alert.nested("usage_threshold") or Fields({}, fields.what)
+    meter = threshold.raw("meter")
+    meter_id = (
+        threshold.optional_id("meter", "mtr_", expandable=True) if meter is not None else None
+    )
+    alert_id = alert.optional_string("id") or "unknown"
+    title = alert.optional_string("title") or "usage alert"
+    value = fields.optional_integer("value")
+    gte = threshold.optional_integer("gte")
     return AlertDraft(
         type="threshold_exceeded",
         dedupe_key=f"threshold_exceeded:stripe:{alert_id}:{customer_id or '-'}",
         customer_id=customer_id,
         stripe_event_id=event_id,
-        last_failure=f"{title}: usage {value} reached {threshold.get('gte')}",
+        last_failure=f"{title}: usage {value} reached {gte}",
         details={
             "opened_by": event_id,
             "source": "stripe",
             "stripe_alert": alert_id,
             "title": title,
             "value": value,
-            "threshold": threshold.get("gte"),
+            "threshold": gte,
             "meter": meter_id,
         },
     )
@@ -199,13 +244,16 @@ def _usage_alert(event_id: str, obj: Mapping[str, Any]) -> AlertDraft:
 
 @dataclass(frozen=True, slots=True)
 class EventResult:
-    """What applying one plan did. ``duplicate``: already processed, nothing changed;
-    ``failed``: rolled back and left unprocessed, so a redelivery retries it."""
+    """What applying one plan (or quarantining one rejected event) did. ``duplicate``:
+    already processed, nothing changed; ``quarantined``: its effects rolled back, the
+    event kept with ``error``, its reason, in ``billing_quarantined_events`` (row
+    ``quarantine_id``) until an operator retries or dismisses it."""
 
-    event_id: str
-    status: Literal["applied", "skipped", "duplicate", "failed"]
-    created: datetime
+    event_id: str | None
+    status: Literal["applied", "skipped", "duplicate", "quarantined"]
+    created: datetime | None
     error: str | None = None
+    quarantine_id: int | None = None
     alerts_opened: int = 0
     alerts_resolved: int = 0
     dunning_scheduled: int = 0

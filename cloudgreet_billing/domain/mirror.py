@@ -3,7 +3,8 @@
 Parsers take the plain JSON shape (an API or webhook object, or ``StripeObject.to_dict()``)
 and tolerate both the current API shape and the older one (before the 2025 versions an
 invoice's subscription id sat at the top level; now it lives under
-``parent.subscription_details``).
+``parent.subscription_details``). Every field is read through ``stripe_fields.Fields``, so
+a field of the wrong type is ``BadInput`` naming it, never an exception of Python's.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from cloudgreet_billing.domain.statuses import INVOICE_STATUSES, SETTLED_INVOICE_STATUSES
-from cloudgreet_billing.domain.timefmt import from_unix, utc_from_unix
-from cloudgreet_billing.errors import BadInput
+from cloudgreet_billing.domain.statuses import (
+    INVOICE_STATUSES,
+    SETTLED_INVOICE_STATUSES,
+    SUBSCRIPTION_STATUSES,
+)
+from cloudgreet_billing.domain.stripe_fields import Fields
 
 #: Settled invoices: nothing processed later may reopen them.
 FINAL_INVOICE_STATUSES: Final = frozenset(SETTLED_INVOICE_STATUSES)
@@ -96,95 +100,88 @@ def invoice_transition_allowed(current: str, incoming: str) -> bool:
     return current == "uncollectible" and incoming in ("paid", "void")
 
 
-def _id_of(value: Any) -> str | None:
-    """An id field that may be expanded into an object."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, Mapping):
-        found = value.get("id")
-        return found if isinstance(found, str) else None
-    return None
-
-
-def _require(obj: Mapping[str, Any], key: str, kind: str) -> Any:
-    value = obj.get(key)
-    if value is None:
-        raise BadInput(f"{kind} object has no {key!r}", hint="is this a Stripe object?")
-    return value
-
-
-def _int(obj: Mapping[str, Any], key: str, default: int = 0) -> int:
-    value = obj.get(key)
-    return default if value is None else int(value)
-
-
 def subscription_id_of_invoice(invoice: Mapping[str, Any]) -> str | None:
-    parent = invoice.get("parent")
-    if isinstance(parent, Mapping):
-        details = parent.get("subscription_details")
-        if isinstance(details, Mapping) and details.get("subscription"):
-            return _id_of(details.get("subscription"))
-    return _id_of(invoice.get("subscription"))
+    """The invoice's subscription: under ``parent.subscription_details`` (current API
+    versions), else at the top level (older versions)."""
+    return _subscription_id(Fields(invoice, f"invoice {invoice.get('id')}"))
+
+
+def _subscription_id(fields: Fields) -> str | None:
+    parent = fields.nested("parent")
+    details = None if parent is None else parent.nested("subscription_details")
+    if details is not None and details.raw("subscription"):
+        return details.optional_id("subscription", "sub_", expandable=True)
+    return fields.optional_id("subscription", "sub_", expandable=True)
 
 
 def parse_invoice(obj: Mapping[str, Any]) -> MirroredInvoice:
-    invoice_id = _require(obj, "id", "invoice")
-    if not str(invoice_id).startswith("in_"):
-        raise BadInput(f"{invoice_id!r} is not an invoice id (in_…)")
-    status = obj.get("status") or "draft"
-    if status not in INVOICE_STATUSES:
-        raise BadInput(f"invoice {invoice_id} has unknown status {status!r}")
-    customer_id = _id_of(obj.get("customer"))
-    if not customer_id:
-        raise BadInput(f"invoice {invoice_id} has no customer")
-    total_excluding_tax = obj.get("total_excluding_tax")
+    """An invoice object as the mirror keeps it; ``BadInput`` names a field of the wrong
+    type or out of range."""
+    fields = Fields(obj, "invoice")
+    invoice_id = fields.id("id", "in_")
+    fields.what = f"invoice {invoice_id}"
     return MirroredInvoice(
         id=invoice_id,
-        customer_id=customer_id,
-        subscription_id=subscription_id_of_invoice(obj),
-        number=obj.get("number"),
-        status=status,
-        currency=str(_require(obj, "currency", "invoice")).lower(),
-        amount_due=_int(obj, "amount_due"),
-        amount_paid=_int(obj, "amount_paid"),
-        amount_remaining=_int(obj, "amount_remaining"),
-        total=_int(obj, "total"),
-        total_excluding_tax=None if total_excluding_tax is None else int(total_excluding_tax),
-        attempt_count=_int(obj, "attempt_count"),
-        attempted=bool(obj.get("attempted", False)),
-        next_payment_attempt=from_unix(obj.get("next_payment_attempt")),
-        due_date=from_unix(obj.get("due_date")),
-        hosted_invoice_url=obj.get("hosted_invoice_url"),
-        livemode=bool(obj.get("livemode", False)),
-        stripe_created=utc_from_unix(_require(obj, "created", "invoice")),
+        customer_id=fields.id("customer", "cus_", expandable=True),
+        subscription_id=_subscription_id(fields),
+        number=fields.optional_string("number"),
+        status=fields.choice("status", INVOICE_STATUSES, default="draft"),
+        currency=fields.currency("currency"),
+        amount_due=fields.integer("amount_due"),
+        amount_paid=fields.integer("amount_paid"),
+        amount_remaining=fields.integer("amount_remaining"),
+        total=fields.integer("total"),
+        total_excluding_tax=fields.optional_integer("total_excluding_tax"),
+        attempt_count=fields.count("attempt_count"),
+        attempted=fields.boolean("attempted"),
+        next_payment_attempt=fields.optional_time("next_payment_attempt"),
+        due_date=fields.optional_time("due_date"),
+        hosted_invoice_url=fields.optional_string("hosted_invoice_url"),
+        livemode=fields.boolean("livemode"),
+        stripe_created=fields.time("created"),
         raw=obj,
     )
 
 
+def _first_item(fields: Fields) -> Fields | None:
+    """A subscription's first item (since the 2025 API versions the billing period lives on
+    each item)."""
+    items = fields.nested("items")
+    listed = None if items is None else items.raw("data")
+    if listed is None or listed == []:
+        return None
+    if not isinstance(listed, list):
+        raise fields.bad("items.data", "a list", listed)
+    first = listed[0]
+    if not isinstance(first, Mapping):
+        raise fields.bad("items.data[0]", "an object", first)
+    return Fields(first, fields.what, path="items.data[0].")
+
+
 def parse_subscription(obj: Mapping[str, Any]) -> MirroredSubscription:
-    subscription_id = _require(obj, "id", "subscription")
-    items = obj.get("items")
-    first_item: Mapping[str, Any] = {}
-    if isinstance(items, Mapping) and items.get("data"):
-        first_item = items["data"][0]
-    # Since the 2025 API versions the billing period lives on each item.
-    period_end = obj.get("current_period_end") or first_item.get("current_period_end")
-    currency = obj.get("currency")
-    if not currency and first_item:
-        currency = (first_item.get("price") or {}).get("currency")
-    customer_id = _id_of(obj.get("customer"))
-    if not customer_id:
-        raise BadInput(f"subscription {subscription_id} has no customer")
+    """A subscription object as the mirror keeps it; ``BadInput`` names a bad field."""
+    fields = Fields(obj, "subscription")
+    subscription_id = fields.id("id", "sub_")
+    fields.what = f"subscription {subscription_id}"
+    first_item = _first_item(fields)
+    period_end = fields.optional_time("current_period_end")
+    if period_end is None and first_item is not None:
+        period_end = first_item.optional_time("current_period_end")
+    currency = fields.optional_currency("currency")
+    price = None if first_item is None else first_item.nested("price")
+    if currency is None and price is not None:
+        currency = price.optional_currency("currency")
+    fields.nested("pause_collection")  # an object or null
     return MirroredSubscription(
         id=subscription_id,
-        customer_id=customer_id,
-        status=str(_require(obj, "status", "subscription")),
-        currency=str(currency or "usd").lower(),
-        cancel_at_period_end=bool(obj.get("cancel_at_period_end", False)),
-        current_period_end=from_unix(period_end),
+        customer_id=fields.id("customer", "cus_", expandable=True),
+        status=fields.choice("status", SUBSCRIPTION_STATUSES),
+        currency=currency or "usd",
+        cancel_at_period_end=fields.boolean("cancel_at_period_end"),
+        current_period_end=period_end,
         collection_paused=obj.get("pause_collection") is not None,
-        livemode=bool(obj.get("livemode", False)),
-        stripe_created=from_unix(obj.get("created")),
+        livemode=fields.boolean("livemode"),
+        stripe_created=fields.optional_time("created"),
         raw=obj,
     )
 
@@ -237,17 +234,19 @@ def _discount_holders(subscription: Mapping[str, Any]) -> list[Mapping[str, Any]
 
 
 def parse_customer(obj: Mapping[str, Any]) -> MirroredCustomer:
-    customer_id = _require(obj, "id", "customer")
-    currency = obj.get("currency")
+    """A customer object (or a deleted customer's stub) as the mirror keeps it."""
+    fields = Fields(obj, "customer")
+    customer_id = fields.id("id", "cus_")
+    fields.what = f"customer {customer_id}"
     return MirroredCustomer(
         id=customer_id,
-        email=obj.get("email"),
-        name=obj.get("name"),
-        phone=obj.get("phone"),
-        currency=str(currency).lower() if currency else None,
-        delinquent=bool(obj.get("delinquent", False)),
-        deleted=bool(obj.get("deleted", False)),
-        livemode=bool(obj.get("livemode", False)),
-        stripe_created=from_unix(obj.get("created")),
+        email=fields.optional_string("email"),
+        name=fields.optional_string("name"),
+        phone=fields.optional_string("phone"),
+        currency=fields.optional_currency("currency"),
+        delinquent=fields.boolean("delinquent"),
+        deleted=fields.boolean("deleted"),
+        livemode=fields.boolean("livemode"),
+        stripe_created=fields.optional_time("created"),
         raw=obj,
     )

@@ -16,6 +16,19 @@ SETTLED_INVOICE_STATUSES: Final = ("paid", "void", "uncollectible")
 NOT_BILLED_STATUSES: Final = frozenset({"draft", "void"})
 
 # --- Stripe subscriptions -------------------------------------------------------------
+#: Every status Stripe documents for a subscription (API reference: subscription.status).
+SUBSCRIPTION_STATUSES: Final = frozenset(
+    {
+        "incomplete",
+        "incomplete_expired",
+        "trialing",
+        "active",
+        "past_due",
+        "canceled",
+        "unpaid",
+        "paused",
+    }
+)
 #: Subscriptions that count towards MRR.
 COUNTED_STATUSES: Final = frozenset({"active", "past_due"})
 

@@ -37,6 +37,8 @@ class Dashboard:
     dunning_needs_review: int
     pause: PauseState
     last_sync_at: datetime | None
+    #: Stripe events that could not be applied, waiting in quarantine.
+    quarantined_events: int = 0
     warnings: list[str] = field(default_factory=list)
     mrr_notes: list[str] = field(default_factory=list)
 
@@ -88,6 +90,12 @@ def build_dashboard(store: Store, *, now: datetime) -> Dashboard:
         warnings.append(f"last sync was {_age(now - last_sync)} ago (older than a day)")
     if pause.paused:
         warnings.append(f"dunning is paused: {pause.reason or 'no reason given'}")
+    quarantined = store.count_quarantined()
+    if quarantined:
+        warnings.append(
+            f"{quarantined} Stripe events could not be applied and wait in quarantine: "
+            "see `cloudgreet-billing quarantine list`"
+        )
     notes = mrr.notes[:MAX_NOTES]
     if len(mrr.notes) > MAX_NOTES:
         notes.append(f"… and {len(mrr.notes) - MAX_NOTES} more")
@@ -104,6 +112,7 @@ def build_dashboard(store: Store, *, now: datetime) -> Dashboard:
         dunning_needs_review=workload.needs_review,
         pause=pause,
         last_sync_at=last_sync,
+        quarantined_events=quarantined,
         warnings=warnings,
         mrr_notes=notes,
     )

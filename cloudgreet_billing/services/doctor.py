@@ -272,6 +272,35 @@ def check_dunning_state(diagnosis: Diagnosis) -> CheckResult:
     return CheckResult("dunning", "ok", f"running; {due} steps due now")
 
 
+def check_quarantine(diagnosis: Diagnosis) -> CheckResult:
+    """Stripe events that could not be applied wait for a person: worth a look."""
+    settings = diagnosis.settings
+    if settings is None:
+        return CheckResult("quarantine", "fail", "skipped: the configuration does not load")
+    from cloudgreet_billing.bootstrap import open_store
+
+    try:
+        store = open_store(settings, check_schema=False)
+    except BillingError:
+        return CheckResult("quarantine", "fail", "skipped: the store is not ready (see store)")
+    try:
+        if (store.schema_version() or 0) < LATEST_SCHEMA_VERSION:
+            return CheckResult("quarantine", "fail", "skipped: the store is not ready (see store)")
+        waiting = store.count_quarantined()
+        oldest = store.list_quarantined(limit=1) if waiting else []
+    finally:
+        store.close()
+    if not waiting:
+        return CheckResult("quarantine", "ok", "no Stripe events in quarantine")
+    since = oldest[0].first_seen_at.strftime("%Y-%m-%d %H:%M UTC") if oldest else "?"
+    return CheckResult(
+        "quarantine",
+        "warn",
+        f"{waiting} Stripe events could not be applied (oldest since {since}): see "
+        "`quarantine list`, then `quarantine retry ID` after a fix or `quarantine dismiss ID`",
+    )
+
+
 def check_escalation(diagnosis: Diagnosis) -> CheckResult:
     settings = diagnosis.settings
     if settings is None or not settings.finance_lead_email:
@@ -290,6 +319,7 @@ CHECKS: list[Check] = [
     check_slack,
     check_dunning_templates,
     check_dunning_state,
+    check_quarantine,
     check_escalation,
 ]
 

@@ -3,13 +3,16 @@
 Every source goes through ``apply_events``: events are planned (``domain.events``) and
 applied in batches of ``BATCH_SIZE``, one transaction per batch (``Store.apply_event_plans``;
 a batch with a failing event is redone with one savepoint per event), so an event's effects
-and the record that it was processed commit together, a failing event is left unprocessed
-without losing its batch, and the same event twice changes nothing.
+and the record that it was processed commit together, and the same event twice changes
+nothing. An event that cannot be applied (planning refuses it, or the store does) is
+quarantined in its batch's transaction, and the others are applied; only a fault of the
+store itself (``Unavailable``) stops a sync.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -20,9 +23,16 @@ from cloudgreet_billing.adapters.store.sql_base import chunked
 from cloudgreet_billing.domain.dunning import DunningPlanner, TimelinePlanner
 from cloudgreet_billing.domain.events import EventPlan, EventResult, EventSource, plan_event
 from cloudgreet_billing.domain.mirror import parse_invoice, parse_subscription
+from cloudgreet_billing.domain.quarantine import (
+    QuarantinedEvent,
+    RejectedEvent,
+    reject,
+    reject_text,
+)
 from cloudgreet_billing.domain.timefmt import iso_z, parse_instant
-from cloudgreet_billing.errors import BadInput
+from cloudgreet_billing.errors import BadInput, BillingError
 from cloudgreet_billing.services import Progress
+from cloudgreet_billing.services.events import UnreadableValue
 
 #: Events per transaction: large enough to amortise the commit, small enough that a crash
 #: loses little work and a webhook waiting on the write lock waits little.
@@ -34,6 +44,8 @@ CURSOR_KEY: Final = "stripe.events_cursor"
 LAST_SYNC_KEY: Final = "sync.last_synced_at"
 #: Failures listed one by one in the report; past this only their count is kept.
 MAX_LISTED_FAILURES: Final = 100
+#: Quarantined events listed in a sync's report; past this only their count.
+MAX_LISTED_QUARANTINED: Final = 100
 
 
 @dataclass
@@ -52,17 +64,24 @@ class SyncReport:
     cursor: datetime | None = None
     invoices_backfilled: int = 0
     subscriptions_backfilled: int = 0
+    #: This run's events that could not be applied (each quarantined): ``evt_…: reason``.
     failures: list[str] = field(default_factory=list)
-    #: ``created`` of the newest event before the first failure (oldest-first sources).
+    #: ``created`` of the newest event settled (applied, skipped, duplicate or quarantined).
     applied_through: datetime | None = None
+    #: Every event waiting in quarantine after the run, from this run or earlier ones.
+    quarantined: list[QuarantinedEvent] = field(default_factory=list)
+    quarantined_count: int = 0
 
     def count(self, result: EventResult) -> None:
         self.events_seen += 1
-        if result.status == "failed":
-            self.fail_unreadable(f"{result.event_id}: {result.error}")
-            return
-        if self.events_failed == 0:
+        if result.created is not None:
             self.applied_through = max(self.applied_through or result.created, result.created)
+        if result.status == "quarantined":
+            self.events_failed += 1
+            if len(self.failures) < MAX_LISTED_FAILURES:
+                name = result.event_id or f"quarantined event {result.quarantine_id}"
+                self.failures.append(f"{name}: {result.error}")
+            return
         if result.status == "applied":
             self.events_applied += 1
         elif result.status == "skipped":
@@ -74,10 +93,10 @@ class SyncReport:
         self.dunning_scheduled += result.dunning_scheduled
         self.dunning_canceled += result.dunning_canceled
 
-    def fail_unreadable(self, message: str) -> None:
-        self.events_failed += 1
-        if len(self.failures) < MAX_LISTED_FAILURES:
-            self.failures.append(message)
+    @property
+    def needs_attention(self) -> bool:
+        """Events wait in quarantine: exit 4 until an operator retries or dismisses them."""
+        return self.quarantined_count > 0 or self.events_failed > 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -94,12 +113,34 @@ class SyncReport:
             "failures": list(self.failures),
             "invoices_backfilled": self.invoices_backfilled,
             "subscriptions_backfilled": self.subscriptions_backfilled,
+            "quarantined_count": self.quarantined_count,
+            "quarantined": [quarantined_json(row) for row in self.quarantined],
         }
+
+
+def quarantined_json(row: QuarantinedEvent) -> dict[str, Any]:
+    """A quarantined event as ``sync`` and ``quarantine list`` show it (payload aside)."""
+    return {
+        "id": row.id,
+        "event_id": row.event_id,
+        "type": row.type,
+        "status": row.status,
+        "reason": row.reason,
+        "source": row.source,
+        "stripe_created": iso_z(row.stripe_created),
+        "livemode": row.livemode,
+        "times_seen": row.times_seen,
+        "first_seen_at": iso_z(row.first_seen_at),
+        "last_seen_at": iso_z(row.last_seen_at),
+        "resolved_at": iso_z(row.resolved_at),
+        "resolved_by": row.resolved_by,
+        "resolution": row.resolution,
+    }
 
 
 def apply_events(
     store: Store,
-    events: Iterable[Mapping[str, Any]],
+    events: Iterable[Any],
     *,
     source: EventSource,
     now: datetime,
@@ -107,22 +148,37 @@ def apply_events(
     progress: Progress | None = None,
     report: SyncReport | None = None,
 ) -> SyncReport:
-    """Apply events in order, ``BATCH_SIZE`` per transaction."""
+    """Apply events in order, ``BATCH_SIZE`` per transaction; each value that is not an
+    event we can apply (``UnreadableValue`` included) is quarantined in its batch.
+
+    ``Unavailable`` when the store fails; the batches before it stay applied (and counted
+    in ``report``, when given)."""
     report = report if report is not None else SyncReport()
     planner = planner or TimelinePlanner()
     for batch in chunked(events, BATCH_SIZE):
         plans: list[EventPlan] = []
-        for event in batch:
+        rejected: list[RejectedEvent] = []
+        for value in batch:
+            if isinstance(value, UnreadableValue):
+                rejected.append(reject_text(value.text, value.reason, source))
+                continue
             try:
-                plans.append(plan_event(event, source))
+                plans.append(plan_event(value, source))
             except BadInput as exc:
-                # Not an event we can read: reported, never recorded, so nothing is lost.
-                report.events_seen += 1
-                report.fail_unreadable(f"{event.get('id', '(no id)')}: {exc.message}")
-        for result in store.apply_event_plans(plans, planner=planner, now=now):
+                rejected.append(reject(value, exc.message, source))
+        results = store.apply_event_plans(plans, planner=planner, now=now, rejected=rejected)
+        for result in results:
             report.count(result)
         if progress is not None:
             progress(len(batch))
+    return report
+
+
+def note_quarantine(store: Store, report: SyncReport) -> SyncReport:
+    """Add what waits in quarantine to ``report`` (every sync lists it, and exits 4)."""
+    report.quarantined_count = store.count_quarantined()
+    if report.quarantined_count:
+        report.quarantined = store.list_quarantined(limit=MAX_LISTED_QUARANTINED)
     return report
 
 
@@ -148,26 +204,39 @@ def sync_events(
 ) -> SyncReport:
     """Pull the Events API from the stored cursor (or ``since``), oldest first, and apply.
 
-    The cursor only moves forward, and only past events applied without a failure before
-    them, so the next run retries from the first failed event.
+    The cursor only moves forward: past every event settled, quarantined ones included (an
+    operator takes those from quarantine, the next sync need not meet them again). Only a
+    fault of the store holds it back: it then stays after the last batch committed.
     """
     cursor = stored_cursor(store)
     start = since if since is not None else cursor
-    report = apply_events(
-        store,
-        gateway.list_events(created_after=start),
-        source="api",
-        now=now,
-        planner=planner,
-        progress=progress,
-    )
     # A later --since skips events; the stored cursor must not jump over them.
     contiguous = since is None or cursor is None or since <= cursor
-    advanced = report.applied_through
-    if contiguous and advanced is not None and (cursor is None or advanced > cursor):
-        store.put_setting(CURSOR_KEY, iso_z(advanced), actor, now)
-        cursor = advanced
-    report.cursor = cursor
+
+    def advance() -> datetime | None:
+        advanced = report.applied_through
+        if contiguous and advanced is not None and (cursor is None or advanced > cursor):
+            store.put_setting(CURSOR_KEY, iso_z(advanced), actor, now)
+            return advanced
+        return cursor
+
+    report = SyncReport()
+    try:
+        apply_events(
+            store,
+            gateway.list_events(created_after=start),
+            source="api",
+            now=now,
+            planner=planner,
+            progress=progress,
+            report=report,
+        )
+    except BillingError:
+        # Keep the batches committed before the failure; the store may refuse this too.
+        with contextlib.suppress(Exception):
+            advance()
+        raise
+    report.cursor = advance()
     return report
 
 

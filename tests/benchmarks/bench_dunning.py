@@ -47,7 +47,9 @@ def seed(database_url: str, steps: int) -> None:
     store.migrate()
     now = utcnow()
     store.upsert_customer(
-        parse_customer({"id": "cus_bench", "email": "payer@example.com", "created": 1}), now, now
+        parse_customer({"id": "cus_bench", "email": "payer@example.com", "created": 1_780_000_000}),
+        now,
+        now,
     )
     invoices = [
         parse_invoice(
@@ -60,7 +62,7 @@ def seed(database_url: str, steps: int) -> None:
                 "amount_due": 12345,
                 "amount_remaining": 12345,
                 "hosted_invoice_url": f"https://invoice.stripe.com/i/{n}",
-                "created": 1,
+                "created": 1_780_000_000,
             }
         )
         for n in range(steps)

@@ -29,7 +29,9 @@ def seed_due(store: Any, invoices: int) -> list[int]:
     """``invoices`` unpaid invoices whose day-0 email is due now; returns those step ids."""
     now = utcnow()
     store.upsert_customer(
-        parse_customer({"id": "cus_bulk", "email": "payer@example.com", "created": 1}), now, now
+        parse_customer({"id": "cus_bulk", "email": "payer@example.com", "created": 1_780_000_000}),
+        now,
+        now,
     )
     mirrored = [
         parse_invoice(
@@ -41,7 +43,7 @@ def seed_due(store: Any, invoices: int) -> list[int]:
                 "amount_due": 5000,
                 "amount_remaining": 5000,
                 "hosted_invoice_url": f"https://invoice.stripe.com/i/{n}",
-                "created": 1,
+                "created": 1_780_000_000,
             }
         )
         for n in range(invoices)

@@ -129,6 +129,7 @@ def test_dashboard_figures(store):
         "paused_at": None,
         "last_sync_at": "2026-11-24T09:00:00Z",
         "last_sync_age_seconds": 3 * 3600,
+        "quarantined_events": 0,
         "warnings": [],
         "mrr_notes": [],
     }

@@ -191,7 +191,12 @@ def test_uncollectible_invoice_may_still_be_paid(store):
 
 
 def test_mirror_customers_and_subscriptions(store):
-    customer = {"id": "cus_A", "email": "a@example.com", "phone": "+15550100", "created": 1}
+    customer = {
+        "id": "cus_A",
+        "email": "a@example.com",
+        "phone": "+15550100",
+        "created": 1_780_000_000,
+    }
     assert store.upsert_customer(parse_customer(customer), NOW, NOW)
     assert store.get_customer("cus_A").phone == "+15550100"
     subscription = {
@@ -199,7 +204,7 @@ def test_mirror_customers_and_subscriptions(store):
         "customer": "cus_A",
         "status": "active",
         "currency": "usd",
-        "created": 1,
+        "created": 1_780_000_000,
         "items": {"data": [{"current_period_end": 1_765_000_000, "price": {"currency": "usd"}}]},
     }
     assert store.upsert_subscription(parse_subscription(subscription), NOW, NOW)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -143,3 +145,140 @@ def test_a_thread_drops_its_store_after_an_error_and_reconnects() -> None:
     assert stores.get() is not first
     stores.close_all()
     assert len(opened) == 2
+
+
+# --- quarantine: a bad event is recorded and acknowledged, never retried for days ---------
+def bad_event(n: int = 1) -> dict[str, Any]:
+    from tests.sync.conftest import event, full_invoice
+
+    obj = {**full_invoice(f"in_1QpL8HLkdIwHu7ix{n:08d}"), "amount_due": [1]}
+    return event(f"evt_1QpL8ILkdIwHu7ix{n:08d}", "invoice.payment_failed", obj, T0 + n)
+
+
+def quarantined_rows() -> list[Any]:
+    store = open_store(load_settings())
+    try:
+        return store.list_quarantined(statuses=None, limit=None)
+    finally:
+        store.close()
+
+
+def test_a_bad_event_is_quarantined_and_acknowledged_once(server: str) -> None:
+    payload = json.dumps(bad_event())
+    responses = [
+        httpx.post(server + WEBHOOK_PATH, content=payload, headers=signed(payload))
+        for _ in range(3)  # Stripe's redeliveries, each freshly signed
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    (row,) = quarantined_rows()
+    assert responses[0].json() == {
+        "received": True,
+        "id": "evt_1QpL8ILkdIwHu7ix00000001",
+        "status": "quarantined",
+        "quarantine_id": row.id,
+        "reason": "invoice in_1QpL8HLkdIwHu7ix00000001 field amount_due: expected an integer, "
+        "got list",
+    }
+    assert (row.source, row.times_seen, json.loads(row.payload)) == (
+        "webhook",
+        3,
+        json.loads(payload),
+    )
+    assert open_alerts() == []
+
+
+def test_json_too_deep_to_read_is_quarantined_as_text(server: str) -> None:
+    payload = '{"id": "evt_1", "object": "event", "data": ' + "[" * 20_000 + "]" * 20_000 + "}"
+    response = httpx.post(server + WEBHOOK_PATH, content=payload, headers=signed(payload))
+    assert (response.status_code, response.json()["status"]) == (200, "quarantined")
+    again = httpx.post(server + WEBHOOK_PATH, content=payload, headers=signed(payload))
+    assert again.json()["quarantine_id"] == response.json()["quarantine_id"]
+    (row,) = quarantined_rows()
+    assert (row.event_id, json.loads(row.payload), row.times_seen) == (None, payload, 2)
+
+
+@pytest.mark.parametrize(
+    ("payload", "says"),
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "not a Stripe event"),
+        ('{"object": "invoice"}', "not a"),
+    ],
+)
+def test_what_is_not_an_event_is_still_400(server: str, payload: str, says: str) -> None:
+    response = httpx.post(server + WEBHOOK_PATH, content=payload, headers=signed(payload))
+    assert response.status_code == 400
+    assert says in response.json()["error"]["message"]
+    assert quarantined_rows() == []
+
+
+def test_a_locked_store_answers_503_so_stripe_delivers_again(
+    store_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.sync.test_quarantine import write_lock_held
+
+    payload = json.dumps(failed("evt_9", "in_9", 1, T0))
+    with write_lock_held(store_env, monkeypatch) as locked:
+        stores = StorePerThread(lambda: locked)
+        stores.discard = lambda: None  # type: ignore[method-assign]  # keep the one store
+        with serving(stores) as url:
+            response = httpx.post(url + WEBHOOK_PATH, content=payload, headers=signed(payload))
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "60"
+    assert "store could not apply the events" in response.json()["error"]["message"]
+    assert open_alerts() == [] and quarantined_rows() == []
+
+
+@contextlib.contextmanager
+def serving(stores: StorePerThread) -> Iterator[str]:
+    asgi = build_app(stores, secrets=(NEW_SECRET,), planner=TimelinePlanner(), clock=utcnow)
+    config = uvicorn.Config(asgi, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    instance = uvicorn.Server(config)
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    while not instance.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{instance.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=10)
+
+
+# --- signature timestamps: refused too far in the past and too far in the future ----------
+@pytest.mark.parametrize(
+    ("signed_offset", "accepted"),
+    [(0, True), (-300, True), (-301, False), (300, True), (301, False), (86_400, False)],
+)
+def test_a_signature_is_good_only_within_300_seconds_either_way(
+    signed_offset: int, accepted: bool
+) -> None:
+    from freezegun import freeze_time
+
+    from cloudgreet_billing.adapters.stripe import verify_webhook
+
+    payload = json.dumps(failed("evt_1", "in_1", 1, T0))
+    now = 1_780_000_000
+    header = stripe.WebhookSignature.generate_signature_header(
+        payload, NEW_SECRET, timestamp=now + signed_offset
+    )
+    with freeze_time(datetime.fromtimestamp(now, UTC)):
+        assert verify_webhook(payload.encode(), header, (OLD_SECRET, NEW_SECRET)) is accepted
+    # The clock can also be given, as serve gives its own.
+    assert verify_webhook(payload.encode(), header, (NEW_SECRET,), now=now) is accepted
+
+
+def test_a_signature_dated_ahead_is_refused_by_the_server(server: str) -> None:
+    payload = json.dumps(failed("evt_6", "in_6", 1, T0))
+    ahead = httpx.post(
+        server + WEBHOOK_PATH, content=payload, headers=signed(payload, at=int(time.time()) + 400)
+    )
+    assert (ahead.status_code, ahead.json()) == (
+        400,
+        {"error": {"message": "bad or stale Stripe-Signature"}},
+    )
+    assert open_alerts() == []
+    in_time = httpx.post(
+        server + WEBHOOK_PATH, content=payload, headers=signed(payload, at=int(time.time()) + 200)
+    )
+    assert in_time.status_code == 200

@@ -39,6 +39,8 @@ SYNC_ZERO = {
     "failures": [],
     "invoices_backfilled": 0,
     "subscriptions_backfilled": 0,
+    "quarantined_count": 0,
+    "quarantined": [],
 }
 
 
@@ -96,7 +98,19 @@ def test_a_bad_event_in_a_file_exits_4_and_names_it(store_env: str) -> None:
     assert result.exit_code == 4
     body = json.loads(result.stdout)["data"]
     assert (body["events_applied"], body["events_failed"]) == (1, 1)
-    assert body["failures"] == ["evt_9: invoice in_9 has unknown status 'exploded'"]
+    reason = (
+        "invoice in_9 field status: expected one of draft, open, paid, uncollectible, void, "
+        "got string 'exploded'"
+    )
+    assert body["failures"] == [f"evt_9: {reason}"]
+    assert body["quarantined_count"] == 1
+    (row,) = body["quarantined"]
+    assert (row["event_id"], row["status"], row["reason"], row["source"]) == (
+        "evt_9",
+        "quarantined",
+        reason,
+        "file",
+    )
 
 
 def test_malformed_json_is_bad_input(store_env: str) -> None:

@@ -37,6 +37,7 @@ TABLES: tuple[str, ...] = (
     "billing_usage_ledger",
     "billing_dunning_events",
     "billing_audit_log",
+    "billing_quarantined_events",
 )
 
 
@@ -136,4 +137,4 @@ def sqlite_migrations() -> list[Migration]:
 
 
 #: The schema version this code needs.
-LATEST_SCHEMA_VERSION = 2
+LATEST_SCHEMA_VERSION = 3

@@ -83,6 +83,22 @@ class PostgresStore(SqlStore):
     def _execute(self, query: str, params: Sequence[Any] = ()) -> Cursor:
         return self._conn.execute(_placeholders(query), params)  # type: ignore[return-value]
 
+    def _store_fault(self, exc: BaseException) -> bool:
+        # By SQLSTATE class, as psycopg maps them: 22 (data exception: out of range, bad
+        # text) and 23 (integrity: CHECK, NOT NULL, unique) are the data's fault, and so is
+        # 54 (program limit: a value too large or too deep for the server), which psycopg
+        # files under OperationalError. Everything else (08 connection, 40 serialization
+        # failure and deadlock, 55P03 lock timeout, 57 canceled or shutting down, 53 out of
+        # resources, 42 privileges or schema) is the store's: a retry, or a fix of the
+        # store, cures it.
+        # PipelineAborted only says that an earlier statement of the pipeline failed: the
+        # batch is redone event by event, where that statement's own error is judged.
+        if isinstance(exc, psycopg.errors.ProgramLimitExceeded | psycopg.errors.PipelineAborted):
+            return False
+        if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
+            return False
+        return isinstance(exc, psycopg.Error)
+
     def _executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> int:
         with self._conn.cursor() as cursor:
             cursor.executemany(_placeholders(query), rows)

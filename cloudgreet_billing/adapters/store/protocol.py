@@ -18,12 +18,21 @@ from cloudgreet_billing.adapters.store.protocol_dunning import DunningOps
 from cloudgreet_billing.adapters.store.protocol_finance import FinanceOps
 from cloudgreet_billing.adapters.store.protocol_ledger import ImportOutcome, LedgerOps, LedgerQuery
 from cloudgreet_billing.adapters.store.protocol_mirror import MirrorOps
+from cloudgreet_billing.adapters.store.protocol_quarantine import QuarantineOps
 
 __all__ = ["TABLES", "AuditDraft", "AuditRecord", "ImportOutcome", "LedgerQuery", "Store"]
 
 
 class Store(
-    LedgerOps, MirrorOps, AlertsOps, DunningOps, FinanceOps, AuditOps, ActionsOps, Protocol
+    LedgerOps,
+    MirrorOps,
+    AlertsOps,
+    DunningOps,
+    FinanceOps,
+    AuditOps,
+    ActionsOps,
+    QuarantineOps,
+    Protocol,
 ):
     """Billing state: schema, ledger, audit log, shared settings, and the areas above."""
 

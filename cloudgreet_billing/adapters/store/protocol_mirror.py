@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         MirroredInvoice,
         MirroredSubscription,
     )
+    from cloudgreet_billing.domain.quarantine import RejectedEvent
 
 
 class MirrorOps(Protocol):
@@ -52,14 +53,25 @@ class MirrorOps(Protocol):
 
     # --- Stripe events --------------------------------------------------------------
     def apply_event_plans(
-        self, plans: Sequence[EventPlan], *, planner: DunningPlanner, now: datetime
+        self,
+        plans: Sequence[EventPlan],
+        *,
+        planner: DunningPlanner,
+        now: datetime,
+        rejected: Sequence[RejectedEvent] = (),
     ) -> list[EventResult]:
-        """Apply events in one transaction, each in its own savepoint, each together with
-        the record that it was processed (``billing_stripe_events``).
+        """Apply events in one transaction, each together with the record that it was
+        processed (``billing_stripe_events``), and quarantine the ``rejected`` events
+        (ones that could not be planned) in the same transaction. Results: one per plan,
+        in order, then one per rejected event.
 
         An event already recorded changes nothing (``duplicate``); concurrent deliveries of
-        one event serialise on its primary key. An event whose effects fail is rolled back
-        alone, left unrecorded (``failed``) and so retried on its next delivery. Opening an
+        one event serialise on its primary key. An event the store refuses (a constraint,
+        a value out of range: the event's own fault) is rolled back alone and quarantined
+        with the reason (``quarantined``), and the others are applied. A fault of the store
+        itself (locked, unreachable, a serialization failure) rolls the whole batch back
+        and raises ``Unavailable``: a retry can cure it. An event applied while it waits
+        in quarantine (a fixed redelivery) settles its quarantine row. Opening an
         ``invoice_failed`` alert schedules the steps ``planner`` returns; settling an invoice
         resolves its alerts and cancels its pending steps.
         """

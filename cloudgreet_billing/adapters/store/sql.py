@@ -20,11 +20,13 @@ from cloudgreet_billing.adapters.store.sql_actions import ActionsSql
 from cloudgreet_billing.adapters.store.sql_alerts import AlertsSql
 from cloudgreet_billing.adapters.store.sql_dunning import DunningSql
 from cloudgreet_billing.adapters.store.sql_finance import FinanceSql
+from cloudgreet_billing.adapters.store.sql_quarantine import QuarantineSql
 
 
 # Finance reads the mirror and the ledger, so it brings MirrorSql and LedgerSql; alerts,
-# actions and the mirror each write the audit log, so AuditSql comes with them.
-class SqlStore(FinanceSql, AlertsSql, DunningSql, ActionsSql):
+# actions and the mirror each write the audit log, so AuditSql comes with them; quarantine
+# applies events as the mirror does, so it brings MirrorSql.
+class SqlStore(FinanceSql, AlertsSql, DunningSql, ActionsSql, QuarantineSql):
     """Every store operation over a DB-API connection; see ``SqliteStore``, ``PostgresStore``."""
 
     # --- schema -------------------------------------------------------------

@@ -44,6 +44,12 @@ class SqlBase:
         """A write transaction that takes the write lock up front."""
         raise NotImplementedError
 
+    def _store_fault(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a fault of the store itself (locked, unreachable, refusing
+        writes, a serialization failure), which a retry can cure, rather than of the data
+        it was given (a constraint, a value out of range), which no retry cures."""
+        raise NotImplementedError
+
     def _json_param(self, value: Any) -> Any:
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         MirroredInvoice,
         MirroredSubscription,
     )
+    from cloudgreet_billing.domain.quarantine import RejectedEvent
 
 INVOICE_COLUMNS = (
     "id, customer_id, subscription_id, number, status, currency, amount_due, amount_paid, "
@@ -88,6 +89,30 @@ RECORD_EVENT = f"{RECORD_EVENTS} (?, ?, ?, ?, ?, ?, ?) {ON_NEW_EVENTS}"
 
 def _event_row(plan: EventPlan, now: datetime) -> tuple[Any, ...]:
     return (plan.event_id, plan.type, plan.created, plan.livemode, plan.outcome, plan.source, now)
+
+
+def _payload_of(plan: EventPlan) -> Mapping[str, Any]:
+    """What to quarantine of a plan: the event as received, or (for a plan made without
+    it) what the plan knows of the event, so that it is still kept under its own id."""
+    if plan.event:
+        return plan.event
+    return {
+        "id": plan.event_id,
+        "object": "event",
+        "type": plan.type,
+        "created": int(plan.created.timestamp()),
+        "livemode": plan.livemode,
+    }
+
+
+def failure_reason(exc: BaseException) -> str:
+    """An exception as a quarantine reason: its type and the first line of its message."""
+    from cloudgreet_billing.domain.quarantine import one_line
+    from cloudgreet_billing.errors import BillingError
+
+    if isinstance(exc, BillingError):
+        return one_line(exc.message)
+    return one_line(f"{type(exc).__name__}: {one_line(str(exc))}".rstrip(": "))
 
 
 class _ReadRows(Cursor):
@@ -159,6 +184,12 @@ class MirrorSql(AuditSql):
         def _send_cancel_pending_steps(
             self, invoice_id: str, reason: str, now: datetime
         ) -> Cursor: ...
+
+        def _quarantine_events_in_tx(
+            self, rejected: Sequence[RejectedEvent], now: datetime
+        ) -> list[EventResult]: ...
+
+        def _settle_redelivered_in_tx(self, now: datetime) -> None: ...
 
     def _invoice_params(
         self, invoice: MirroredInvoice, observed_at: datetime, now: datetime
@@ -349,17 +380,21 @@ class MirrorSql(AuditSql):
 
     # --- Stripe events: effects and the processed record in one transaction --------
     def apply_event_plans(
-        self, plans: Sequence[EventPlan], *, planner: DunningPlanner, now: datetime
+        self,
+        plans: Sequence[EventPlan],
+        *,
+        planner: DunningPlanner,
+        now: datetime,
+        rejected: Sequence[RejectedEvent] = (),
     ) -> list[EventResult]:
-        from cloudgreet_billing.domain.events import EventResult
-
         # Fast path: the whole batch in one transaction, without savepoints; every event is
         # recorded by one statement up front, and what only needs counting (and the audit
         # lines) is read at the end, so that PostgreSQL's pipeline (``_event_batch``) waits
         # for the server only where a later step depends on an answer. Any failure rolls
-        # the batch back whole, and it is redone below, one savepoint per event, so that
-        # only the failing events are left out. Call this outside any open transaction:
-        # the fallback relies on the batch's own rollback.
+        # the batch back whole. A fault of the store raises at once (``_unless_store_fault``);
+        # any other failure is an event's, and the batch is redone below, one savepoint per
+        # event, so that only the failing events are left out, quarantined. Call this
+        # outside any open transaction: the fallback relies on the batch's own rollback.
         try:
             with self._event_batch():
                 fresh = self._record_events_in_tx(plans, now)
@@ -367,34 +402,62 @@ class MirrorSql(AuditSql):
                     self._send_event_in_tx(plan, planner, now) if new else None
                     for plan, new in zip(plans, fresh, strict=True)
                 ]
-                return [
+                results = [
                     self._finish_event_in_tx(plan, work, now)
                     for plan, work in zip(plans, sent, strict=True)
                 ]
-        except Exception:  # noqa: S110 - redone event by event just below
-            pass
-        results: list[EventResult] = []
+                results += self._quarantine_events_in_tx(rejected, now)
+                if any(fresh):
+                    self._settle_redelivered_in_tx(now)
+                return results
+        except Exception as exc:
+            self._unless_store_fault(exc)
+        results = []
         with self._transaction():
             for plan in plans:
-                try:
-                    # One savepoint per event: a failing event rolls back alone, unrecorded.
-                    with self._event_savepoint():
-                        recorded = self._execute(RECORD_EVENT, _event_row(plan, now)).fetchone()
-                        work = None
-                        if recorded is not None:
-                            work = self._send_event_in_tx(plan, planner, now)
-                        results.append(self._finish_event_in_tx(plan, work, now))
-                except Exception as exc:  # the event stays unprocessed, to be retried
-                    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                    results.append(
-                        EventResult(
-                            plan.event_id,
-                            "failed",
-                            plan.created,
-                            error=f"{type(exc).__name__}: {message}".rstrip(": "),
-                        )
-                    )
+                outcome = self._apply_in_savepoint(plan, planner, now)
+                if not isinstance(outcome, BaseException):
+                    results.append(outcome)
+                    continue
+                # The event's own fault: rolled back alone, and kept for an operator.
+                from cloudgreet_billing.domain.quarantine import reject
+
+                refused = reject(_payload_of(plan), failure_reason(outcome), plan.source)
+                results += self._quarantine_events_in_tx([refused], now)
+            results += self._quarantine_events_in_tx(rejected, now)
+            self._settle_redelivered_in_tx(now)
         return results
+
+    def _apply_in_savepoint(
+        self, plan: EventPlan, planner: DunningPlanner, now: datetime
+    ) -> EventResult | Exception:
+        """One event, in a savepoint of the open transaction: its result, or the exception
+        that rolled it back alone when it is the event's fault (a store fault raises)."""
+        try:
+            with self._event_savepoint():
+                recorded = self._execute(RECORD_EVENT, _event_row(plan, now)).fetchone()
+                work = None
+                if recorded is not None:
+                    work = self._send_event_in_tx(plan, planner, now)
+                return self._finish_event_in_tx(plan, work, now)
+        except Exception as exc:
+            self._unless_store_fault(exc)
+            return exc
+
+    def _unless_store_fault(self, exc: Exception) -> None:
+        """Raise ``Unavailable`` when ``exc`` is the store's fault, not the event's: the
+        one place that tells a retryable failure from a permanent one (``_store_fault``)."""
+        from cloudgreet_billing.errors import Unavailable
+
+        if isinstance(exc, Unavailable):
+            raise exc
+        if self._store_fault(exc):
+            raise Unavailable(
+                f"the {self.backend} store could not apply the events "
+                f"({failure_reason(exc)}); nothing of their batch was written",
+                hint="the store is busy, unreachable or refusing writes; retry later",
+                code="store_unavailable",
+            ) from exc
 
     def _event_batch(self) -> AbstractContextManager[None]:
         """The transaction of a batch of events; PostgreSQL adds its pipeline mode."""

@@ -125,6 +125,15 @@ class SqliteStore(SqlStore):
     def _execute(self, query: str, params: Sequence[Any] = ()) -> Cursor:
         return self._conn.execute(query, params)  # type: ignore[return-value]
 
+    def _store_fault(self, exc: BaseException) -> bool:
+        # sqlite3 raises a constraint as IntegrityError, a value it cannot hold as
+        # DataError, a value it cannot bind as ProgrammingError or OverflowError: the data's
+        # fault. OperationalError and the rest carry the store's own condition (BUSY,
+        # LOCKED, READONLY, IOERR, FULL, CORRUPT…), which is not the data's.
+        if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | sqlite3.ProgrammingError):
+            return False
+        return isinstance(exc, sqlite3.Error)
+
     def _executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> int:
         return self._conn.executemany(query, rows).rowcount
 
