@@ -45,6 +45,12 @@ class MirroredInvoice:
     first_failed_at: datetime | None = None
     last_failure_code: str | None = None
     last_failure_message: str | None = None
+    #: Stripe copies the customer's contact details onto the invoice when it is finalized
+    #: and never updates them after (API reference, invoice ``customer_email``).
+    customer_email: str | None = None
+    customer_phone: str | None = None
+    customer_name: str | None = None
+    finalized_at: datetime | None = None
 
     @property
     def amount_owed(self) -> int:
@@ -118,6 +124,19 @@ def _int(obj: Mapping[str, Any], key: str, default: int = 0) -> int:
     return default if value is None else int(value)
 
 
+def _text(obj: Mapping[str, Any], key: str) -> str | None:
+    """An optional text field; an empty string is no value."""
+    value = obj.get(key)
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def finalized_at_of_invoice(invoice: Mapping[str, Any]) -> datetime | None:
+    transitions = invoice.get("status_transitions")
+    if not isinstance(transitions, Mapping):
+        return None
+    return from_unix(transitions.get("finalized_at"))
+
+
 def subscription_id_of_invoice(invoice: Mapping[str, Any]) -> str | None:
     parent = invoice.get("parent")
     if isinstance(parent, Mapping):
@@ -158,6 +177,10 @@ def parse_invoice(obj: Mapping[str, Any]) -> MirroredInvoice:
         livemode=bool(obj.get("livemode", False)),
         stripe_created=utc_from_unix(_require(obj, "created", "invoice")),
         raw=obj,
+        customer_email=_text(obj, "customer_email"),
+        customer_phone=_text(obj, "customer_phone"),
+        customer_name=_text(obj, "customer_name"),
+        finalized_at=finalized_at_of_invoice(obj),
     )
 
 

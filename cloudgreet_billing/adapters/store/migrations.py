@@ -69,4 +69,4 @@ def sqlite_migrations() -> list[Migration]:
 
 
 #: The schema version this code needs.
-LATEST_SCHEMA_VERSION = 2
+LATEST_SCHEMA_VERSION = 4
