@@ -19,7 +19,7 @@ from cloudgreet_billing.adapters.store.protocol import Store
 from cloudgreet_billing.adapters.store.sql_base import chunked
 from cloudgreet_billing.domain.dunning import DunningPlanner, TimelinePlanner
 from cloudgreet_billing.domain.events import EventPlan, EventResult, EventSource, plan_event
-from cloudgreet_billing.domain.mirror import parse_invoice, parse_subscription
+from cloudgreet_billing.domain.mirror import parse_customer, parse_invoice, parse_subscription
 from cloudgreet_billing.domain.timefmt import iso_z, parse_instant
 from cloudgreet_billing.errors import BadInput
 from cloudgreet_billing.services import Progress
@@ -52,6 +52,7 @@ class SyncReport:
     cursor: datetime | None = None
     invoices_backfilled: int = 0
     subscriptions_backfilled: int = 0
+    customers_backfilled: int = 0
     failures: list[str] = field(default_factory=list)
     #: ``created`` of the newest event before the first failure (oldest-first sources).
     applied_through: datetime | None = None
@@ -94,6 +95,7 @@ class SyncReport:
             "failures": list(self.failures),
             "invoices_backfilled": self.invoices_backfilled,
             "subscriptions_backfilled": self.subscriptions_backfilled,
+            "customers_backfilled": self.customers_backfilled,
         }
 
 
@@ -178,12 +180,19 @@ def backfill(
     now: datetime,
     progress: Progress | None = None,
 ) -> SyncReport:
-    """Mirror every invoice and subscription by listing them (events reach back 30 days).
+    """Mirror every customer, invoice and subscription by listing them (events reach back
+    30 days; a webhook may send invoice events alone, and dunning needs the customers'
+    contacts).
 
     Listed objects are observed ``now``: an event created before the listing never
     overwrites what the listing showed.
     """
     report = SyncReport(cursor=stored_cursor(store))
+    for obj in gateway.list_customers():
+        store.upsert_customer(parse_customer(obj), now, now)
+        report.customers_backfilled += 1
+        if progress is not None:
+            progress(1)
     for batch in chunked(gateway.list_invoices(), BATCH_SIZE):
         store.upsert_invoices([parse_invoice(obj) for obj in batch], now, now)
         report.invoices_backfilled += len(batch)
