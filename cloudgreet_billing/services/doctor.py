@@ -272,6 +272,41 @@ def check_dunning_state(diagnosis: Diagnosis) -> CheckResult:
     return CheckResult("dunning", "ok", f"running; {due} steps due now")
 
 
+def check_dunning_contacts(diagnosis: Diagnosis) -> CheckResult:
+    """Unpaid invoices in dunning that no channel can reach: worth a look, not a failure."""
+    settings = diagnosis.settings
+    if settings is None:
+        return CheckResult("dunning contacts", "fail", "skipped: the configuration does not load")
+    from cloudgreet_billing.bootstrap import open_store
+    from cloudgreet_billing.services.dunning.reach import unreachable_invoices
+
+    not_ready = CheckResult(
+        "dunning contacts", "fail", "skipped: the store is not ready (see store)"
+    )
+    try:
+        store = open_store(settings, check_schema=False)
+    except BillingError:
+        return not_ready
+    try:
+        if (store.schema_version() or 0) < LATEST_SCHEMA_VERSION:
+            return not_ready
+        unreachable = unreachable_invoices(store)
+    finally:
+        store.close()
+    if not unreachable:
+        return CheckResult(
+            "dunning contacts", "ok", "every unpaid invoice in dunning has a contact"
+        )
+    shown = ", ".join(reach.facts.invoice_id for reach in unreachable[:3])
+    more = f" and {len(unreachable) - 3} more" if len(unreachable) > 3 else ""
+    return CheckResult(
+        "dunning contacts",
+        "warn",
+        f"{len(unreachable)} unpaid invoice(s) cannot be reached by any channel ({shown}{more}); "
+        "see: alerts list --type dunning_undeliverable",
+    )
+
+
 def check_escalation(diagnosis: Diagnosis) -> CheckResult:
     settings = diagnosis.settings
     if settings is None or not settings.finance_lead_email:
@@ -290,6 +325,7 @@ CHECKS: list[Check] = [
     check_slack,
     check_dunning_templates,
     check_dunning_state,
+    check_dunning_contacts,
     check_escalation,
 ]
 

@@ -23,6 +23,7 @@ from cloudgreet_billing.domain.mirror import parse_customer, parse_invoice, pars
 from cloudgreet_billing.domain.timefmt import iso_z, parse_instant
 from cloudgreet_billing.errors import BadInput
 from cloudgreet_billing.services import Progress
+from cloudgreet_billing.services.dunning.reach import resolve_reached
 
 #: Events per transaction: large enough to amortise the commit, small enough that a crash
 #: loses little work and a webhook waiting on the write lock waits little.
@@ -125,7 +126,15 @@ def apply_events(
             report.count(result)
         if progress is not None:
             progress(len(batch))
+    if report.events_applied:
+        _resolve_reached(store, report, now)
     return report
+
+
+def _resolve_reached(store: Store, report: SyncReport, now: datetime) -> None:
+    """A customer's or invoice's contact may have arrived: an unpaid invoice that dunning
+    could not reach before may be reachable now (``services.dunning.reach``)."""
+    report.alerts_resolved += len(resolve_reached(store, actor="stripe:sync", now=now))
 
 
 def record_sync(store: Store, *, now: datetime, actor: str) -> None:
@@ -203,4 +212,5 @@ def backfill(
         report.subscriptions_backfilled += 1
         if progress is not None:
             progress(1)
+    _resolve_reached(store, report, now)
     return report
