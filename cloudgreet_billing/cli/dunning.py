@@ -47,7 +47,7 @@ def run(
     """Send every due step once (the cron entry point); safe to run concurrently.
 
     Exits 4 if a send failed, a due step could reach nobody, or steps wait in
-    needs_review; 75 while dunning is paused.
+    needs_review; 75 while dunning is paused. --dry-run lists the plan and exits 0.
 
     Example (crontab): */10 * * * * cloudgreet-billing dunning run --json
     """
@@ -95,9 +95,11 @@ def run(
             console.print("dunning is paused: nothing sent (resume with: dunning resume)")
             _print_review(console, summary.needs_review)
             return
-        verb = "would send" if summary.dry_run else "sent"
+        if summary.dry_run:
+            _print_plan(console, summary)
+            return
         console.print(
-            f"{summary.due} due: {summary.sent} {verb}, {summary.skipped} skipped, "
+            f"{summary.due} due: {summary.sent} sent, {summary.skipped} skipped, "
             f"{summary.failed} failed, {summary.canceled} canceled; "
             f"{summary.escalated} escalated"
             + ("; stopped: dunning was paused" if summary.paused else "")
@@ -111,8 +113,38 @@ def run(
     emit(summary.as_json(), human)
     if summary.paused:
         raise typer.Exit(ExitCode.UNAVAILABLE)
-    if summary.needs_attention:
+    if summary.needs_attention and not summary.dry_run:
         raise typer.Exit(ExitCode.NEEDS_ATTENTION)
+
+
+def _print_plan(console: Console, summary: RunSummary) -> None:
+    """A dry run: every due step, what the run would do with it, and why."""
+    from rich.table import Table
+
+    if summary.planned:
+        table = Table(
+            "step", "invoice", "customer", "day", "channel", "action", "to", "template", "reason"
+        )
+        for item in summary.planned:
+            table.add_row(
+                str(item["step_id"]),
+                item["invoice_id"],
+                item["customer_id"],
+                str(item["day"]),
+                item["channel"],
+                item["action"],
+                item["recipient"] or "",
+                item["template"],
+                item["reason"] or "",
+            )
+        console.print(table)
+    console.print(
+        f"dry run, nothing sent or changed: {summary.due} due; {summary.would_send} "
+        f"would be sent, {summary.skipped} skipped ({summary.undeliverable} undeliverable), "
+        f"{summary.failed} failed, {summary.canceled} canceled; "
+        f"{summary.escalated} would escalate"
+    )
+    _print_review(console, summary.needs_review)
 
 
 def _print_undeliverable(console: Console, summary: RunSummary) -> None:

@@ -79,7 +79,8 @@ class RunSummary:
 
     ``needs_review`` is the number of steps waiting for review now, whichever run left them;
     ``leases_expired`` is how many this run moved there. ``undeliverable`` counts the skipped
-    steps that no channel could deliver.
+    steps that no channel could deliver. A dry run counts what it would do, except that
+    messages it would send are ``would_send``, never ``sent``.
     """
 
     due: int = 0
@@ -94,6 +95,7 @@ class RunSummary:
     escalation_failures: int = 0
     undeliverable: int = 0
     leases_expired: int = 0
+    would_send: int = 0
     run_id: str = ""
     errors: list[dict[str, Any]] = field(default_factory=list)
     undeliverable_steps: list[dict[str, Any]] = field(default_factory=list)
@@ -127,6 +129,7 @@ class RunSummary:
             "undeliverable_steps": self.undeliverable_steps,
         }
         if self.dry_run:
+            data["would_send"] = self.would_send
             data["planned"] = self.planned
         return data
 
@@ -312,7 +315,7 @@ def run_dunning(
         return summary
     check_templates(config, book)
     if dry_run:
-        _plan(store, config, summary, clock(), limit)
+        _plan(store, config, book, summary, clock(), limit)
         summary.needs_review = store.count_needs_review()
         return summary
     assert channels is not None, "a real run needs delivery channels"
@@ -356,26 +359,43 @@ def run_dunning(
 
 
 def _plan(
-    store: Store, config: DunningConfig, summary: RunSummary, now: datetime, limit: int | None
+    store: Store,
+    config: DunningConfig,
+    book: MessageBook,
+    summary: RunSummary,
+    now: datetime,
+    limit: int | None,
 ) -> None:
-    """What a run would do now, changing nothing."""
+    """What a run would do now, changing nothing: every message it would send, rendered
+    as the run would render it, to the contact it would use."""
     for claimed in store.due_steps(now, limit):
+        step = claimed.step
         decision = decide(claimed)
+        action, reason = decision.action, decision.reason
         summary.due += 1
-        if decision.action == "send":
-            summary.sent += 1
+        if action == "send":
+            try:
+                book.render(step.template, step.channel, step_context(step, claimed.invoice))
+            except MessageError as exc:
+                action, reason = "fail", str(exc)
+        recipient = claimed.invoice.contact(step.channel) if action == "send" else None
+        if action == "send":
+            summary.would_send += 1
         else:
-            if decision.action == "undeliverable":
-                summary.note_undeliverable(claimed, decision.reason)
-            summary.count(_outcome(claimed.step.id, decision.action, decision.reason))
+            if action == "undeliverable":
+                summary.note_undeliverable(claimed, reason)
+            summary.count(_outcome(step.id, action, reason))
         summary.planned.append(
             {
-                "step_id": claimed.step.id,
-                "invoice_id": claimed.step.invoice_id,
-                "day": claimed.step.day,
-                "channel": claimed.step.channel,
-                "action": decision.action,
-                "reason": decision.reason,
+                "step_id": step.id,
+                "invoice_id": step.invoice_id,
+                "customer_id": step.customer_id,
+                "day": step.day,
+                "channel": step.channel,
+                "template": step.template,
+                "action": action,
+                "recipient": recipient,
+                "reason": reason,
             }
         )
     summary.escalated = len(store.escalation_candidates(config.escalate_after))
