@@ -107,6 +107,10 @@ class PaymentGateway(Protocol):
         """Every subscription (status ``all``), 100 per page."""
         ...
 
+    def list_customers(self) -> Iterator[StripeObject]:
+        """Every customer Stripe still has (deleted ones are not listed), 100 per page."""
+        ...
+
     # --- acting (each carries a deterministic idempotency key) --------------------
     def pay_invoice(self, invoice_id: str, *, idempotency_key: str) -> StripeObject: ...
 

@@ -281,6 +281,10 @@ class StripeGateway:
         params = {"status": "all", "expand": list(SUBSCRIPTION_EXPAND)}
         return self._pages("list subscriptions", self._client.v1.subscriptions.list, params)
 
+    def list_customers(self) -> Iterator[StripeObject]:
+        # GET /v1/customers: newest first; a deleted customer is no longer listed.
+        return self._pages("list customers", self._client.v1.customers.list, {})
+
     # --- acting ----------------------------------------------------------------------
     def pay_invoice(self, invoice_id: str, *, idempotency_key: str) -> StripeObject:
         options: Any = {"idempotency_key": idempotency_key}

@@ -29,8 +29,8 @@ def list_(
         str | None,
         typer.Option(
             "--type",
-            help="invoice_failed, payment_action_required, threshold_exceeded or "
-            "dunning_exhausted.",
+            help="invoice_failed, payment_action_required, threshold_exceeded, "
+            "dunning_exhausted or dunning_undeliverable.",
         ),
     ] = None,
     status: Annotated[
@@ -152,6 +152,7 @@ def _human_detail(console: Console, detail: AlertDetail) -> None:
         for step in detail.steps:
             console.print(
                 f"  {step.id}: day {step.day} {step.channel} {step.status}, due {when(step.due_at)}"
+                + _review_note(step.may_have_been_sent if step.status == "needs_review" else None)
             )
     if detail.notes:
         console.print("notes:")
@@ -164,6 +165,14 @@ def _human_detail(console: Console, detail: AlertDetail) -> None:
                 f"  {when(record.occurred_at)} {record.actor} {record.action} "
                 f"{record.target}: {record.outcome}"
             )
+
+
+def _review_note(may_have_been_sent: bool | None) -> str:
+    if may_have_been_sent is None:
+        return ""
+    if may_have_been_sent:
+        return " (may have been sent: check the provider, then mark-sent or requeue)"
+    return " (never handed to a provider: requeue is safe)"
 
 
 def _one(view: AlertView, console: Console, verb: str) -> None:

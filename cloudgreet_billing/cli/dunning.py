@@ -14,7 +14,8 @@ from cloudgreet_billing.cli.render import dunning_step_json, when
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from cloudgreet_billing.domain.dunning import DunningConfig
+    from cloudgreet_billing.domain.dunning import DunningConfig, DunningStep
+    from cloudgreet_billing.services.dunning.run import RunSummary
 
 app = typer.Typer(
     help="Remind customers whose payment failed: email, SMS, escalation.", no_args_is_help=True
@@ -45,7 +46,8 @@ def run(
 ) -> None:
     """Send every due step once (the cron entry point); safe to run concurrently.
 
-    Exits 4 if any send failed, 75 while dunning is paused.
+    Exits 4 if a send failed, a due step could reach nobody, or steps wait in
+    needs_review; 75 while dunning is paused. --dry-run lists the plan and exits 0.
 
     Example (crontab): */10 * * * * cloudgreet-billing dunning run --json
     """
@@ -91,24 +93,77 @@ def run(
     def human(console: Console) -> None:
         if summary.paused and not summary.due:
             console.print("dunning is paused: nothing sent (resume with: dunning resume)")
+            _print_review(console, summary.needs_review)
             return
-        verb = "would send" if summary.dry_run else "sent"
+        if summary.dry_run:
+            _print_plan(console, summary)
+            return
         console.print(
-            f"{summary.due} due: {summary.sent} {verb}, {summary.skipped} skipped, "
+            f"{summary.due} due: {summary.sent} sent, {summary.skipped} skipped, "
             f"{summary.failed} failed, {summary.canceled} canceled; "
             f"{summary.escalated} escalated"
-            + (f"; {summary.needs_review} left for review" if summary.needs_review else "")
             + ("; stopped: dunning was paused" if summary.paused else "")
         )
         for error in summary.errors:
             target = f"step {error['step_id']}" if "step_id" in error else error["invoice_id"]
             console.print(f"  {target}: {error['error']}")
+        _print_undeliverable(console, summary)
+        _print_review(console, summary.needs_review)
 
     emit(summary.as_json(), human)
     if summary.paused:
         raise typer.Exit(ExitCode.UNAVAILABLE)
-    if summary.needs_attention:
+    if summary.needs_attention and not summary.dry_run:
         raise typer.Exit(ExitCode.NEEDS_ATTENTION)
+
+
+def _print_plan(console: Console, summary: RunSummary) -> None:
+    """A dry run: every due step, what the run would do with it, and why."""
+    from rich.table import Table
+
+    if summary.planned:
+        table = Table(
+            "step", "invoice", "customer", "day", "channel", "action", "to", "template", "reason"
+        )
+        for item in summary.planned:
+            table.add_row(
+                str(item["step_id"]),
+                item["invoice_id"],
+                item["customer_id"],
+                str(item["day"]),
+                item["channel"],
+                item["action"],
+                item["recipient"] or "",
+                item["template"],
+                item["reason"] or "",
+            )
+        console.print(table)
+    console.print(
+        f"dry run, nothing sent or changed: {summary.due} due; {summary.would_send} "
+        f"would be sent, {summary.skipped} skipped ({summary.undeliverable} undeliverable), "
+        f"{summary.failed} failed, {summary.canceled} canceled; "
+        f"{summary.escalated} would escalate"
+    )
+    _print_review(console, summary.needs_review)
+
+
+def _print_undeliverable(console: Console, summary: RunSummary) -> None:
+    if not summary.undeliverable:
+        return
+    console.print(
+        f"{summary.undeliverable} due step(s) reached nobody; each invoice has a "
+        "dunning_undeliverable alert (alerts list --type dunning_undeliverable):"
+    )
+    for item in summary.undeliverable_steps:
+        console.print(f"  step {item['step_id']} ({item['invoice_id']}): {item['reason']}")
+
+
+def _print_review(console: Console, waiting: int) -> None:
+    if waiting:
+        console.print(
+            f"{waiting} step(s) wait in needs_review: dunning list --status needs_review "
+            "says whether each may have been sent"
+        )
 
 
 @app.command("list")
@@ -146,7 +201,16 @@ def list_(
         from rich.table import Table
 
         table = Table(
-            "id", "invoice", "customer", "day", "channel", "status", "due", "sent", "note"
+            "id",
+            "invoice",
+            "customer",
+            "day",
+            "channel",
+            "status",
+            "due",
+            "sent",
+            "may be sent",
+            "note",
         )
         for step in steps:
             table.add_row(
@@ -158,11 +222,19 @@ def list_(
                 step.status,
                 when(step.due_at),
                 when(step.sent_at),
+                may_be_sent(step),
                 step.last_error if step.status == "failed" else step.reason or "",
             )
         console.print(table if steps else "no dunning steps match")
 
     emit([dunning_step_json(step) for step in steps], human)
+
+
+def may_be_sent(step: DunningStep) -> str:
+    """``may_have_been_sent`` for people: ``yes`` (check the provider before mark-sent or
+    requeue), ``no`` (it never left: requeue is safe), or blank where it does not apply."""
+    flag = step.may_have_been_sent
+    return "" if flag is None else "yes" if flag else "no"
 
 
 @app.command("preview")

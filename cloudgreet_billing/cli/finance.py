@@ -346,6 +346,7 @@ def _dashboard_json(board: Dashboard) -> dict[str, Any]:
         "past_due": {"count": board.past_due_count, "amounts": board.past_due_amounts},
         "dunning_due": board.dunning_due_today,
         "dunning_needs_review": board.dunning_needs_review,
+        "dunning_unreachable": board.dunning_unreachable,
         "paused": board.pause.paused,
         "pause_reason": board.pause.reason if board.pause.paused else None,
         "paused_by": board.pause.actor if board.pause.paused else None,
@@ -376,7 +377,9 @@ def _print_dashboard(board: Dashboard, console: Console) -> None:
         "past-due invoices", f"{board.past_due_count} ({_amounts(board.past_due_amounts)})"
     )
     table.add_row(
-        "dunning", f"{board.dunning_due_today} due today, {board.dunning_needs_review} need review"
+        "dunning",
+        f"{board.dunning_due_today} due today, {board.dunning_needs_review} need review, "
+        f"{board.dunning_unreachable} unreachable",
     )
     table.add_row(
         "dunning paused",

@@ -55,6 +55,7 @@ def dunning_step_json(step: DunningStep) -> dict[str, Any]:
         "last_error": step.last_error,
         "reason": step.reason,
         "provider_message_id": step.provider_message_id,
+        "may_have_been_sent": step.may_have_been_sent,
     }
 
 

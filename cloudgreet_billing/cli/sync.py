@@ -45,7 +45,7 @@ def sync(
         bool,
         typer.Option(
             "--backfill",
-            help="List every invoice and subscription (events reach back only 30 days).",
+            help="List every customer, invoice and subscription (events reach back only 30 days).",
         ),
     ] = False,
     events_file: Annotated[
@@ -160,9 +160,10 @@ def _check_utf8(path: Path) -> None:
 def _human(console: Console, report: SyncReport) -> None:
     from cloudgreet_billing.cli.render import when
 
-    if report.invoices_backfilled or report.subscriptions_backfilled:
+    if report.invoices_backfilled or report.subscriptions_backfilled or report.customers_backfilled:
         console.print(
-            f"backfilled {report.invoices_backfilled} invoices and "
+            f"backfilled {report.customers_backfilled} customers, "
+            f"{report.invoices_backfilled} invoices and "
             f"{report.subscriptions_backfilled} subscriptions"
         )
         print_quarantine(console, report)

@@ -24,6 +24,7 @@ ALERT_TYPES: Final = (
     "payment_action_required",
     "threshold_exceeded",
     "dunning_exhausted",
+    "dunning_undeliverable",
 )
 ALERT_STATUSES: Final = ("open", "acknowledged", "resolved")
 #: Statuses of an alert still waiting for someone.

@@ -10,7 +10,7 @@ A run claims due steps (``scheduled`` → ``sending``, with a lease), decides ea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -214,11 +214,87 @@ class DunningStep:
     provider_message_id: str | None = None
     claimed_by: str | None = None
     lease_expires_at: datetime | None = None
+    #: When the run holding the step confirmed it, just before handing its message to a
+    #: provider; cleared whenever the step is claimed, released or requeued.
+    confirmed_at: datetime | None = None
+
+    @property
+    def may_have_been_sent(self) -> bool | None:
+        """For a step mid-send or waiting for review: whether its message may have reached
+        the provider (its attempt was confirmed: handed over, or about to be), so that only
+        the provider's log can tell ``mark-sent`` from ``requeue``. False: it never left, and
+        ``requeue`` is safe. None for every other status, where the question does not arise.
+        """
+        if self.status not in ("sending", "needs_review"):
+            return None
+        return self.confirmed_at is not None
+
+
+# --- contacts ---------------------------------------------------------------------
+
+CONTACT_NAMES: Final = {"email": "email address", "sms": "phone number"}
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerContact:
+    """The mirrored customer's contact details, as of when the mirror observed them."""
+
+    email: str | None
+    phone: str | None
+    name: str | None
+    observed_at: datetime
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceContact:
+    """The contact details Stripe copied onto the invoice when it was finalized."""
+
+    email: str | None
+    phone: str | None
+    name: str | None
+    finalized_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """Whom dunning writes to: an email address, a phone number, a name to greet."""
+
+    email: str | None = None
+    phone: str | None = None
+    name: str | None = None
+    #: The customer was deleted in Stripe: nobody is messaged automatically.
+    customer_deleted: bool = False
+
+
+def freshest_contact(customer: CustomerContact | None, invoice: InvoiceContact) -> Contact:
+    """The freshest contact we know, field by field (email, phone, name).
+
+    - A customer deleted in Stripe is written to by nobody: deleting one can be an erasure
+      request, and the invoice's copy is the data that was erased. A person decides.
+    - A customer record observed at or after the invoice was finalized is the later word,
+      even where it is empty: an address removed since is not used from the invoice's copy.
+    - Otherwise (no customer mirrored, or one observed before the invoice was finalized)
+      the invoice's copy is fresher; where it is empty, the customer's value stands. An
+      invoice whose finalization time is unknown counts as older than the customer.
+    """
+    if customer is not None and customer.deleted:
+        return Contact(name=customer.name or invoice.name, customer_deleted=True)
+    if customer is None:
+        return Contact(invoice.email, invoice.phone, invoice.name)
+    if invoice.finalized_at is None or customer.observed_at >= invoice.finalized_at:
+        return Contact(customer.email, customer.phone, customer.name)
+    return Contact(
+        invoice.email or customer.email,
+        invoice.phone or customer.phone,
+        invoice.name or customer.name,
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class InvoiceFacts:
-    """What a message says about an invoice and its customer, from the Stripe mirror."""
+    """What a message says about an invoice and its customer, from the Stripe mirror; the
+    contact fields are ``freshest_contact``'s."""
 
     invoice_id: str
     customer_id: str
@@ -232,6 +308,7 @@ class InvoiceFacts:
     customer_name: str | None = None
     email: str | None = None
     phone: str | None = None
+    customer_deleted: bool = False
 
     @property
     def mirrored(self) -> bool:
@@ -242,16 +319,56 @@ class InvoiceFacts:
         return self.status in SETTLED_INVOICE_STATUSES
 
     def contact(self, channel: str) -> str | None:
+        if self.customer_deleted:
+            return None
         return self.email if channel == "email" else self.phone
+
+    def reachable(self, channels: Iterable[str]) -> frozenset[str]:
+        """Which of ``channels`` have a contact to write to."""
+        return frozenset(channel for channel in channels if self.contact(channel))
+
+
+def unreachable_reason(facts: InvoiceFacts, channels: Iterable[str]) -> str:
+    """Why no channel of an invoice's dunning can reach its customer."""
+    if facts.customer_deleted:
+        return f"customer {facts.customer_id} was deleted in Stripe"
+    wanted = " or ".join(CONTACT_NAMES[channel] for channel in sorted(channels))
+    return f"customer {facts.customer_id} has no {wanted}"
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceReach:
+    """An unpaid invoice in dunning: whom it would write to, and on which channels."""
+
+    facts: InvoiceFacts
+    #: The channels its steps use, and those of its steps still scheduled.
+    channels: frozenset[str]
+    scheduled: frozenset[str] = frozenset()
+
+    @property
+    def reachable(self) -> frozenset[str]:
+        return self.facts.reachable(self.channels)
+
+    @property
+    def unreachable(self) -> bool:
+        """No channel of its dunning has a contact: no reminder can reach the customer."""
+        return not self.reachable
+
+    @property
+    def next_reminder_reaches(self) -> bool:
+        """A step still to come will go out on a channel that has a contact."""
+        return bool(self.facts.reachable(self.scheduled))
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimedStep:
-    """A due step as a run sees it: the row, its invoice, and whether a later step is due."""
+    """A due step as a run sees it: the row, its invoice, whether a later step is due, and
+    the channels the invoice's steps use."""
 
     step: DunningStep
     invoice: InvoiceFacts
     superseded: bool = False
+    channels: frozenset[str] = frozenset(CHANNELS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,11 +380,15 @@ class StepOutcome:
     reason: str | None = None
     error: str | None = None
     provider_message_id: str | None = None
+    #: A ``skipped`` step that no channel could deliver: the store opens the invoice's
+    #: ``dunning_undeliverable`` alert with it.
+    undeliverable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """``send``; or ``skip``, ``cancel`` or ``fail`` with the reason."""
+    """``send``; or ``skip``, ``cancel``, ``fail`` or ``undeliverable`` with the reason.
+    An undeliverable step is recorded as skipped, and a person is told."""
 
     action: str
     reason: str | None = None
@@ -286,9 +407,14 @@ def decide(claimed: ClaimedStep) -> Decision:
             "fail", f"invoice {claimed.step.invoice_id} is not in the local mirror (run sync)"
         )
     channel = claimed.step.channel
+    channels = claimed.channels | {channel}
+    if not claimed.invoice.reachable(channels):
+        return Decision("undeliverable", unreachable_reason(claimed.invoice, channels))
     if not claimed.invoice.contact(channel):
-        what = "email address" if channel == "email" else "phone number"
-        return Decision("skip", f"customer {claimed.step.customer_id} has no {what}")
+        # Another of the invoice's channels reaches the customer: this step is not needed.
+        return Decision(
+            "skip", f"customer {claimed.step.customer_id} has no {CONTACT_NAMES[channel]}"
+        )
     return Decision("send")
 
 

@@ -49,6 +49,12 @@ class MirroredInvoice:
     first_failed_at: datetime | None = None
     last_failure_code: str | None = None
     last_failure_message: str | None = None
+    #: Stripe copies the customer's contact details onto the invoice when it is finalized
+    #: and never updates them after (API reference, invoice ``customer_email``).
+    customer_email: str | None = None
+    customer_phone: str | None = None
+    customer_name: str | None = None
+    finalized_at: datetime | None = None
 
     @property
     def amount_owed(self) -> int:
@@ -100,6 +106,17 @@ def invoice_transition_allowed(current: str, incoming: str) -> bool:
     return current == "uncollectible" and incoming in ("paid", "void")
 
 
+def _contact(fields: Fields, key: str) -> str | None:
+    """An optional contact field (``customer_email``, …); an empty string is no value."""
+    value = fields.optional_string(key)
+    return value if value and value.strip() else None
+
+
+def _finalized_at(fields: Fields) -> datetime | None:
+    transitions = fields.nested("status_transitions")
+    return None if transitions is None else transitions.optional_time("finalized_at")
+
+
 def subscription_id_of_invoice(invoice: Mapping[str, Any]) -> str | None:
     """The invoice's subscription: under ``parent.subscription_details`` (current API
     versions), else at the top level (older versions)."""
@@ -140,6 +157,10 @@ def parse_invoice(obj: Mapping[str, Any]) -> MirroredInvoice:
         livemode=fields.boolean("livemode"),
         stripe_created=fields.time("created"),
         raw=obj,
+        customer_email=_contact(fields, "customer_email"),
+        customer_phone=_contact(fields, "customer_phone"),
+        customer_name=_contact(fields, "customer_name"),
+        finalized_at=_finalized_at(fields),
     )
 
 

@@ -12,6 +12,7 @@ from cloudgreet_billing.domain.mrr import mrr_by_currency
 from cloudgreet_billing.domain.reconciliation import Window
 from cloudgreet_billing.domain.timefmt import parse_instant
 from cloudgreet_billing.errors import BadInput
+from cloudgreet_billing.services.dunning.reach import unreachable_invoices
 from cloudgreet_billing.services.sync import LAST_SYNC_KEY
 
 #: Where a completed ``sync`` run may record its time; without it, the newest processed
@@ -35,6 +36,8 @@ class Dashboard:
     past_due_amounts: dict[str, int]
     dunning_due_today: int
     dunning_needs_review: int
+    #: Unpaid invoices in dunning that no channel can reach (``services.dunning.reach``).
+    dunning_unreachable: int
     pause: PauseState
     last_sync_at: datetime | None
     #: Stripe events that could not be applied, waiting in quarantine.
@@ -78,6 +81,7 @@ def build_dashboard(store: Store, *, now: datetime) -> Dashboard:
     past_due_count, past_due_amounts = store.past_due_totals(now)
     start_of_tomorrow = datetime.combine(now.date() + timedelta(days=1), time(), now.tzinfo)
     workload = store.dunning_workload(start_of_tomorrow)
+    unreachable = len(unreachable_invoices(store))
     pause = PauseState.from_setting(store.get_setting(PAUSE_SETTING))
     last_sync = _latest(
         last_sync_time(store.get_setting(LAST_SYNC_KEY)), store.last_event_processed_at()
@@ -96,6 +100,11 @@ def build_dashboard(store: Store, *, now: datetime) -> Dashboard:
             f"{quarantined} Stripe events could not be applied and wait in quarantine: "
             "see `cloudgreet-billing quarantine list`"
         )
+    if unreachable:
+        warnings.append(
+            f"{unreachable} unpaid invoice(s) in dunning cannot be reached: no contact on any "
+            "of their channels (alerts list --type dunning_undeliverable)"
+        )
     notes = mrr.notes[:MAX_NOTES]
     if len(mrr.notes) > MAX_NOTES:
         notes.append(f"… and {len(mrr.notes) - MAX_NOTES} more")
@@ -110,6 +119,7 @@ def build_dashboard(store: Store, *, now: datetime) -> Dashboard:
         past_due_amounts=past_due_amounts,
         dunning_due_today=workload.due,
         dunning_needs_review=workload.needs_review,
+        dunning_unreachable=unreachable,
         pause=pause,
         last_sync_at=last_sync,
         quarantined_events=quarantined,

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION
 from cloudgreet_billing.config import Settings, load_settings, scrub_secrets
 from cloudgreet_billing.errors import BillingError
+
+if TYPE_CHECKING:
+    from cloudgreet_billing.adapters.store.protocol import Store
 
 CheckStatus = Literal["ok", "not_configured", "warn", "fail"]
 
@@ -237,68 +240,94 @@ def check_dunning_templates(diagnosis: Diagnosis) -> CheckResult:
     )
 
 
-def check_dunning_state(diagnosis: Diagnosis) -> CheckResult:
-    """Paused, or steps waiting for a human: worth a look, not a failure."""
+def _with_store(
+    diagnosis: Diagnosis, name: str, read: Callable[[Store], CheckResult]
+) -> CheckResult:
+    """``read(store)`` on the configured store, or why the check could not look: the
+    store's own check (``check_store``) has already said what is wrong with it."""
     settings = diagnosis.settings
     if settings is None:
-        return CheckResult("dunning", "fail", "skipped: the configuration does not load")
+        return CheckResult(name, "fail", "skipped: the configuration does not load")
     from cloudgreet_billing.bootstrap import open_store
-    from cloudgreet_billing.clock import utcnow
-    from cloudgreet_billing.services.dunning.operator import pause_state
 
+    not_ready = CheckResult(name, "fail", "skipped: the store is not ready (see store)")
     try:
         store = open_store(settings, check_schema=False)
     except BillingError:
-        return CheckResult("dunning", "fail", "skipped: the store is not ready (see store)")
+        return not_ready
     try:
         if (store.schema_version() or 0) < LATEST_SCHEMA_VERSION:
-            return CheckResult("dunning", "fail", "skipped: the store is not ready (see store)")
-        pause = pause_state(store)
-        review = store.list_steps(statuses=("needs_review", "failed"), limit=None)
-        due = store.count_due_steps(utcnow())
+            return not_ready
+        return read(store)
     finally:
         store.close()
-    if pause.paused:
+
+
+def check_dunning_state(diagnosis: Diagnosis) -> CheckResult:
+    """Paused, or steps waiting for a human: worth a look, not a failure."""
+    from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.services.dunning.operator import pause_state
+
+    def read(store: Store) -> CheckResult:
+        pause = pause_state(store)
+        if pause.paused:
+            return CheckResult(
+                "dunning", "warn", f"paused by {pause.actor} at {pause.at}: {pause.reason}"
+            )
+        review = store.list_steps(statuses=("needs_review", "failed"), limit=None)
+        if review:
+            stuck = sum(step.status == "needs_review" for step in review)
+            return CheckResult(
+                "dunning",
+                "warn",
+                f"{stuck} steps need review and {len(review) - stuck} failed (see: dunning list)",
+            )
         return CheckResult(
-            "dunning", "warn", f"paused by {pause.actor} at {pause.at}: {pause.reason}"
+            "dunning", "ok", f"running; {store.count_due_steps(utcnow())} steps due now"
         )
-    if review:
-        stuck = sum(step.status == "needs_review" for step in review)
-        return CheckResult(
-            "dunning",
-            "warn",
-            f"{stuck} steps need review and {len(review) - stuck} failed (see: dunning list)",
-        )
-    return CheckResult("dunning", "ok", f"running; {due} steps due now")
+
+    return _with_store(diagnosis, "dunning", read)
 
 
 def check_quarantine(diagnosis: Diagnosis) -> CheckResult:
     """Stripe events that could not be applied wait for a person: worth a look."""
-    settings = diagnosis.settings
-    if settings is None:
-        return CheckResult("quarantine", "fail", "skipped: the configuration does not load")
-    from cloudgreet_billing.bootstrap import open_store
 
-    try:
-        store = open_store(settings, check_schema=False)
-    except BillingError:
-        return CheckResult("quarantine", "fail", "skipped: the store is not ready (see store)")
-    try:
-        if (store.schema_version() or 0) < LATEST_SCHEMA_VERSION:
-            return CheckResult("quarantine", "fail", "skipped: the store is not ready (see store)")
+    def read(store: Store) -> CheckResult:
         waiting = store.count_quarantined()
-        oldest = store.list_quarantined(limit=1) if waiting else []
-    finally:
-        store.close()
-    if not waiting:
-        return CheckResult("quarantine", "ok", "no Stripe events in quarantine")
-    since = oldest[0].first_seen_at.strftime("%Y-%m-%d %H:%M UTC") if oldest else "?"
-    return CheckResult(
-        "quarantine",
-        "warn",
-        f"{waiting} Stripe events could not be applied (oldest since {since}): see "
-        "`quarantine list`, then `quarantine retry ID` after a fix or `quarantine dismiss ID`",
-    )
+        if not waiting:
+            return CheckResult("quarantine", "ok", "no Stripe events in quarantine")
+        oldest = store.list_quarantined(limit=1)
+        since = oldest[0].first_seen_at.strftime("%Y-%m-%d %H:%M UTC") if oldest else "?"
+        return CheckResult(
+            "quarantine",
+            "warn",
+            f"{waiting} Stripe events could not be applied (oldest since {since}): see "
+            "`quarantine list`, then `quarantine retry ID` after a fix or `quarantine dismiss ID`",
+        )
+
+    return _with_store(diagnosis, "quarantine", read)
+
+
+def check_dunning_contacts(diagnosis: Diagnosis) -> CheckResult:
+    """Unpaid invoices in dunning that no channel can reach: worth a look, not a failure."""
+    from cloudgreet_billing.services.dunning.reach import unreachable_invoices
+
+    def read(store: Store) -> CheckResult:
+        unreachable = unreachable_invoices(store)
+        if not unreachable:
+            return CheckResult(
+                "dunning contacts", "ok", "every unpaid invoice in dunning has a contact"
+            )
+        shown = ", ".join(reach.facts.invoice_id for reach in unreachable[:3])
+        more = f" and {len(unreachable) - 3} more" if len(unreachable) > 3 else ""
+        return CheckResult(
+            "dunning contacts",
+            "warn",
+            f"{len(unreachable)} unpaid invoice(s) cannot be reached by any channel "
+            f"({shown}{more}); see: alerts list --type dunning_undeliverable",
+        )
+
+    return _with_store(diagnosis, "dunning contacts", read)
 
 
 def check_escalation(diagnosis: Diagnosis) -> CheckResult:
@@ -320,6 +349,7 @@ CHECKS: list[Check] = [
     check_dunning_templates,
     check_dunning_state,
     check_quarantine,
+    check_dunning_contacts,
     check_escalation,
 ]
 

@@ -22,7 +22,7 @@ from cloudgreet_billing.adapters.store.protocol import Store
 from cloudgreet_billing.adapters.store.sql_base import chunked
 from cloudgreet_billing.domain.dunning import DunningPlanner, TimelinePlanner
 from cloudgreet_billing.domain.events import EventPlan, EventResult, EventSource, plan_event
-from cloudgreet_billing.domain.mirror import parse_invoice, parse_subscription
+from cloudgreet_billing.domain.mirror import parse_customer, parse_invoice, parse_subscription
 from cloudgreet_billing.domain.quarantine import (
     QuarantinedEvent,
     RejectedEvent,
@@ -32,6 +32,7 @@ from cloudgreet_billing.domain.quarantine import (
 from cloudgreet_billing.domain.timefmt import iso_z, parse_instant
 from cloudgreet_billing.errors import BadInput, BillingError
 from cloudgreet_billing.services import Progress
+from cloudgreet_billing.services.dunning.reach import resolve_reached
 from cloudgreet_billing.services.events import UnreadableValue
 
 #: Events per transaction: large enough to amortise the commit, small enough that a crash
@@ -64,6 +65,7 @@ class SyncReport:
     cursor: datetime | None = None
     invoices_backfilled: int = 0
     subscriptions_backfilled: int = 0
+    customers_backfilled: int = 0
     #: This run's events that could not be applied (each quarantined): ``evt_…: reason``.
     failures: list[str] = field(default_factory=list)
     #: ``created`` of the newest event settled (applied, skipped, duplicate or quarantined).
@@ -115,6 +117,7 @@ class SyncReport:
             "subscriptions_backfilled": self.subscriptions_backfilled,
             "quarantined_count": self.quarantined_count,
             "quarantined": [quarantined_json(row) for row in self.quarantined],
+            "customers_backfilled": self.customers_backfilled,
         }
 
 
@@ -171,6 +174,8 @@ def apply_events(
             report.count(result)
         if progress is not None:
             progress(len(batch))
+    if report.events_applied:
+        _resolve_reached(store, report, now)
     return report
 
 
@@ -180,6 +185,12 @@ def note_quarantine(store: Store, report: SyncReport) -> SyncReport:
     if report.quarantined_count:
         report.quarantined = store.list_quarantined(limit=MAX_LISTED_QUARANTINED)
     return report
+
+
+def _resolve_reached(store: Store, report: SyncReport, now: datetime) -> None:
+    """A customer's or invoice's contact may have arrived: an unpaid invoice that dunning
+    could not reach before may be reachable now (``services.dunning.reach``)."""
+    report.alerts_resolved += len(resolve_reached(store, actor="stripe:sync", now=now))
 
 
 def record_sync(store: Store, *, now: datetime, actor: str) -> None:
@@ -247,12 +258,19 @@ def backfill(
     now: datetime,
     progress: Progress | None = None,
 ) -> SyncReport:
-    """Mirror every invoice and subscription by listing them (events reach back 30 days).
+    """Mirror every customer, invoice and subscription by listing them (events reach back
+    30 days; a webhook may send invoice events alone, and dunning needs the customers'
+    contacts).
 
     Listed objects are observed ``now``: an event created before the listing never
     overwrites what the listing showed.
     """
     report = SyncReport(cursor=stored_cursor(store))
+    for obj in gateway.list_customers():
+        store.upsert_customer(parse_customer(obj), now, now)
+        report.customers_backfilled += 1
+        if progress is not None:
+            progress(1)
     for batch in chunked(gateway.list_invoices(), BATCH_SIZE):
         store.upsert_invoices([parse_invoice(obj) for obj in batch], now, now)
         report.invoices_backfilled += len(batch)
@@ -263,4 +281,5 @@ def backfill(
         report.subscriptions_backfilled += 1
         if progress is not None:
             progress(1)
+    _resolve_reached(store, report, now)
     return report

@@ -169,7 +169,10 @@ def run_counts(**counts: Any) -> dict[str, Any]:
         "paused": False,
         "dry_run": False,
         "needs_review": 0,
+        "leases_expired": 0,
+        "undeliverable": 0,
         "escalation_failures": 0,
+        "undeliverable_steps": [],
     }
     base.update(counts)
     return base

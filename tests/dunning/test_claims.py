@@ -98,9 +98,31 @@ def test_an_expired_lease_becomes_needs_review_and_is_not_resent(store: Any) -> 
     assert store.expire_leases(LEASE + timedelta(seconds=1)) == 1
     step = store.get_step(claimed.step.id)
     assert step.status == "needs_review"
-    assert "lease expired" in step.reason
+    # Never confirmed: the message never left, and requeue is the safe answer.
+    assert (step.may_have_been_sent, step.reason) == (
+        False,
+        "the run stopped before handing this message to any provider: requeue sends it",
+    )
     assert claim(store, "next-run", now=LEASE + timedelta(minutes=1)) == []
     assert [s.id for s in store.list_steps(limit=None)][:1] == [step.id]  # default list shows it
+
+
+def test_a_confirmed_step_whose_run_died_may_have_been_sent(store: Any) -> None:
+    seed_invoice(store)
+    schedule(store)
+    [claimed] = claim(store, "crashed-run")
+    assert store.confirm_sends([claimed.step.id], "crashed-run", LATER)
+    assert store.expire_leases(LATER + timedelta(minutes=11)) == 1
+    step = store.get_step(claimed.step.id)
+    assert (step.status, step.may_have_been_sent) == ("needs_review", True)
+    assert step.reason == (
+        "the run stopped after confirming this message, so the provider may have it: check "
+        "the provider's log, then mark-sent or requeue"
+    )
+    # Requeued, it starts afresh: a new claim has confirmed nothing yet.
+    store.requeue_step(step.id, ("needs_review",), LATER + timedelta(minutes=12))
+    [again] = claim(store, "next-run", now=LATER + timedelta(minutes=13))
+    assert (again.step.confirmed_at, store.get_step(step.id).may_have_been_sent) == (None, False)
 
 
 def test_a_late_sent_record_wins_over_expiry_and_cancellation(store: Any) -> None:

@@ -93,7 +93,13 @@ def test_a_bad_config_names_the_problem(tmp_path: Path, text: str, message: str)
 
 
 def claimed(
-    *, status: str | None = "open", phone: str | None = "+1555", superseded: bool = False
+    *,
+    status: str | None = "open",
+    phone: str | None = "+1555",
+    email: str | None = "ada@example.com",
+    superseded: bool = False,
+    deleted: bool = False,
+    channels: frozenset[str] = frozenset({"email", "sms"}),
 ) -> ClaimedStep:
     step = DunningStep(
         id=1,
@@ -109,8 +115,10 @@ def claimed(
         attempts=0,
         last_error=None,
     )
-    invoice = InvoiceFacts("in_1", "cus_1", status=status, phone=phone)
-    return ClaimedStep(step, invoice, superseded)
+    invoice = InvoiceFacts(
+        "in_1", "cus_1", status=status, phone=phone, email=email, customer_deleted=deleted
+    )
+    return ClaimedStep(step, invoice, superseded, channels)
 
 
 @pytest.mark.parametrize(
@@ -120,7 +128,24 @@ def claimed(
         (claimed(status="void"), Decision("cancel", "invoice is void")),
         (claimed(status="paid", superseded=True), Decision("cancel", "invoice is paid")),
         (claimed(superseded=True), Decision("skip", "superseded")),
+        # The email steps reach the customer: this SMS is not needed.
         (claimed(phone=None), Decision("skip", "customer cus_1 has no phone number")),
+        (
+            claimed(phone=None, email=None),
+            Decision(
+                "undeliverable",
+                "customer cus_1 has no email address or phone number",
+            ),
+        ),
+        # An SMS-only timeline cannot use the email address.
+        (
+            claimed(phone=None, channels=frozenset({"sms"})),
+            Decision("undeliverable", "customer cus_1 has no phone number"),
+        ),
+        (
+            claimed(deleted=True),
+            Decision("undeliverable", "customer cus_1 was deleted in Stripe"),
+        ),
         (
             claimed(status=None),
             Decision("fail", "invoice in_1 is not in the local mirror (run sync)"),

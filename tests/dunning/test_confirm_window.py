@@ -1,6 +1,8 @@
-"""A payment stops dunning however slow the provider: confirmations go stale after a bound.
+"""A payment stops dunning however slow the provider: each message is confirmed, by itself,
+immediately before it is handed over.
 
-On SQLite and PostgreSQL. Providers here take their time on freezegun's clock, not the wall's.
+On SQLite and PostgreSQL. Providers here take their time on freezegun's clock, not the wall's;
+payments arrive over a connection of their own, as a webhook's would.
 """
 
 from __future__ import annotations
@@ -19,24 +21,18 @@ from cloudgreet_billing.clock import utcnow
 from cloudgreet_billing.config import load_settings
 from cloudgreet_billing.domain.dunning import DunningConfig
 from cloudgreet_billing.services.dunning.messages import MessageBook
-from cloudgreet_billing.services.dunning.run import (
-    CONFIRM_GROUP,
-    CONFIRMATION_FRESH_FOR,
-    Channels,
-    RunSummary,
-    run_dunning,
-)
+from cloudgreet_billing.services.dunning.run import Channels, RunSummary, run_dunning
 from tests.dunning.conftest import T0, schedule, seed_invoice, settle
 
 LATER = T0 + timedelta(minutes=5)
 
 
 class ConfirmationSpy:
-    """The store, noting each confirmation: which look, when, and for which steps."""
+    """The store, noting each confirmation: when, and for which steps."""
 
     def __init__(self, store: Any) -> None:
         self._store = store
-        self.looks: list[tuple[str, datetime, list[int]]] = []
+        self.looks: list[tuple[datetime, list[int]]] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -48,14 +44,8 @@ class ConfirmationSpy:
         now: datetime,
         lease_until: datetime | None = None,
     ) -> set[int]:
-        self.looks.append(("confirm", now, list(step_ids)))
+        self.looks.append((now, list(step_ids)))
         return set(self._store.confirm_sends(step_ids, run_id, now, lease_until))
-
-    def reconfirm_sends(
-        self, step_ids: Sequence[int], run_id: str, now: datetime, lease_until: datetime
-    ) -> set[int]:
-        self.looks.append(("reconfirm", now, list(step_ids)))
-        return set(self._store.reconfirm_sends(step_ids, run_id, now, lease_until))
 
 
 class TimedEmail:
@@ -105,73 +95,86 @@ def run(store: Any, email: TimedEmail) -> RunSummary:
     )
 
 
-def test_a_payment_during_a_slow_group_stops_its_later_message(store: Any) -> None:
-    day0 = seed_unpaid(store, CONFIRM_GROUP)
+def test_a_payment_committed_180_ms_before_a_send_stops_it(store: Any) -> None:
+    day0 = seed_unpaid(store, 3)
     webhook = open_store(load_settings())  # the payment arrives over its own connection
+    try:
+        with freeze_time(LATER) as frozen:
+            # in_1 is paid as in_0's message starts on its way; that one takes 180 ms, so
+            # the payment is 180 ms old when in_1's turn comes.
+            email = TimedEmail(
+                frozen,
+                timedelta(milliseconds=180),
+                during={1: lambda: settle(webhook, "in_1", "cus_1")},
+            )
+            summary = run(store, email)
+    finally:
+        webhook.close()
+
+    assert (summary.due, summary.sent, summary.canceled, summary.failed) == (3, 2, 1, 0)
+    assert [step_id for step_id, _ in email.sent] == [day0["in_0"], day0["in_2"]]
+    paid = store.get_step(day0["in_1"])
+    assert (paid.status, paid.sent_at, paid.attempts) == ("canceled", None, 0)
+    assert paid.reason == "invoice paid"
+
+
+def test_every_message_is_confirmed_by_itself_as_it_is_handed_over(store: Any) -> None:
+    day0 = seed_unpaid(store, 12)
+    webhook = open_store(load_settings())
     spy = ConfirmationSpy(store)
     try:
         with freeze_time(LATER) as frozen:
-            # 150 ms a message, as SMTP or Twilio over the internet; the customer pays
-            # in_7 while the third message of the group is on its way.
+            # A slow provider (300 ms a message); in_7 is paid during the third message,
+            # in_8 during the eighth (in_7's turn never comes, so it is the seventh sent).
             email = TimedEmail(
                 frozen,
-                timedelta(milliseconds=150),
-                during={3: lambda: settle(webhook, "in_7", "cus_7")},
+                timedelta(milliseconds=300),
+                during={
+                    3: lambda: settle(webhook, "in_7", "cus_7"),
+                    7: lambda: settle(webhook, "in_8", "cus_8"),
+                },
             )
             summary = run(spy, email)
     finally:
         webhook.close()
 
-    assert (summary.due, summary.sent, summary.canceled, summary.failed) == (10, 9, 1, 0)
-    assert [step_id for step_id, _ in email.sent] == [day0[f"in_{n}"] for n in range(10) if n != 7]
-    paid = store.get_step(day0["in_7"])
-    assert (paid.status, paid.sent_at, paid.reason) == ("canceled", None, "invoice paid")
-    # One attempt each, as with a single confirmation: looking again is not an attempt.
-    sent = [store.get_step(day0[f"in_{n}"]) for n in range(10) if n != 7]
-    assert [(s.status, s.attempts, s.provider_message_id) for s in sent] == [
-        ("sent", 1, f"msg-{s.id}") for s in sent
-    ]
-    # No message left more than the bound after its last look.
-    assert spy.looks[0] == ("confirm", LATER, [day0[f"in_{n}"] for n in range(10)])
-    for step_id, sent_at in email.sent:
-        last_look = max(at for _, at, ids in spy.looks if step_id in ids and at <= sent_at)
-        assert sent_at - last_look <= CONFIRMATION_FRESH_FOR, (step_id, sent_at, last_look)
+    unpaid = [day0[f"in_{n}"] for n in range(12) if n not in (7, 8)]
+    assert (summary.due, summary.sent, summary.canceled) == (12, 10, 2)
+    assert [step_id for step_id, _ in email.sent] == unpaid
+    # One look per message, in order, and each sent message's look is the moment it was
+    # handed over: no time at all for a payment to slip in unseen.
+    assert [ids for _, ids in spy.looks] == [[day0[f"in_{n}"]] for n in range(12)]
+    looked_at = {ids[0]: at for at, ids in spy.looks}
+    assert [(step_id, looked_at[step_id]) for step_id, _ in email.sent] == email.sent
+    assert {(store.get_step(i).status, store.get_step(i).attempts) for i in unpaid} == {("sent", 1)}
+    for n in (7, 8):
+        paid = store.get_step(day0[f"in_{n}"])
+        assert (paid.status, paid.sent_at, paid.attempts) == ("canceled", None, 0)
 
 
-def test_with_a_fast_provider_each_group_is_confirmed_once(store: Any) -> None:
-    day0 = seed_unpaid(store, 25)
-    spy = ConfirmationSpy(store)
-    with freeze_time(LATER) as frozen:
-        email = TimedEmail(frozen, timedelta(milliseconds=1))  # file, console, local relay
-        summary = run(spy, email)
-
-    assert (summary.due, summary.sent) == (25, 25)
-    ids = [day0[f"in_{n}"] for n in range(25)]
-    assert [(kind, len(step_ids)) for kind, _, step_ids in spy.looks] == [
-        ("confirm", 10),
-        ("confirm", 10),
-        ("confirm", 5),
-    ]
-    assert [step_id for _, _, step_ids in spy.looks for step_id in step_ids] == ids
-    assert {(s.status, s.attempts) for s in store.list_steps(limit=None) if s.day == 0} == {
-        ("sent", 1)
-    }
-
-
-def test_looking_again_renews_the_lease_without_counting_an_attempt(store: Any) -> None:
+def test_a_confirmation_counts_the_attempt_notes_it_and_renews_the_lease(store: Any) -> None:
     seed_unpaid(store, 2)
     claimed = store.claim_due_steps(
         now=LATER, lease_until=LATER + timedelta(minutes=10), run_id="run-a", limit=10
     )
-    ids = [item.step.id for item in claimed]
-    assert store.confirm_sends(ids, "run-a", LATER) == set(ids)
+    first, second = (item.step.id for item in claimed)
     later = LATER + timedelta(minutes=8)
     lease = later + timedelta(minutes=10)
-    assert store.reconfirm_sends(ids, "run-a", later, lease) == set(ids)
-    assert [store.get_step(i).attempts for i in ids] == [1, 1]
-    # The first lease ran out at LATER + 10 min; the renewed one holds until LATER + 18 min.
-    assert store.expire_leases(LATER + timedelta(minutes=15)) == 0
-    assert store.reconfirm_sends(ids, "run-b", later, lease) == set()  # not its claim
-    settle(store, "in_1", "cus_1")
-    assert store.reconfirm_sends(ids, "run-a", later, lease) == {ids[0]}
-    assert [store.get_step(i).attempts for i in ids] == [1, 1]
+    assert store.confirm_sends([first], "run-a", later, lease) == {first}
+    confirmed = store.get_step(first)
+    assert (confirmed.attempts, confirmed.confirmed_at, confirmed.lease_expires_at) == (
+        1,
+        later,
+        lease,
+    )
+    assert confirmed.may_have_been_sent is True
+    # The unconfirmed claim keeps its first lease and has no attempt counted.
+    waiting = store.get_step(second)
+    assert (waiting.attempts, waiting.confirmed_at, waiting.may_have_been_sent) == (0, None, False)
+    # The first lease ran out at LATER + 10 min; only the confirmed step holds on.
+    assert store.expire_leases(LATER + timedelta(minutes=15)) == 1
+    assert store.get_step(first).status == "sending"
+    assert store.confirm_sends([first], "run-b", later, lease) == set()  # not its claim
+    settle(store, "in_0", "cus_0")
+    assert store.confirm_sends([first], "run-a", later, lease) == set()
+    assert store.get_step(first).attempts == 1

@@ -209,21 +209,74 @@ def test_a_template_naming_a_missing_value_fails_the_step_not_the_inbox(
     assert emails(outbox) == []
 
 
-def test_dry_run_changes_nothing(store: Any, outbox: Path) -> None:
+def test_dry_run_lists_each_message_it_would_send_and_changes_nothing(
+    store: Any, outbox: Path
+) -> None:
     seed_invoice(store)
     schedule(store)
     with freeze_time(T0 + timedelta(days=1, minutes=1)):
         code, body = invoke("dunning", "run", "--dry-run")
     assert code == 0
-    assert counts_of({k: v for k, v in body["data"].items() if k != "planned"}) == run_counts(
-        due=2, sent=1, skipped=1, dry_run=True
+    data = body["data"]
+    # The SMS it would send is would_send, never sent: nothing left.
+    assert counts_of({k: v for k, v in data.items() if k != "planned"}) == run_counts(
+        due=2, skipped=1, dry_run=True, would_send=1
     )
-    assert [(p["day"], p["action"], p["reason"]) for p in body["data"]["planned"]] == [
-        (0, "skip", "superseded"),
-        (1, "send", None),
+    day0, day1 = store.list_steps(invoice_id="in_1", limit=2)
+    assert data["planned"] == [
+        {
+            "step_id": day0.id,
+            "invoice_id": "in_1",
+            "customer_id": "cus_1",
+            "day": 0,
+            "channel": "email",
+            "template": "day0_email",
+            "action": "skip",
+            "recipient": None,
+            "reason": "superseded",
+        },
+        {
+            "step_id": day1.id,
+            "invoice_id": "in_1",
+            "customer_id": "cus_1",
+            "day": 1,
+            "channel": "sms",
+            "template": "day1_sms",
+            "action": "send",
+            "recipient": "+15550100",
+            "reason": None,
+        },
     ]
     assert set(statuses(store).values()) == {"scheduled"}
     assert not outbox.exists()
+    assert store.audit_trail("dunning") == []
+
+
+def test_dry_run_prints_the_plan_as_a_table(
+    store: Any, outbox: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: this test is about the plan
+    seed_invoice(store, "in_1QpL8HLkdIwHu7ixl4OzzPMv", "cus_RkS5AtmBK5hCeq")
+    schedule(store, "in_1QpL8HLkdIwHu7ixl4OzzPMv", "cus_RkS5AtmBK5hCeq")
+    seed_invoice(store, "in_1QpL8HLkdIwHu7ixNoC0ntct", "cus_RkS5NoContact", email=None, phone=None)
+    schedule(store, "in_1QpL8HLkdIwHu7ixNoC0ntct", "cus_RkS5NoContact")
+    with freeze_time(T0 + timedelta(minutes=5)):
+        result = runner.invoke(app, ["dunning", "run", "--dry-run"], catch_exceptions=False)
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    [send] = [line for line in lines if "in_1QpL8HLkdIwHu7ixl4OzzPMv" in line]
+    for cell in ("cus_RkS5AtmBK5hCeq", " 0 ", "email", "send", "ada@example.com", "day0_email"):
+        assert cell in send
+    [nobody] = [line for line in lines if "in_1QpL8HLkdIwHu7ixNoC0ntct" in line]
+    assert "undeliverable" in nobody and "has no email address or phone number" in nobody
+    assert lines[-1] == (
+        "dry run, nothing sent or changed: 2 due; 1 would be sent, 1 skipped "
+        "(1 undeliverable), 0 failed, 0 canceled; 0 would escalate"
+    )
+    assert emails(outbox) == []
+    assert set(statuses(store, "in_1QpL8HLkdIwHu7ixNoC0ntct").values()) == {"scheduled"}
+    _, alerts = invoke("alerts", "list", "--type", "dunning_undeliverable", "--status", "all")
+    assert alerts == {"data": []}
 
 
 def test_limit_caps_the_steps_handled(store: Any, outbox: Path) -> None:

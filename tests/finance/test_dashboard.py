@@ -123,6 +123,8 @@ def test_dashboard_figures(store):
         "past_due": {"count": 2, "amounts": {"eur": 600, "usd": 800}},
         "dunning_due": 2,
         "dunning_needs_review": 1,
+        # in_due is in dunning, and neither it nor a mirrored customer names a contact.
+        "dunning_unreachable": 1,
         "paused": False,
         "pause_reason": None,
         "paused_by": None,
@@ -130,7 +132,10 @@ def test_dashboard_figures(store):
         "last_sync_at": "2026-11-24T09:00:00Z",
         "last_sync_age_seconds": 3 * 3600,
         "quarantined_events": 0,
-        "warnings": [],
+        "warnings": [
+            "1 unpaid invoice(s) in dunning cannot be reached: no contact on any of their "
+            "channels (alerts list --type dunning_undeliverable)"
+        ],
         "mrr_notes": [],
     }
 
@@ -178,7 +183,7 @@ def test_human_dashboard_formats_money(store):
     result = run("dashboard")
     assert result.exit_code == 0
     assert "$130.00" in result.stdout and "€10.00" in result.stdout
-    assert "2 due today, 1 need review" in result.stdout
+    assert "2 due today, 1 need review, 1 unreachable" in result.stdout
 
 
 def test_now_is_fixed():

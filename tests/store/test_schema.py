@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -95,7 +96,7 @@ def test_the_migration_runs_cleanly_twice_on_plain_postgres(postgres_url):
         versions = conn.execute(
             "SELECT version FROM billing_schema_version ORDER BY version"
         ).fetchall()
-    assert versions == [(version,) for version in range(1, LATEST_SCHEMA_VERSION + 1)]
+    assert versions == [(migration.version,) for migration in postgres_migrations()]
 
 
 @pytest.mark.postgres
@@ -232,7 +233,7 @@ def test_sqlite_migration_2_keeps_every_ledger_row_and_its_key(tmp_path):
                 "'usd', 'x', ?, 'x')",
                 (n, n * 100, f"e{n}"),
             )
-    assert store.migrate()[:1] == [2]
+    assert store.migrate() == [migration.version for migration in sqlite_migrations()[1:]]
     store.close()
     with sqlite3.connect(path) as conn:
         rows = conn.execute("SELECT id, amount, external_id FROM billing_usage_ledger").fetchall()
@@ -265,3 +266,111 @@ def test_postgres_migration_2_turns_the_external_id_constraint_into_the_named_ke
         ).fetchone()
     assert constraints == []
     assert definition is not None and "UNIQUE" in definition[0]
+
+
+V1_ROWS = (
+    "INSERT INTO billing_invoices (id, customer_id, status, currency, raw, stripe_created, "
+    "stripe_updated_at, synced_at) VALUES ('in_1QpL8HLkdIwHu7ixl4OzzPMv', 'cus_RkS5AtmBK5hCeq', "
+    "'open', 'usd', ?, ?, ?, ?)",
+    "INSERT INTO billing_alerts (id, type, status, dedupe_key, invoice_id, created_at, "
+    "updated_at) VALUES (7, 'invoice_failed', 'open', 'invoice_failed:in_1', "
+    "'in_1QpL8HLkdIwHu7ixl4OzzPMv', ?, ?)",
+    "INSERT INTO billing_alert_notes (alert_id, author, body, created_at) "
+    "VALUES (7, 'ops', 'called them', ?)",
+    "INSERT INTO billing_dunning_events (id, invoice_id, customer_id, alert_id, day, channel, "
+    "template, status, due_at, attempts, created_at, updated_at) VALUES "
+    "(3, 'in_1QpL8HLkdIwHu7ixl4OzzPMv', 'cus_RkS5AtmBK5hCeq', 7, 0, 'email', 'day0_email', "
+    "'needs_review', ?, 1, ?, ?)",
+)
+#: What Stripe copied onto the invoice when it was finalized (2026-03-02T09:00:00Z).
+V1_RAW = (
+    '{"id": "in_1QpL8HLkdIwHu7ixl4OzzPMv", "customer_email": "ops@brightsmile.example", '
+    '"customer_phone": null, "customer_name": "Bright Smile", '
+    '"status_transitions": {"finalized_at": 1772442000, "paid_at": null}}'
+)
+
+
+def test_sqlite_migration_4_copies_invoice_contacts_and_keeps_every_alert_link(tmp_path):
+    path = tmp_path / "v1.db"
+    store = SqliteStore(path)
+    version_1 = sqlite_migrations()[0]
+    moment = "2026-03-02T10:00:00.000000Z"
+    with store._transaction():
+        for statement in _statements(version_1.path.read_text(encoding="utf-8")):
+            store._conn.execute(statement)
+        store._conn.execute(
+            "INSERT INTO billing_schema_version (version, name, applied_at) VALUES (1, 'v1', 'x')"
+        )
+        params = ((V1_RAW, moment, moment, moment), (moment, moment), (moment,), (moment,) * 3)
+        for statement, values in zip(V1_ROWS, params, strict=True):
+            store._conn.execute(statement, values)
+    assert store.migrate() == [migration.version for migration in sqlite_migrations()[1:]]
+    invoice = store.get_invoice("in_1QpL8HLkdIwHu7ixl4OzzPMv")
+    assert (invoice.customer_email, invoice.customer_phone, invoice.customer_name) == (
+        "ops@brightsmile.example",
+        None,
+        "Bright Smile",
+    )
+    assert invoice.finalized_at == datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    # Rebuilding the alerts table neither cleared the step's alert nor dropped the note;
+    # the step left mid-send with an attempt counted is taken as confirmed.
+    assert store._conn.execute(
+        "SELECT alert_id, confirmed_at FROM billing_dunning_events WHERE id = 3"
+    ).fetchone() == (7, moment)
+    assert [note.body for note in store.alert_notes(7)] == ["called them"]
+    assert store._conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
+    store._conn.execute(
+        "INSERT INTO billing_alerts (type, status, dedupe_key, created_at, updated_at) "
+        "VALUES ('dunning_undeliverable', 'open', 'dunning_undeliverable:in_1', 'x', 'x')"
+    )
+    with pytest.raises(sqlite3.IntegrityError):
+        store._conn.execute(
+            "INSERT INTO billing_alerts (type, status, dedupe_key, created_at, updated_at) "
+            "VALUES ('bogus', 'open', 'b', 'x', 'x')"
+        )
+    # The notes' foreign key points at the rebuilt table: deleting the alert cascades.
+    store._conn.execute("DELETE FROM billing_alerts WHERE id = 7")
+    assert store.alert_notes(7) == []
+    assert store._conn.execute(
+        "SELECT alert_id FROM billing_dunning_events WHERE id = 3"
+    ).fetchone() == (None,)
+    store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_migration_4_copies_invoice_contacts_once_and_takes_the_new_alert_type(
+    postgres_url,
+):
+    migrations = postgres_migrations()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for migration in migrations:
+            if migration.version < 4:
+                conn.execute(migration.path.read_text(encoding="utf-8").encode())
+        moment = datetime(2026, 3, 2, 10, tzinfo=UTC)
+        params = ((V1_RAW, moment, moment, moment), (moment, moment), (moment,), (moment,) * 3)
+        for statement, values in zip(V1_ROWS, params, strict=True):
+            # Ids given explicitly, as the SQLite test does: identity columns need the clause.
+            explicit = statement.replace(") VALUES", ") OVERRIDING SYSTEM VALUE VALUES")
+            conn.execute(explicit.replace("?", "%s"), values)
+        run_sql_files(postgres_url)  # 4 applies; the earlier files run again harmlessly
+        conn.execute("UPDATE billing_invoices SET customer_email = 'newer@brightsmile.example'")
+        run_sql_files(postgres_url)  # and again: the copy from raw is not repeated
+        row = conn.execute(
+            "SELECT customer_email, customer_phone, customer_name, finalized_at "
+            "FROM billing_invoices"
+        ).fetchone()
+        assert row == (
+            "newer@brightsmile.example",
+            None,
+            "Bright Smile",
+            datetime(2026, 3, 2, 9, tzinfo=UTC),
+        )
+        assert conn.execute(
+            "SELECT alert_id, confirmed_at FROM billing_dunning_events WHERE id = 3"
+        ).fetchone() == (7, moment)
+        conn.execute(
+            "INSERT INTO billing_alerts (type, dedupe_key) VALUES "
+            "('dunning_undeliverable', 'dunning_undeliverable:in_1')"
+        )
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("INSERT INTO billing_alerts (type, dedupe_key) VALUES ('bogus', 'b')")

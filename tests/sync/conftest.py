@@ -63,14 +63,20 @@ def subscription(sub_id: str = "sub_1", *, status: str = "active", created: int 
     }
 
 
-def customer(customer_id: str = "cus_1", *, email: str = "owner@example.com") -> dict[str, Any]:
+def customer(
+    customer_id: str = "cus_1",
+    *,
+    email: str | None = "owner@example.com",
+    phone: str | None = "+15550001111",
+    created: int = T0 - 86400 * 30,
+) -> dict[str, Any]:
     return {
         "id": customer_id,
         "object": "customer",
         "email": email,
         "name": "Owner",
-        "phone": "+15550001111",
-        "created": T0 - 86400 * 30,
+        "phone": phone,
+        "created": created,
         "livemode": False,
     }
 

@@ -26,7 +26,7 @@ from tests.stripe_fake import (
     server_error,
     unused_port,
 )
-from tests.sync.conftest import T0, failed, invoice, subscription
+from tests.sync.conftest import T0, customer, failed, invoice, subscription
 
 
 def gateway(fake: FakeStripe) -> StripeGateway:
@@ -86,6 +86,19 @@ def test_a_listing_page_is_retried_after_a_429(fake: FakeStripe) -> None:
         "expand[0]": "data.discounts",
         "expand[1]": "data.items.data.discounts",
     }
+
+
+def test_customers_are_listed_100_per_page_newest_first(fake: FakeStripe) -> None:
+    # GET /v1/customers lists newest first and, as Stripe documents, no deleted customer.
+    fake.paginate("/v1/customers", [customer(f"cus_{n:03d}", created=T0 + n) for n in range(230)])
+    got = list(gateway(fake).list_customers())
+    assert [c["id"] for c in got] == [f"cus_{n:03d}" for n in reversed(range(230))]
+    assert got[0]["email"] == "owner@example.com" and got[0]["phone"] == "+15550001111"
+    assert [r.query for r in fake.requests_to("GET", "/v1/customers")] == [
+        {"limit": "100"},
+        {"limit": "100", "starting_after": "cus_130"},
+        {"limit": "100", "starting_after": "cus_030"},
+    ]
 
 
 def test_persistent_429_is_unavailable(fake: FakeStripe) -> None:

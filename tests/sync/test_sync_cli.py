@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from cloudgreet_billing.cli import app
 from tests.stripe_fake import FakeStripe
-from tests.sync.conftest import T0, event, failed, invoice, paid, subscription
+from tests.sync.conftest import T0, customer, event, failed, invoice, paid, subscription
 
 runner = CliRunner()
 
@@ -41,6 +41,7 @@ SYNC_ZERO = {
     "subscriptions_backfilled": 0,
     "quarantined_count": 0,
     "quarantined": [],
+    "customers_backfilled": 0,
 }
 
 
@@ -132,12 +133,26 @@ def test_api_sync_moves_the_cursor_and_is_idempotent(fake: FakeStripe, store_env
     assert fake.requests_to("GET", "/v1/events")[-1].query["created[gte]"] == str(T0 + 3)
 
 
-def test_backfill_lists_invoices_and_subscriptions(fake: FakeStripe, store_env: str) -> None:
+def test_backfill_lists_customers_invoices_and_subscriptions(
+    fake: FakeStripe, store_env: str
+) -> None:
+    fake.paginate("/v1/customers", [customer(f"cus_{n}", created=T0 - n) for n in range(101)])
     fake.paginate("/v1/invoices", [invoice(f"in_{n}", created=T0 - n) for n in range(130)])
     fake.paginate("/v1/subscriptions", [subscription()])
     body = data(cli("sync", "--backfill", "--json"))
-    assert (body["invoices_backfilled"], body["subscriptions_backfilled"]) == (130, 1)
+    assert (
+        body["customers_backfilled"],
+        body["invoices_backfilled"],
+        body["subscriptions_backfilled"],
+    ) == (101, 130, 1)
     assert len(fake.requests_to("GET", "/v1/invoices")) == 2
+    assert [r.query for r in fake.requests_to("GET", "/v1/customers")] == [
+        {"limit": "100"},
+        {"limit": "100", "starting_after": "cus_99"},
+    ]
+    human = cli("sync", "--backfill")
+    assert human.exit_code == 0, human.output
+    assert "backfilled 101 customers, 130 invoices and 1 subscriptions" in human.stdout
 
 
 @freeze_time("2026-05-29T09:00:00Z")
@@ -228,6 +243,7 @@ def test_ledger_thresholds_open_alerts(store_env: str, tmp_path: Path, monkeypat
 
 def test_every_sync_source_records_when_it_last_finished(fake: FakeStripe, store_env: str) -> None:
     fake.paginate("/v1/events", [])
+    fake.paginate("/v1/customers", [])
     fake.paginate("/v1/invoices", [])
     fake.paginate("/v1/subscriptions", [])
     for args, moment in (

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
         DunningStep,
         EscalationCandidate,
         InvoiceFacts,
+        InvoiceReach,
         StepDraft,
         StepOutcome,
     )
@@ -21,11 +22,11 @@ class DunningOps(Protocol):
     """Part of ``Store``; see ``protocol.py``.
 
     A run's protocol, safe with any number of concurrent runs: ``claim_due_steps`` moves due
-    steps to ``sending`` under the run's id and a lease; ``confirm_sends`` re-checks claims
-    just before their messages are handed over (a payment in between cancels the step and
-    its confirmation fails), and ``reconfirm_sends`` repeats that check when a send has waited
-    too long since; ``record_step_outcomes`` records what happened, only for steps the
-    run still holds. Steps whose lease runs out become ``needs_review`` (``expire_leases``).
+    steps to ``sending`` under the run's id and a lease; ``confirm_sends`` re-checks a claim
+    immediately before its message is handed over (a payment recorded by then has canceled
+    the step, and the confirmation fails); ``record_step_outcomes`` records what happened,
+    only for steps the run still holds. Steps whose lease runs out become ``needs_review``
+    (``expire_leases``), saying whether they had been confirmed.
     """
 
     def schedule_steps(self, steps: Sequence[StepDraft], now: datetime) -> int:
@@ -37,7 +38,12 @@ class DunningOps(Protocol):
         ...
 
     def expire_leases(self, now: datetime) -> int:
-        """Move steps left in ``sending`` past their lease to ``needs_review``."""
+        """Move steps left in ``sending`` past their lease to ``needs_review``; returns how
+        many this call moved."""
+        ...
+
+    def count_needs_review(self) -> int:
+        """Steps waiting for review now (``mark-sent`` or ``requeue``), whoever expired them."""
         ...
 
     def count_due_steps(self, now: datetime) -> int:
@@ -63,21 +69,23 @@ class DunningOps(Protocol):
         lease_until: datetime | None = None,
     ) -> set[int]:
         """Count an attempt for each step the run still holds whose invoice is unsettled,
-        renewing its lease to ``lease_until``; returns those ids. Only they may be sent."""
-        ...
-
-    def reconfirm_sends(
-        self, step_ids: Sequence[int], run_id: str, now: datetime, lease_until: datetime
-    ) -> set[int]:
-        """``confirm_sends`` again for steps already confirmed whose send is still waiting:
-        the same check and lease renewal, without counting another attempt."""
+        noting it confirmed (``confirmed_at``) and renewing its lease to ``lease_until``;
+        returns those ids. Only they may be sent. A run confirms one step, by its id,
+        immediately before handing its message over."""
         ...
 
     def record_step_outcomes(
-        self, outcomes: Sequence[StepOutcome], run_id: str, now: datetime
+        self,
+        outcomes: Sequence[StepOutcome],
+        run_id: str,
+        now: datetime,
+        *,
+        actor: str = "dunning run",
     ) -> int:
         """Record outcomes of steps the run holds; returns how many were recorded. A ``sent``
-        outcome is recorded even if the step was canceled or expired meanwhile: it went out."""
+        outcome is recorded even if the step was canceled or expired meanwhile: it went out.
+        An ``undeliverable`` skip opens its unpaid invoice's ``dunning_undeliverable`` alert
+        (one unresolved per invoice, audited as ``actor``) in the same transaction."""
         ...
 
     def release_claims(self, step_ids: Sequence[int], run_id: str, now: datetime) -> int:
@@ -110,7 +118,12 @@ class DunningOps(Protocol):
         ...
 
     def invoice_facts(self, invoice_id: str) -> InvoiceFacts | None:
-        """The mirrored invoice and its customer's contact details, if mirrored."""
+        """The mirrored invoice and the contact dunning uses (``freshest_contact``)."""
+        ...
+
+    def dunning_reach(self, invoice_ids: Sequence[str] | None = None) -> list[InvoiceReach]:
+        """Unsettled mirrored invoices that have dunning steps (all, or those of
+        ``invoice_ids``), each with its contact and its steps' channels; by invoice id."""
         ...
 
     def escalation_candidates(self, threshold: int) -> list[EscalationCandidate]:

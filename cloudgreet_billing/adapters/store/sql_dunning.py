@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from cloudgreet_billing.adapters.store.sql_base import Cursor, SqlBase, chunked
+from cloudgreet_billing.adapters.store.sql_audit import AuditSql
+from cloudgreet_billing.adapters.store.sql_base import Cursor, chunked
 from cloudgreet_billing.domain.statuses import (
     COMPLETED_STATUSES,
     PENDING_STATUSES,
@@ -19,9 +20,13 @@ if TYPE_CHECKING:
         DunningStep,
         EscalationCandidate,
         InvoiceFacts,
+        InvoiceReach,
         StepDraft,
         StepOutcome,
     )
+
+    #: Per invoice: the last due day, and the channels its steps use.
+    _Timelines = tuple[dict[str, int], dict[str, frozenset[str]]]
 
 ID_BATCH = 500
 
@@ -34,12 +39,17 @@ _SETTLED = f"({_marks(SETTLED_INVOICE_STATUSES)})"
 STEP_COLUMNS = (
     "d.id, d.invoice_id, d.customer_id, d.alert_id, d.day, d.channel, d.template, d.status, "
     "d.due_at, d.sent_at, d.attempts, d.last_error, d.reason, d.provider_message_id, "
-    "d.claimed_by, d.lease_expires_at"
+    "d.claimed_by, d.lease_expires_at, d.confirmed_at"
 )
 STEP_SELECT = f"SELECT {STEP_COLUMNS} FROM billing_dunning_events d"
+#: How many columns ``STEP_COLUMNS`` reads; the facts follow them in a claim's rows.
+STEP_WIDTH = STEP_COLUMNS.count(",") + 1
+#: What ``_facts`` reads: the invoice, the contact Stripe copied onto it, and the mirrored
+#: customer's (``c.id`` is NULL when the customer is not mirrored).
 FACT_COLUMNS = (
     "i.status, i.number, i.amount_due, i.amount_remaining, i.currency, i.hosted_invoice_url, "
-    "i.first_failed_at, c.name, c.email, c.phone"
+    "i.first_failed_at, i.customer_email, i.customer_phone, i.customer_name, i.finalized_at, "
+    "c.id, c.email, c.phone, c.name, c.deleted, c.stripe_updated_at"
 )
 #: A later step of the same invoice in one of these, and due, makes a step redundant.
 SUPERSEDING_STATUSES = frozenset({"scheduled", "sending", "sent"})
@@ -62,6 +72,26 @@ CANCEL_PENDING = (
 )
 UPDATE_HELD = "UPDATE billing_dunning_events SET "
 HELD = "WHERE id = ? AND claimed_by = ? AND status = 'sending'"
+#: The invoice's dunning_undeliverable alert, opened with the skipped step that no channel
+#: could deliver, in the same transaction; one unresolved alert per invoice.
+OPEN_UNDELIVERABLE = (
+    "INSERT INTO billing_alerts (type, status, dedupe_key, customer_id, invoice_id, "
+    "amount_due, currency, last_failure, details, created_at, updated_at) "
+    "SELECT 'dunning_undeliverable', 'open', 'dunning_undeliverable:' || d.invoice_id, "
+    "d.customer_id, d.invoice_id, "
+    "CASE WHEN i.amount_remaining <> 0 THEN i.amount_remaining ELSE i.amount_due END, "
+    "i.currency, ?, ?, ?, ? FROM billing_dunning_events d "
+    "LEFT JOIN billing_invoices i ON i.id = d.invoice_id "
+    "WHERE d.id = ? AND d.claimed_by = ? AND d.status = 'skipped' "
+    f"AND (i.status IS NULL OR i.status NOT IN {_SETTLED}) "
+    "ON CONFLICT (dedupe_key) WHERE status <> 'resolved' DO NOTHING RETURNING id"
+)
+#: Why a step left mid-send waits for a person, by whether it was confirmed.
+REVIEW_CONFIRMED = (
+    "the run stopped after confirming this message, so the provider may have it: check "
+    "the provider's log, then mark-sent or requeue"
+)
+REVIEW_UNCONFIRMED = "the run stopped before handing this message to any provider: requeue sends it"
 
 
 def _step_row(step: StepDraft, now: datetime) -> tuple[Any, ...]:
@@ -78,7 +108,7 @@ def _step_row(step: StepDraft, now: datetime) -> tuple[Any, ...]:
     )
 
 
-class DunningSql(SqlBase):
+class DunningSql(AuditSql):
     """SQL for this area, shared by SQLite and PostgreSQL."""
 
     # --- the seam used by event processing (call inside the caller's transaction) ---
@@ -141,66 +171,103 @@ class DunningSql(SqlBase):
             provider_message_id=row[13],
             claimed_by=row[14],
             lease_expires_at=self._optional_time(row[15]),
+            confirmed_at=self._optional_time(row[16]),
         )
 
-    def _claimed(self, row: Sequence[Any], latest_due: Mapping[str, int]) -> ClaimedStep:
-        from cloudgreet_billing.domain.dunning import ClaimedStep, InvoiceFacts
+    def _facts(self, invoice_id: str, customer_id: str, facts: Sequence[Any]) -> InvoiceFacts:
+        """``FACT_COLUMNS`` as a message needs them, with the freshest contact we know."""
+        from cloudgreet_billing.domain.dunning import (
+            CustomerContact,
+            InvoiceContact,
+            InvoiceFacts,
+            freshest_contact,
+        )
+
+        customer = None
+        if facts[11] is not None:
+            customer = CustomerContact(
+                email=facts[12],
+                phone=facts[13],
+                name=facts[14],
+                deleted=bool(facts[15]),
+                observed_at=self._time(facts[16]),
+            )
+        contact = freshest_contact(
+            customer,
+            InvoiceContact(
+                email=facts[7],
+                phone=facts[8],
+                name=facts[9],
+                finalized_at=self._optional_time(facts[10]),
+            ),
+        )
+        return InvoiceFacts(
+            invoice_id=invoice_id,
+            customer_id=customer_id,
+            status=facts[0],
+            number=facts[1],
+            amount_due=None if facts[2] is None else int(facts[2]),
+            amount_remaining=None if facts[3] is None else int(facts[3]),
+            currency=facts[4],
+            hosted_invoice_url=facts[5],
+            first_failed_at=self._optional_time(facts[6]),
+            customer_name=contact.name,
+            email=contact.email,
+            phone=contact.phone,
+            customer_deleted=contact.customer_deleted,
+        )
+
+    def _claimed(self, row: Sequence[Any], timelines: _Timelines) -> ClaimedStep:
+        from cloudgreet_billing.domain.dunning import ClaimedStep
 
         step = self._step(row)
-        facts = row[16:]
+        latest_due, channels = timelines
         return ClaimedStep(
             step=step,
-            invoice=InvoiceFacts(
-                invoice_id=step.invoice_id,
-                customer_id=step.customer_id,
-                status=facts[0],
-                number=facts[1],
-                amount_due=None if facts[2] is None else int(facts[2]),
-                amount_remaining=None if facts[3] is None else int(facts[3]),
-                currency=facts[4],
-                hosted_invoice_url=facts[5],
-                first_failed_at=self._optional_time(facts[6]),
-                customer_name=facts[7],
-                email=facts[8],
-                phone=facts[9],
-            ),
+            invoice=self._facts(step.invoice_id, step.customer_id, row[STEP_WIDTH:]),
             superseded=step.day < latest_due.get(step.invoice_id, step.day),
+            channels=channels.get(step.invoice_id, frozenset({step.channel})),
         )
 
-    def _latest_due_days(self, invoice_ids: set[str], now: datetime) -> dict[str, int]:
+    def _timelines(self, invoice_ids: set[str], now: datetime) -> _Timelines:
         """Per invoice, the last day whose step is due (or already out): catching up sends
-        only that one. Filtered here rather than in SQL so that the lookup always uses the
-        (invoice_id, day, channel) index, whatever the planner's statistics say."""
+        only that one; and the channels its steps use. Filtered here rather than in SQL so
+        that the lookup always uses the (invoice_id, day, channel) index, whatever the
+        planner's statistics say."""
         latest: dict[str, int] = {}
+        channels: dict[str, frozenset[str]] = {}
         for batch in chunked(sorted(invoice_ids), ID_BATCH):
             rows = self._execute(
-                "SELECT invoice_id, day, status, due_at FROM billing_dunning_events "
+                "SELECT invoice_id, day, status, due_at, channel FROM billing_dunning_events "
                 f"WHERE invoice_id IN ({_marks(batch)})",
                 batch,
             ).fetchall()
-            for invoice_id, day, status, due_at in rows:
+            for invoice_id, day, status, due_at, channel in rows:
+                channels[invoice_id] = channels.get(invoice_id, frozenset()) | {channel}
                 if status in SUPERSEDING_STATUSES and self._time(due_at) <= now:
                     latest[invoice_id] = max(int(day), latest.get(invoice_id, 0))
-        return latest
+        return latest, channels
 
     def _claimed_steps(self, rows: Sequence[Sequence[Any]], now: datetime) -> list[ClaimedStep]:
-        latest = self._latest_due_days({row[1] for row in rows}, now)
-        return [self._claimed(row, latest) for row in rows]
+        timelines = self._timelines({row[1] for row in rows}, now)
+        return [self._claimed(row, timelines) for row in rows]
 
     # --- a run -----------------------------------------------------------------
     def expire_leases(self, now: datetime) -> int:
         with self._transaction():
             cursor = self._execute(
-                "UPDATE billing_dunning_events SET status = 'needs_review', reason = ?, "
+                "UPDATE billing_dunning_events SET status = 'needs_review', "
+                "reason = CASE WHEN confirmed_at IS NULL THEN ? ELSE ? END, "
                 "updated_at = ? WHERE status = 'sending' AND lease_expires_at < ?",
-                (
-                    "no outcome was recorded before the lease expired (the run may have "
-                    "crashed mid-send); check the provider, then mark-sent or requeue",
-                    now,
-                    now,
-                ),
+                (REVIEW_UNCONFIRMED, REVIEW_CONFIRMED, now, now),
             )
         return max(cursor.rowcount, 0)
+
+    def count_needs_review(self) -> int:
+        row = self._execute(
+            "SELECT count(*) FROM billing_dunning_events WHERE status = 'needs_review'"
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     def count_due_steps(self, now: datetime) -> int:
         row = self._execute(
@@ -237,7 +304,7 @@ class DunningSql(SqlBase):
                 # could not lock the rows it picked.
                 updated = self._execute(
                     "UPDATE billing_dunning_events SET status = 'sending', claimed_at = ?, "
-                    "lease_expires_at = ?, claimed_by = ?, updated_at = ? "
+                    "lease_expires_at = ?, claimed_by = ?, confirmed_at = NULL, updated_at = ? "
                     f"WHERE id IN ({_marks(batch)}) AND status = 'scheduled' RETURNING id",
                     (now, lease_until, run_id, now, *batch),
                 ).fetchall()
@@ -256,41 +323,29 @@ class DunningSql(SqlBase):
         now: datetime,
         lease_until: datetime | None = None,
     ) -> set[int]:
-        return self._confirm_held(step_ids, run_id, now, lease_until, attempts_added=1)
-
-    def reconfirm_sends(
-        self, step_ids: Sequence[int], run_id: str, now: datetime, lease_until: datetime
-    ) -> set[int]:
-        # The attempt was counted when the step was first confirmed; looking again is not
-        # another attempt.
-        return self._confirm_held(step_ids, run_id, now, lease_until, attempts_added=0)
-
-    def _confirm_held(
-        self,
-        step_ids: Sequence[int],
-        run_id: str,
-        now: datetime,
-        lease_until: datetime | None,
-        *,
-        attempts_added: int,
-    ) -> set[int]:
         if not step_ids:
             return set()
-        # Renewing the lease here means a slow provider late in a big batch cannot let
-        # another run expire steps this run is about to send.
+        # Renewing the lease here means a slow provider cannot let another run expire a
+        # step this run is about to send. ``confirmed_at`` tells a step left mid-send that
+        # may have gone out from one that never left.
         rows = self._execute(
-            f"{UPDATE_HELD}attempts = attempts + ?, updated_at = ?, "
+            f"{UPDATE_HELD}attempts = attempts + 1, confirmed_at = ?, updated_at = ?, "
             "lease_expires_at = COALESCE(?, lease_expires_at) "
             f"WHERE id IN ({_marks(step_ids)}) AND claimed_by = ? AND status = 'sending' "
             "AND NOT EXISTS (SELECT 1 FROM billing_invoices i "
             f"WHERE i.id = billing_dunning_events.invoice_id AND i.status IN {_SETTLED}) "
             "RETURNING id",
-            (attempts_added, now, lease_until, *step_ids, run_id, *SETTLED_INVOICE_STATUSES),
+            (now, now, lease_until, *step_ids, run_id, *SETTLED_INVOICE_STATUSES),
         ).fetchall()
         return {int(row[0]) for row in rows}
 
     def record_step_outcomes(
-        self, outcomes: Sequence[StepOutcome], run_id: str, now: datetime
+        self,
+        outcomes: Sequence[StepOutcome],
+        run_id: str,
+        now: datetime,
+        *,
+        actor: str = "dunning run",
     ) -> int:
         sent = [
             (now, o.provider_message_id, now, o.step_id, run_id)
@@ -330,7 +385,34 @@ class DunningSql(SqlBase):
                     f"updated_at = ? {HELD}",
                     closed,
                 )
+            for outcome in outcomes:
+                if outcome.undeliverable and outcome.status == "skipped":
+                    self._open_undeliverable_alert_in_tx(outcome, run_id, actor, now)
         return recorded
+
+    def _open_undeliverable_alert_in_tx(
+        self, outcome: StepOutcome, run_id: str, actor: str, now: datetime
+    ) -> None:
+        from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft
+
+        details: dict[str, Any] = {"step_id": outcome.step_id, "run_id": run_id}
+        row = self._execute(
+            OPEN_UNDELIVERABLE,
+            (
+                outcome.reason,
+                self._json_param(details),
+                now,
+                now,
+                outcome.step_id,
+                run_id,
+                *SETTLED_INVOICE_STATUSES,
+            ),
+        ).fetchone()
+        if row is not None:
+            target = f"alert:{int(row[0])}"
+            self._insert_audit(
+                AuditDraft(actor, "alert.open", target, "opened", details=details), now
+            )
 
     def release_claims(self, step_ids: Sequence[int], run_id: str, now: datetime) -> int:
         if not step_ids:
@@ -338,7 +420,7 @@ class DunningSql(SqlBase):
         with self._transaction():
             return self._executemany(
                 f"{UPDATE_HELD}status = 'scheduled', claimed_at = NULL, lease_expires_at = NULL, "
-                f"claimed_by = NULL, updated_at = ? {HELD}",
+                f"claimed_by = NULL, confirmed_at = NULL, updated_at = ? {HELD}",
                 [(now, step_id, run_id) for step_id in step_ids],
             )
 
@@ -391,7 +473,8 @@ class DunningSql(SqlBase):
         with self._transaction():
             row = self._execute(
                 "UPDATE billing_dunning_events SET status = 'scheduled', reason = NULL, "
-                "claimed_at = NULL, claimed_by = NULL, lease_expires_at = NULL, updated_at = ? "
+                "claimed_at = NULL, claimed_by = NULL, lease_expires_at = NULL, "
+                "confirmed_at = NULL, updated_at = ? "
                 f"WHERE id = ? AND status IN ({_marks(from_statuses)}) RETURNING id",
                 (now, step_id, *from_statuses),
             ).fetchone()
@@ -403,24 +486,51 @@ class DunningSql(SqlBase):
             "LEFT JOIN billing_customers c ON c.id = i.customer_id WHERE i.id = ?",
             (invoice_id,),
         ).fetchone()
-        if row is None:
-            return None
-        from cloudgreet_billing.domain.dunning import InvoiceFacts
+        return None if row is None else self._facts(invoice_id, row[0], row[1:])
 
-        return InvoiceFacts(
-            invoice_id=invoice_id,
-            customer_id=row[0],
-            status=row[1],
-            number=row[2],
-            amount_due=None if row[3] is None else int(row[3]),
-            amount_remaining=None if row[4] is None else int(row[4]),
-            currency=row[5],
-            hosted_invoice_url=row[6],
-            first_failed_at=self._optional_time(row[7]),
-            customer_name=row[8],
-            email=row[9],
-            phone=row[10],
+    def dunning_reach(self, invoice_ids: Sequence[str] | None = None) -> list[InvoiceReach]:
+        from cloudgreet_billing.domain.dunning import CHANNELS, InvoiceReach
+
+        # One row per invoice: which channels its steps use, and which its scheduled steps
+        # use (grouped by the two primary keys, so the other columns may be selected).
+        uses = ", ".join(
+            f"max(CASE WHEN d.channel = '{channel}' THEN 1 ELSE 0 END), "
+            f"max(CASE WHEN d.channel = '{channel}' AND d.status = 'scheduled' "
+            "THEN 1 ELSE 0 END)"
+            for channel in CHANNELS
         )
+        query = (
+            f"SELECT i.id, i.customer_id, {FACT_COLUMNS}, {uses} "
+            "FROM billing_invoices i JOIN billing_dunning_events d ON d.invoice_id = i.id "
+            "LEFT JOIN billing_customers c ON c.id = i.customer_id "
+            f"WHERE i.status NOT IN {_SETTLED}"
+        )
+        rows: list[Sequence[Any]] = []
+        if invoice_ids is None:
+            rows = self._execute(
+                f"{query} GROUP BY i.id, c.id", SETTLED_INVOICE_STATUSES
+            ).fetchall()
+        else:
+            for batch in chunked(sorted(set(invoice_ids)), ID_BATCH):
+                rows.extend(
+                    self._execute(
+                        f"{query} AND i.id IN ({_marks(batch)}) GROUP BY i.id, c.id",
+                        (*SETTLED_INVOICE_STATUSES, *batch),
+                    ).fetchall()
+                )
+        width = 2 * len(CHANNELS)
+        reaches: list[InvoiceReach] = []
+        for row in rows:
+            flags = row[-width:]
+            reaches.append(
+                InvoiceReach(
+                    self._facts(row[0], row[1], row[2:-width]),
+                    frozenset(c for n, c in enumerate(CHANNELS) if flags[2 * n]),
+                    frozenset(c for n, c in enumerate(CHANNELS) if flags[2 * n + 1]),
+                )
+            )
+        reaches.sort(key=lambda reach: reach.facts.invoice_id)
+        return reaches
 
     # --- escalation --------------------------------------------------------------
     def escalation_candidates(self, threshold: int) -> list[EscalationCandidate]:

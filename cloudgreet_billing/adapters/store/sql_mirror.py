@@ -28,7 +28,8 @@ INVOICE_COLUMNS = (
     "id, customer_id, subscription_id, number, status, currency, amount_due, amount_paid, "
     "amount_remaining, total, total_excluding_tax, attempt_count, attempted, "
     "next_payment_attempt, due_date, hosted_invoice_url, livemode, raw, stripe_created, "
-    "first_failed_at, last_failure_code, last_failure_message"
+    "first_failed_at, last_failure_code, last_failure_message, "
+    "customer_email, customer_phone, customer_name, finalized_at"
 )
 _INVOICE_UPDATED = [
     column.strip()
@@ -47,8 +48,9 @@ UPSERT_INVOICE = (
     "INSERT INTO billing_invoices (id, customer_id, subscription_id, number, status, currency, "
     "amount_due, amount_paid, amount_remaining, total, total_excluding_tax, attempt_count, "
     "attempted, next_payment_attempt, due_date, hosted_invoice_url, livemode, raw, "
-    "stripe_created, stripe_updated_at, synced_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "stripe_created, customer_email, customer_phone, customer_name, finalized_at, "
+    "stripe_updated_at, synced_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{column} = excluded.{column}" for column in _INVOICE_UPDATED)
     + ", stripe_updated_at = excluded.stripe_updated_at, synced_at = excluded.synced_at "
@@ -214,6 +216,10 @@ class MirrorSql(AuditSql):
             invoice.livemode,
             self._json_param(dict(invoice.raw)),
             invoice.stripe_created,
+            invoice.customer_email,
+            invoice.customer_phone,
+            invoice.customer_name,
+            invoice.finalized_at,
             observed_at,
             now,
         )
@@ -326,6 +332,10 @@ class MirrorSql(AuditSql):
             first_failed_at=self._optional_time(row[19]),
             last_failure_code=row[20],
             last_failure_message=row[21],
+            customer_email=row[22],
+            customer_phone=row[23],
+            customer_name=row[24],
+            finalized_at=self._optional_time(row[25]),
         )
 
     def get_invoice(self, invoice_id: str) -> MirroredInvoice | None:

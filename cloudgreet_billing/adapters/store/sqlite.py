@@ -173,15 +173,29 @@ class SqliteStore(SqlStore):
             if migration.version <= current:
                 continue
             script = migration.path.read_text(encoding="utf-8")
-            with self._transaction():
-                # executescript would commit our transaction; run statement by statement.
-                for statement in _statements(script):
-                    self._conn.execute(statement)
-                self._conn.execute(
-                    "INSERT INTO billing_schema_version (version, name, applied_at) "
-                    "VALUES (?, ?, ?) ON CONFLICT (version) DO NOTHING",
-                    (migration.version, migration.name, now),
-                )
+            # A table is rebuilt to change a constraint (SQLite's documented procedure):
+            # with foreign keys on, dropping the old table would cascade to the rows that
+            # reference it. The pragma is a no-op inside a transaction, so it goes around
+            # it, and the keys are checked before the migration commits.
+            self._conn.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with self._transaction():
+                    # executescript would commit our transaction; run statement by statement.
+                    for statement in _statements(script):
+                        self._conn.execute(statement)
+                    broken = self._conn.execute("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise StoreError(
+                            f"migration {migration.name} would break {len(broken)} foreign "
+                            f"key(s), first in {broken[0][0]}; nothing was changed"
+                        )
+                    self._conn.execute(
+                        "INSERT INTO billing_schema_version (version, name, applied_at) "
+                        "VALUES (?, ?, ?) ON CONFLICT (version) DO NOTHING",
+                        (migration.version, migration.name, now),
+                    )
+            finally:
+                self._conn.execute("PRAGMA foreign_keys=ON")
             applied.append(migration.version)
         return applied
 

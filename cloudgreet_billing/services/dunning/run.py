@@ -2,7 +2,9 @@
 
 Safe with concurrent runs (claims are atomic and exclusive) and after crashes (a step
 whose run died in ``sending`` becomes ``needs_review`` once its lease runs out, and is
-never resent on its own).
+never resent on its own). Each message is confirmed, by its step's id, immediately before
+it is handed to a provider, so a payment recorded by then stops it however slow the
+messages before it were.
 """
 
 from __future__ import annotations
@@ -43,28 +45,22 @@ from cloudgreet_billing.services.dunning.messages import (
     step_context,
 )
 from cloudgreet_billing.services.dunning.operator import pause_state
+from cloudgreet_billing.services.dunning.reach import resolve_reached
 
 #: Steps claimed per transaction; small enough that a pause takes effect quickly.
 CLAIM_BATCH = 200
-#: Claims confirmed per statement just before sending. The group's messages then go out
-#: one after another, so its last message could leave long after the confirmation with a
-#: slow provider; ``CONFIRMATION_FRESH_FOR`` bounds that by time. With fast backends (file,
-#: console, a local SMTP relay) a whole group takes a few milliseconds: one confirmation.
-CONFIRM_GROUP = 10
-#: How long a confirmation stays good. A send starting later than this after the last look
-#: first confirms again, in one statement, every claim still waiting in its group
-#: (``reconfirm_sends``): a payment recorded more than this long before a message is handed
-#: over stops it, however slow the provider. A quarter second is well under the time the
-#: payment itself takes to reach the store (a Stripe webhook or a sync: seconds at best), and
-#: costs at most one UPDATE by primary key, one database round trip, per 0.25 s spent
-#: sending; with SMTP or Twilio (100-300 ms a message) that is one look every one to three
-#: messages.
-CONFIRMATION_FRESH_FOR = timedelta(milliseconds=250)
 #: Outcomes recorded per transaction; a crash leaves at most this many sent steps unrecorded.
 RECORD_BATCH = 50
+#: Steps no channel could deliver, listed one by one in the summary; past this, counted.
+MAX_LISTED_UNDELIVERABLE = 100
 
-#: The status a dry run reports for each decision.
-PLANNED_STATUS = {"send": "sent", "skip": "skipped", "cancel": "canceled", "fail": "failed"}
+#: The status a step takes for each decision that sends nothing.
+OUTCOME_STATUS = {
+    "skip": "skipped",
+    "undeliverable": "skipped",
+    "cancel": "canceled",
+    "fail": "failed",
+}
 
 
 @dataclass
@@ -79,7 +75,13 @@ class Channels:
 
 @dataclass
 class RunSummary:
-    """The contract's summary, plus what a human needs to follow up."""
+    """The contract's summary, plus what a human needs to follow up.
+
+    ``needs_review`` is the number of steps waiting for review now, whichever run left them;
+    ``leases_expired`` is how many this run moved there. ``undeliverable`` counts the skipped
+    steps that no channel could deliver. A dry run counts what it would do, except that
+    messages it would send are ``would_send``, never ``sent``.
+    """
 
     due: int = 0
     sent: int = 0
@@ -91,15 +93,22 @@ class RunSummary:
     dry_run: bool = False
     needs_review: int = 0
     escalation_failures: int = 0
+    undeliverable: int = 0
+    leases_expired: int = 0
+    would_send: int = 0
     run_id: str = ""
     errors: list[dict[str, Any]] = field(default_factory=list)
+    undeliverable_steps: list[dict[str, Any]] = field(default_factory=list)
     planned: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def needs_attention(self) -> bool:
-        # Steps moved to needs_review after a crash wait for a person (mark-sent or
-        # requeue), so cron must hear about them as it hears about failed sends.
-        return bool(self.failed or self.escalation_failures or self.needs_review)
+        # Steps waiting in needs_review wait for a person (mark-sent or requeue), and an
+        # invoice no channel can reach needs one too: cron must hear about them as it
+        # hears about failed sends, in every run until they are dealt with.
+        return bool(
+            self.failed or self.escalation_failures or self.needs_review or self.undeliverable
+        )
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -112,11 +121,15 @@ class RunSummary:
             "paused": self.paused,
             "dry_run": self.dry_run,
             "needs_review": self.needs_review,
+            "leases_expired": self.leases_expired,
+            "undeliverable": self.undeliverable,
             "escalation_failures": self.escalation_failures,
             "run_id": self.run_id,
             "errors": self.errors,
+            "undeliverable_steps": self.undeliverable_steps,
         }
         if self.dry_run:
+            data["would_send"] = self.would_send
             data["planned"] = self.planned
         return data
 
@@ -125,11 +138,23 @@ class RunSummary:
             self.sent += 1
         elif outcome.status == "skipped":
             self.skipped += 1
+            self.undeliverable += outcome.undeliverable
         elif outcome.status == "canceled":
             self.canceled += 1
         elif outcome.status == "failed":
             self.failed += 1
             self.errors.append({"step_id": outcome.step_id, "error": outcome.error})
+
+    def note_undeliverable(self, claimed: ClaimedStep, reason: str | None) -> None:
+        if len(self.undeliverable_steps) < MAX_LISTED_UNDELIVERABLE:
+            self.undeliverable_steps.append(
+                {
+                    "step_id": claimed.step.id,
+                    "invoice_id": claimed.step.invoice_id,
+                    "customer_id": claimed.step.customer_id,
+                    "reason": reason,
+                }
+            )
 
 
 def new_run_id() -> str:
@@ -148,7 +173,7 @@ def check_templates(config: DunningConfig, book: MessageBook) -> None:
 
 
 class _Sender:
-    """One claimed batch at a time: decide, render, confirm, deliver, record."""
+    """One claimed step at a time: decide, render, confirm, deliver; record in batches."""
 
     def __init__(
         self,
@@ -159,6 +184,7 @@ class _Sender:
         clock: Callable[[], datetime],
         summary: RunSummary,
         lease: timedelta,
+        actor: str,
     ) -> None:
         self.store = store
         self.lease = lease
@@ -167,7 +193,7 @@ class _Sender:
         self.run_id = run_id
         self.clock = clock
         self.summary = summary
-        self.ready: list[tuple[ClaimedStep, RenderedMessage]] = []
+        self.actor = actor
         self.pending: list[StepOutcome] = []
         #: Claimed steps without an outcome yet, and the one being handed to a backend.
         self.held: set[int] = set()
@@ -179,61 +205,39 @@ class _Sender:
     def process(self, claimed: ClaimedStep) -> None:
         step = claimed.step
         decision = decide(claimed)
-        if decision.action == "cancel":
-            self._finish(StepOutcome(step.id, "canceled", reason=decision.reason))
-        elif decision.action == "skip":
-            self._finish(StepOutcome(step.id, "skipped", reason=decision.reason))
-        elif decision.action == "fail":
-            self._finish(StepOutcome(step.id, "failed", error=decision.reason))
-        else:
-            try:
-                context = step_context(step, claimed.invoice)
-                message = self.book.render(step.template, step.channel, context)
-            except MessageError as exc:
-                self._finish(StepOutcome(step.id, "failed", error=str(exc)))
-                return
-            self.ready.append((claimed, message))
-            if len(self.ready) >= CONFIRM_GROUP:
-                self.deliver()
-
-    def deliver(self) -> None:
-        """Confirm the rendered messages' claims, then send those still confirmed."""
-        if not self.ready:
+        if decision.action != "send":
+            if decision.action == "undeliverable":
+                self.summary.note_undeliverable(claimed, decision.reason)
+            self._finish(_outcome(step.id, decision.action, decision.reason))
             return
-        ready, self.ready = self.ready, []
-        # The last look before messages leave: a payment recorded since the claim has
-        # canceled its step, and then nothing is sent for it.
-        confirmed_at = self.clock()
-        confirmed = self.store.confirm_sends(
-            [claimed.step.id for claimed, _ in ready],
-            self.run_id,
-            confirmed_at,
-            confirmed_at + self.lease,
-        )
-        for position, (claimed, message) in enumerate(ready):
-            step_id = claimed.step.id
-            now = self.clock()
-            if step_id in confirmed and now - confirmed_at > CONFIRMATION_FRESH_FOR:
-                # Slow sends before this one made the look stale: look again, once, for
-                # every message still waiting.
-                waiting = [
-                    item.step.id for item, _ in ready[position:] if item.step.id in confirmed
-                ]
-                confirmed = self.store.reconfirm_sends(waiting, self.run_id, now, now + self.lease)
-                confirmed_at = now
-            if step_id not in confirmed:
-                self._finish(
-                    # Not held any more: the invoice was settled, or the claim was lost.
-                    StepOutcome(step_id, "canceled", reason="claim withdrawn before the send")
-                )
-                continue
-            self.in_hand = step_id
-            try:
-                provider_id = self._send(claimed, message)
-            except DeliveryError as exc:
-                self._finish(StepOutcome(step_id, "failed", error=str(exc)))
-            else:
-                self._finish(StepOutcome(step_id, "sent", provider_message_id=provider_id))
+        try:
+            context = step_context(step, claimed.invoice)
+            message = self.book.render(step.template, step.channel, context)
+        except MessageError as exc:
+            self._finish(StepOutcome(step.id, "failed", error=str(exc)))
+            return
+        self.deliver(claimed, message)
+
+    def deliver(self, claimed: ClaimedStep, message: RenderedMessage) -> None:
+        """Confirm the claim, then hand the message over if it is still confirmed."""
+        step_id = claimed.step.id
+        now = self.clock()
+        # The last look, immediately before this message leaves, however long the ones
+        # before it took: one UPDATE by primary key. A payment recorded by now has canceled
+        # the step, and then nothing is sent for it.
+        if not self.store.confirm_sends([step_id], self.run_id, now, now + self.lease):
+            self._finish(
+                # Not held any more: the invoice was settled, or the claim was lost.
+                StepOutcome(step_id, "canceled", reason="claim withdrawn before the send")
+            )
+            return
+        self.in_hand = step_id
+        try:
+            provider_id = self._send(claimed, message)
+        except DeliveryError as exc:
+            self._finish(StepOutcome(step_id, "failed", error=str(exc)))
+        else:
+            self._finish(StepOutcome(step_id, "sent", provider_message_id=provider_id))
 
     def _send(self, claimed: ClaimedStep, message: RenderedMessage) -> str | None:
         step = claimed.step
@@ -254,16 +258,14 @@ class _Sender:
         if self.in_hand == outcome.step_id:
             self.in_hand = None
         if len(self.pending) >= RECORD_BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        """Deliver what is rendered, then record every outcome so far."""
-        self.deliver()
-        self.record()
+            self.record()
 
     def record(self) -> None:
+        """Record every outcome so far, in one transaction."""
         if self.pending:
-            self.store.record_step_outcomes(self.pending, self.run_id, self.clock())
+            self.store.record_step_outcomes(
+                self.pending, self.run_id, self.clock(), actor=self.actor
+            )
             self.pending = []
 
     def abandon(self) -> None:
@@ -273,6 +275,18 @@ class _Sender:
         self.record()
         unsent = sorted(self.held - {self.in_hand})
         self.store.release_claims(unsent, self.run_id, self.clock())
+
+
+def _outcome(step_id: int, action: str, reason: str | None) -> StepOutcome:
+    """The outcome of a decision that sends nothing."""
+    status = OUTCOME_STATUS[action]
+    return StepOutcome(
+        step_id,
+        status,
+        reason=None if status == "failed" else reason,
+        error=reason if status == "failed" else None,
+        undeliverable=action == "undeliverable",
+    )
 
 
 def run_dunning(
@@ -296,14 +310,19 @@ def run_dunning(
     summary = RunSummary(dry_run=dry_run, run_id=new_run_id())
     if pause_state(store).paused:
         summary.paused = True
+        summary.needs_review = store.count_needs_review()
         _audit_run(store, actor, summary, clock())
         return summary
     check_templates(config, book)
     if dry_run:
-        return _plan(store, config, summary, clock(), limit)
+        _plan(store, config, book, summary, clock(), limit)
+        summary.needs_review = store.count_needs_review()
+        return summary
     assert channels is not None, "a real run needs delivery channels"
-    summary.needs_review = store.expire_leases(clock())
-    sender = _Sender(store, channels, book, summary.run_id, clock, summary, config.lease)
+    summary.leases_expired = store.expire_leases(clock())
+    # Contacts found since the last run (a sync, a fixed customer) close their alerts.
+    resolve_reached(store, actor=actor, now=clock())
+    sender = _Sender(store, channels, book, summary.run_id, clock, summary, config.lease, actor)
     remaining = limit
     while remaining is None or remaining > 0:
         if pause_state(store).paused:
@@ -325,7 +344,7 @@ def run_dunning(
                 sender.process(item)
                 if progress is not None:
                     progress(1)
-            sender.flush()
+            sender.record()
         except BaseException:
             # The original error is what matters; a store that is down may fail here too.
             with contextlib.suppress(Exception):
@@ -333,36 +352,53 @@ def run_dunning(
             raise
     if not summary.paused:
         _escalate(store, channels, config, book, summary, actor, clock)
+    # Counted now, from the store: every step waiting, not just the ones this run expired.
+    summary.needs_review = store.count_needs_review()
     _audit_run(store, actor, summary, clock())
     return summary
 
 
 def _plan(
-    store: Store, config: DunningConfig, summary: RunSummary, now: datetime, limit: int | None
-) -> RunSummary:
-    """What a run would do now, changing nothing."""
+    store: Store,
+    config: DunningConfig,
+    book: MessageBook,
+    summary: RunSummary,
+    now: datetime,
+    limit: int | None,
+) -> None:
+    """What a run would do now, changing nothing: every message it would send, rendered
+    as the run would render it, to the contact it would use."""
     for claimed in store.due_steps(now, limit):
+        step = claimed.step
         decision = decide(claimed)
+        action, reason = decision.action, decision.reason
         summary.due += 1
-        outcome = StepOutcome(
-            claimed.step.id,
-            PLANNED_STATUS[decision.action],
-            reason=decision.reason,
-            error=decision.reason if decision.action == "fail" else None,
-        )
-        summary.count(outcome)
+        if action == "send":
+            try:
+                book.render(step.template, step.channel, step_context(step, claimed.invoice))
+            except MessageError as exc:
+                action, reason = "fail", str(exc)
+        recipient = claimed.invoice.contact(step.channel) if action == "send" else None
+        if action == "send":
+            summary.would_send += 1
+        else:
+            if action == "undeliverable":
+                summary.note_undeliverable(claimed, reason)
+            summary.count(_outcome(step.id, action, reason))
         summary.planned.append(
             {
-                "step_id": claimed.step.id,
-                "invoice_id": claimed.step.invoice_id,
-                "day": claimed.step.day,
-                "channel": claimed.step.channel,
-                "action": decision.action,
-                "reason": decision.reason,
+                "step_id": step.id,
+                "invoice_id": step.invoice_id,
+                "customer_id": step.customer_id,
+                "day": step.day,
+                "channel": step.channel,
+                "template": step.template,
+                "action": action,
+                "recipient": recipient,
+                "reason": reason,
             }
         )
     summary.escalated = len(store.escalation_candidates(config.escalate_after))
-    return summary
 
 
 def _escalate(
