@@ -16,6 +16,7 @@ import typer
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit
 from cloudgreet_billing.cli.render import money
+from cloudgreet_billing.domain.words import plural
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -228,7 +229,7 @@ def retry(
             ids = ", ".join(str(i) for i in result.resolved_alert_ids)
             tail.append(f"alert{'s' if len(result.resolved_alert_ids) > 1 else ''} {ids} resolved")
         if result.canceled_steps:
-            tail.append(f"{result.canceled_steps} pending dunning step(s) canceled")
+            tail.append(f"{plural(result.canceled_steps, 'pending dunning step')} canceled")
         console.print(head + (f" ({'; '.join(tail)})" if tail else ""))
 
     _emit(context, result, human)

@@ -83,7 +83,8 @@ class AlertsSql(AuditSql):
         row = self._execute(f"{ALERT_SELECT} WHERE id = ?", (alert_id,)).fetchone()
         return None if row is None else self._alert(row)
 
-    def list_alerts(self, query: AlertQuery) -> list[Alert]:
+    @staticmethod
+    def _alert_filter(query: AlertQuery) -> tuple[str, list[Any]]:
         where: list[str] = []
         params: list[Any] = []
         for column, values in (("type", query.types), ("status", query.statuses)):
@@ -93,16 +94,26 @@ class AlertsSql(AuditSql):
         for clause, value in (
             ("customer_id = ?", query.customer_id),
             ("invoice_id = ?", query.invoice_id),
+            ("created_at >= ?", query.since),
+            ("created_at < ?", query.until),
         ):
             if value is not None:
                 where.append(clause)
                 params.append(value)
-        sql = ALERT_SELECT + (f" WHERE {' AND '.join(where)}" if where else "")
-        sql += " ORDER BY created_at DESC, id DESC"
+        return (f" WHERE {' AND '.join(where)}" if where else ""), params
+
+    def list_alerts(self, query: AlertQuery) -> list[Alert]:
+        condition, params = self._alert_filter(query)
+        sql = ALERT_SELECT + condition + " ORDER BY created_at DESC, id DESC"
         if query.limit is not None:
             sql += " LIMIT ?"
             params.append(query.limit)
         return [self._alert(row) for row in self._execute(sql, params).fetchall()]
+
+    def count_alerts(self, query: AlertQuery) -> int:
+        condition, params = self._alert_filter(query)
+        row = self._execute(f"SELECT count(*) FROM billing_alerts{condition}", params).fetchone()
+        return int(row[0]) if row else 0
 
     def _note(self, row: Sequence[Any]) -> AlertNote:
         from cloudgreet_billing.domain.alerts import AlertNote
