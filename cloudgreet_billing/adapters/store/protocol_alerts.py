@@ -60,6 +60,11 @@ class AlertsOps(Protocol):
         """How many alerts ``list_alerts`` would list with no ``limit``."""
         ...
 
+    def alerts_touched(self, since: datetime, until: datetime) -> list[Alert]:
+        """Alerts opened or resolved in ``[since, until)``, and every unresolved one,
+        oldest first: what an incident summary tells."""
+        ...
+
     def alert_notes(self, alert_id: int) -> list[AlertNote]:
         """Notes oldest first."""
         ...

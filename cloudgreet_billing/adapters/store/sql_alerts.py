@@ -115,6 +115,16 @@ class AlertsSql(AuditSql):
         row = self._execute(f"SELECT count(*) FROM billing_alerts{condition}", params).fetchone()
         return int(row[0]) if row else 0
 
+    def alerts_touched(self, since: datetime, until: datetime) -> list[Alert]:
+        sql = (
+            f"{ALERT_SELECT} WHERE (created_at >= ? AND created_at < ?)"
+            " OR (resolved_at >= ? AND resolved_at < ?)"
+            " OR status IN ('open', 'acknowledged')"
+            " ORDER BY created_at, id"
+        )
+        rows = self._execute(sql, (since, until, since, until)).fetchall()
+        return [self._alert(row) for row in rows]
+
     def _note(self, row: Sequence[Any]) -> AlertNote:
         from cloudgreet_billing.domain.alerts import AlertNote
 
