@@ -172,12 +172,13 @@ def _print_report(report: ReconcileReport, console: Console) -> None:
     if report.trace is not None:
         _print_trace(report.trace, console)
     if report.past_due_invoices:
+        console.print()  # each table stands apart, on screen and for a pipe
         print_table(
             [
                 Column("past-due invoice", "id"),
                 Column("customer", "id"),
                 Column("remaining", "money"),
-                Column("due", "time"),
+                Column("due", "time", drop=1),
                 Column("attempts", "number"),
             ],
             [
@@ -193,6 +194,7 @@ def _print_report(report: ReconcileReport, console: Console) -> None:
             console=console,
         )
     if report.open_alerts:
+        console.print()
         print_table(
             [
                 Column("open alert", "number"),
@@ -230,6 +232,7 @@ def _print_trace(trace: CustomerTrace, console: Console) -> None:
     from cloudgreet_billing.cli.table import Column, print_table
 
     if trace.unmatched_entries:
+        console.print()
         print_table(
             [
                 Column("unmatched ledger entry", "number"),
@@ -253,6 +256,7 @@ def _print_trace(trace: CustomerTrace, console: Console) -> None:
             console=console,
         )
     if trace.unmatched_invoice_lines:
+        console.print()
         print_table(
             [
                 Column("invoice with no ledger entry", "id"),
@@ -267,6 +271,7 @@ def _print_trace(trace: CustomerTrace, console: Console) -> None:
             console=console,
         )
     if trace.invoices_differing:
+        console.print()
         print_table(
             [
                 Column("invoice", "id"),

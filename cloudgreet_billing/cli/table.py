@@ -4,8 +4,8 @@ On a terminal ``print_table`` draws a Rich table in which id, money, status, num
 time cells are never wrapped or shortened (each column is at least as wide as its longest
 value). When the terminal is too narrow it first writes times relatively ("3h ago"),
 then drops the columns marked droppable, lowest ``drop`` rank first (notes, then names,
-then long dates), and if the rest still does not fit prints one ``key: value`` block per
-row. Colour (``Styled``) only on a colour terminal, never with ``NO_COLOR``.
+then long dates), and if the rest still does not fit prints one block of ``key: value``
+pairs per row. Colour (``Styled``) only on a colour terminal, never with ``NO_COLOR``.
 
 When stdout is not a terminal (a pipe, a cron log) it prints tab-separated rows with a
 header line and full values, as ``gh`` does: times in ISO 8601 UTC, tabs, newlines and
@@ -14,11 +14,12 @@ backslashes in a cell escaped as ``\\t``, ``\\n`` and ``\\\\``.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TextIO
 
 from cloudgreet_billing.cli.render import when
 from cloudgreet_billing.domain.timefmt import iso_z
@@ -194,6 +195,11 @@ def _coloured(console: Console) -> bool:
     return console.color_system is not None and not console.no_color
 
 
+def styled_text(value: str | Styled, console: Console) -> Text:
+    """A value to print on ``console``, in its colour only where colour is shown."""
+    return _text(value, "text", None, console)
+
+
 def _text(value: Cell, kind: Kind, now: datetime | None, console: Console) -> Text:
     from rich.text import Text
 
@@ -254,19 +260,36 @@ def _longest_word(cells: Sequence[Sequence[Text]], position: int, header: str) -
 def _print_blocks(
     columns: Sequence[Column], rows: Sequence[Sequence[Cell]], console: Console
 ) -> None:
-    """One ``key: value`` block per row, values whole (the terminal wraps long lines)."""
+    """One block per row, a blank line between: its ``key: value`` pairs, as many to a
+    line as fit, each pair whole (one too long for any line has a line to itself)."""
     from rich.text import Text
 
-    pad = max(len(column.header) for column in columns) + 1
+    gap = "  "
     for number, row in enumerate(rows):
         if number:
             console.print()
+        line = Text()
         for column, value in zip(columns, row, strict=True):
             if value is None or value == "":
                 continue
-            line = Text(f"{column.header + ':':<{pad}} ")
-            line.append_text(_text(value, column.kind, None, console))
+            pair = Text(f"{column.header}: ")
+            pair.append_text(_text(value, column.kind, None, console))
+            if line.cell_len and line.cell_len + len(gap) + pair.cell_len > console.width:
+                console.print(line, soft_wrap=True)
+                line = Text()
+            if line.cell_len:
+                line.append(gap)
+            line.append_text(pair)
+        if line.cell_len:
             console.print(line, soft_wrap=True)
+
+
+def stand_out(text: str, stream: TextIO) -> str:
+    """``text`` in bold red when ``stream`` is a colour terminal (``LIVE`` in a banner or a
+    prompt written straight to stderr); as it is with ``NO_COLOR`` or off a terminal."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb" or not stream.isatty():
+        return text
+    return f"\x1b[1;31m{text}\x1b[0m"
 
 
 def left_out(shown: int, total: int) -> None:

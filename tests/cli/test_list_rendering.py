@@ -158,14 +158,20 @@ def test_alerts_list_at_80_columns_is_one_block_per_alert(
     seeded: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two 27-character ids, a type and an amount need more than 80 columns: each alert
-    becomes a block of ``key: value`` lines rather than a table with cut cells."""
+    becomes a block of ``key: value`` pairs rather than a table with cut cells."""
     screen = _terminal(monkeypatch, 80)
     with freeze_time(NOW):
         assert run("alerts", "list").exit_code == 0
     blocks = screen.getvalue().strip("\n").split("\n\n")
     assert len(blocks) == len(INVOICES)
-    first = dict(line.split(":", 1) for line in blocks[0].splitlines())
-    assert {key: value.strip() for key, value in first.items()} == {
+    assert blocks[0].splitlines() == [
+        "id: 3  type: invoice_failed  status: open  customer: cus_Ts4bN8qZ3wE7rY1uI5oP2aS",
+        "invoice: in_1QpN5sLkdIwHu7ixZ0pWcK7h  amount: $9.90",
+        "opened: 2026-05-28 22:26 UTC",
+    ]
+    pairs = [pair for line in blocks[0].splitlines() for pair in line.split("  ")]
+    first = dict(pair.split(": ", 1) for pair in pairs)
+    assert first == {
         "id": "3",
         "type": "invoice_failed",
         "status": "open",
