@@ -390,3 +390,22 @@ def test_backfill_leaves_out_an_unreadable_object_and_mirrors_the_rest(
     human = cli("sync", "--backfill")
     assert human.exit_code == 4
     assert f"left out, unreadable: invoice {NEVER_DELIVERED} field attempt_count" in human.stdout
+
+
+def test_a_server_that_ignores_the_window_counts_each_invoice_once(
+    fake: FakeStripe, store_env: str
+) -> None:
+    # stripe-mock answers every list with its fixture, whatever ``created`` asks for.
+    old = full_invoice(IN_SYNC, created=NOW_UNIX - 900 * 86400)
+    with freeze_time(NOW - timedelta(hours=1)):
+        _backfill(fake, [old], [])
+    fake.reply(
+        "GET",
+        "/v1/invoices",
+        {"object": "list", "data": [old], "has_more": False, "url": "/v1/invoices"},
+    )
+    fake.paginate("/v1/subscriptions", [], where=_not_canceled)
+    result = cli("sync", "--verify", "--json")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)["data"]
+    assert (body["invoices_checked"], body["differences"]) == (1, [])
