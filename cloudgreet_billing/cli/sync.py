@@ -189,12 +189,17 @@ def _check_utf8(path: Path) -> None:
 def _human(console: Console, report: SyncReport) -> None:
     from cloudgreet_billing.cli.render import when
 
-    if report.invoices_backfilled or report.subscriptions_backfilled or report.customers_backfilled:
+    backfilled = (
+        report.invoices_backfilled or report.subscriptions_backfilled or report.customers_backfilled
+    )
+    if backfilled or report.unreadable:
         console.print(
             f"backfilled {plural(report.customers_backfilled, 'customer')}, "
             f"{plural(report.invoices_backfilled, 'invoice')} and "
             f"{plural(report.subscriptions_backfilled, 'subscription')}"
         )
+        for reason in report.unreadable:
+            console.print(f"  left out, unreadable: {reason}", highlight=False, soft_wrap=True)
         print_quarantine(console, report)
         return
     console.print(
