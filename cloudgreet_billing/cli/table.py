@@ -152,7 +152,12 @@ def _print_for_terminal(
     from cloudgreet_billing.clock import utcnow
 
     width = console.width
-    shown = list(range(len(columns)))
+    # A column that may be dropped and is empty in every row says nothing: leave it out.
+    shown = [
+        index
+        for index, column in enumerate(columns)
+        if column.drop is None or any(row[index] not in (None, "") for row in rows)
+    ]
     has_times = any(column.kind == "time" for column in columns)
     attempts: list[tuple[list[int], datetime | None]] = [(shown, None)]
     if has_times:

@@ -83,6 +83,19 @@ def test_too_narrow_for_the_ids_gives_one_block_per_row_with_every_value() -> No
     assert all(len(line) <= 40 for line in first.splitlines() if "note:" not in line)
 
 
+def test_a_droppable_column_empty_in_every_row_is_left_out_on_a_terminal() -> None:
+    rows = [[*row[:5], None] for row in ROWS]
+    screen = io.StringIO()
+    console = Console(file=screen, width=200, force_terminal=True, color_system=None)
+    print_table(COLUMNS, rows, console=console, now=NOW)
+    assert screen.getvalue().splitlines()[0].split() == [
+        "invoice", "amount", "status", "name", "created"
+    ]  # fmt: skip
+    piped = io.StringIO()
+    print_table(COLUMNS, rows, console=Console(file=piped), now=NOW)
+    assert piped.getvalue().splitlines()[0].split("\t")[-1] == "note"
+
+
 def test_money_is_right_aligned() -> None:
     lines = draw(200).splitlines()
     end = lines[0].index("amount") + len("amount")
