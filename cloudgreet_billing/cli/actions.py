@@ -94,7 +94,8 @@ def _safety(context: AppContext, *, dry_run: bool, yes: bool) -> Safety:
 
     def confirm(request: ConfirmRequest) -> bool:
         describe(request)
-        prefix = "[LIVE] " if request.mode == "live" else "[test] "
+        # A Stripe action names its mode; a store-only one (dunning, alerts) has none.
+        prefix = {"live": "[LIVE] ", "test": "[test] "}.get(request.mode, "")
         try:
             return typer.confirm(prefix + request.question, default=False, err=True)
         except typer.Abort:  # Ctrl-C or end of input at the prompt: a "no"
@@ -114,6 +115,13 @@ def _safety(context: AppContext, *, dry_run: bool, yes: bool) -> Safety:
         announce=announce,
         show_banner=show_banner,
     )
+
+
+def confirm_gate(context: AppContext, *, yes: bool) -> Safety:
+    """The confirmation of a command that changes what reaches a customer or the audit
+    trail without calling Stripe (``dunning mark-sent``, ``alerts resolve``…): the same
+    prompt as the payment actions on a terminal, ``--yes`` elsewhere."""
+    return _safety(context, dry_run=False, yes=yes)
 
 
 class _Preview:
