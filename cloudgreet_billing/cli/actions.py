@@ -82,6 +82,8 @@ def _safety(context: AppContext, *, dry_run: bool, yes: bool) -> Safety:
         sys.stderr.write(" · ".join(parts) + "\n")
 
     def describe(request: ConfirmRequest) -> None:
+        if request.customer_id is None and request.invoice_id is None:
+            return  # about no customer (a second dunning pause): the question says it all
         who = request.customer_id or "?"
         if request.customer_label:
             who += f" ({request.customer_label})"
@@ -104,6 +106,9 @@ def _safety(context: AppContext, *, dry_run: bool, yes: bool) -> Safety:
 
     def announce(request: ConfirmRequest) -> None:
         # With --yes nobody is asked, but the log still says who and how much.
+        if request.customer_id is None and request.invoice_id is None:
+            sys.stderr.write(f"{request.action} (--yes): {request.question}\n")
+            return
         sys.stderr.write(f"{request.action} (--yes):\n")
         describe(request)
 

@@ -286,6 +286,8 @@ def test_a_second_pause_keeps_the_first_and_says_who_paused(
     with freeze_time(LATER):
         added = cli("dunning", "pause", "--reason", "INC-43", "--yes", "--json")
     assert added.exit_code == 0, added.output
+    # Nobody was asked, but the log still says what was confirmed.
+    assert "pause (--yes): dunning is already paused, by tester@ci at" in added.stderr
     assert body(added)["data"] == {
         "paused": True,
         "reason": "INC-42 Stripe API outage",
