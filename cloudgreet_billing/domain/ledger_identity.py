@@ -9,10 +9,10 @@ word it differently.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from cloudgreet_billing.domain.money import to_major_string
 from cloudgreet_billing.domain.timefmt import iso_z
@@ -71,7 +71,44 @@ class ExternalIdConflicts(BadInput):
         self.conflicts = list(conflicts)
         self.count = count
         first = describe(self.conflicts[0]) if self.conflicts else "external_id reused"
-        super().__init__(first, CONFLICT_HINT, code="external_id_conflict")
+        super().__init__(
+            first,
+            CONFLICT_HINT,
+            code="external_id_conflict",
+            conflicts=[as_json(conflict) for conflict in self.conflicts],
+        )
+
+
+def facts_json(facts: EntryFacts) -> dict[str, Any]:
+    """The facts as the ledger's entry JSON has them (minor units, times ending in Z)."""
+    return {**facts._asdict(), "occurred_at": iso_z(facts.occurred_at)}
+
+
+def as_json(
+    conflict: ExternalIdConflict, *, line_of: Mapping[int, int] | None = None
+) -> dict[str, Any]:
+    """A conflict for ``--json``: where each version comes from (an import's file
+    ``line`` when ``line_of`` is given, else its ``row``; a recorded ``entry_id``) and
+    its facts."""
+    where = "line" if line_of is not None else "row"
+
+    def place(row: int | None) -> int | None:
+        if row is None or line_of is None:
+            return row
+        return line_of.get(row, row)
+
+    recorded: dict[str, Any] = (
+        {where: place(conflict.recorded_row)}
+        if conflict.recorded_row is not None
+        else {"entry_id": conflict.recorded_entry_id}
+    )
+    given_place = {} if conflict.given_row is None else {where: place(conflict.given_row)}
+    return {
+        "external_id": conflict.external_id,
+        **given_place,
+        "recorded": {**recorded, **facts_json(conflict.recorded)},
+        "given": facts_json(conflict.given),
+    }
 
 
 def _shown(column: str, facts: EntryFacts) -> str:
@@ -103,7 +140,7 @@ def differences(recorded: EntryFacts, given: EntryFacts, *, was: str, now: str) 
 def describe(
     conflict: ExternalIdConflict,
     *,
-    line_of: dict[int, int] | None = None,
+    line_of: Mapping[int, int] | None = None,
 ) -> str:
     """One line naming the reused id, where each version comes from, and what differs.
 

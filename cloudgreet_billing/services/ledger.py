@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING, TextIO
 
 from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft
 from cloudgreet_billing.domain.ledger import LedgerDraft, LedgerEntry
-from cloudgreet_billing.domain.ledger_identity import CONFLICT_HINT, ExternalIdConflicts, describe
+from cloudgreet_billing.domain.ledger_identity import (
+    CONFLICT_HINT,
+    ExternalIdConflicts,
+    as_json,
+    describe,
+)
 from cloudgreet_billing.errors import BadInput
 from cloudgreet_billing.services import Progress
 
@@ -104,17 +109,22 @@ def import_csv(
 
 def _by_line(conflicts: ExternalIdConflicts, rows: LedgerCsv, *, dry_run: bool) -> BadInput:
     """The store's conflicts, its rows named by their lines in the file: one line for one
-    conflict, else a count and the list."""
+    conflict, else a count and the list. ``--json`` also gets them as data (``conflicts``)."""
     line_of = {}
     for conflict in conflicts.conflicts:
         for row in (conflict.given_row, conflict.recorded_row):
             if row is not None:
                 line_of[row] = rows.line_of(row)
     listed = [describe(conflict, line_of=line_of) for conflict in conflicts.conflicts]
+    found = [as_json(conflict, line_of=line_of) for conflict in conflicts.conflicts]
     outcome = "nothing would be imported" if dry_run else "nothing was imported"
     if conflicts.count == 1:
         return BadInput(
-            f"{rows.source} {listed[0]}; {outcome}", CONFLICT_HINT, code="external_id_conflict"
+            f"{rows.source} {listed[0]}; {outcome}",
+            CONFLICT_HINT,
+            code="external_id_conflict",
+            conflicts=found,
+            conflict_count=1,
         )
     more = conflicts.count - len(listed)
     return BadInput(
@@ -122,4 +132,6 @@ def _by_line(conflicts: ExternalIdConflicts, rows: LedgerCsv, *, dry_run: bool) 
         CONFLICT_HINT,
         code="external_id_conflict",
         errors=listed + ([f"… and {more} more"] if more > 0 else []),
+        conflicts=found,
+        conflict_count=conflicts.count,
     )

@@ -62,6 +62,11 @@ def test_add_reusing_an_external_id_with_another_amount_is_refused(store_env):
     assert "Traceback" not in result.output
     as_json = error(run(*ADD, "--amount", "2.50", "--currency", "eur", "--json"))
     assert as_json["code"] == "external_id_conflict"
+    assert as_json["conflicts"][0]["recorded"]["entry_id"] == first["id"]
+    assert (as_json["conflicts"][0]["given"]["currency"], "line" in as_json["conflicts"][0]) == (
+        "eur",
+        False,
+    )
     assert "amount 2.50 usd (entry" in as_json["message"]
     assert "vs 2.50 eur (given)" in as_json["message"]
     assert [r["amount"] for r in ledger_rows()] == [250]
@@ -101,6 +106,22 @@ def test_import_reusing_its_own_external_id_names_both_lines(store_env, tmp_path
         "bookings.csv line 6: external_id bk-2001 is also on line 2, with other values: "
         "amount 2.50 usd (line 2) vs 3.00 usd (line 6); nothing was imported"
     )
+    facts = {
+        "customer_id": "cus_QTestAcme01",
+        "kind": "booking_fee",
+        "currency": "usd",
+        "occurred_at": "2026-11-20T10:00:00Z",
+        "invoice_id": INVOICE,
+    }
+    assert body["conflicts"] == [
+        {
+            "external_id": "bk-2001",
+            "line": 6,
+            "recorded": {"line": 2, **facts, "amount": 250},
+            "given": {**facts, "amount": 300},
+        }
+    ]
+    assert body["conflict_count"] == 1
     assert ledger_rows() == []
 
 
