@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from cloudgreet_billing.adapters.store.protocol_ledger import LedgerQuery
 from cloudgreet_billing.domain.ledger import make_draft
 from cloudgreet_billing.domain.ledger_batch import batches_of
 from cloudgreet_billing.domain.ledger_identity import (
@@ -165,3 +166,13 @@ def test_a_dry_run_finds_conflicts_too(store):
         store.import_ledger(batches_of(rows), NOW, dry_run=True)
     assert [c.given_row for c in raised.value.conflicts] == [2]
     assert ledger_count(store) == 1
+
+
+def test_rows_after_a_repeat_still_go_in_once_each_and_in_file_order(store):
+    rows = [draft(f"e{i:04d}") for i in range(1_000)]
+    rows.insert(600, draft("e0005", description="the booking system sent it twice"))
+    outcome = store.import_ledger(batches_of(rows, size=250), NOW)
+    assert (outcome.inserted, outcome.duplicates) == (1_000, 1)
+    entries = store.list_ledger(LedgerQuery(limit=5_000))
+    # Newest first: equal times, so by id, which follows the file.
+    assert [entry.external_id for entry in reversed(entries)] == [f"e{i:04d}" for i in range(1_000)]
