@@ -50,7 +50,11 @@ def add(
     description: Annotated[str | None, typer.Option("--description", help="Free text.")] = None,
     external_id: Annotated[
         str | None,
-        typer.Option("--external-id", help="Your id for the entry; makes re-adding a no-op."),
+        typer.Option(
+            "--external-id",
+            help="Your id for the entry: adding the same entry again is a no-op; reusing "
+            "the id with other values is refused (exit 2).",
+        ),
     ] = None,
     json_output: JsonFlag = False,
 ) -> None:
@@ -100,14 +104,17 @@ def import_(
         ),
     ],
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Check every row; write nothing.")
+        bool,
+        typer.Option("--dry-run", help="Check every row, against the ledger too; write nothing."),
     ] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Import a CSV all-or-nothing; bad rows are reported by line number.
 
-    Rows whose external_id is already in the ledger are skipped, so re-importing a file
-    is safe.
+    A row that repeats an entry under its external_id (already in the ledger, or on an
+    earlier line) is skipped, so re-importing a file is safe. A row that reuses an
+    external_id with another customer, kind, amount, currency, time or invoice fails the
+    import (exit 2), naming its line and both versions.
     """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.errors import BadInput
@@ -137,7 +144,7 @@ def import_(
             progress=progress,
         )
 
-    if report.inserted:
+    if report.inserted and not report.dry_run:
         window = store.ledger_created_window(now)
         if window is not None:
             _check_thresholds(context, *window, now)
@@ -145,7 +152,10 @@ def import_(
     def human(console: Console) -> None:
         if report.dry_run:
             valid = "is valid" if report.rows == 1 else "are valid"
-            console.print(f"{report.source}: {plural(report.rows, 'row')} {valid}; nothing written")
+            console.print(
+                f"{report.source}: {plural(report.rows, 'row')} {valid}; {report.would_insert} "
+                f"would be imported, {report.duplicates} already in the ledger; nothing written"
+            )
         else:
             console.print(
                 f"{report.source}: {plural(report.rows, 'row')}, {report.inserted} imported, "
@@ -159,6 +169,7 @@ def import_(
             "inserted": report.inserted,
             "duplicates": report.duplicates,
             "dry_run": report.dry_run,
+            **({"would_insert": report.would_insert} if report.dry_run else {}),
         },
         human,
     )

@@ -98,7 +98,9 @@ def test_alerts_show_takes_an_invoice_id_and_shows_its_newest_alert(seeded: None
 
 
 def test_alerts_show_of_an_invoice_with_several_alerts_says_so(seeded: None) -> None:
-    assert run("alerts", "resolve", "1", "--reason", "paid by bank transfer").exit_code == 0
+    assert (
+        run("alerts", "resolve", "1", "--reason", "paid by bank transfer", "--yes").exit_code == 0
+    )
     store = open_store(load_settings())
     try:
         store.raise_alert(
