@@ -153,13 +153,13 @@ def import_(
         if report.dry_run:
             valid = "is valid" if report.rows == 1 else "are valid"
             console.print(
-                f"{report.source}: {plural(report.rows, 'row')} {valid}; {report.would_insert} "
-                f"would be imported, {report.duplicates} already in the ledger; nothing written"
+                f"{report.source}: {plural(report.rows, 'row')} {valid}; {report.would_insert:,} "
+                f"would be imported, {report.duplicates:,} already in the ledger; nothing written"
             )
         else:
             console.print(
-                f"{report.source}: {plural(report.rows, 'row')}, {report.inserted} imported, "
-                f"{report.duplicates} already in the ledger"
+                f"{report.source}: {plural(report.rows, 'row')}, {report.inserted:,} imported, "
+                f"{report.duplicates:,} already in the ledger"
             )
 
     emit(

@@ -135,11 +135,17 @@ def _print_rows(
     columns: Sequence[Column], rows: Sequence[Sequence[Cell]], console: Console
 ) -> None:
     out = console.file
-    out.write("\t".join(escape_tsv(column.header) for column in columns) + "\n")
-    for row in rows:
-        cells = (escape_tsv(_plain(value)) for column, value in zip(columns, row, strict=True))
-        out.write("\t".join(cells) + "\n")
-    out.flush()
+    try:
+        out.write("\t".join(escape_tsv(column.header) for column in columns) + "\n")
+        for row in rows:
+            cells = (escape_tsv(_plain(value)) for value in row)
+            out.write("\t".join(cells) + "\n")
+        out.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as other Unix tools do, and let
+        # nothing more reach the closed pipe (Python flushes stdout once more at exit).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
 
 
 def _print_for_terminal(
