@@ -231,15 +231,22 @@ class AlertsSql(AuditSql):
             None if resolution is None else now,
             resolution,
         )
-        merge_sql = MERGE_UNRESOLVED if resolution is None else MERGE_LATEST
-        # Twice at most: another worker may open the alert between the two statements.
-        for _ in range(2):
-            row = self._execute(merge_sql, merge).fetchone()
+        if resolution is not None:
+            row = self._execute(MERGE_LATEST, merge).fetchone()
             if row is not None:
                 return int(row[0]), False
             row = self._execute(INSERT_EVENT_ALERT, inserted).fetchone()
+            assert row is not None  # a resolved alert conflicts with none
+            return int(row[0]), True
+        # Most failures are an invoice's first: try to open the alert, then add to it.
+        # Twice at most: another worker may resolve it between the two statements.
+        for _ in range(2):
+            row = self._execute(INSERT_EVENT_ALERT, inserted).fetchone()
             if row is not None:
                 return int(row[0]), True
+            row = self._execute(MERGE_UNRESOLVED, merge).fetchone()
+            if row is not None:
+                return int(row[0]), False
         raise RuntimeError(f"alert {draft.dedupe_key} could be neither opened nor updated")
 
     def _resolve_invoice_alerts_in_tx(
