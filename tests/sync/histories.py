@@ -15,13 +15,21 @@ from __future__ import annotations
 import itertools
 import string
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from hypothesis import strategies as st
 
+from cloudgreet_billing.adapters.store.migrations import TABLES
+from cloudgreet_billing.services.sync import apply_events
 from tests.sync.conftest import T0, event, full_invoice
 
 DAY: Final = 86_400
+#: When every test here applies its events: the store's own stamps are the same each time.
+NOW: Final = datetime(2026, 6, 20, 9, 0, tzinfo=UTC)
+INVOICE: Final = "in_1QpL8HLkdIwHu7ixl4OzzPMv"
+CUSTOMER: Final = "cus_RiJ2m0yQbTgC4x"
+SUBSCRIPTION: Final = "sub_1QpL7xLkdIwHu7ixWq3bN2Zs"
 _ALPHABET: Final = string.ascii_letters + string.digits
 #: Declines as Stripe reports them on the payment (``last_payment_error``).
 DECLINES: Final = (
@@ -37,6 +45,22 @@ def _stripe_id(prefix: str, serial: int, salt: str) -> str:
     the order among ids (which breaks ties), the rest fixed."""
     body = f"1QpL{salt}{serial:06d}"
     return prefix + (body + "LkdIwHu7ixl4OzzPMvXq")[:24]
+
+
+def apply(store: Any, *deliveries: list[dict[str, Any]]) -> None:
+    """Apply each delivery as ``sync`` and ``serve`` do (``apply_events``), at ``NOW``."""
+    for delivery in deliveries:
+        report = apply_events(store, delivery, source="file", now=NOW)
+        assert report.events_failed == 0, report.failures
+
+
+def wipe(store: Any) -> None:
+    """Empty every table but the schema's version."""
+    with store._transaction():
+        for table in reversed(TABLES):
+            if table != "billing_schema_version":
+                # Table names from the schema's own list, never from input.
+                store._execute(f"DELETE FROM {table}")  # noqa: S608
 
 
 def customer_object(customer_id: str, *, email: str | None, created: int) -> dict[str, Any]:

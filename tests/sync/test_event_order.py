@@ -20,19 +20,22 @@ from hypothesis import strategies as st
 
 from cloudgreet_billing.adapters.store.migrations import TABLES
 from cloudgreet_billing.adapters.store.protocol_alerts import AlertQuery
-from cloudgreet_billing.services.sync import apply_events
 from tests.cli.helpers import run as run_cli
 from tests.sync.conftest import T0, event, full_invoice
 from tests.sync.histories import (
+    CUSTOMER,
     DAY,
+    INVOICE,
+    SUBSCRIPTION,
+    apply,
     customer_object,
     deliveries,
     histories,
     invoice_object,
     subscription_object,
+    wipe,
 )
 
-NOW: Final = datetime(2026, 6, 20, 9, 0, tzinfo=UTC)
 ORDER_SETTINGS: Final = settings(
     max_examples=20,
     deadline=None,
@@ -41,24 +44,7 @@ ORDER_SETTINGS: Final = settings(
 #: What the store numbers itself: replaced by what the row is about.
 _SURROGATE: Final = {"billing_alerts": "id", "billing_dunning_events": "id"}
 
-INVOICE: Final = "in_1QpL8HLkdIwHu7ixl4OzzPMv"
-CUSTOMER: Final = "cus_RiJ2m0yQbTgC4x"
-SUBSCRIPTION: Final = "sub_1QpL7xLkdIwHu7ixWq3bN2Zs"
 DECLINE: Final = ("card_declined", "insufficient_funds", "Your card has insufficient funds.")
-
-
-def apply(store: Any, *batches: list[dict[str, Any]]) -> None:
-    for batch in batches:
-        report = apply_events(store, batch, source="file", now=NOW)
-        assert report.events_failed == 0, report.failures
-
-
-def wipe(store: Any) -> None:
-    with store._transaction():
-        for table in reversed(TABLES):
-            if table != "billing_schema_version":
-                # Table names from the schema's own list, never from input.
-                store._execute(f"DELETE FROM {table}")  # noqa: S608
 
 
 def _rows(store: Any, table: str) -> list[dict[str, Any]]:
@@ -97,18 +83,18 @@ def whole_state(store: Any) -> dict[str, Any]:
 @ORDER_SETTINGS
 @given(data=st.data())
 def test_any_order_with_replays_gives_the_state_of_the_order_stripe_created(
-    store: Any, data: Any
+    shared_store: Any, data: Any
 ) -> None:
     history = data.draw(histories())
     arrived = data.draw(deliveries(history))
 
-    wipe(store)
-    apply(store, history)
-    expected = whole_state(store)
+    wipe(shared_store)
+    apply(shared_store, history)
+    expected = whole_state(shared_store)
 
-    wipe(store)
-    apply(store, *arrived)
-    assert whole_state(store) == expected
+    wipe(shared_store)
+    apply(shared_store, *arrived)
+    assert whole_state(shared_store) == expected
 
 
 # --- one example per rule, each failing under "the last to arrive wins" ----------------
@@ -137,22 +123,22 @@ def both_orders(store: Any, events: list[dict[str, Any]]) -> tuple[dict[str, Any
     return in_order, whole_state(store)
 
 
-def test_finalized_and_payment_failed_in_the_same_second_reversed(store: Any) -> None:
+def test_finalized_and_payment_failed_in_the_same_second_reversed(shared_store: Any) -> None:
     events = [
         inv("invoice.finalized", "evt_1QpL8ILkdIwHu7ixFn1sHd0A", T0, attempts=0),
         inv("invoice.payment_failed", "evt_1QpL8ILkdIwHu7ixPf2aLd0B", T0, decline=DECLINE),
     ]
-    in_order, reversed_ = both_orders(store, events)
+    in_order, reversed_ = both_orders(shared_store, events)
     assert reversed_ == in_order
-    mirrored = store.get_invoice(INVOICE)
+    mirrored = shared_store.get_invoice(INVOICE)
     assert (mirrored.attempt_count, mirrored.last_failure_code) == (1, "insufficient_funds")
     assert mirrored.raw["attempt_count"] == 1, "the object shown is the failed one"
-    (alert,) = store.list_alerts(AlertQuery(statuses=None, limit=None))
+    (alert,) = shared_store.list_alerts(AlertQuery(statuses=None, limit=None))
     assert (alert.status, alert.attempt_count) == ("open", 1)
 
 
 def test_attempt_count_never_falls_and_the_highest_attempt_names_the_failure(
-    store: Any,
+    shared_store: Any,
 ) -> None:
     second = ("card_declined", "generic_decline", "Your card was declined.")
     events = [
@@ -167,47 +153,49 @@ def test_attempt_count_never_falls_and_the_highest_attempt_names_the_failure(
         # An invoice.updated in the second of the retry, as Stripe sends it, without error.
         inv("invoice.updated", "evt_1QpL8ILkdIwHu7ixUp4cNf2D", T0 + DAY, attempts=2),
     ]
-    in_order, reversed_ = both_orders(store, events)
+    in_order, reversed_ = both_orders(shared_store, events)
     assert reversed_ == in_order
-    mirrored = store.get_invoice(INVOICE)
+    mirrored = shared_store.get_invoice(INVOICE)
     assert (mirrored.attempt_count, mirrored.last_failure_code) == (2, "generic_decline")
-    (alert,) = store.list_alerts(AlertQuery(statuses=None, limit=None))
+    (alert,) = shared_store.list_alerts(AlertQuery(statuses=None, limit=None))
     assert (alert.attempt_count, alert.stripe_event_id) == (2, "evt_1QpL8ILkdIwHu7ixPf3bMe1C")
 
 
-def test_a_payment_before_its_failure_keeps_the_failure_and_reopens_nothing(store: Any) -> None:
+def test_a_payment_before_its_failure_keeps_the_failure_and_reopens_nothing(
+    shared_store: Any,
+) -> None:
     events = [
         inv("invoice.payment_failed", "evt_1QpL8ILkdIwHu7ixPf2aLd0B", T0, decline=DECLINE),
         inv("invoice.paid", "evt_1QpL8ILkdIwHu7ixPd5dOg3E", T0 + DAY, status="paid"),
     ]
-    in_order, reversed_ = both_orders(store, events)
+    in_order, reversed_ = both_orders(shared_store, events)
     assert reversed_ == in_order
-    mirrored = store.get_invoice(INVOICE)
+    mirrored = shared_store.get_invoice(INVOICE)
     assert (mirrored.status, mirrored.last_failure_code) == ("paid", "insufficient_funds")
-    (alert,) = store.list_alerts(AlertQuery(statuses=None, limit=None))
+    (alert,) = shared_store.list_alerts(AlertQuery(statuses=None, limit=None))
     assert (alert.status, alert.resolution) == (
         "resolved",
         "invoice paid (evt_1QpL8ILkdIwHu7ixPd5dOg3E)",
     )
-    steps = store.list_steps(invoice_id=INVOICE, limit=None)
+    steps = shared_store.list_steps(invoice_id=INVOICE, limit=None)
     assert {(s.status, s.reason) for s in steps} == {("canceled", alert.resolution)}
 
 
-def test_paid_and_payment_succeeded_in_the_same_second_resolve_alike(store: Any) -> None:
+def test_paid_and_payment_succeeded_in_the_same_second_resolve_alike(shared_store: Any) -> None:
     paid_id, succeeded_id = "evt_1QpL8ILkdIwHu7ixZz9pAid1", "evt_1QpL8ILkdIwHu7ixAa1sUcc2"
     events = [
         inv("invoice.payment_failed", "evt_1QpL8ILkdIwHu7ixPf2aLd0B", T0, decline=DECLINE),
         inv("invoice.paid", paid_id, T0 + DAY, status="paid"),
         inv("invoice.payment_succeeded", succeeded_id, T0 + DAY, status="paid"),
     ]
-    in_order, reversed_ = both_orders(store, events)
+    in_order, reversed_ = both_orders(shared_store, events)
     assert reversed_ == in_order
     # The earliest settling event by (created, id) takes the credit, in either order.
-    (alert,) = store.list_alerts(AlertQuery(statuses=None, limit=None))
+    (alert,) = shared_store.list_alerts(AlertQuery(statuses=None, limit=None))
     assert alert.resolution == f"invoice paid ({succeeded_id})"
 
 
-def test_an_uncollectible_invoice_paid_later_resolves_as_written_off(store: Any) -> None:
+def test_an_uncollectible_invoice_paid_later_resolves_as_written_off(shared_store: Any) -> None:
     events = [
         inv("invoice.payment_failed", "evt_1QpL8ILkdIwHu7ixPf2aLd0B", T0, decline=DECLINE),
         inv(
@@ -218,26 +206,26 @@ def test_an_uncollectible_invoice_paid_later_resolves_as_written_off(store: Any)
         ),
         inv("invoice.paid", "evt_1QpL8ILkdIwHu7ixPd5dOg3E", T0 + 3 * DAY, status="paid"),
     ]
-    in_order, reversed_ = both_orders(store, events)
+    in_order, reversed_ = both_orders(shared_store, events)
     assert reversed_ == in_order
-    assert store.get_invoice(INVOICE).status == "paid"
-    (alert,) = store.list_alerts(AlertQuery(statuses=None, limit=None))
+    assert shared_store.get_invoice(INVOICE).status == "paid"
+    (alert,) = shared_store.list_alerts(AlertQuery(statuses=None, limit=None))
     assert alert.resolution == "invoice marked uncollectible (evt_1QpL8ILkdIwHu7ixUc6eQh4F)"
 
 
-def test_an_older_failure_delivered_late_moves_canceled_steps_too(store: Any) -> None:
+def test_an_older_failure_delivered_late_moves_canceled_steps_too(shared_store: Any) -> None:
     events = [
         inv("invoice.payment_failed", "evt_1QpL8ILkdIwHu7ixPf2aLd0B", T0, decline=DECLINE),
         inv("invoice.payment_failed", "evt_1QpL8ILkdIwHu7ixPf3bMe1C", T0 + DAY, attempts=2),
         inv("invoice.paid", "evt_1QpL8ILkdIwHu7ixPd5dOg3E", T0 + 2 * DAY, status="paid"),
     ]
-    wipe(store)
-    apply(store, events)
-    expected = whole_state(store)
-    wipe(store)
-    apply(store, [events[1]], [events[2]], [events[0]])
-    assert whole_state(store) == expected
-    due = {s.day: s.due_at for s in store.list_steps(invoice_id=INVOICE, limit=None)}
+    wipe(shared_store)
+    apply(shared_store, events)
+    expected = whole_state(shared_store)
+    wipe(shared_store)
+    apply(shared_store, [events[1]], [events[2]], [events[0]])
+    assert whole_state(shared_store) == expected
+    due = {s.day: s.due_at for s in shared_store.list_steps(invoice_id=INVOICE, limit=None)}
     assert due[0] == datetime.fromtimestamp(T0, UTC)
 
 
@@ -253,47 +241,47 @@ def _sub(evt: str, status: str, created: int, *, cancel: bool = False) -> dict[s
     return event(evt, "customer.subscription.updated", obj, created)
 
 
-def test_a_subscription_updated_twice_in_the_same_second(store: Any) -> None:
+def test_a_subscription_updated_twice_in_the_same_second(shared_store: Any) -> None:
     events = [
         _sub("evt_1QpL8ILkdIwHu7ixSb7fRi5G", "past_due", T0),
         _sub("evt_1QpL8ILkdIwHu7ixSa8gSj6H", "active", T0),
     ]
-    in_order, reversed_ = both_orders(store, events)
+    in_order, reversed_ = both_orders(shared_store, events)
     assert reversed_ == in_order
-    assert store.get_subscription(SUBSCRIPTION).status == "active"
+    assert shared_store.get_subscription(SUBSCRIPTION).status == "active"
     # Same status in the same second: the event id decides, not arrival.
     events = [
         _sub("evt_1QpL8ILkdIwHu7ixSb7fRi5G", "active", T0),
         _sub("evt_1QpL8ILkdIwHu7ixSa8gSj6H", "active", T0, cancel=True),
     ]
-    in_order, reversed_ = both_orders(store, events)
+    in_order, reversed_ = both_orders(shared_store, events)
     assert reversed_ == in_order
-    assert store.get_subscription(SUBSCRIPTION).cancel_at_period_end is False
+    assert shared_store.get_subscription(SUBSCRIPTION).cancel_at_period_end is False
 
 
-def test_a_canceled_subscription_stays_canceled(store: Any) -> None:
+def test_a_canceled_subscription_stays_canceled(shared_store: Any) -> None:
     events = [
         _sub("evt_1QpL8ILkdIwHu7ixSb7fRi5G", "canceled", T0),
         _sub("evt_1QpL8ILkdIwHu7ixSa8gSj6H", "active", T0 + 60),
     ]
-    in_order, reversed_ = both_orders(store, events)
+    in_order, reversed_ = both_orders(shared_store, events)
     assert reversed_ == in_order
-    assert store.get_subscription(SUBSCRIPTION).status == "canceled"
+    assert shared_store.get_subscription(SUBSCRIPTION).status == "canceled"
 
 
-def test_customer_updates_in_the_same_second_and_a_deletion(store: Any) -> None:
+def test_customer_updates_in_the_same_second_and_a_deletion(shared_store: Any) -> None:
     first = customer_object(CUSTOMER, email="owner@brightsmiles.example", created=T0 - DAY)
     second = customer_object(CUSTOMER, email="billing@brightsmiles.example", created=T0 - DAY)
     events = [
         event("evt_1QpL8ILkdIwHu7ixCu9hTk7I", "customer.updated", first, T0),
         event("evt_1QpL8ILkdIwHu7ixCt0iUl8J", "customer.updated", second, T0),
     ]
-    in_order, reversed_ = both_orders(store, events)
+    in_order, reversed_ = both_orders(shared_store, events)
     assert reversed_ == in_order
     events.append(event("evt_1QpL8ILkdIwHu7ixCd1jVm9K", "customer.deleted", first, T0 - 5))
-    in_order, reversed_ = both_orders(store, events)
+    in_order, reversed_ = both_orders(shared_store, events)
     assert reversed_ == in_order
-    assert store.get_customer(CUSTOMER).deleted is True
+    assert shared_store.get_customer(CUSTOMER).deleted is True
 
 
 def test_sync_events_file_in_reverse_gives_the_same_state(store_env: str, tmp_path: Path) -> None:
