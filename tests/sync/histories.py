@@ -153,6 +153,31 @@ def subscription_object(
     }
 
 
+def usage_alert_object(customer_id: str, *, value: int, created: int) -> dict[str, Any]:
+    """A ``billing.alert_triggered``: the customer's metered usage crossed a threshold."""
+    return {
+        "object": "billing.alert_triggered",
+        "alert": {
+            "id": "alrt_1QpL8ILkdIwHu7ixCallsOver",
+            "object": "billing.alert",
+            "alert_type": "usage_threshold",
+            "livemode": False,
+            "status": "active",
+            "title": "Calls over plan",
+            "usage_threshold": {
+                "filters": None,
+                "gte": 1000,
+                "meter": "mtr_61QpL8ILkdIwHu7ixBookedCalls",
+                "recurrence": "one_time",
+            },
+        },
+        "created": created,
+        "customer": customer_id,
+        "livemode": False,
+        "value": value,
+    }
+
+
 def invoice_object(
     invoice_id: str,
     customer_id: str,
@@ -286,6 +311,10 @@ def _billing_cycle(draw: st.DrawFn, add: Add, n: int, salt: str) -> None:
             customer_object(customer_id, email=new_email, created=start),
             moment + draw(st.integers(0, 2 * DAY)),
         )
+    # Usage past the plan's threshold, reported once or (a late meter event) twice.
+    for value in draw(st.sampled_from([(), (1200,), (1200, 1350)])):
+        usage = usage_alert_object(customer_id, value=value, created=moment)
+        add("billing.alert.triggered", usage, moment + draw(st.sampled_from([0, 30])))
     ending = draw(st.sampled_from(["paid", "paid", "void", "uncollectible", "open"]))
     settled_at = moment + draw(st.sampled_from([0, 1, DAY]))
     if ending == "paid":
