@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -328,3 +329,55 @@ def test_sync_events_file_in_reverse_gives_the_same_state(store_env: str, tmp_pa
     assert states[0] == states[1]
     (alert,) = state["billing_alerts"]
     assert (alert["status"], alert["attempt_count"]) == ("resolved", 1)
+
+
+@pytest.mark.postgres
+def test_two_workers_settling_at_once_agree_on_the_earliest_settlement(postgres_url: str) -> None:
+    """Two workers apply the invoice's two settling events at the same moment; the later
+    one commits first. The earlier one, waiting on the invoice's row, still takes the
+    credit for what the later one resolved and canceled."""
+    import threading
+
+    import psycopg
+
+    from cloudgreet_billing.adapters.store.postgres import PostgresStore
+
+    earlier, later = "evt_1QpL8ILkdIwHu7ixAa1sUcc2", "evt_1QpL8ILkdIwHu7ixZz9pAid1"
+    setup = PostgresStore(postgres_url)
+    setup.migrate()
+    apply(setup, [inv("invoice.payment_failed", "evt_1QpL8ILkdIwHu7ixPf2aLd0B", T0)])
+    blocker = psycopg.connect(postgres_url)
+    blocker.execute("SELECT 1 FROM billing_invoices WHERE id = %s FOR UPDATE", (INVOICE,))
+
+    def settle(event_id: str) -> None:
+        worker = PostgresStore(postgres_url)
+        try:
+            apply(worker, [inv("invoice.paid", event_id, T0 + DAY, status="paid")])
+        finally:
+            worker.close()
+
+    def waiting(count: int) -> None:
+        """Until ``count`` sessions wait for a lock (polled, no fixed sleep)."""
+        with psycopg.connect(postgres_url, autocommit=True) as watcher:
+            while True:
+                (found,) = watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                ).fetchone()
+                if found >= count:
+                    return
+
+    workers = [threading.Thread(target=settle, args=(event_id,)) for event_id in (later, earlier)]
+    workers[0].start()
+    waiting(1)  # the later settlement queues first for the invoice's row, so commits first
+    workers[1].start()
+    waiting(2)
+    blocker.commit()
+    blocker.close()
+    for worker in workers:
+        worker.join(timeout=60)
+    (alert,) = setup.list_alerts(AlertQuery(statuses=None, limit=None))
+    assert alert.resolution == f"invoice paid ({earlier})"
+    steps = setup.list_steps(invoice_id=INVOICE, limit=None)
+    assert {(step.status, step.reason) for step in steps} == {("canceled", alert.resolution)}
+    setup.close()

@@ -271,6 +271,7 @@ _LATER_SETTLED = (
     "(SELECT settled_resolution FROM billing_invoices WHERE id = ? "
     "AND (settled_at, settled_event_id) > (?, ?))"
 )
+LOCK_INVOICE = "UPDATE billing_invoices SET settled_at = settled_at WHERE id = ?"
 RELABEL_RESOLVED_ALERTS = (
     "UPDATE billing_alerts SET resolution = ?, updated_at = ? "
     f"WHERE invoice_id = ? AND status = 'resolved' AND resolution = {_LATER_SETTLED}"
@@ -705,6 +706,10 @@ class MirrorSql(AuditSql):
         if plan.invoice is not None:
             invoice_id = plan.invoice.id
             if plan.resolve is not None:
+                # The invoice's row lock first: a settlement another worker commits
+                # meanwhile is then seen by the relabelling (PostgreSQL reads each
+                # statement afresh; SQLite writes one transaction at a time).
+                self._execute(LOCK_INVOICE, (invoice_id,))
                 for relabel in (RELABEL_RESOLVED_ALERTS, RELABEL_CANCELED_STEPS):
                     self._execute(
                         relabel,
