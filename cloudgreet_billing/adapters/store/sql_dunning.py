@@ -64,6 +64,11 @@ INSERT_STEPS = (
     "channel, template, status, due_at, created_at, updated_at) VALUES"
 )
 STEP_VALUES = "(?, ?, ?, ?, ?, ?, 'scheduled', ?, ?, ?)"
+INSERT_CANCELED_STEPS = (
+    "INSERT INTO billing_dunning_events (invoice_id, customer_id, alert_id, day, "
+    "channel, template, status, due_at, created_at, updated_at, reason) VALUES"
+)
+CANCELED_STEP_VALUES = "(?, ?, ?, ?, ?, ?, 'canceled', ?, ?, ?, ?)"
 ON_STEP_CONFLICT = "ON CONFLICT (invoice_id, day, channel) DO NOTHING RETURNING id"
 CANCEL_PENDING = (
     "UPDATE billing_dunning_events SET status = 'canceled', reason = ?, "
@@ -126,6 +131,18 @@ class DunningSql(AuditSql):
         values = ", ".join(STEP_VALUES for _ in steps)
         params = [value for step in steps for value in _step_row(step, now)]
         return self._execute(f"{INSERT_STEPS} {values} {ON_STEP_CONFLICT}", params)
+
+    def _send_canceled_steps(
+        self, steps: Sequence[StepDraft], reason: str, now: datetime
+    ) -> Cursor | None:
+        """The steps of a failure whose invoice was settled before it arrived: inserted
+        canceled with the settlement's ``reason``, as if they had been scheduled before it.
+        One row per step that was new, unread."""
+        if not steps:
+            return None
+        values = ", ".join(CANCELED_STEP_VALUES for _ in steps)
+        params = [value for step in steps for value in (*_step_row(step, now), reason)]
+        return self._execute(f"{INSERT_CANCELED_STEPS} {values} {ON_STEP_CONFLICT}", params)
 
     def _cancel_pending_steps_in_tx(self, invoice_id: str, reason: str, now: datetime) -> int:
         """Cancel every step of the invoice not yet sent; returns how many.
