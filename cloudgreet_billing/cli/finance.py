@@ -12,6 +12,7 @@ import typer
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit, json_mode, note
 from cloudgreet_billing.cli.render import money, when
+from cloudgreet_billing.domain.windows import EXPORT_DAYS, RECONCILIATION_DAYS
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -247,7 +248,7 @@ def reconcile(
     ctx: typer.Context,
     days: Annotated[
         int, typer.Option("--days", min=1, help="The window: the last N days up to now.")
-    ] = 30,
+    ] = RECONCILIATION_DAYS,
     threshold: Annotated[
         str,
         typer.Option(
@@ -419,7 +420,12 @@ def export_csv(
     ] = "ledger",
     days: Annotated[
         int | None,
-        typer.Option("--days", min=1, help="The last N days up to now (default 7)."),
+        typer.Option(
+            "--days",
+            min=1,
+            help=f"The last N days up to now (default {EXPORT_DAYS}; "
+            f"{RECONCILIATION_DAYS} for reconciliation, as reconcile).",
+        ),
     ] = None,
     since: Annotated[
         str | None, typer.Option("--since", help="Window start, ISO 8601 (inclusive).")
@@ -482,6 +488,7 @@ def export_csv(
     now = utcnow()
     window = service.export_window(
         now,
+        dataset=dataset,
         days=days,
         since=parse_instant(since, field="--since") if since else None,
         until=parse_instant(until, field="--until") if until else None,

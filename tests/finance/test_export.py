@@ -391,3 +391,28 @@ def test_alerts_dunning_and_reconciliation_datasets(store):
         "2026-10-25T12:00:00.000000Z,2026-11-24T12:00:00.000000Z,cus_A,usd,1000,10.00,900,9.00,100,1.00,"
         "10.0000,mismatch",
     ]
+
+
+def test_the_reconciliation_export_gives_reconciles_verdict_by_default(store):
+    # An invoice 10 days old, half its fees recorded 3 days ago: over 30 days the two sides
+    # match; over the 7 days other exports default to, the ledger has fees with no invoice.
+    store.upsert_invoice(
+        parse_invoice(
+            invoice("in_1QpL8HLkdIwHu7ixl4OzzPMv", "cus_QpL8HLkdIwHu7i", total=1000,
+                    created=NOW - timedelta(days=10))
+        ),
+        NOW,
+        NOW,
+    )  # fmt: skip
+    entry(store, "cus_QpL8HLkdIwHu7i", "5.00", days_ago=10)
+    entry(store, "cus_QpL8HLkdIwHu7i", "5.00", days_ago=3)
+
+    verdict = data(run("reconcile", "--offline", "--json"))
+    exported = list(
+        csv.DictReader(io.StringIO(run("export-csv", "--dataset", "reconciliation").stdout))
+    )
+
+    assert [row["status"] for row in verdict["rows"]] == ["match"]
+    assert [row["status"] for row in exported] == ["match"]
+    assert exported[0]["window_from"] == verdict["window"]["from"].replace("Z", ".000000Z")
+    assert exported[0]["window_to"] == verdict["window"]["to"].replace("Z", ".000000Z")
