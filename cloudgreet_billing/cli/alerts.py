@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from cloudgreet_billing.services.alerts import AlertDetail, AlertView
 
 app = typer.Typer(
-    help="List, inspect, acknowledge, resolve and annotate alerts.", no_args_is_help=True
+    help="List, inspect, acknowledge, resolve and annotate alerts.\n\n"
+    "Example: cloudgreet-billing alerts list --status all",
+    no_args_is_help=True,
 )
 
 AlertId = Annotated[str, typer.Argument(help="The alert's id (see `alerts list`).", metavar="ID")]
@@ -40,7 +42,10 @@ def list_(
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
     json_output: JsonFlag = False,
 ) -> None:
-    """List alerts, newest first (default: the open ones)."""
+    """List alerts, newest first (default: the open ones).
+
+    Example: cloudgreet-billing alerts list --type invoice_failed --status all
+    """
     from cloudgreet_billing.adapters.store.protocol_alerts import AlertQuery
     from cloudgreet_billing.domain.alerts import check_alert_type, check_status_filter
     from cloudgreet_billing.domain.ledger import check_customer_id
@@ -80,7 +85,10 @@ def list_(
 
 @app.command("show")
 def show(ctx: typer.Context, alert_id: AlertId, json_output: JsonFlag = False) -> None:
-    """Show an alert with its invoice, dunning steps, notes and audit trail."""
+    """Show an alert with its invoice, dunning steps, notes and audit trail.
+
+    Example: cloudgreet-billing alerts show 12
+    """
     from cloudgreet_billing.domain.alerts import parse_alert_id
     from cloudgreet_billing.services.alerts import show_alert
 
@@ -182,7 +190,10 @@ def _one(view: AlertView, console: Console, verb: str) -> None:
 
 @app.command("ack")
 def ack(ctx: typer.Context, alert_id: AlertId, json_output: JsonFlag = False) -> None:
-    """Acknowledge an alert: someone is on it."""
+    """Acknowledge an alert: someone is on it.
+
+    Example: cloudgreet-billing alerts ack 12
+    """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.domain.alerts import parse_alert_id
     from cloudgreet_billing.services.alerts import acknowledge
@@ -203,7 +214,10 @@ def resolve(
     ] = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Resolve an alert by hand (paying the invoice resolves its alerts by itself)."""
+    """Resolve an alert by hand (paying the invoice resolves its alerts by itself).
+
+    Example: cloudgreet-billing alerts resolve 12 --reason "paid by bank transfer"
+    """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.domain.alerts import parse_alert_id
     from cloudgreet_billing.services.alerts import resolve as resolve_alert

@@ -33,6 +33,8 @@ def demo(
 
     Each step runs the real command, as you would type it, against the workspace only:
     your own environment's Stripe key and database are never used.
+
+    Example: cloudgreet-billing demo --dir /tmp/billing-demo
     """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.config import variables

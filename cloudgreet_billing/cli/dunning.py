@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from cloudgreet_billing.services.dunning.run import RunSummary
 
 app = typer.Typer(
-    help="Remind customers whose payment failed: email, SMS, escalation.", no_args_is_help=True
+    help="Remind customers whose payment failed: email, SMS, escalation.\n\n"
+    "Example: cloudgreet-billing dunning run --dry-run",
+    no_args_is_help=True,
 )
 
 #: Below this many due steps a progress bar is noise.
@@ -183,7 +185,10 @@ def list_(
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
     json_output: JsonFlag = False,
 ) -> None:
-    """List dunning steps by due time."""
+    """List dunning steps by due time.
+
+    Example: cloudgreet-billing dunning list --invoice in_1QpL8HLkdIwHu7ixl4OzzPMv
+    """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.services.dunning.operator import list_steps
 
@@ -245,7 +250,10 @@ def preview(
     ],
     json_output: JsonFlag = False,
 ) -> None:
-    """Render the messages an invoice's steps would send; exit 2 if a template fails."""
+    """Render the messages an invoice's steps would send; exit 2 if a template fails.
+
+    Example: cloudgreet-billing dunning preview in_1QpL8HLkdIwHu7ixl4OzzPMv
+    """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.services.dunning import operator
     from cloudgreet_billing.services.dunning.messages import MessageBook
@@ -295,7 +303,10 @@ def preview(
 
 @app.command("mark-sent")
 def mark_sent(ctx: typer.Context, step_id: StepId, json_output: JsonFlag = False) -> None:
-    """Record that a step's message went out (e.g. a needs_review step you checked by hand)."""
+    """Record that a step's message went out (e.g. a needs_review step you checked by hand).
+
+    Example: cloudgreet-billing dunning mark-sent 31
+    """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.services.dunning import operator
 
@@ -309,7 +320,10 @@ def mark_sent(ctx: typer.Context, step_id: StepId, json_output: JsonFlag = False
 
 @app.command("requeue")
 def requeue(ctx: typer.Context, step_id: StepId, json_output: JsonFlag = False) -> None:
-    """Schedule a failed, skipped or needs_review step again; the next run sends it."""
+    """Schedule a failed, skipped or needs_review step again; the next run sends it.
+
+    Example: cloudgreet-billing dunning requeue 31
+    """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.services.dunning import operator
 
@@ -329,7 +343,10 @@ def pause(
     reason: Annotated[str, typer.Option("--reason", help="Why (shown to whoever resumes).")],
     json_output: JsonFlag = False,
 ) -> None:
-    """Stop all dunning sends (incident switch); runs exit 75 until `dunning resume`."""
+    """Stop all dunning sends (incident switch); runs exit 75 until `dunning resume`.
+
+    Example: cloudgreet-billing dunning pause --reason "Stripe incident"
+    """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.services.dunning import operator
 
@@ -345,7 +362,10 @@ def pause(
 
 @app.command("resume")
 def resume(ctx: typer.Context, json_output: JsonFlag = False) -> None:
-    """Let dunning runs send again."""
+    """Let dunning runs send again.
+
+    Example: cloudgreet-billing dunning resume
+    """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.services.dunning import operator
 

@@ -402,7 +402,10 @@ def _print_dashboard(board: Dashboard, console: Console) -> None:
 
 def dashboard(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """MRR per currency, 30-day booking fees and credits, open alerts, past-due invoices,
-    dunning due today, the pause switch, and how old the last sync is."""
+    dunning due today, the pause switch, and how old the last sync is.
+
+    Example: cloudgreet-billing dashboard --json
+    """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.services.dashboard import build_dashboard
 

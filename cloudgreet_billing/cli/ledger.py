@@ -21,7 +21,11 @@ if TYPE_CHECKING:
 
     from cloudgreet_billing.cli.context import AppContext
 
-app = typer.Typer(help="Record, import and list usage-ledger entries.", no_args_is_help=True)
+app = typer.Typer(
+    help="Record, import and list usage-ledger entries.\n\n"
+    "Example: cloudgreet-billing ledger import usage.csv",
+    no_args_is_help=True,
+)
 
 KIND_HELP = "subscription, booking_fee or credit_adjustment."
 
@@ -93,8 +97,8 @@ def import_(
     file: Annotated[
         str,
         typer.Argument(
-            help="CSV with columns customer_id,kind,amount,currency,occurred_at"
-            "[,invoice_id,description,external_id]; - reads stdin.",
+            help="CSV with the columns customer_id, kind, amount, currency, occurred_at "
+            "and, if you have them, invoice_id, description, external_id; - reads stdin.",
             metavar="FILE.csv",
         ),
     ],
@@ -107,6 +111,8 @@ def import_(
 
     Rows whose external_id is already in the ledger are skipped, so re-importing a file
     is safe.
+
+    Example: cloudgreet-billing ledger import usage-2026-11.csv --dry-run
     """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.errors import BadInput
@@ -188,7 +194,10 @@ def list_(
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
     json_output: JsonFlag = False,
 ) -> None:
-    """List ledger entries, newest first."""
+    """List ledger entries, newest first.
+
+    Example: cloudgreet-billing ledger list --customer cus_QpL8HLkdIwHu7i --since 2026-11-01
+    """
     from cloudgreet_billing.adapters.store.protocol_ledger import LedgerQuery
     from cloudgreet_billing.domain.ledger import check_customer_id, check_kind
     from cloudgreet_billing.domain.timefmt import parse_instant
