@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     # The click that Typer vendors: TyperGroup's methods are typed with its classes.
     from typer._click import Command, Context, HelpFormatter
 
+    from cloudgreet_billing.config import Override
+
 # Command name -> (module under cloudgreet_billing.cli, attribute): a Typer sub-app or a
 # command function. Listed in the order ``--help`` shows them.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -149,7 +151,7 @@ class BillingGroup(TyperGroup):
             self._listing = False
 
     def main(self, args: Any = None, *posargs: Any, **kwargs: Any) -> Any:
-        argv = list(sys.argv[1:] if args is None else args)
+        argv = env_file_first(list(sys.argv[1:] if args is None else args))
         set_json_mode("--json" in argv)
         return super().main(argv, *posargs, **kwargs)
 
@@ -180,6 +182,26 @@ class BillingGroup(TyperGroup):
                     )
                 )
             ) from None
+
+
+def env_file_first(argv: list[str]) -> list[str]:
+    """``--env-file`` is the root's option, but may be given after the command too
+    (``alerts list --env-file prod.env``): it is moved in front, up to a ``--``."""
+    moved: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--":
+            rest.extend(argv[index:])
+            break
+        if arg == "--env-file":
+            moved.extend(argv[index : index + 2])
+            index += 2
+            continue
+        (moved if arg.startswith("--env-file=") else rest).append(arg)
+        index += 1
+    return moved + rest
 
 
 def _usage_error(exc: Exception) -> bool:
@@ -245,10 +267,30 @@ def _load_env_file(path: Path | None) -> Path | None:
     chosen = path or Path(".env")
     if not chosen.is_file():
         return None
-    from dotenv import load_dotenv
+    from dotenv import dotenv_values, load_dotenv
 
+    from cloudgreet_billing.config import env_overrides
+
+    overrides = env_overrides(dotenv_values(chosen), os.environ)
     load_dotenv(chosen, override=False)
+    for override in overrides:
+        # A warning, so JSON mode shows it too: stdout stays JSON, and a cron log keeps it.
+        sys.stderr.write(_override_line(override, chosen) + "\n")
     return chosen
+
+
+def _override_line(override: Override, env_file: Path) -> str:
+    from cloudgreet_billing.config import shown_value
+
+    name = override.variable
+    ours, theirs = shown_value(name, override.environment), shown_value(name, override.file)
+    if override.live_key:
+        return (
+            f"warning: {name} from the environment is a LIVE key ({ours}) and wins over "
+            f"{env_file} ({theirs}): Stripe calls here reach the live account "
+            f"(unset {name} to use the file's setting)"
+        )
+    return f"note: {name} from the environment ({ours}) wins over {env_file} ({theirs})"
 
 
 def main() -> None:
