@@ -11,11 +11,12 @@ import typer
 
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit, json_mode, note
+from cloudgreet_billing.cli.progress import progress_bar
 from cloudgreet_billing.cli.render import money, when
 from cloudgreet_billing.domain.windows import EXPORT_DAYS, RECONCILIATION_DAYS
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Iterator
     from decimal import Decimal
 
     from rich.console import Console
@@ -25,6 +26,15 @@ if TYPE_CHECKING:
     from cloudgreet_billing.domain.reconciliation import ReconciliationRow, Window
     from cloudgreet_billing.services.dashboard import Dashboard
     from cloudgreet_billing.services.reconcile import CustomerTrace, ReconcileReport
+
+
+def _counted(
+    chunks: Iterator[tuple[str, int]], advance: Callable[[int], None]
+) -> Iterator[tuple[str, int]]:
+    """The chunks, each counted on the progress bar as it is handed on to be written."""
+    for text, rows in chunks:
+        yield text, rows
+        advance(rows)
 
 
 def _window_json(window: Window) -> dict[str, Any]:
@@ -477,7 +487,7 @@ def export_csv(
     """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.domain.export import DATASETS
-    from cloudgreet_billing.domain.timefmt import iso_z, parse_instant
+    from cloudgreet_billing.domain.timefmt import parse_instant
     from cloudgreet_billing.errors import BadInput
     from cloudgreet_billing.services import export as service
 
@@ -497,6 +507,26 @@ def export_csv(
         until=parse_instant(until, field="--until") if until else None,
     )
     chunks = service.export_chunks(app_context(ctx).store(), dataset, window, now=now)
+    if output is None and sys.stdout.isatty():
+        # The CSV itself is on the terminal: a bar would be drawn over it.
+        _export(chunks, output, dataset, window, None)
+        return
+    with progress_bar(f"exporting {dataset} rows", stdout_is_data=True) as advance:
+        _export(chunks, output, dataset, window, advance)
+
+
+def _export(
+    chunks: Iterator[tuple[str, int]],
+    output: Path | None,
+    dataset: str,
+    window: Window,
+    advance: Callable[[int], None] | None,
+) -> None:
+    from cloudgreet_billing.domain.timefmt import iso_z
+    from cloudgreet_billing.services import export as service
+
+    if advance is not None:
+        chunks = _counted(chunks, advance)
     if output is None:
         try:
             rows = service.write_stream(chunks, sys.stdout)
