@@ -101,10 +101,16 @@ def test_the_readme_demo_shows_the_dry_runs_and_its_closing_lines_run_as_printed
     result = demo_script("--dir", str(workspace), env=shell, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
+    # The walk's commands, as typed in the workspace with the venv active.
+    assert result.stderr.startswith(
+        "Every step runs in the workspace, as you would type it there:\n"
+        f"$ source {SCRIPT.with_name('activate')}\n"
+        f"$ cd {workspace}\n"
+    )
     # The operator actions, each a dry run that needs no key (the shell's is left out).
-    assert f"$ {SCRIPT} retry in_Demo0002 --dry-run" in result.stderr
-    assert f"$ {SCRIPT} resend-link in_Demo0003 --dry-run" in result.stderr
-    assert f"$ {SCRIPT} portal cus_DemoPhysioBerlin --send --dry-run" in result.stderr
+    assert "$ cloudgreet-billing retry in_Demo0002 --dry-run\n" in result.stderr
+    assert "$ cloudgreet-billing resend-link in_Demo0003 --dry-run\n" in result.stderr
+    assert "$ cloudgreet-billing portal cus_DemoPhysioBerlin --send --dry-run\n" in result.stderr
     for request in (
         "POST /v1/invoices/in_Demo0002/pay",
         "POST /v1/invoices/in_Demo0003/send",
@@ -117,7 +123,7 @@ def test_the_readme_demo_shows_the_dry_runs_and_its_closing_lines_run_as_printed
     assert "then email it to praxis@physio-berlin.example" in result.stdout
 
     # A LIVE key in the shell does not go unnoticed: the demo warns, and unsets it first.
-    assert "warning: your shell sets STRIPE_SECRET_KEY (a LIVE key, sk_live_…3141)" in (
+    assert "warning: your shell sets STRIPE_SECRET_KEY (a LIVE key, sk_live_…3141).\n" in (
         result.stderr
     )
     lines = carry_on_lines(result.stdout)

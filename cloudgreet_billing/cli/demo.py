@@ -50,13 +50,15 @@ def demo(
     # touch a real Stripe account or database.
     env = {key: value for key, value in os.environ.items() if key not in variables()}
     program, activate = _program()
+    typed = _typed(program, activate)
     if not json_mode():
         sys.stderr.write(
-            f"Every step runs in the demo workspace:\n$ cd {shlex.quote(str(workspace))}\n"
+            "Every step runs in the workspace, as you would type it there:\n"
+            + "".join(f"$ {line}\n" for line in _getting_there(workspace, activate))
         )
     steps = []
     for step in checklist(files):
-        command = shlex.join([*program, *step.args])
+        command = shlex.join([*typed, *step.args])
         if not json_mode():
             sys.stderr.write(f"\n== {step.title}\n$ {command}\n")
             sys.stderr.flush()
@@ -79,17 +81,17 @@ def demo(
     shell_sets = [name for name in variables() if os.environ.get(name, "").strip()]
     carry_on = [
         *([f"unset {' '.join(shell_sets)}"] if shell_sets else []),
-        *([f"source {shlex.quote(str(activate))}"] if activate else []),
-        f"cd {shlex.quote(str(workspace))}",
-        *(shlex.join([*_typed(program, activate), *args]) for args in CARRY_ON),
+        *_getting_there(workspace, activate),
+        *(shlex.join([*typed, *args]) for args in CARRY_ON),
     ]
     if shell_sets and not json_mode():
         sys.stderr.write("\n" + _shell_warning(shell_sets) + "\n")
 
     def human(console: Console) -> None:
         console.print(
-            f"\nThe workspace is {workspace}. Messages dunning sent are in "
-            f"{files['outbox']}; the finance export is {files['export']}.\n\n"
+            f"\nThe workspace: {workspace}\n"
+            f"  messages dunning sent: {files['outbox']}\n"
+            f"  the finance export:    {files['export']}\n\n"
             "Carry on there; each line runs as printed:"
         )
         for line in carry_on:
@@ -125,6 +127,14 @@ def _program() -> tuple[list[str], Path | None]:
     return [str(script)], activate if in_venv else None
 
 
+def _getting_there(workspace: Path, activate: Path | None) -> list[str]:
+    """Shell lines that make the printed commands run as printed."""
+    return [
+        *([f"source {shlex.quote(str(activate))}"] if activate else []),
+        f"cd {shlex.quote(str(workspace))}",
+    ]
+
+
 def _typed(program: list[str], activate: Path | None) -> list[str]:
     """What to type once the virtual environment is active."""
     return ["cloudgreet-billing"] if activate is not None else program
@@ -140,9 +150,9 @@ def _shell_warning(names: list[str]) -> str:
             shown.append(f"{name} (a LIVE key, {shown_value(name, value)})")
         else:
             shown.append(name)
-    one = len(names) == 1
+    it, wins = ("it", "it wins") if len(names) == 1 else ("them", "they win")
     return (
-        f"warning: your shell sets {', '.join(shown)}. The demo's own steps ignored "
-        f"{'it' if one else 'them'}; in commands you type, {'it wins' if one else 'they win'} "
-        f"over the workspace's .env, so the first line below unsets {'it' if one else 'them'}."
+        f"warning: your shell sets {', '.join(shown)}.\n"
+        f"The demo's own steps ignored {it}; in commands you type, {wins} over\n"
+        f"the workspace's .env, so the first line below unsets {it}."
     )

@@ -507,38 +507,19 @@ def export_csv(
         until=parse_instant(until, field="--until") if until else None,
     )
     chunks = service.export_chunks(app_context(ctx).store(), dataset, window, now=now)
+    from cloudgreet_billing.domain.timefmt import iso_z
+
     if output is None and sys.stdout.isatty():
         # The CSV itself is on the terminal: a bar would be drawn over it.
-        _export(chunks, output, dataset, window, None)
+        rows = _export(chunks, output, None)
+    else:
+        with progress_bar(f"exporting {dataset} rows", stdout_is_data=True) as advance:
+            rows = _export(chunks, output, advance)
+    if rows is None:
         return
-    with progress_bar(f"exporting {dataset} rows", stdout_is_data=True) as advance:
-        _export(chunks, output, dataset, window, advance)
-
-
-def _export(
-    chunks: Iterator[tuple[str, int]],
-    output: Path | None,
-    dataset: str,
-    window: Window,
-    advance: Callable[[int], None] | None,
-) -> None:
-    from cloudgreet_billing.domain.timefmt import iso_z
-    from cloudgreet_billing.services import export as service
-
-    if advance is not None:
-        chunks = _counted(chunks, advance)
     if output is None:
-        try:
-            rows = service.write_stream(chunks, sys.stdout)
-            sys.stdout.flush()
-        except BrokenPipeError:
-            # The reader went away (`| head`): stop quietly, as other Unix tools do.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            return
         note(f"exported {rows} {dataset} rows ({iso_z(window.start)} → {iso_z(window.end)})")
         return
-    rows = service.write_file_atomically(chunks, output)
     emit(
         {
             "dataset": dataset,
@@ -550,3 +531,26 @@ def _export(
             f"wrote {rows} {dataset} rows ({when(window.start)} → {when(window.end)}) to {output}"
         ),
     )
+
+
+def _export(
+    chunks: Iterator[tuple[str, int]],
+    output: Path | None,
+    advance: Callable[[int], None] | None,
+) -> int | None:
+    """Write the export; the rows written, or None when the reader of stdout went away."""
+    from cloudgreet_billing.services import export as service
+
+    if advance is not None:
+        chunks = _counted(chunks, advance)
+    if output is not None:
+        return service.write_file_atomically(chunks, output)
+    try:
+        rows = service.write_stream(chunks, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as other Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return None
+    return rows

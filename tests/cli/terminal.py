@@ -28,14 +28,21 @@ class OnTerminal:
 
 
 def run_on_a_terminal(
-    *args: str, env: dict[str, str], cwd: Path, columns: int = 80, stdin: object = None
+    *args: str,
+    env: dict[str, str],
+    cwd: Path,
+    columns: int = 80,
+    stdin: object = None,
+    stdout_too: bool = False,
 ) -> OnTerminal:
+    """Run the command with stderr (and with ``stdout_too``, stdout) on a terminal of
+    ``columns`` columns."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
     process = subprocess.Popen(
         [str(SCRIPT), *args],
         stdin=stdin if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
+        stdout=slave if stdout_too else subprocess.PIPE,
         stderr=slave,
         env={"TERM": "xterm-256color", "NO_COLOR": "1", **env},
         cwd=cwd,
@@ -55,7 +62,6 @@ def run_on_a_terminal(
         elif process.poll() is not None:
             break
     os.close(master)
-    assert process.stdout is not None
-    stdout = process.stdout.read().decode()
+    stdout = "" if process.stdout is None else process.stdout.read().decode()
     process.wait(timeout=60)
     return OnTerminal(process.returncode, stdout, ANSI.sub("\n", drawn.decode(errors="replace")))

@@ -120,3 +120,11 @@ def test_export_csv_to_a_file_counts_the_rows_written(tmp_path):
     assert "wrote 5000 ledger rows" in shown.stdout
     assert re.search(r"exporting ledger rows\s+5000/\?", shown.terminal), shown.terminal
     assert (tmp_path / "nov.csv").read_text().count("\n") == 5_001
+
+    # One terminal for both streams: the bar is gone before the summary is printed.
+    both = run_on_a_terminal(
+        "export-csv", "--days", "30", "-o", str(tmp_path / "again.csv"), env=env, cwd=tmp_path,
+        stdout_too=True,
+    )  # fmt: skip
+    assert both.returncode == 0, both.terminal
+    assert re.search(r"^wrote 5000 ledger rows", both.terminal, re.MULTILINE), both.terminal
