@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,7 +12,7 @@ import typer
 
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit, json_mode, note
-from cloudgreet_billing.cli.progress import progress_bar
+from cloudgreet_billing.cli.progress import progress_bar, progress_meter
 from cloudgreet_billing.cli.render import money, when
 from cloudgreet_billing.domain.windows import EXPORT_DAYS, RECONCILIATION_DAYS
 
@@ -506,14 +507,15 @@ def export_csv(
         since=parse_instant(since, field="--since") if since else None,
         until=parse_instant(until, field="--until") if until else None,
     )
-    chunks = service.export_chunks(app_context(ctx).store(), dataset, window, now=now)
+    store = app_context(ctx).store()
+    chunks = service.export_chunks(store, dataset, window, now=now)
     from cloudgreet_billing.domain.timefmt import iso_z
 
     if output is None and sys.stdout.isatty():
         # The CSV itself is on the terminal: a bar would be drawn over it.
         rows = _export(chunks, output, None)
     else:
-        with progress_bar(f"exporting {dataset} rows", stdout_is_data=True) as advance:
+        with _export_progress(dataset, service.export_size(store, dataset, window)) as advance:
             rows = _export(chunks, output, advance)
     if rows is None:
         return
@@ -531,6 +533,28 @@ def export_csv(
             f"wrote {rows} {dataset} rows ({when(window.start)} → {when(window.end)}) to {output}"
         ),
     )
+
+
+@contextmanager
+def _export_progress(dataset: str, total: int | None) -> Iterator[Callable[[int], None] | None]:
+    """Rows written: of the total counted before the export, with the percentage and the
+    time left, or a plain count when there is none."""
+    if total is None:
+        with progress_bar(f"exporting {dataset} rows", stdout_is_data=True) as advance:
+            yield advance
+        return
+    with progress_meter(f"exporting {dataset}", total, stdout_is_data=True) as meter:
+        if meter is None:
+            yield None
+            return
+        written = 0
+
+        def advance_rows(count: int) -> None:
+            nonlocal written
+            written += count
+            meter(written, f"{written:,} of {total:,} rows")
+
+        yield advance_rows
 
 
 def _export(

@@ -88,7 +88,7 @@ class Board:
 
 
 @contextmanager
-def progress_board() -> Iterator[Board | None]:
+def progress_board(*, stdout_is_data: bool = False) -> Iterator[Board | None]:
     """A ``Board`` on stderr, or None when no bar should be drawn (JSON mode, no TTY)."""
     if json_mode() or not sys.stderr.isatty():
         yield None
@@ -108,16 +108,18 @@ def progress_board() -> Iterator[Board | None]:
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    with _live(columns) as bar:
+    with _live(columns, stdout_is_data=stdout_is_data) as bar:
         yield Board(bar)
 
 
 @contextmanager
-def progress_meter(label: str, total: float, *, minimum: float = 0) -> Iterator[Meter | None]:
+def progress_meter(
+    label: str, total: float, *, minimum: float = 0, stdout_is_data: bool = False
+) -> Iterator[Meter | None]:
     """One bar of a known ``total`` (a file's bytes): None when none should be drawn, as
     for ``progress_board``, or when there is no ``total`` or it is below ``minimum``."""
     if total <= 0 or total < minimum:
         yield None
         return
-    with progress_board() as board:
+    with progress_board(stdout_is_data=stdout_is_data) as board:
         yield None if board is None else board.meter(label, total)

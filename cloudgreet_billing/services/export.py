@@ -186,6 +186,12 @@ def export_chunks(
         yield from _chunked_lines(_reconciliation_lines(store, window, now))
 
 
+def export_size(store: Store, dataset: str, window: Window) -> int | None:
+    """The rows an export will hold, counted before it streams, for a progress bar (None
+    for the reconciliation, a handful of rows computed at once)."""
+    return store.export_row_count(dataset, window)
+
+
 def write_stream(chunks: Iterable[CsvChunk], stream: TextIO) -> int:
     """Write every chunk; returns the rows written."""
     rows = 0

@@ -416,3 +416,26 @@ def test_the_reconciliation_export_gives_reconciles_verdict_by_default(store):
     assert [row["status"] for row in exported] == ["match"]
     assert exported[0]["window_from"] == verdict["window"]["from"].replace("Z", ".000000Z")
     assert exported[0]["window_to"] == verdict["window"]["to"].replace("Z", ".000000Z")
+
+
+def test_the_row_count_is_what_each_dataset_streams(store):
+    window = Window(start=NOW - timedelta(days=7), end=NOW)
+    for days_ago in (1, 2, 8):
+        entry(store, "cus_QpL8HLkdIwHu7i", "4.50", days_ago=days_ago)
+    store.raise_alert(
+        AlertDraft(
+            type="invoice_failed",
+            dedupe_key="invoice_failed:in_1QpL8HLkdIwHu7ixl4OzzPMv",
+            customer_id="cus_QpL8HLkdIwHu7i",
+            invoice_id="in_1QpL8HLkdIwHu7ixl4OzzPMv",
+            amount_due=14_900,
+            currency="usd",
+        ),
+        actor="tester@ci",
+        now=NOW - timedelta(days=1),
+    )
+
+    assert store.export_row_count("ledger", window) == 2 == len(list(store.stream_ledger(window)))
+    assert store.export_row_count("alerts", window) == 1 == len(list(store.stream_alerts(window)))
+    assert store.export_row_count("dunning", window) == 0
+    assert store.export_row_count("reconciliation", window) is None
