@@ -536,6 +536,52 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"BILLING_CONFIG {path} is not valid TOML: {exc}") from None
 
 
+def shown_value(variable: str, value: str) -> str:
+    """A variable's raw value as a person may see it: secrets redacted as ``describe``
+    redacts them, everything else as written."""
+    attr = _ATTR_BY_VARIABLE.get(variable)
+    if not value.strip():
+        return "empty"
+    if attr not in _SECRET_ATTRS:
+        return value.strip()
+    if attr == "slack_webhook_url":
+        return "set (hidden)"
+    if value.strip().startswith("sqlite:"):
+        return value.strip()  # a path, no password (and urlsplit would drop a slash)
+    if attr in _URL_SECRETS:
+        return redact_url(value.strip())
+    return ", ".join(redact(part.strip()) for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Override:
+    """A variable set both in the environment and in the env file: the environment wins."""
+
+    variable: str
+    environment: str
+    file: str
+
+    @property
+    def live_key(self) -> bool:
+        """A live Stripe key that the file did not ask for."""
+        return (
+            self.variable == "STRIPE_SECRET_KEY"
+            and "_live_" in self.environment
+            and "_live_" not in self.file
+        )
+
+
+def env_overrides(file_values: Mapping[str, str | None], env: Mapping[str, str]) -> list[Override]:
+    """The contract's variables an env file sets that the environment sets differently
+    (real environment variables win over the file)."""
+    known = set(variables())
+    return [
+        Override(name, env[name], value or "")
+        for name, value in file_values.items()
+        if name in known and name in env and env[name].strip() != (value or "").strip()
+    ]
+
+
 def variables() -> list[str]:
     """Every variable the contract names, for ``.env.example`` checks and ``doctor``."""
     return [*_ATTR_BY_VARIABLE, "NEXT_PUBLIC_APP_URL", "NEXT_PUBLIC_SUPABASE_URL", "BILLING_DEBUG"]

@@ -45,12 +45,13 @@ def command_paths() -> Iterator[tuple[str, ...]]:
     yield from walk(context.command, ())
 
 
-def help_text(path: tuple[str, ...]) -> str:
+def help_text(path: tuple[str, ...], columns: int = 100) -> str:
+    env = {**HELP_ENV, "TERMINAL_WIDTH": str(columns), "COLUMNS": str(columns)}
     result = subprocess.run(
         [sys.executable, "-m", "cloudgreet_billing", *path, "--help"],
         capture_output=True,
         text=True,
-        env=HELP_ENV,
+        env=env,
         timeout=60,
         check=True,
     )

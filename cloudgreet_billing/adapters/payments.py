@@ -11,7 +11,7 @@ route the server does not know (a wrong ``STRIPE_API_BASE``) → 2.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -19,6 +19,9 @@ from typing import Any, Protocol
 from cloudgreet_billing.errors import BillingError, ExitCode
 
 StripeObject = Mapping[str, Any]
+#: ``on_page(read, reached)``: events read so far, and the ``created`` of the oldest one
+#: (Stripe lists newest first, so each page reaches further back).
+PagesRead = Callable[[int, datetime], None]
 
 
 class PaymentDeclined(BillingError):
@@ -93,8 +96,10 @@ class PaymentGateway(Protocol):
 
     def retrieve_customer(self, customer_id: str) -> StripeObject: ...
 
-    def list_events(self, *, created_after: datetime | None = None) -> Iterator[StripeObject]:
-        """Events oldest first, every page."""
+    def list_events(
+        self, *, created_after: datetime | None = None, on_page: PagesRead | None = None
+    ) -> Iterator[StripeObject]:
+        """Events oldest first, every page; ``on_page`` is told after each page."""
         ...
 
     def list_invoices(

@@ -24,11 +24,12 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from cloudgreet_billing.adapters.deadline import StripeDeadline
 from cloudgreet_billing.adapters.payments import (
+    PagesRead,
     PaymentDeclined,
     StripeObject,
     StripeRequestFailed,
@@ -134,6 +135,12 @@ def _plain(obj: stripe.StripeObject) -> dict[str, Any]:
 
 def _unix(moment: datetime) -> int:
     return int(moment.timestamp())
+
+
+def _created(obj: dict[str, Any]) -> datetime:
+    """An object's ``created`` (Unix seconds) for progress; the parsers check it properly."""
+    created = obj.get("created")
+    return datetime.fromtimestamp(created if isinstance(created, int) else 0, UTC)
 
 
 class StripeGateway:
@@ -271,7 +278,9 @@ class StripeGateway:
             )
         )
 
-    def list_events(self, *, created_after: datetime | None = None) -> Iterator[StripeObject]:
+    def list_events(
+        self, *, created_after: datetime | None = None, on_page: PagesRead | None = None
+    ) -> Iterator[StripeObject]:
         """Events oldest first, every page.
 
         ``created_after`` is inclusive (``created[gte]``): events sharing the cursor's second
@@ -281,7 +290,13 @@ class StripeGateway:
         params: dict[str, Any] = {}
         if created_after is not None:
             params["created"] = {"gte": _unix(created_after)}
-        newest_first = list(self._pages("list events", self._client.v1.events.list, params))
+        newest_first: list[dict[str, Any]] = []
+        for event in self._pages("list events", self._client.v1.events.list, params):
+            newest_first.append(event)
+            if on_page is not None and len(newest_first) % PAGE_SIZE == 0:
+                on_page(len(newest_first), _created(event))
+        if on_page is not None and newest_first and len(newest_first) % PAGE_SIZE:
+            on_page(len(newest_first), _created(newest_first[-1]))
         # Stripe's order within one second is newest first too, so reversing is exact.
         return iter(reversed(newest_first))
 

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     # The click that Typer vendors: TyperGroup's methods are typed with its classes.
     from typer._click import Command, Context, HelpFormatter
 
+    from cloudgreet_billing.config import Override
+
 # Command name -> (module under cloudgreet_billing.cli, attribute): a Typer sub-app or a
 # command function. Listed in the order ``--help`` shows them.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -54,6 +56,30 @@ def _target(name: str) -> typer.Typer | Callable[..., Any]:
     return target
 
 
+def reflow(help_text: str) -> str:
+    """Help text whose paragraphs wrap at the terminal's width, not the source's.
+
+    Typer's Rich help keeps each line break of a docstring, so a line written for 100
+    columns breaks in two at 80 and leaves a ragged stub. Paragraphs are joined into one
+    line each for Rich to wrap; an ``Example:`` paragraph and a ``\\b`` block (a table the
+    author laid out) keep their lines.
+    """
+    paragraphs = inspect.cleandoc(help_text).split("\n\n")
+    return "\n\n".join(
+        paragraph
+        if paragraph.startswith(("\b", "Example")) or paragraph.lstrip().startswith("$ ")
+        else " ".join(line.strip() for line in paragraph.splitlines())
+        for paragraph in paragraphs
+    )
+
+
+def _reflow_tree(command: Command) -> None:
+    if command.help:
+        command.help = reflow(command.help)
+    for sub in getattr(command, "commands", {}).values():
+        _reflow_tree(sub)
+
+
 def build_command(name: str) -> TyperCommand | TyperGroup:
     """The click command for one top-level name, built from its module on demand."""
     target = _target(name)
@@ -64,6 +90,7 @@ def build_command(name: str) -> TyperCommand | TyperGroup:
         holder.command(name)(target)
     command = get_group(holder).commands[name]
     assert isinstance(command, TyperGroup | TyperCommand)
+    _reflow_tree(command)
     return command
 
 
@@ -71,8 +98,25 @@ def command_help(name: str) -> str:
     """A command's help text as ``build_command`` would give it, without building it."""
     target = _target(name)
     if isinstance(target, typer.Typer):
-        return target.info.help if isinstance(target.info.help, str) else ""
-    return inspect.getdoc(target) or ""
+        text = target.info.help if isinstance(target.info.help, str) else ""
+    else:
+        text = inspect.getdoc(target) or ""
+    return reflow(text) if text else text
+
+
+def _flags_take_no_value() -> None:
+    """Typer labels a flag ``<bool>`` in help, as if it took a value; a flag takes none."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Context) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
 
 
 class BillingGroup(TyperGroup):
@@ -108,7 +152,7 @@ class BillingGroup(TyperGroup):
             self._listing = False
 
     def main(self, args: Any = None, *posargs: Any, **kwargs: Any) -> Any:
-        argv = list(sys.argv[1:] if args is None else args)
+        argv = env_file_first(list(sys.argv[1:] if args is None else args))
         set_json_mode("--json" in argv)
         return super().main(argv, *posargs, **kwargs)
 
@@ -141,17 +185,42 @@ class BillingGroup(TyperGroup):
             ) from None
 
 
+def env_file_first(argv: list[str]) -> list[str]:
+    """``--env-file`` is the root's option, but may be given after the command too
+    (``alerts list --env-file prod.env``): it is moved in front, up to a ``--``."""
+    moved: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--":
+            rest.extend(argv[index:])
+            break
+        if arg == "--env-file":
+            moved.extend(argv[index : index + 2])
+            index += 2
+            continue
+        (moved if arg.startswith("--env-file=") else rest).append(arg)
+        index += 1
+    return moved + rest
+
+
 def _usage_error(exc: Exception) -> bool:
     # Typer vendors click; its usage errors carry an exit code of 2 and a ``show`` method.
     return getattr(exc, "exit_code", None) == ExitCode.BAD_INPUT and hasattr(exc, "show")
 
 
+ROOT_HELP = """CloudGreet's billing and finance playbook: Stripe, Supabase, dunning, reconciliation.
+
+Example: cloudgreet-billing --env-file prod.env dashboard
+"""
+
 app = typer.Typer(
     cls=BillingGroup,
     name="cloudgreet-billing",
-    help="CloudGreet's billing and finance playbook: Stripe, Supabase, dunning, reconciliation.",
+    help=ROOT_HELP,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -170,15 +239,16 @@ def root(
         Path | None,
         typer.Option(
             "--env-file",
-            help="Read variables from this file (default: .env in the working directory). "
-            "Real environment variables win.",
+            help="Read variables from this file (default: .env in the working directory); "
+            "before or after the command. Real environment variables win, and stderr "
+            "names each one that does.",
             dir_okay=False,
         ),
     ] = None,
     version: Annotated[
         bool,
         typer.Option(
-            "--version", help="Print the version and exit.", callback=_version, is_eager=True
+            "--version", "-V", help="Print the version and exit.", callback=_version, is_eager=True
         ),
     ] = False,
 ) -> None:
@@ -198,12 +268,33 @@ def _load_env_file(path: Path | None) -> Path | None:
     chosen = path or Path(".env")
     if not chosen.is_file():
         return None
-    from dotenv import load_dotenv
+    from dotenv import dotenv_values, load_dotenv
 
+    from cloudgreet_billing.config import env_overrides
+
+    overrides = env_overrides(dotenv_values(chosen), os.environ)
     load_dotenv(chosen, override=False)
+    for override in overrides:
+        # A warning, so JSON mode shows it too: stdout stays JSON, and a cron log keeps it.
+        sys.stderr.write(_override_line(override, chosen) + "\n")
     return chosen
 
 
+def _override_line(override: Override, env_file: Path) -> str:
+    from cloudgreet_billing.config import shown_value
+
+    name = override.variable
+    ours, theirs = shown_value(name, override.environment), shown_value(name, override.file)
+    if override.live_key:
+        return (
+            f"warning: {name} from the environment is a LIVE key ({ours}) and wins over "
+            f"{env_file} ({theirs}): Stripe calls here reach the live account "
+            f"(unset {name} to use the file's setting)"
+        )
+    return f"note: {name} from the environment ({ours}) wins over {env_file} ({theirs})"
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (``python -m cloudgreet_billing`` too): one name in usage
+    lines and shell completion, however it was started."""
+    app(prog_name="cloudgreet-billing")

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from cloudgreet_billing.services.alerts import AlertDetail, AlertView
 
 app = typer.Typer(
-    help="List, inspect, acknowledge, resolve and annotate alerts.", no_args_is_help=True
+    help="List, inspect, acknowledge, resolve and annotate alerts.\n\n"
+    "Example: cloudgreet-billing alerts list --status all",
+    no_args_is_help=True,
 )
 
 AlertId = Annotated[str, typer.Argument(help="The alert's id (see `alerts list`).", metavar="ID")]
@@ -48,7 +50,10 @@ def list_(
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
     json_output: JsonFlag = False,
 ) -> None:
-    """List alerts, newest first (default: the open ones)."""
+    """List alerts, newest first (default: the open ones).
+
+    Example: cloudgreet-billing alerts list --type invoice_failed --status all
+    """
     from cloudgreet_billing.adapters.store.protocol_alerts import AlertQuery
     from cloudgreet_billing.cli.table import Column, left_out, print_table
     from cloudgreet_billing.domain.alerts import check_alert_type, check_status_filter
@@ -113,7 +118,10 @@ def show(
     ],
     json_output: JsonFlag = False,
 ) -> None:
-    """Show an alert with its invoice, dunning steps, notes and audit trail."""
+    """Show an alert with its invoice, dunning steps, notes and audit trail.
+
+    Example: cloudgreet-billing alerts show 12
+    """
     from cloudgreet_billing.cli.output import note
     from cloudgreet_billing.domain.alerts import parse_alert_id
     from cloudgreet_billing.domain.ledger import check_invoice_id
@@ -229,7 +237,10 @@ def _one(view: AlertView, console: Console, verb: str) -> None:
 
 @app.command("ack")
 def ack(ctx: typer.Context, alert_id: AlertId, json_output: JsonFlag = False) -> None:
-    """Acknowledge an alert: someone is on it. A second ack says "already acknowledged"."""
+    """Acknowledge an alert: someone is on it. A second ack says "already acknowledged".
+
+    Example: cloudgreet-billing alerts ack 12
+    """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.domain.alerts import parse_alert_id
     from cloudgreet_billing.services.alerts import acknowledge, acknowledged_by
@@ -269,6 +280,8 @@ def resolve(
 
     It leaves everyone's list: asks on a terminal, needs --yes elsewhere (exit 3). An
     alert already resolved is left as it is (exit 0), unasked.
+
+    Example: cloudgreet-billing alerts resolve 12 --reason "paid by bank transfer"
     """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.domain.alerts import parse_alert_id

@@ -12,12 +12,18 @@ from cloudgreet_billing.cli.output import JsonFlag, emit
 if TYPE_CHECKING:
     from rich.console import Console
 
-app = typer.Typer(help="Create, upgrade and inspect the billing schema.", no_args_is_help=True)
+app = typer.Typer(
+    help="Create, upgrade and inspect the billing schema.\n\nExample: cloudgreet-billing db status",
+    no_args_is_help=True,
+)
 
 
 @app.command("migrate")
 def migrate(ctx: typer.Context, json_output: JsonFlag = False) -> None:
-    """Create or upgrade the schema (idempotent; safe while other workers run)."""
+    """Create or upgrade the schema (idempotent; safe while other workers run).
+
+    Example: cloudgreet-billing db migrate
+    """
     store = app_context(ctx).store(check_schema=False)
     applied = store.migrate()
     version = store.schema_version()
@@ -45,7 +51,10 @@ def migrate(ctx: typer.Context, json_output: JsonFlag = False) -> None:
 
 @app.command("status")
 def status(ctx: typer.Context, json_output: JsonFlag = False) -> None:
-    """Backend, location, schema version and row counts per table."""
+    """Backend, location, schema version and row counts per table.
+
+    Example: cloudgreet-billing db status
+    """
     from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION
 
     store = app_context(ctx).store(check_schema=False)

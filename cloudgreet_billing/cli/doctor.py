@@ -15,7 +15,10 @@ MARKS = {"ok": "✓", "not_configured": "-", "warn": "!", "fail": "✗"}
 
 
 def doctor(json_output: JsonFlag = False) -> None:
-    """Check configuration, store and schema, Stripe and delivery; exit 1 if any check fails."""
+    """Check configuration, store and schema, Stripe and delivery; exit 1 if any check fails.
+
+    Example: cloudgreet-billing --env-file prod.env doctor
+    """
     from cloudgreet_billing.services.doctor import run_checks
 
     results = run_checks()

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from cloudgreet_billing.services.dunning.run import RunSummary
 
 app = typer.Typer(
-    help="Remind customers whose payment failed: email, SMS, escalation.", no_args_is_help=True
+    help="Remind customers whose payment failed: email, SMS, escalation.\n\n"
+    "Example: cloudgreet-billing dunning run --dry-run",
+    no_args_is_help=True,
 )
 
 #: Below this many due steps a progress bar is noise.
@@ -204,7 +206,10 @@ def list_(
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
     json_output: JsonFlag = False,
 ) -> None:
-    """List dunning steps by due time."""
+    """List dunning steps by due time.
+
+    Example: cloudgreet-billing dunning list --invoice in_1QpL8HLkdIwHu7ixl4OzzPMv
+    """
     from cloudgreet_billing.cli.table import Column, left_out, print_table
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.domain.ledger import check_customer_id
@@ -276,7 +281,10 @@ def preview(
     ],
     json_output: JsonFlag = False,
 ) -> None:
-    """Render the messages an invoice's steps would send; exit 2 if a template fails."""
+    """Render the messages an invoice's steps would send; exit 2 if a template fails.
+
+    Example: cloudgreet-billing dunning preview in_1QpL8HLkdIwHu7ixl4OzzPMv
+    """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.services.dunning import operator
     from cloudgreet_billing.services.dunning.messages import MessageBook
@@ -344,6 +352,8 @@ def mark_sent(
 
     Its message is then never sent: asks on a terminal, needs --yes elsewhere (exit 3).
     A step not yet due needs --force (exit 3 without). Undo it with `dunning unmark-sent`.
+
+    Example: cloudgreet-billing dunning mark-sent 31 --reason "sent by hand" --yes
     """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.services.dunning import operator
@@ -379,6 +389,8 @@ def unmark_sent(
 
     Only a step marked sent by hand can be unmarked, not one a run sent. A step that was
     scheduled is then sent by the next run. Asks on a terminal, needs --yes elsewhere.
+
+    Example: cloudgreet-billing dunning unmark-sent 31 --yes
     """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.services.dunning import operator
@@ -408,6 +420,8 @@ def requeue(
     """Schedule a failed, skipped or needs_review step again; the next run sends it.
 
     It will reach the customer: asks on a terminal, needs --yes elsewhere (exit 3).
+
+    Example: cloudgreet-billing dunning requeue 31 --yes
     """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.services.dunning import operator
@@ -440,6 +454,8 @@ def pause(
     While already paused, the first pause's reason, actor and time stay: this says who
     paused, when and why, and exits 3; confirmed (a prompt, or --yes) it adds your reason
     beside theirs.
+
+    Example: cloudgreet-billing dunning pause --reason "Stripe incident"
     """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.services.dunning import operator
@@ -478,7 +494,10 @@ def pause(
 
 @app.command("resume")
 def resume(ctx: typer.Context, json_output: JsonFlag = False) -> None:
-    """Let dunning runs send again."""
+    """Let dunning runs send again.
+
+    Example: cloudgreet-billing dunning resume
+    """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.domain.timefmt import parse_instant
     from cloudgreet_billing.services.dunning import operator

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,10 +12,12 @@ import typer
 
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit, json_mode, note
+from cloudgreet_billing.cli.progress import progress_bar, progress_meter
 from cloudgreet_billing.cli.render import money, when
+from cloudgreet_billing.domain.windows import EXPORT_DAYS, RECONCILIATION_DAYS
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Iterator
     from decimal import Decimal
 
     from rich.console import Console
@@ -24,6 +27,15 @@ if TYPE_CHECKING:
     from cloudgreet_billing.domain.reconciliation import ReconciliationRow, Window
     from cloudgreet_billing.services.dashboard import Dashboard
     from cloudgreet_billing.services.reconcile import CustomerTrace, ReconcileReport
+
+
+def _counted(
+    chunks: Iterator[tuple[str, int]], advance: Callable[[int], None]
+) -> Iterator[tuple[str, int]]:
+    """The chunks, each counted on the progress bar as it is handed on to be written."""
+    for text, rows in chunks:
+        yield text, rows
+        advance(rows)
 
 
 def _window_json(window: Window) -> dict[str, Any]:
@@ -310,7 +322,7 @@ def reconcile(
     ctx: typer.Context,
     days: Annotated[
         int, typer.Option("--days", min=1, help="The window: the last N days up to now.")
-    ] = 30,
+    ] = RECONCILIATION_DAYS,
     threshold: Annotated[
         str,
         typer.Option(
@@ -473,7 +485,10 @@ def _print_dashboard(board: Dashboard, console: Console) -> None:
 
 def dashboard(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """MRR per currency, 30-day booking fees and credits, open alerts, past-due invoices,
-    dunning due today, the pause switch, and how old the last sync is."""
+    dunning due today, the pause switch, and how old the last sync is.
+
+    Example: cloudgreet-billing dashboard --json
+    """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.services.dashboard import build_dashboard
 
@@ -491,7 +506,12 @@ def export_csv(
     ] = "ledger",
     days: Annotated[
         int | None,
-        typer.Option("--days", min=1, help="The last N days up to now (default 7)."),
+        typer.Option(
+            "--days",
+            min=1,
+            help=f"The last N days up to now (default {EXPORT_DAYS}; "
+            f"{RECONCILIATION_DAYS} for reconciliation, as reconcile).",
+        ),
     ] = None,
     since: Annotated[
         str | None, typer.Option("--since", help="Window start, ISO 8601 (inclusive).")
@@ -555,25 +575,27 @@ def export_csv(
     now = utcnow()
     window = service.export_window(
         now,
+        dataset=dataset,
         days=days,
         since=parse_instant(since, field="--since") if since else None,
         until=parse_instant(until, field="--until") if until else None,
     )
-    chunks = service.export_chunks(app_context(ctx).store(), dataset, window, now=now)
+    store = app_context(ctx).store()
+    chunks = service.export_chunks(store, dataset, window, now=now)
+
+    if output is None and sys.stdout.isatty():
+        # The CSV itself is on the terminal: a bar would be drawn over it.
+        rows = _export(chunks, output, None)
+    else:
+        with _export_progress(dataset, service.export_size(store, dataset, window)) as advance:
+            rows = _export(chunks, output, advance)
+    if rows is None:
+        return
     if output is None:
-        try:
-            rows = service.write_stream(chunks, sys.stdout)
-            sys.stdout.flush()
-        except BrokenPipeError:
-            # The reader went away (`| head`): stop quietly, as other Unix tools do.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            return
         note(
             f"exported {plural(rows, dataset + ' row')} ({when(window.start)} → {when(window.end)})"
         )
         return
-    rows = service.write_file_atomically(chunks, output)
     emit(
         {
             "dataset": dataset,
@@ -586,3 +608,48 @@ def export_csv(
             f"to {output}"
         ),
     )
+
+
+@contextmanager
+def _export_progress(dataset: str, total: int | None) -> Iterator[Callable[[int], None] | None]:
+    """Rows written: of the total counted before the export, with the percentage and the
+    time left, or a plain count when there is none."""
+    if total is None:
+        with progress_bar(f"exporting {dataset} rows", stdout_is_data=True) as advance:
+            yield advance
+        return
+    with progress_meter(f"exporting {dataset}", total, stdout_is_data=True) as meter:
+        if meter is None:
+            yield None
+            return
+        written = 0
+
+        def advance_rows(count: int) -> None:
+            nonlocal written
+            written += count
+            meter(written, f"{written:,} of {total:,} rows")
+
+        yield advance_rows
+
+
+def _export(
+    chunks: Iterator[tuple[str, int]],
+    output: Path | None,
+    advance: Callable[[int], None] | None,
+) -> int | None:
+    """Write the export; the rows written, or None when the reader of stdout went away."""
+    from cloudgreet_billing.services import export as service
+
+    if advance is not None:
+        chunks = _counted(chunks, advance)
+    if output is not None:
+        return service.write_file_atomically(chunks, output)
+    try:
+        rows = service.write_stream(chunks, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as other Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return None
+    return rows

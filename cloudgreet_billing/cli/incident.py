@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 app = typer.Typer(
-    help="Write up an incident from the audit log and the alert history.",
+    help="Write up an incident from the audit log and the alert history.\n\n"
+    "Example: cloudgreet-billing incident summary --since 2h",
     no_args_is_help=True,
 )
 

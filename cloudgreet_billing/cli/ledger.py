@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import os
+import stat
 import sys
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit, note
-from cloudgreet_billing.cli.progress import progress_bar
+from cloudgreet_billing.cli.progress import progress_bar, progress_meter
 from cloudgreet_billing.cli.render import ledger_entry_json, money, when
 from cloudgreet_billing.domain.words import plural
 
@@ -21,8 +25,13 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from cloudgreet_billing.cli.context import AppContext
+    from cloudgreet_billing.services import Progress
 
-app = typer.Typer(help="Record, import and list usage-ledger entries.", no_args_is_help=True)
+app = typer.Typer(
+    help="Record, import and list usage-ledger entries.\n\n"
+    "Example: cloudgreet-billing ledger import usage.csv",
+    no_args_is_help=True,
+)
 
 KIND_HELP = "subscription, booking_fee or credit_adjustment."
 
@@ -98,8 +107,8 @@ def import_(
     file: Annotated[
         str,
         typer.Argument(
-            help="CSV with columns customer_id,kind,amount,currency,occurred_at"
-            "[,invoice_id,description,external_id]; - reads stdin.",
+            help="CSV with the columns customer_id, kind, amount, currency, occurred_at "
+            "and, if you have them, invoice_id, description, external_id; - reads stdin.",
             metavar="FILE.csv",
         ),
     ],
@@ -115,6 +124,8 @@ def import_(
     earlier line) is skipped, so re-importing a file is safe. A row that reuses an
     external_id with another customer, kind, amount, currency, time or invoice fails the
     import (exit 2), naming its line and both versions.
+
+    Example: cloudgreet-billing ledger import usage-2026-11.csv --dry-run
     """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.errors import BadInput
@@ -123,15 +134,16 @@ def import_(
     context = app_context(ctx)
     store = context.store()
     now = utcnow()
-    with ExitStack() as files, progress_bar("importing rows") as progress:
+    with ExitStack() as files:
         if file == "-":
-            stream, source, size = sys.stdin, "stdin", None
+            stream, source, size = sys.stdin, "stdin", _regular_file_size(sys.stdin)
         else:
             path = Path(file)
             if not path.is_file():
                 raise BadInput(f"{file} is not a file", hint="give the path of a CSV file")
             stream = files.enter_context(path.open(encoding="utf-8-sig", newline=""))
             source, size = path.name, path.stat().st_size
+        progress = files.enter_context(_import_progress(stream, source, size))
         report = import_csv(
             store,
             stream,
@@ -175,6 +187,44 @@ def import_(
     )
 
 
+def _regular_file_size(stream: TextIO) -> int | None:
+    """The bytes left in ``stream`` when it is a regular file (``< usage.csv``); None for a
+    pipe or a terminal, whose size nobody knows in advance."""
+    try:
+        status = os.fstat(stream.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
+    if not stat.S_ISREG(status.st_mode):
+        return None
+    return max(status.st_size - os.lseek(stream.fileno(), 0, os.SEEK_CUR), 0)
+
+
+@contextmanager
+def _import_progress(stream: TextIO, source: str, size: int | None) -> Iterator[Progress | None]:
+    """Rows read, as a bar: by bytes of the file with a percentage and the time left when
+    its size is known, else a count of rows."""
+    binary = getattr(stream, "buffer", None)
+    if size is None or binary is None:
+        with progress_bar("importing rows") as advance:
+            yield advance
+        return
+    start = binary.tell()
+    with progress_meter(f"importing {source}", size) as meter:
+        if meter is None:
+            yield None
+            return
+        rows = 0
+
+        def advance_rows(count: int) -> None:
+            nonlocal rows
+            rows += count
+            # Where the reader is in the file: the CSV reader is ahead of it by at most its
+            # read buffer (8 KiB), which a bar cannot show.
+            meter(binary.tell() - start, f"{rows:,} rows")
+
+        yield advance_rows
+
+
 def _check_thresholds(context: AppContext, first: datetime, last: datetime, now: datetime) -> None:
     """Raise threshold_exceeded alerts for ``BILLING_CONFIG``'s ledger thresholds."""
     from cloudgreet_billing.services.thresholds import check_ledger_thresholds, load_thresholds
@@ -201,7 +251,10 @@ def list_(
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
     json_output: JsonFlag = False,
 ) -> None:
-    """List ledger entries, newest first."""
+    """List ledger entries, newest first.
+
+    Example: cloudgreet-billing ledger list --customer cus_QpL8HLkdIwHu7i --since 2026-11-01
+    """
     from cloudgreet_billing.adapters.store.protocol_ledger import LedgerQuery
     from cloudgreet_billing.cli.table import Column, left_out, print_table
     from cloudgreet_billing.domain.ledger import check_customer_id, check_kind

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from cloudgreet_billing.domain.quarantine import QuarantinedEvent
 
 app = typer.Typer(
-    help="Stripe events that could not be applied: list, show, retry or dismiss them.",
+    help="Stripe events that could not be applied: list, show, retry or dismiss them.\n\n"
+    "Example: cloudgreet-billing quarantine list",
     no_args_is_help=True,
 )
 
@@ -48,7 +49,10 @@ def list_(
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
     json_output: JsonFlag = False,
 ) -> None:
-    """List quarantined events, oldest first (default: those still waiting)."""
+    """List quarantined events, oldest first (default: those still waiting).
+
+    Example: cloudgreet-billing quarantine list --json
+    """
     from cloudgreet_billing.cli.table import Column, left_out, print_table
     from cloudgreet_billing.services.quarantine import check_status_filter
 
@@ -101,7 +105,10 @@ def list_(
 
 @app.command("show")
 def show(ctx: typer.Context, ref: EventRef, json_output: JsonFlag = False) -> None:
-    """Show a quarantined event: its reason, its payload as received, and its audit trail."""
+    """Show a quarantined event: its reason, its payload as received, and its audit trail.
+
+    Example: cloudgreet-billing quarantine show evt_1QpL8HLkdIwHu7ixl4OzzPMv
+    """
     from cloudgreet_billing.domain.timefmt import iso_z
     from cloudgreet_billing.services.quarantine import find, shown_payload
 

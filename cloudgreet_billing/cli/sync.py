@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,7 +12,7 @@ import typer
 
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit, note
-from cloudgreet_billing.cli.progress import progress_bar
+from cloudgreet_billing.cli.progress import Meter, progress_bar, progress_board
 from cloudgreet_billing.domain.words import plural
 from cloudgreet_billing.errors import ExitCode
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from cloudgreet_billing.adapters.store.protocol import Store
     from cloudgreet_billing.config import Settings
     from cloudgreet_billing.domain.dunning import DunningPlanner
+    from cloudgreet_billing.services import Listing, Progress
     from cloudgreet_billing.services.sync import SyncReport
 
 
@@ -123,7 +126,7 @@ def sync(
         gateway = open_gateway(settings, batch=True, on_slow=stripe_is_slow)
         store = context.store()
         note(f"stripe: {gateway.mode} mode")
-        with progress_bar("events") as progress:
+        with _paged_progress() as (listing, progress):
             report = service.sync_events(
                 store,
                 gateway,
@@ -132,12 +135,42 @@ def sync(
                 since=start,
                 planner=planner_for(settings),
                 progress=progress,
+                listing=listing,
             )
     service.record_sync(store, now=now, actor=settings.actor)
     service.note_quarantine(store, report)
     emit(report.as_json(), lambda console: _human(console, report))
     if report.needs_attention:
         raise typer.Exit(ExitCode.NEEDS_ATTENTION)
+
+
+@contextmanager
+def _paged_progress() -> Iterator[tuple[Listing | None, Progress | None]]:
+    """Two bars on a terminal: the Events API's pages, as the share of the window they
+    reach back over; then the events applied, out of all those read."""
+    with progress_board() as board:
+        if board is None:
+            yield None, None
+            return
+        reading = board.meter("reading Stripe events", 1.0)
+        read = 0
+        applying: Meter | None = None
+        applied = 0
+
+        def listing(count: int, covered: float) -> None:
+            nonlocal read
+            read = count
+            reading(covered, f"{count:,} events")
+
+        def progress(count: int) -> None:
+            nonlocal applying, applied
+            if applying is None:
+                reading(1.0, f"{read:,} events")
+                applying = board.meter("applying events", read)
+            applied += count
+            applying(applied, f"{applied:,} of {read:,}")
+
+        yield listing, progress
 
 
 def _from_file(

@@ -353,6 +353,9 @@ def write_workspace(directory: Path, now: datetime) -> dict[str, Path]:
     env = directory / ".env"
     env.write_text(
         "# A demo workspace: everything stays in this folder, nothing reaches Stripe.\n"
+        "# No Stripe key: dry runs check the local mirror. A key set in your shell wins\n"
+        "# over this line, and every command then says so on stderr.\n"
+        "STRIPE_SECRET_KEY=\n"
         f"BILLING_DATABASE_URL=sqlite:///{(directory / 'billing.db').resolve()}\n"
         "BILLING_EMAIL_BACKEND=file\nBILLING_SMS_BACKEND=file\n"
         f"BILLING_OUTBOX_DIR={outbox.resolve()}\n"
@@ -394,24 +397,50 @@ def write_workspace(directory: Path, now: datetime) -> dict[str, Path]:
 @dataclass(frozen=True)
 class ChecklistStep:
     title: str
+    #: The command's arguments, run in the workspace (its ``.env`` is read from there).
     args: tuple[str, ...]
     #: Exit codes that are the expected outcome here (reconcile flags the planted variance).
     expected: tuple[int, ...] = (0,)
 
 
+#: The alert queue's first failed invoice, its second, and the customer whose bank asks
+#: for authentication: what the operator actions are tried on.
+RETRY_INVOICE: Final = "in_Demo0002"
+RESEND_INVOICE: Final = "in_Demo0003"
+PORTAL_CUSTOMER: Final = "cus_DemoPhysioBerlin"
+
+
 def checklist(files: dict[str, Path]) -> list[ChecklistStep]:
-    """The daily checklist, as an on-call engineer and cron would run it."""
+    """The daily checklist, as an on-call engineer and cron would run it, in the workspace.
+
+    The operator actions run as dry runs: they need no Stripe key (the checks read the
+    local mirror), show the exact request, and send nothing."""
     return [
         ChecklistStep("Install the schema", ("db", "migrate")),
         ChecklistStep(
             "Pull Stripe events (here: from a file, as `stripe listen` pipes them)",
-            ("sync", "--events-file", str(files["events"])),
+            ("sync", "--events-file", files["events"].name),
         ),
         ChecklistStep(
-            "Import the month's usage ledger", ("ledger", "import", str(files["ledger"]))
+            "Import the month's usage ledger", ("ledger", "import", files["ledger"].name)
         ),
         ChecklistStep("Morning dashboard", ("dashboard",)),
         ChecklistStep("Open alerts", ("alerts", "list")),
+        ChecklistStep(
+            "Retry a failed payment (dry run: no key needed, nothing is charged)",
+            ("retry", RETRY_INVOICE, "--dry-run"),
+        ),
+        ChecklistStep(
+            "Resend the pay link (dry run: nothing is sent)",
+            ("resend-link", RESEND_INVOICE, "--dry-run"),
+        ),
+        ChecklistStep(
+            "Email a customer-portal link (dry run: nothing is sent)",
+            ("portal", PORTAL_CUSTOMER, "--send", "--dry-run"),
+        ),
+        ChecklistStep(
+            "Dunning: the plan, before anything is sent", ("dunning", "run", "--dry-run")
+        ),
         ChecklistStep(
             "Dunning: send what is due (cron does this every few minutes)", ("dunning", "run")
         ),
@@ -421,5 +450,12 @@ def checklist(files: dict[str, Path]) -> list[ChecklistStep]:
             ("reconcile", "--offline"),
             expected=(0, 4),
         ),
-        ChecklistStep("Weekly CSV for finance", ("export-csv", "-o", str(files["export"]))),
+        ChecklistStep("Weekly CSV for finance", ("export-csv", "-o", files["export"].name)),
     ]
+
+
+#: What the closing message suggests next, each run in the workspace as printed.
+CARRY_ON: Final = (
+    ("alerts", "show", "1"),
+    ("reconcile", "--offline", "--customer", "cus_DemoPawsVet"),
+)

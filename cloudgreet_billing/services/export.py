@@ -26,11 +26,15 @@ from cloudgreet_billing.domain.export import (
     text_cell,
     time_cell,
 )
-from cloudgreet_billing.domain.reconciliation import DEFAULT_THRESHOLD_PCT, Window, shown_pct
+from cloudgreet_billing.domain.reconciliation import (
+    DEFAULT_THRESHOLD_PCT,
+    Window,
+    shown_pct,
+)
+from cloudgreet_billing.domain.windows import EXPORT_DAYS, RECONCILIATION_DAYS
 from cloudgreet_billing.errors import BadInput
-from cloudgreet_billing.services.reconcile import reconcile
+from cloudgreet_billing.services.reconcile import reconcile, window_ending
 
-DEFAULT_DAYS: Final = 7
 #: Lines gathered before one write, for the datasets formatted in Python.
 LINES_PER_CHUNK: Final = 2_000
 
@@ -45,23 +49,33 @@ class ExportResult:
     path: Path | None
 
 
+def default_days(dataset: str) -> int:
+    """Seven days, except the reconciliation, which looks back as far as ``reconcile``."""
+    return RECONCILIATION_DAYS if dataset == "reconciliation" else EXPORT_DAYS
+
+
 def export_window(
     now: datetime,
     *,
+    dataset: str = "ledger",
     days: int | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> Window:
     """``--days`` back from now, or ``--since``/``--until`` (until defaults to now, since to
-    seven days before until); the two forms do not mix."""
+    the dataset's default days before until); the two forms do not mix."""
     if days is not None and (since is not None or until is not None):
         raise BadInput("give either --days or --since/--until, not both")
-    if days is not None:
+    if days is not None or (since is None and until is None):
+        days = default_days(dataset) if days is None else days
+        if dataset == "reconciliation":
+            # Exactly the window ``reconcile --days N`` reads, whole seconds included.
+            return window_ending(now, days)
         if days < 1:
             raise BadInput(f"--days must be at least 1, not {days}")
         return Window(start=now - timedelta(days=days), end=now)
     end = until or now
-    start = since or end - timedelta(days=DEFAULT_DAYS)
+    start = since or end - timedelta(days=default_days(dataset))
     if start >= end:
         raise BadInput("--since must be before --until")
     return Window(start=start, end=end)
@@ -170,6 +184,12 @@ def export_chunks(
         yield from _chunked_lines(_dunning_line(step) for step in store.stream_dunning(window))
     else:
         yield from _chunked_lines(_reconciliation_lines(store, window, now))
+
+
+def export_size(store: Store, dataset: str, window: Window) -> int | None:
+    """The rows an export will hold, counted before it streams, for a progress bar (None
+    for the reconciliation, a handful of rows computed at once)."""
+    return store.export_row_count(dataset, window)
 
 
 def write_stream(chunks: Iterable[CsvChunk], stream: TextIO) -> int:

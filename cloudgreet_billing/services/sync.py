@@ -14,10 +14,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
-from cloudgreet_billing.adapters.payments import PaymentGateway
+from cloudgreet_billing.adapters.payments import PagesRead, PaymentGateway
 from cloudgreet_billing.adapters.store.protocol import Store
 from cloudgreet_billing.adapters.store.sql_base import chunked
 from cloudgreet_billing.domain.dunning import DunningPlanner, TimelinePlanner
@@ -31,7 +31,7 @@ from cloudgreet_billing.domain.quarantine import (
 )
 from cloudgreet_billing.domain.timefmt import iso_z, parse_instant
 from cloudgreet_billing.errors import BadInput, BillingError
-from cloudgreet_billing.services import Progress
+from cloudgreet_billing.services import Listing, Progress
 from cloudgreet_billing.services.dunning.reach import resolve_reached
 from cloudgreet_billing.services.events import UnreadableValue
 
@@ -47,6 +47,9 @@ LAST_SYNC_KEY: Final = "sync.last_synced_at"
 MAX_LISTED_FAILURES: Final = 100
 #: Quarantined events listed in a sync's report; past this only their count.
 MAX_LISTED_QUARANTINED: Final = 100
+#: How far back the Events API lists events (https://docs.stripe.com/api/events): the
+#: window a first sync, with no cursor, reads.
+EVENTS_KEPT: Final = timedelta(days=30)
 _Parsed = TypeVar("_Parsed")
 
 
@@ -218,8 +221,12 @@ def sync_events(
     since: datetime | None = None,
     planner: DunningPlanner | None = None,
     progress: Progress | None = None,
+    listing: Listing | None = None,
 ) -> SyncReport:
     """Pull the Events API from the stored cursor (or ``since``), oldest first, and apply.
+
+    ``listing`` hears how far the pages reach back from now towards the window's start
+    (the cursor, or Stripe's 30 days of events); ``progress``, how many events are applied.
 
     The cursor only moves forward: past every event settled, quarantined ones included (an
     operator takes those from quarantine, the next sync need not meet them again). Only a
@@ -241,7 +248,10 @@ def sync_events(
     try:
         apply_events(
             store,
-            gateway.list_events(created_after=start),
+            gateway.list_events(
+                created_after=start,
+                on_page=None if listing is None else _share_of_window(listing, start, now),
+            ),
             source="api",
             now=now,
             planner=planner,
@@ -255,6 +265,18 @@ def sync_events(
         raise
     report.cursor = advance()
     return report
+
+
+def _share_of_window(listing: Listing, start: datetime | None, now: datetime) -> PagesRead:
+    """Pages read, as the share of the window from ``now`` back to ``start`` they cover."""
+    oldest = start if start is not None else now - EVENTS_KEPT
+    span = (now - oldest).total_seconds()
+
+    def on_page(read: int, reached: datetime) -> None:
+        covered = (now - reached).total_seconds() / span if span > 0 else 1.0
+        listing(read, min(max(covered, 0.0), 1.0))
+
+    return on_page
 
 
 def _listed(report: SyncReport, obj: Any, parse: Callable[[Any], _Parsed]) -> _Parsed | None:

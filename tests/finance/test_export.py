@@ -391,3 +391,51 @@ def test_alerts_dunning_and_reconciliation_datasets(store):
         "2026-10-25T12:00:00.000000Z,2026-11-24T12:00:00.000000Z,cus_A,usd,1000,10.00,900,9.00,100,1.00,"
         "10.0000,mismatch",
     ]
+
+
+def test_the_reconciliation_export_gives_reconciles_verdict_by_default(store):
+    # An invoice 10 days old, half its fees recorded 3 days ago: over 30 days the two sides
+    # match; over the 7 days other exports default to, the ledger has fees with no invoice.
+    store.upsert_invoice(
+        parse_invoice(
+            invoice("in_1QpL8HLkdIwHu7ixl4OzzPMv", "cus_QpL8HLkdIwHu7i", total=1000,
+                    created=NOW - timedelta(days=10))
+        ),
+        NOW,
+        NOW,
+    )  # fmt: skip
+    entry(store, "cus_QpL8HLkdIwHu7i", "5.00", days_ago=10)
+    entry(store, "cus_QpL8HLkdIwHu7i", "5.00", days_ago=3)
+
+    verdict = data(run("reconcile", "--offline", "--json"))
+    exported = list(
+        csv.DictReader(io.StringIO(run("export-csv", "--dataset", "reconciliation").stdout))
+    )
+
+    assert [row["status"] for row in verdict["rows"]] == ["match"]
+    assert [row["status"] for row in exported] == ["match"]
+    assert exported[0]["window_from"] == verdict["window"]["from"].replace("Z", ".000000Z")
+    assert exported[0]["window_to"] == verdict["window"]["to"].replace("Z", ".000000Z")
+
+
+def test_the_row_count_is_what_each_dataset_streams(store):
+    window = Window(start=NOW - timedelta(days=7), end=NOW)
+    for days_ago in (1, 2, 8):
+        entry(store, "cus_QpL8HLkdIwHu7i", "4.50", days_ago=days_ago)
+    store.raise_alert(
+        AlertDraft(
+            type="invoice_failed",
+            dedupe_key="invoice_failed:in_1QpL8HLkdIwHu7ixl4OzzPMv",
+            customer_id="cus_QpL8HLkdIwHu7i",
+            invoice_id="in_1QpL8HLkdIwHu7ixl4OzzPMv",
+            amount_due=14_900,
+            currency="usd",
+        ),
+        actor="tester@ci",
+        now=NOW - timedelta(days=1),
+    )
+
+    assert store.export_row_count("ledger", window) == 2 == len(list(store.stream_ledger(window)))
+    assert store.export_row_count("alerts", window) == 1 == len(list(store.stream_alerts(window)))
+    assert store.export_row_count("dunning", window) == 0
+    assert store.export_row_count("reconciliation", window) is None

@@ -135,3 +135,8 @@ class FinanceOps(Protocol):
     def stream_dunning(self, window: Window) -> Iterator[dict[str, Any]]:
         """Dunning steps due in the window, earliest first, keyed by column name."""
         ...
+
+    def export_row_count(self, dataset: str, window: Window) -> int | None:
+        """How many rows ``ledger``, ``alerts`` or ``dunning`` holds in the window (what
+        the stream above would give now), for a progress bar; None for another dataset."""
+        ...

@@ -41,6 +41,12 @@ IDS_PER_QUERY: Final = 500
 
 _LEDGER_FIELDS: Final = f"id, {LEDGER_COLUMNS}"
 _WINDOW: Final = "occurred_at >= ? AND occurred_at < ?"
+#: Each streamed export's table and the time its window is on.
+_EXPORT_WINDOWS: Final = {
+    "ledger": ("billing_usage_ledger", "occurred_at"),
+    "alerts": ("billing_alerts", "created_at"),
+    "dunning": ("billing_dunning_events", "due_at"),
+}
 #: Time, then the ledger's time index key, then id: SQLite keeps the rowid at the end of
 #: every index entry, so this order is read straight off the index with no sort step.
 LEDGER_EXPORT_ORDER: Final = "occurred_at, customer_id, currency, amount, kind, id"
@@ -293,6 +299,17 @@ class FinanceSql(MirrorSql, LedgerSql):
         return self._stream_records(
             "billing_dunning_events", DUNNING_FIELDS, DUNNING_TIMES, "due_at", window
         )
+
+    def export_row_count(self, dataset: str, window: Window) -> int | None:
+        table_and_column = _EXPORT_WINDOWS.get(dataset)
+        if table_and_column is None:
+            return None
+        table, column = table_and_column
+        row = self._execute(
+            f"SELECT count(*) FROM {table} WHERE {column} >= ? AND {column} < ?",
+            (window.start, window.end),
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     # --- the ledger export as SQL expressions (used by the dialects' fast paths) ---
     def _sql_text_cell(self, column: str) -> str:
