@@ -128,4 +128,4 @@ def test_export_csv_to_a_file_shows_the_share_of_its_rows_written(tmp_path):
         stdout_too=True,
     )  # fmt: skip
     assert both.returncode == 0, both.terminal
-    assert re.search(r"^wrote 5000 ledger rows", both.terminal, re.MULTILINE), both.terminal
+    assert re.search(r"^wrote 5,000 ledger rows", both.terminal, re.MULTILINE), both.terminal
