@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cloudgreet_billing.cli import params
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit
 from cloudgreet_billing.cli.progress import progress_bar
@@ -24,7 +25,12 @@ app = typer.Typer(
 #: Below this many due steps a progress bar is noise.
 PROGRESS_THRESHOLD = 200
 
-StepId = Annotated[int, typer.Argument(help="The step's id (see `dunning list`).", min=1)]
+StepId = Annotated[
+    int,
+    typer.Argument(
+        help="The step's id (see `dunning list`).", metavar="STEP_ID", parser=params.step_id
+    ),
+]
 
 
 def _config(ctx: typer.Context) -> DunningConfig:
@@ -40,7 +46,8 @@ def run(
         bool, typer.Option("--dry-run", help="Show what would be sent; send and change nothing.")
     ] = False,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="Handle at most this many due steps.")
+        int | None,
+        typer.Option("--limit", parser=params.limit, help="Handle at most this many due steps."),
     ] = None,
     json_output: JsonFlag = False,
 ) -> None:
@@ -178,9 +185,14 @@ def list_(
         ),
     ] = None,
     invoice: Annotated[
-        str | None, typer.Option("--invoice", help="Only this invoice's steps (in_…).")
+        str | None,
+        typer.Option(
+            "--invoice", help="Only this invoice's steps (in_…).", callback=params.invoice_id
+        ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", parser=params.limit, help="At most this many.")
+    ] = 50,
     json_output: JsonFlag = False,
 ) -> None:
     """List dunning steps by due time."""
@@ -241,7 +253,12 @@ def may_be_sent(step: DunningStep) -> str:
 def preview(
     ctx: typer.Context,
     identifier: Annotated[
-        str, typer.Argument(help="An invoice id (in_…) or an alert id.", metavar="ID")
+        str,
+        typer.Argument(
+            help="An invoice id (in_…) or an alert id.",
+            metavar="ID",
+            callback=params.target(("in_",)),
+        ),
     ],
     json_output: JsonFlag = False,
 ) -> None:
@@ -326,7 +343,9 @@ def requeue(ctx: typer.Context, step_id: StepId, json_output: JsonFlag = False) 
 @app.command("pause")
 def pause(
     ctx: typer.Context,
-    reason: Annotated[str, typer.Option("--reason", help="Why (shown to whoever resumes).")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (shown to whoever resumes).", callback=params.text)
+    ],
     json_output: JsonFlag = False,
 ) -> None:
     """Stop all dunning sends (incident switch); runs exit 75 until `dunning resume`."""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cloudgreet_billing.cli import params
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit, json_mode, note
 from cloudgreet_billing.cli.render import money, when
@@ -246,7 +247,8 @@ def _print_trace(trace: CustomerTrace, console: Console) -> None:
 def reconcile(
     ctx: typer.Context,
     days: Annotated[
-        int, typer.Option("--days", min=1, help="The window: the last N days up to now.")
+        int,
+        typer.Option("--days", parser=params.days, help="The window: the last N days up to now."),
     ] = 30,
     threshold: Annotated[
         str,
@@ -275,6 +277,7 @@ def reconcile(
             "--customer",
             help="Only this cus_…, traced invoice by invoice: unmatched entries, invoice "
             "lines with no entry, and invoices whose ledger sum differs.",
+            callback=params.customer_id,
         ),
     ] = None,
     json_output: JsonFlag = False,
@@ -419,13 +422,21 @@ def export_csv(
     ] = "ledger",
     days: Annotated[
         int | None,
-        typer.Option("--days", min=1, help="The last N days up to now (default 7)."),
+        typer.Option("--days", parser=params.days, help="The last N days up to now (default 7)."),
     ] = None,
     since: Annotated[
-        str | None, typer.Option("--since", help="Window start, ISO 8601 (inclusive).")
+        str | None,
+        typer.Option(
+            "--since", help="Window start, ISO 8601 (inclusive).", callback=params.instant
+        ),
     ] = None,
     until: Annotated[
-        str | None, typer.Option("--until", help="Window end, ISO 8601 (exclusive; default now).")
+        str | None,
+        typer.Option(
+            "--until",
+            help="Window end, ISO 8601 (exclusive; default now).",
+            callback=params.instant,
+        ),
     ] = None,
     output: Annotated[
         Path | None,
@@ -483,8 +494,8 @@ def export_csv(
     window = service.export_window(
         now,
         days=days,
-        since=parse_instant(since, field="--since") if since else None,
-        until=parse_instant(until, field="--until") if until else None,
+        since=parse_instant(since, field="--since") if since is not None else None,
+        until=parse_instant(until, field="--until") if until is not None else None,
     )
     chunks = service.export_chunks(app_context(ctx).store(), dataset, window, now=now)
     if output is None:

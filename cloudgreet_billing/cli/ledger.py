@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cloudgreet_billing.cli import params
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit, note
 from cloudgreet_billing.cli.progress import progress_bar
@@ -29,7 +30,10 @@ KIND_HELP = "subscription, booking_fee or credit_adjustment."
 @app.command("add")
 def add(
     ctx: typer.Context,
-    customer: Annotated[str, typer.Option("--customer", help="Stripe customer id (cus_…).")],
+    customer: Annotated[
+        str,
+        typer.Option("--customer", help="Stripe customer id (cus_…).", callback=params.customer_id),
+    ],
     kind: Annotated[str, typer.Option("--kind", help=KIND_HELP)],
     amount: Annotated[
         str,
@@ -38,18 +42,35 @@ def add(
             help="In major units (12.34; ¥500 is 500). Negative only for credit_adjustment.",
         ),
     ],
-    currency: Annotated[str, typer.Option("--currency", help="ISO currency code.")] = "usd",
+    currency: Annotated[
+        str, typer.Option("--currency", help="ISO currency code.", callback=params.currency)
+    ] = "usd",
     occurred_at: Annotated[
         str | None,
-        typer.Option("--occurred-at", help="ISO 8601 time (default: now). No offset means UTC."),
+        typer.Option(
+            "--occurred-at",
+            help="ISO 8601 time (default: now). No offset means UTC.",
+            callback=params.instant,
+        ),
     ] = None,
     invoice: Annotated[
-        str | None, typer.Option("--invoice", help="The Stripe invoice (in_…) it belongs to.")
+        str | None,
+        typer.Option(
+            "--invoice",
+            help="The Stripe invoice (in_…) it belongs to.",
+            callback=params.invoice_id,
+        ),
     ] = None,
-    description: Annotated[str | None, typer.Option("--description", help="Free text.")] = None,
+    description: Annotated[
+        str | None, typer.Option("--description", help="Free text.", callback=params.text)
+    ] = None,
     external_id: Annotated[
         str | None,
-        typer.Option("--external-id", help="Your id for the entry; makes re-adding a no-op."),
+        typer.Option(
+            "--external-id",
+            help="Your id for the entry; makes re-adding a no-op.",
+            callback=params.external_id,
+        ),
     ] = None,
     json_output: JsonFlag = False,
 ) -> None:
@@ -67,10 +88,11 @@ def add(
         kind=kind,
         amount=amount,
         currency=currency,
-        occurred_at=occurred_at or now,
+        occurred_at=now if occurred_at is None else occurred_at,
         invoice_id=invoice,
         description=description,
         external_id=external_id,
+        now=now,
     )
     context = app_context(ctx)
     entry, created = record_entry(context.store(), draft, now=now)
@@ -113,7 +135,6 @@ def import_(
     from cloudgreet_billing.services.ledger import import_csv
 
     context = app_context(ctx)
-    store = context.store()
     now = utcnow()
     with ExitStack() as files, progress_bar("importing rows") as progress:
         if file == "-":
@@ -125,7 +146,7 @@ def import_(
             stream = files.enter_context(path.open(encoding="utf-8-sig", newline=""))
             source, size = path.name, path.stat().st_size
         report = import_csv(
-            store,
+            context.store,
             stream,
             source=source,
             now=now,
@@ -137,7 +158,7 @@ def import_(
         )
 
     if report.inserted:
-        window = store.ledger_created_window(now)
+        window = context.store().ledger_created_window(now)
         if window is not None:
             _check_thresholds(context, *window, now)
 
@@ -177,28 +198,38 @@ def _check_thresholds(context: AppContext, first: datetime, last: datetime, now:
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    customer: Annotated[str | None, typer.Option("--customer", help="Only this cus_….")] = None,
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="Only this cus_….", callback=params.customer_id)
+    ] = None,
     kind: Annotated[str | None, typer.Option("--kind", help=KIND_HELP)] = None,
     since: Annotated[
-        str | None, typer.Option("--since", help="Entries at or after this ISO time.")
+        str | None,
+        typer.Option("--since", help="Entries at or after this ISO time.", callback=params.instant),
     ] = None,
     until: Annotated[
-        str | None, typer.Option("--until", help="Entries before this ISO time.")
+        str | None,
+        typer.Option("--until", help="Entries before this ISO time.", callback=params.instant),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", parser=params.limit, help="At most this many.")
+    ] = 50,
     json_output: JsonFlag = False,
 ) -> None:
     """List ledger entries, newest first."""
     from cloudgreet_billing.adapters.store.protocol_ledger import LedgerQuery
+    from cloudgreet_billing.domain.inputs import check_window
     from cloudgreet_billing.domain.ledger import check_customer_id, check_kind
     from cloudgreet_billing.domain.timefmt import parse_instant
     from cloudgreet_billing.services.ledger import list_entries
 
+    start = parse_instant(since, field="--since") if since is not None else None
+    end = parse_instant(until, field="--until") if until is not None else None
+    check_window(start, end)
     query = LedgerQuery(
         customer_id=check_customer_id(customer) if customer else None,
         kind=check_kind(kind) if kind else None,
-        since=parse_instant(since, field="--since") if since else None,
-        until=parse_instant(until, field="--until") if until else None,
+        since=start,
+        until=end,
         limit=limit,
     )
     entries = list_entries(app_context(ctx).store(), query)

@@ -126,10 +126,11 @@ def check_status_filter(value: str) -> tuple[str, ...] | None:
 
 def parse_alert_id(raw: str) -> int:
     """An alert id as typed on the command line (``12``)."""
-    text = raw.strip()
-    if not text.isdigit() or int(text) <= 0:
-        raise BadInput(f"{raw!r} is not an alert id", hint="alert ids are numbers: see alerts list")
-    return int(text)
+    from cloudgreet_billing.domain.inputs import parse_row_id
+
+    return parse_row_id(
+        raw, what="an alert id", hint="alert ids are numbers from 1 up: see alerts list"
+    )
 
 
 def acknowledge_allowed(status: str) -> bool:

@@ -26,7 +26,9 @@ from cloudgreet_billing.domain.export import (
     text_cell,
     time_cell,
 )
+from cloudgreet_billing.domain.inputs import check_window
 from cloudgreet_billing.domain.reconciliation import DEFAULT_THRESHOLD_PCT, Window, shown_pct
+from cloudgreet_billing.domain.timefmt import iso_z
 from cloudgreet_billing.errors import BadInput
 from cloudgreet_billing.services.reconcile import reconcile
 
@@ -60,10 +62,14 @@ def export_window(
         if days < 1:
             raise BadInput(f"--days must be at least 1, not {days}")
         return Window(start=now - timedelta(days=days), end=now)
+    check_window(since, until)
     end = until or now
     start = since or end - timedelta(days=DEFAULT_DAYS)
     if start >= end:
-        raise BadInput("--since must be before --until")
+        raise BadInput(
+            f"--since {iso_z(start)} must be before now (the default --until)",
+            hint="give a --since in the past, or an --until after it",
+        )
     return Window(start=start, end=end)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from typing import TYPE_CHECKING, TextIO
 
 from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft
@@ -40,7 +42,7 @@ def list_entries(store: Store, query: LedgerQuery) -> list[LedgerEntry]:
 
 
 def import_csv(
-    store: Store,
+    open_store: Callable[[], Store],
     stream: TextIO,
     *,
     source: str,
@@ -52,18 +54,24 @@ def import_csv(
 ) -> ImportReport:
     """Import ledger rows from CSV, all-or-nothing, idempotent through ``external_id``.
 
-    ``size_bytes`` (the file's size, when known) gives the store a row estimate.
+    ``size_bytes`` (the file's size, when known) gives the store a row estimate. The store
+    is opened (``open_store``) once the first rows are read: a file that is no ledger (no
+    rows, another separator, bad from its first rows) is refused before any store is.
     """
     # Here, not at the top: `ledger list` and `ledger add` need none of the CSV reading.
     from cloudgreet_billing.services.ledger_csv import LedgerCsv
 
-    rows = LedgerCsv(stream, source, progress)
+    rows = LedgerCsv(stream, source, progress, now=now)
+    batches = iter(rows)
+    first = next(batches, None)
+    store = open_store()
     if dry_run:
-        for _ in rows:
+        for _ in batches:
             pass
         return ImportReport(source=source, rows=rows.rows, dry_run=True)
     expected = None if size_bytes is None else size_bytes // BYTES_PER_ROW_ESTIMATE
-    outcome: ImportOutcome = store.import_ledger(rows, now, expected_rows=expected)
+    every = batches if first is None else chain((first,), batches)
+    outcome: ImportOutcome = store.import_ledger(every, now, expected_rows=expected)
     report = ImportReport(
         source=source, rows=rows.rows, inserted=outcome.inserted, duplicates=outcome.duplicates
     )

@@ -15,6 +15,7 @@ from cloudgreet_billing.domain.dunning import (
     InvoiceFacts,
     PauseState,
 )
+from cloudgreet_billing.domain.inputs import parse_target
 from cloudgreet_billing.domain.statuses import (
     MARK_SENT_FROM,
     OPEN_STATUSES,
@@ -153,14 +154,13 @@ class PreviewMessage:
 
 
 def _resolve_invoice(store: Store, identifier: str) -> str:
-    if identifier.startswith("in_"):
-        return identifier
-    if identifier.isdigit():
-        steps = store.list_steps(alert_id=int(identifier), limit=1)
-        if steps:
-            return steps[0].invoice_id
-        raise NotFound(f"alert {identifier} has no dunning steps")
-    raise BadInput(f"{identifier!r} is not an invoice id (in_…) or an alert id")
+    target = parse_target(identifier, prefixes=("in_",))
+    if isinstance(target, str):
+        return target
+    steps = store.list_steps(alert_id=target, limit=1)
+    if steps:
+        return steps[0].invoice_id
+    raise NotFound(f"alert {target} has no dunning steps")
 
 
 def preview(
