@@ -118,3 +118,8 @@ def quarantine_ref(value: str) -> str:
 
 def quarantine_refs(value: list[str] | None) -> list[str] | None:
     return None if value is None else [quarantine_ref(each) for each in value]
+
+
+def whole_days(value: str | int) -> int:
+    """``--days N`` whose range the command checks itself (``sync --verify``)."""
+    return _whole_number(value, "--days")
