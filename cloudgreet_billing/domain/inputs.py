@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, NoReturn
 
 from cloudgreet_billing.domain.stripe_fields import BIGINT_MAX, MAX_ID_LENGTH, is_stripe_id
 from cloudgreet_billing.domain.timefmt import check_instant, iso_z
@@ -74,6 +74,16 @@ def unwanted_character(raw: str) -> str | None:
         return "is not valid UTF-8"
     name = unicodedata.name(char, "").lower() or f"U+{ord(char):04X}"
     return f"contains a control character ({name}, {char!r}) at position {found.start()}"
+
+
+def refuse_unprintable(raw: str, *, field: str) -> NoReturn:
+    """Refuse a value (an amount, a currency, a time, a kind) holding anything that is
+    not printable: a tab or a line break around a number is a broken file, not blank."""
+    raise BadInput(
+        f"{field} {shown(raw)} "
+        + (unwanted_character(raw) or "contains a character that is not printable"),
+        hint="type it again as one line of plain text",
+    )
 
 
 def plain_text(raw: str | None, max_length: int = MAX_TEXT_LENGTH) -> bool:
@@ -140,14 +150,20 @@ def parse_target(raw: str, *, prefixes: tuple[str, ...], number: str = "an alert
     object by id, of a kind in ``prefixes``: the number, or the checked id."""
     check_text(raw, field="ID", max_length=MAX_ID_LENGTH)
     text = raw.strip()
-    kinds = [f"{number} (a number)"] + [KIND_NAMES[prefix][1] for prefix in prefixes]
-    what = ", ".join(kinds[:-1]) + f" or {kinds[-1]}" if len(kinds) > 1 else kinds[0]
+    kinds = [f"{number} (a number)"] + [_short_kind(prefix) for prefix in prefixes]
+    what = ", ".join(kinds[:2]) + "".join(f" or {kind}" for kind in kinds[2:])
     if _DIGITS.fullmatch(text):
         return parse_row_id(raw, what=what, hint="numbers run from 1 to 2**63 - 1")
     for prefix in prefixes:
         if text.startswith(prefix) and is_stripe_id(text, prefix):
             return text
     raise BadInput(f"{shown(raw)} is not {what}", hint="see: cloudgreet-billing alerts list")
+
+
+def _short_kind(prefix: str) -> str:
+    """``an invoice id (in_…)``, as a list of what an argument may be names it."""
+    kind = KIND_NAMES[prefix][0]
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} id ({prefix}…)"
 
 
 def check_entry_time(moment: datetime, now: datetime, *, field: str = "occurred_at") -> datetime:

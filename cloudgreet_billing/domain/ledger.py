@@ -16,6 +16,7 @@ from cloudgreet_billing.domain.inputs import (
     check_stripe_id,
     optional_text,
     plain_text,
+    refuse_unprintable,
     shown,
 )
 from cloudgreet_billing.domain.money import parse_currency, to_minor_units
@@ -85,6 +86,8 @@ def check_external_id(raw: str | None) -> str | None:
 def check_kind(raw: str) -> str:
     if raw in KIND_SET:
         return raw
+    if not raw.isprintable():
+        refuse_unprintable(raw, field="kind")
     value = raw.strip()
     if value not in KIND_SET:
         raise BadInput(f"kind {shown(raw)} is not one of {', '.join(KINDS)}")

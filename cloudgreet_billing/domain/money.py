@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from itertools import repeat
 from operator import mul
 
-from cloudgreet_billing.domain.inputs import shown
+from cloudgreet_billing.domain.inputs import refuse_unprintable, shown
 from cloudgreet_billing.domain.iso4217 import ISO_4217
 from cloudgreet_billing.errors import BadInput
 
@@ -62,6 +62,8 @@ def exponent(currency: str) -> int:
 def parse_currency(raw: str) -> str:
     """A lowercase ISO 4217 code (``domain.iso4217``); ``USD`` is accepted and lowered."""
     currency = raw.strip().lower()
+    if not raw.isprintable():
+        refuse_unprintable(raw, field="currency")
     if currency not in ISO_4217:
         problem = (
             "is not an ISO 4217 currency code"
@@ -76,6 +78,8 @@ def to_minor_units(raw: str, currency: str) -> int:
     """Parse a major-unit amount typed by a person (``"12.34"``) into minor units (1234).
     A refusal quotes the amount shortened: a million digits are not echoed back."""
     text = raw.strip()
+    if not raw.isprintable():
+        refuse_unprintable(raw, field="amount")
     if len(text) > MAX_AMOUNT_CHARS:
         # More digits than any amount that fits: refused before Decimal reads them all.
         raise BadInput(

@@ -18,6 +18,10 @@ def parse_instant(raw: str, *, field: str = "time") -> datetime:
     An empty value is refused (it never means "now"), and so is a time outside
     ``EARLIEST`` to ``LATEST``."""
     text = raw.strip()
+    if not raw.isprintable():
+        from cloudgreet_billing.domain.inputs import refuse_unprintable
+
+        refuse_unprintable(raw, field=field)
     if not text:
         raise BadInput(f"{field} is empty", hint=_ISO_HINT + ", or leave the option out")
     try:

@@ -1,5 +1,5 @@
 """Fixtures of the CLI tests: a seeded store on each backend (``tests.cli.hostile``)."""
 
-from tests.cli.hostile import seeded
+from tests.cli.hostile import seeded, seeded_url
 
-__all__ = ["seeded"]
+__all__ = ["seeded", "seeded_url"]

@@ -7,6 +7,7 @@ no "unexpected", and every billing table keeps its row count.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,10 +69,50 @@ def row_counts() -> dict[str, int]:
         store.close()
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def seeded_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A migrated, seeded store on each backend, made once per test module: every test
+    that uses it only checks refusals, which leave it as it is."""
+    from cloudgreet_billing.bootstrap import open_store
+    from cloudgreet_billing.config import load_settings, variables
+
+    base = tmp_path_factory.mktemp("seeded")
+    database = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{base}/billing.db"
+    else:
+        import psycopg
+
+        server: str = request.getfixturevalue("postgres_server")
+        database = f"billing_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{database}"')
+        url = f"{server.rpartition('/')[0]}/{database}"
+    with pytest.MonkeyPatch.context() as patch:
+        for name in variables():
+            patch.delenv(name, raising=False)
+        patch.setenv("BILLING_DATABASE_URL", url)
+        patch.setenv("BILLING_ACTOR", "tester@ci")
+        patch.setenv("XDG_DATA_HOME", str(base / "data-home"))
+        patch.chdir(base)
+        store = open_store(load_settings(), check_schema=False)
+        store.migrate()
+        store.close()
+        seed(base)
+    yield url
+    if database is not None:
+        import psycopg
+
+        with psycopg.connect(request.getfixturevalue("postgres_server"), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
 @pytest.fixture
-def seeded(store_env: str, tmp_path: Path) -> Iterator[dict[str, int]]:
-    """A seeded store on each backend; yields its row counts, checked again at the end."""
-    seed(tmp_path)
+def seeded(seeded_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
+    """The seeded store on each backend; yields its row counts, checked again at the end."""
+    monkeypatch.setenv("BILLING_DATABASE_URL", seeded_url)
     before = row_counts()
     assert before["billing_alerts"] == 1 and before["billing_usage_ledger"] == 1, before
     yield before
