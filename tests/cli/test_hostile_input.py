@@ -285,7 +285,7 @@ def test_an_imported_entry_more_than_a_year_ahead_is_a_bad_row(store_env, tmp_pa
 
 
 def test_since_after_until_is_refused_the_same_way_everywhere(seeded):
-    for command in [["ledger", "list"], ["export-csv", "-o", "x.csv"]]:
+    for command in [["ledger", "list"], ["export-csv", "-o", "x.csv"], ["incident", "summary"]]:
         for since, until in [("2026-11-20", "2026-11-10"), ("2026-11-20", "2026-11-20T00:00Z")]:
             line = refused([*command, "--since", since, "--until", until])
             assert line == (
