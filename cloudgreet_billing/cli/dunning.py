@@ -183,6 +183,7 @@ def list_(
             "--status",
             help="scheduled, sending, sent, skipped, canceled, failed, needs_review, or all "
             "(default: all with --invoice, else the unfinished ones).",
+            callback=params.step_status,
         ),
     ] = None,
     invoice: Annotated[

@@ -292,6 +292,7 @@ def reconcile(
     from decimal import Decimal, InvalidOperation
 
     from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.domain.inputs import shown
     from cloudgreet_billing.domain.ledger import check_customer_id
     from cloudgreet_billing.errors import BadInput, ExitCode
     from cloudgreet_billing.services import reconcile as service
@@ -299,9 +300,9 @@ def reconcile(
     try:
         threshold_pct = Decimal(threshold.strip())
     except InvalidOperation:
-        raise BadInput(f"--threshold {threshold!r} is not a number", hint="e.g. 1.0") from None
+        raise BadInput(f"--threshold {shown(threshold)} is not a number", hint="e.g. 1.0") from None
     if not threshold_pct.is_finite() or threshold_pct < 0:
-        raise BadInput(f"--threshold {threshold!r} must be a percentage of 0 or more")
+        raise BadInput(f"--threshold {shown(threshold)} must be a percentage of 0 or more")
     if invoices_file is not None and offline:
         raise BadInput("--invoices-file and --offline are two sources; give one")
     customer_id = check_customer_id(customer) if customer else None
@@ -479,12 +480,13 @@ def export_csv(
     """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.domain.export import DATASETS
+    from cloudgreet_billing.domain.inputs import shown
     from cloudgreet_billing.domain.timefmt import iso_z, parse_instant
     from cloudgreet_billing.errors import BadInput
     from cloudgreet_billing.services import export as service
 
     if dataset not in DATASETS:
-        raise BadInput(f"--dataset {dataset!r} is not one of {', '.join(DATASETS)}")
+        raise BadInput(f"--dataset {shown(dataset)} is not one of {', '.join(DATASETS)}")
     if output is None and json_mode():
         raise BadInput(
             "export-csv writes the CSV itself to stdout; --json needs -o FILE",

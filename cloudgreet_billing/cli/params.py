@@ -123,3 +123,15 @@ def quarantine_refs(value: list[str] | None) -> list[str] | None:
 def whole_days(value: str | int) -> int:
     """``--days N`` whose range the command checks itself (``sync --verify``)."""
     return _whole_number(value, "--days")
+
+
+def step_status(value: str | None) -> str | None:
+    """``dunning list --status``: a step status, or ``all``."""
+    from cloudgreet_billing.domain.statuses import STEP_STATUSES
+
+    if value is not None and value != "all" and value not in STEP_STATUSES:
+        raise BadInput(
+            f"--status {inputs.shown(value)} is not a step status",
+            hint=f"use one of {', '.join(STEP_STATUSES)}, or all",
+        )
+    return value

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from cloudgreet_billing.domain.inputs import shown
 from cloudgreet_billing.errors import BadInput
 
 if TYPE_CHECKING:
@@ -108,7 +109,9 @@ def invoice_alert(
 
 def check_alert_type(value: str) -> str:
     if value not in ALERT_TYPES:
-        raise BadInput(f"unknown alert type {value!r}", hint=f"use one of {', '.join(ALERT_TYPES)}")
+        raise BadInput(
+            f"unknown alert type {shown(value)}", hint=f"use one of {', '.join(ALERT_TYPES)}"
+        )
     return value
 
 
@@ -118,7 +121,7 @@ def check_status_filter(value: str) -> tuple[str, ...] | None:
         return None
     if value not in ALERT_STATUSES:
         raise BadInput(
-            f"unknown alert status {value!r}",
+            f"unknown alert status {shown(value)}",
             hint=f"use one of {', '.join(ALERT_STATUSES)} or all",
         )
     return (value,)

@@ -26,7 +26,7 @@ from cloudgreet_billing.domain.export import (
     text_cell,
     time_cell,
 )
-from cloudgreet_billing.domain.inputs import check_window
+from cloudgreet_billing.domain.inputs import check_window, shown
 from cloudgreet_billing.domain.reconciliation import DEFAULT_THRESHOLD_PCT, Window, shown_pct
 from cloudgreet_billing.domain.timefmt import iso_z
 from cloudgreet_billing.errors import BadInput
@@ -166,7 +166,7 @@ def export_chunks(
 ) -> Iterator[CsvChunk]:
     """The export as (text, rows) chunks: the header first (0 rows), then the body."""
     if dataset not in DATASETS:
-        raise BadInput(f"dataset {dataset!r} is not one of {', '.join(DATASETS)}")
+        raise BadInput(f"dataset {shown(dataset)} is not one of {', '.join(DATASETS)}")
     yield header_line(dataset), 0
     if dataset == "ledger":
         yield from store.ledger_csv_chunks(window)

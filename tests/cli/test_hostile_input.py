@@ -90,6 +90,23 @@ def test_a_million_digit_amount_is_refused_without_echoing_it(seeded):
     assert line.count("9") < 100
 
 
+def test_no_refusal_echoes_a_megabyte(seeded):
+    huge = "x" * 1_000_000
+    for args in [
+        ["alerts", "list", f"--type={huge}"],
+        ["alerts", "list", f"--status={huge}"],
+        ["dunning", "list", f"--status={huge}"],
+        ["quarantine", "list", f"--status={huge}"],
+        ["export-csv", "-o", "x.csv", f"--dataset={huge}"],
+        ["reconcile", "--offline", f"--threshold={huge}"],
+        ["ledger", "list", f"--kind={huge}"],
+        ["ledger", "list", f"--since={huge}"],
+        ["incident", "summary", f"--since={huge}"],
+        ["portal", "--dry-run", "cus_RkS5AtmBK5hCeq", f"--return-url=https://{huge}"],
+    ]:
+        refused(args)
+
+
 def test_a_million_digit_amount_in_a_csv_is_refused_without_echoing_it(seeded, tmp_path):
     path = tmp_path / "usage.csv"
     path.write_text(HEADER + f"{CUSTOMER_ID},booking_fee,{'1' * 1_000_000},usd,2026-11-21,,,\n")

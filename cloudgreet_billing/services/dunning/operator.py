@@ -19,7 +19,7 @@ from cloudgreet_billing.domain.dunning import (
     InvoiceFacts,
     PauseState,
 )
-from cloudgreet_billing.domain.inputs import parse_target
+from cloudgreet_billing.domain.inputs import parse_target, shown
 from cloudgreet_billing.domain.statuses import (
     MARK_SENT_FROM,
     OPEN_STATUSES,
@@ -193,11 +193,11 @@ def list_steps(
         statuses = (status,)
     else:
         raise BadInput(
-            f"--status {status!r} is not a step status",
+            f"--status {shown(status)} is not a step status",
             hint=f"use one of {', '.join(STEP_STATUSES)}, or all",
         )
     if invoice_id is not None and not invoice_id.startswith("in_"):
-        raise BadInput(f"--invoice {invoice_id!r} is not an invoice id", hint="use in_…")
+        raise BadInput(f"--invoice {shown(invoice_id)} is not an invoice id", hint="use in_…")
     steps = store.list_steps(statuses=statuses, invoice_id=invoice_id, limit=limit)
     _audit(
         store,
