@@ -396,10 +396,23 @@ def _check_database_url(url: str | None) -> str | None:
         sqlite_path_from_url(url)
         return url
     if scheme in ("postgresql", "postgres"):
-        if not urlsplit(url).hostname and "host=" not in url:
+        parts = urlsplit(url)
+        if not parts.hostname and "host=" not in url:
             raise ConfigError(
                 "BILLING_DATABASE_URL has no host",
                 hint="use postgresql://user:password@host:5432/dbname",
+            )
+        try:
+            parts.port  # noqa: B018 - a bad port raises only when read
+        except ValueError:
+            # Never quote the URL: its password sits next to the port.
+            raise ConfigError(
+                "BILLING_DATABASE_URL has a port that is not a number from 1 to 65535",
+                hint="use e.g. postgresql://user:password@host:5432/dbname",
+            ) from None
+        if parts.port == 0:
+            raise ConfigError(
+                "BILLING_DATABASE_URL has port 0", hint="PostgreSQL listens on 5432 by default"
             )
         return url
     raise ConfigError(

@@ -81,3 +81,25 @@ class StoreError(BillingError):
 
     def __init__(self, message: str, hint: str | None = None, **details: Any) -> None:
         super().__init__(message, hint, "store", ExitCode.FAILED, details)
+
+
+def refused_value(exc: BaseException) -> BadInput | None:
+    """A value the store's driver refused, as bad input: the last line of defence behind
+    ``domain.inputs``, so that PostgreSQL's ``DataError`` (``numeric value out of range``,
+    ``invalid byte sequence``) or ``ProgramLimitExceeded`` (a value too large to index) is
+    exit 2 and one line, never "unexpected". The drivers are looked up, not imported: a
+    command that never loaded psycopg cannot have an error of it."""
+    import sys
+
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(
+        exc, psycopg.DataError | psycopg.errors.ProgramLimitExceeded
+    ):
+        diag = getattr(exc, "diag", None)
+        reason = (getattr(diag, "message_primary", None) or str(exc)).strip().splitlines()
+        shown = reason[0][:200] if reason else type(exc).__name__
+        return BadInput(
+            f"PostgreSQL refused a value: {shown}",
+            hint="check the ids, amounts, times and text given",
+        )
+    return None

@@ -19,7 +19,7 @@ from cloudgreet_billing import __version__
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import fail, json_mode, set_json_mode
 from cloudgreet_billing.config import scrub_secrets
-from cloudgreet_billing.errors import BillingError, ExitCode
+from cloudgreet_billing.errors import BadInput, BillingError, ExitCode, refused_value
 
 if TYPE_CHECKING:
     # The click that Typer vendors: TyperGroup's methods are typed with its classes.
@@ -154,6 +154,10 @@ class BillingGroup(TyperGroup):
     def main(self, args: Any = None, *posargs: Any, **kwargs: Any) -> Any:
         argv = env_file_first(list(sys.argv[1:] if args is None else args))
         set_json_mode("--json" in argv)
+        refused = _unreadable_argument(argv)
+        if refused is not None:
+            # Before click reads anything: no command runs on an argument it cannot show.
+            sys.exit(fail(refused))
         return super().main(argv, *posargs, **kwargs)
 
     def invoke(self, ctx: Context) -> Any:
@@ -172,6 +176,9 @@ class BillingGroup(TyperGroup):
                 raise typer.Exit(
                     fail(BillingError(str(exc), code="usage", exit_code=ExitCode.BAD_INPUT))
                 ) from None
+            refused = refused_value(exc)
+            if refused is not None:
+                raise typer.Exit(fail(refused)) from None
             if os.environ.get("BILLING_DEBUG") in ("1", "true", "yes"):
                 traceback.print_exc()
             raise typer.Exit(
@@ -203,6 +210,29 @@ def env_file_first(argv: list[str]) -> list[str]:
         (moved if arg.startswith("--env-file=") else rest).append(arg)
         index += 1
     return moved + rest
+
+
+def _unreadable_argument(argv: list[str]) -> BillingError | None:
+    """An argument that is not one line of UTF-8 (bytes that are not UTF-8 reach Python as
+    lone surrogates; NUL, a line break or ESC are no part of any id, amount or note)."""
+    from cloudgreet_billing.domain.inputs import shown, unwanted_character
+
+    for position, argument in enumerate(argv):
+        problem = unwanted_character(argument)
+        if problem is None:
+            continue
+        option, _, value = argument.partition("=")
+        if argument.startswith("--") and value:
+            named, argument = option, value
+            problem = unwanted_character(argument) or problem
+        elif position and argv[position - 1].startswith("--") and argv[position - 1] != "--":
+            named = argv[position - 1]
+        else:
+            named = f"argument {position + 1}"
+        return BadInput(
+            f"{named} {shown(argument)} {problem}", hint="type it again as one line of plain text"
+        )
+    return None
 
 
 def _usage_error(exc: Exception) -> bool:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
+from cloudgreet_billing.cli import params
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit
 from cloudgreet_billing.cli.render import money
@@ -27,7 +28,12 @@ if TYPE_CHECKING:
 
 TargetArg = Annotated[
     str,
-    typer.Argument(help="An alert id, or an invoice id (in_…).", metavar="ID", show_default=False),
+    typer.Argument(
+        help="An alert id, or an invoice id (in_…).",
+        metavar="ID",
+        show_default=False,
+        callback=params.target(("in_",)),
+    ),
 ]
 DryRunFlag = Annotated[
     bool,
@@ -312,6 +318,7 @@ def portal(
             help="An alert id, an invoice id (in_…) or a customer id (cus_…).",
             metavar="ID",
             show_default=False,
+            callback=params.target(("in_", "cus_")),
         ),
     ],
     return_url: Annotated[
@@ -319,6 +326,7 @@ def portal(
         typer.Option(
             "--return-url",
             help="Where the portal sends the customer back to (default: $APP_URL/admin/billing).",
+            callback=params.http_url,
         ),
     ] = None,
     send: Annotated[

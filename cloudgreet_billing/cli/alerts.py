@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cloudgreet_billing.cli import params
 from cloudgreet_billing.cli.actions import YesFlag, confirm_gate
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit
@@ -22,7 +23,12 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-AlertId = Annotated[str, typer.Argument(help="The alert's id (see `alerts list`).", metavar="ID")]
+AlertId = Annotated[
+    str,
+    typer.Argument(
+        help="The alert's id (see `alerts list`).", metavar="ID", callback=params.alert_id
+    ),
+]
 
 
 @app.command("list")
@@ -39,7 +45,9 @@ def list_(
     status: Annotated[
         str, typer.Option("--status", help="open, acknowledged, resolved or all.")
     ] = "open",
-    customer: Annotated[str | None, typer.Option("--customer", help="Only this cus_….")] = None,
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="Only this cus_….", callback=params.customer_id)
+    ] = None,
     invoice: Annotated[str | None, typer.Option("--invoice", help="Only this in_….")] = None,
     since: Annotated[
         str | None, typer.Option("--since", help="Alerts opened at or after this ISO time.")
@@ -47,7 +55,9 @@ def list_(
     until: Annotated[
         str | None, typer.Option("--until", help="Alerts opened before this ISO time.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", parser=params.limit, help="At most this many.")
+    ] = 50,
     json_output: JsonFlag = False,
 ) -> None:
     """List alerts, newest first (default: the open ones).
@@ -271,7 +281,10 @@ def resolve(
     ctx: typer.Context,
     alert_id: AlertId,
     reason: Annotated[
-        str | None, typer.Option("--reason", help="Why it is resolved (kept on the alert).")
+        str | None,
+        typer.Option(
+            "--reason", help="Why it is resolved (kept on the alert).", callback=params.text
+        ),
     ] = None,
     yes: YesFlag = False,
     json_output: JsonFlag = False,
@@ -307,7 +320,7 @@ def resolve(
 def note_(
     ctx: typer.Context,
     alert_id: AlertId,
-    text: Annotated[str, typer.Argument(help="The note.", metavar="TEXT")],
+    text: Annotated[str, typer.Argument(help="The note.", metavar="TEXT", callback=params.text)],
     json_output: JsonFlag = False,
 ) -> None:
     """Add a note to an alert (who called whom, what was promised).

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cloudgreet_billing.cli import params
 from cloudgreet_billing.cli.actions import YesFlag, confirm_gate
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit
@@ -28,7 +29,12 @@ app = typer.Typer(
 #: Below this many due steps a progress bar is noise.
 PROGRESS_THRESHOLD = 200
 
-StepId = Annotated[int, typer.Argument(help="The step's id (see `dunning list`).", min=1)]
+StepId = Annotated[
+    int,
+    typer.Argument(
+        help="The step's id (see `dunning list`).", metavar="STEP_ID", parser=params.step_id
+    ),
+]
 
 
 def _config(ctx: typer.Context) -> DunningConfig:
@@ -44,7 +50,8 @@ def run(
         bool, typer.Option("--dry-run", help="Show what would be sent; send and change nothing.")
     ] = False,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="Handle at most this many due steps.")
+        int | None,
+        typer.Option("--limit", parser=params.limit, help="Handle at most this many due steps."),
     ] = None,
     json_output: JsonFlag = False,
 ) -> None:
@@ -189,10 +196,14 @@ def list_(
             "--status",
             help="scheduled, sending, sent, skipped, canceled, failed, needs_review, or all "
             "(default: all with --invoice, else the unfinished ones).",
+            callback=params.step_status,
         ),
     ] = None,
     invoice: Annotated[
-        str | None, typer.Option("--invoice", help="Only this invoice's steps (in_…).")
+        str | None,
+        typer.Option(
+            "--invoice", help="Only this invoice's steps (in_…).", callback=params.invoice_id
+        ),
     ] = None,
     customer: Annotated[
         str | None, typer.Option("--customer", help="Only this customer's steps (cus_…).")
@@ -203,7 +214,9 @@ def list_(
     until: Annotated[
         str | None, typer.Option("--until", help="Steps due before this ISO time.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", parser=params.limit, help="At most this many.")
+    ] = 50,
     json_output: JsonFlag = False,
 ) -> None:
     """List dunning steps by due time.
@@ -277,7 +290,12 @@ def may_be_sent(step: DunningStep) -> str:
 def preview(
     ctx: typer.Context,
     identifier: Annotated[
-        str, typer.Argument(help="An invoice id (in_…) or an alert id.", metavar="ID")
+        str,
+        typer.Argument(
+            help="An invoice id (in_…) or an alert id.",
+            metavar="ID",
+            callback=params.target(("in_",)),
+        ),
     ],
     json_output: JsonFlag = False,
 ) -> None:
@@ -333,7 +351,10 @@ def preview(
 
 
 ReasonOption = Annotated[
-    str | None, typer.Option("--reason", help="Why (kept in the audit log and on the step).")
+    str | None,
+    typer.Option(
+        "--reason", help="Why (kept in the audit log and on the step).", callback=params.text
+    ),
 ]
 
 
@@ -445,7 +466,9 @@ def requeue(
 @app.command("pause")
 def pause(
     ctx: typer.Context,
-    reason: Annotated[str, typer.Option("--reason", help="Why (shown to whoever resumes).")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (shown to whoever resumes).", callback=params.text)
+    ],
     yes: YesFlag = False,
     json_output: JsonFlag = False,
 ) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cloudgreet_billing.cli import params
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit, json_mode, note
 from cloudgreet_billing.cli.progress import progress_bar, progress_meter
@@ -321,7 +322,8 @@ def _print_trace(trace: CustomerTrace, console: Console) -> None:
 def reconcile(
     ctx: typer.Context,
     days: Annotated[
-        int, typer.Option("--days", min=1, help="The window: the last N days up to now.")
+        int,
+        typer.Option("--days", parser=params.days, help="The window: the last N days up to now."),
     ] = RECONCILIATION_DAYS,
     threshold: Annotated[
         str,
@@ -350,6 +352,7 @@ def reconcile(
             "--customer",
             help="Only this cus_…, traced invoice by invoice: unmatched entries, invoice "
             "lines with no entry, and invoices whose ledger sum differs.",
+            callback=params.customer_id,
         ),
     ] = None,
     json_output: JsonFlag = False,
@@ -364,6 +367,7 @@ def reconcile(
     from decimal import Decimal, InvalidOperation
 
     from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.domain.inputs import shown
     from cloudgreet_billing.domain.ledger import check_customer_id
     from cloudgreet_billing.errors import BadInput, ExitCode
     from cloudgreet_billing.services import reconcile as service
@@ -371,9 +375,9 @@ def reconcile(
     try:
         threshold_pct = Decimal(threshold.strip())
     except InvalidOperation:
-        raise BadInput(f"--threshold {threshold!r} is not a number", hint="e.g. 1.0") from None
+        raise BadInput(f"--threshold {shown(threshold)} is not a number", hint="e.g. 1.0") from None
     if not threshold_pct.is_finite() or threshold_pct < 0:
-        raise BadInput(f"--threshold {threshold!r} must be a percentage of 0 or more")
+        raise BadInput(f"--threshold {shown(threshold)} must be a percentage of 0 or more")
     if invoices_file is not None and offline:
         raise BadInput("--invoices-file and --offline are two sources; give one")
     customer_id = check_customer_id(customer) if customer else None
@@ -508,16 +512,24 @@ def export_csv(
         int | None,
         typer.Option(
             "--days",
-            min=1,
+            parser=params.days,
             help=f"The last N days up to now (default {EXPORT_DAYS}; "
             f"{RECONCILIATION_DAYS} for reconciliation, as reconcile).",
         ),
     ] = None,
     since: Annotated[
-        str | None, typer.Option("--since", help="Window start, ISO 8601 (inclusive).")
+        str | None,
+        typer.Option(
+            "--since", help="Window start, ISO 8601 (inclusive).", callback=params.instant
+        ),
     ] = None,
     until: Annotated[
-        str | None, typer.Option("--until", help="Window end, ISO 8601 (exclusive; default now).")
+        str | None,
+        typer.Option(
+            "--until",
+            help="Window end, ISO 8601 (exclusive; default now).",
+            callback=params.instant,
+        ),
     ] = None,
     output: Annotated[
         Path | None,
@@ -560,13 +572,14 @@ def export_csv(
     """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.domain.export import DATASETS
+    from cloudgreet_billing.domain.inputs import shown
     from cloudgreet_billing.domain.timefmt import parse_instant
     from cloudgreet_billing.domain.words import plural
     from cloudgreet_billing.errors import BadInput
     from cloudgreet_billing.services import export as service
 
     if dataset not in DATASETS:
-        raise BadInput(f"--dataset {dataset!r} is not one of {', '.join(DATASETS)}")
+        raise BadInput(f"--dataset {shown(dataset)} is not one of {', '.join(DATASETS)}")
     if output is None and json_mode():
         raise BadInput(
             "export-csv writes the CSV itself to stdout; --json needs -o FILE",
@@ -577,8 +590,8 @@ def export_csv(
         now,
         dataset=dataset,
         days=days,
-        since=parse_instant(since, field="--since") if since else None,
-        until=parse_instant(until, field="--until") if until else None,
+        since=parse_instant(since, field="--since") if since is not None else None,
+        until=parse_instant(until, field="--until") if until is not None else None,
     )
     store = app_context(ctx).store()
     chunks = service.export_chunks(store, dataset, window, now=now)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cloudgreet_billing.cli import params
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit, note
 
@@ -31,7 +32,9 @@ def summary(
     ] = "2h",
     until: Annotated[
         str | None,
-        typer.Option("--until", help="End of the window, ISO 8601 (default: now)."),
+        typer.Option(
+            "--until", help="End of the window, ISO 8601 (default: now).", callback=params.instant
+        ),
     ] = None,
     post: Annotated[
         bool,
@@ -52,14 +55,18 @@ def summary(
     """
     from cloudgreet_billing.bootstrap import open_chat
     from cloudgreet_billing.clock import utcnow
-    from cloudgreet_billing.domain.incident import parse_since, to_markdown
+    from cloudgreet_billing.domain.incident import is_lookback, parse_since, to_markdown
+    from cloudgreet_billing.domain.inputs import check_window
     from cloudgreet_billing.domain.timefmt import parse_instant
     from cloudgreet_billing.errors import BadInput
     from cloudgreet_billing.services.incident import incident_summary, post_summary
 
     context = app_context(ctx)
     now = utcnow()
-    end = parse_instant(until, field="--until") if until else now
+    end = parse_instant(until, field="--until") if until is not None else now
+    if until is not None and not is_lookback(since):
+        # Two times: refused as every command with --since and --until refuses them.
+        check_window(parse_instant(since, field="--since"), end)
     start = parse_since(since, end)
     if until and end > now:
         raise BadInput("--until is in the future", hint="leave --until out to end now")

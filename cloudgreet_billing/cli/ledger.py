@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
+from cloudgreet_billing.cli import params
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit, note
 from cloudgreet_billing.cli.progress import progress_bar, progress_meter
@@ -39,7 +40,10 @@ KIND_HELP = "subscription, booking_fee or credit_adjustment."
 @app.command("add")
 def add(
     ctx: typer.Context,
-    customer: Annotated[str, typer.Option("--customer", help="Stripe customer id (cus_…).")],
+    customer: Annotated[
+        str,
+        typer.Option("--customer", help="Stripe customer id (cus_…).", callback=params.customer_id),
+    ],
     kind: Annotated[str, typer.Option("--kind", help=KIND_HELP)],
     amount: Annotated[
         str,
@@ -48,21 +52,35 @@ def add(
             help="In major units (12.34; ¥500 is 500). Negative only for credit_adjustment.",
         ),
     ],
-    currency: Annotated[str, typer.Option("--currency", help="ISO currency code.")] = "usd",
+    currency: Annotated[
+        str, typer.Option("--currency", help="ISO currency code.", callback=params.currency)
+    ] = "usd",
     occurred_at: Annotated[
         str | None,
-        typer.Option("--occurred-at", help="ISO 8601 time (default: now). No offset means UTC."),
+        typer.Option(
+            "--occurred-at",
+            help="ISO 8601 time (default: now). No offset means UTC.",
+            callback=params.instant,
+        ),
     ] = None,
     invoice: Annotated[
-        str | None, typer.Option("--invoice", help="The Stripe invoice (in_…) it belongs to.")
+        str | None,
+        typer.Option(
+            "--invoice",
+            help="The Stripe invoice (in_…) it belongs to.",
+            callback=params.invoice_id,
+        ),
     ] = None,
-    description: Annotated[str | None, typer.Option("--description", help="Free text.")] = None,
+    description: Annotated[
+        str | None, typer.Option("--description", help="Free text.", callback=params.text)
+    ] = None,
     external_id: Annotated[
         str | None,
         typer.Option(
             "--external-id",
             help="Your id for the entry: adding the same entry again is a no-op; reusing "
             "the id with other values is refused (exit 2).",
+            callback=params.external_id,
         ),
     ] = None,
     json_output: JsonFlag = False,
@@ -81,10 +99,11 @@ def add(
         kind=kind,
         amount=amount,
         currency=currency,
-        occurred_at=occurred_at or now,
+        occurred_at=now if occurred_at is None else occurred_at,
         invoice_id=invoice,
         description=description,
         external_id=external_id,
+        now=now,
     )
     context = app_context(ctx)
     entry, created = record_entry(context.store(), draft, now=now)
@@ -132,7 +151,6 @@ def import_(
     from cloudgreet_billing.services.ledger import import_csv
 
     context = app_context(ctx)
-    store = context.store()
     now = utcnow()
     with ExitStack() as files:
         if file == "-":
@@ -145,7 +163,7 @@ def import_(
             source, size = path.name, path.stat().st_size
         progress = files.enter_context(_import_progress(stream, source, size))
         report = import_csv(
-            store,
+            context.store,
             stream,
             source=source,
             now=now,
@@ -157,7 +175,7 @@ def import_(
         )
 
     if report.inserted and not report.dry_run:
-        window = store.ledger_created_window(now)
+        window = context.store().ledger_created_window(now)
         if window is not None:
             _check_thresholds(context, *window, now)
 
@@ -240,15 +258,21 @@ def _check_thresholds(context: AppContext, first: datetime, last: datetime, now:
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    customer: Annotated[str | None, typer.Option("--customer", help="Only this cus_….")] = None,
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="Only this cus_….", callback=params.customer_id)
+    ] = None,
     kind: Annotated[str | None, typer.Option("--kind", help=KIND_HELP)] = None,
     since: Annotated[
-        str | None, typer.Option("--since", help="Entries at or after this ISO time.")
+        str | None,
+        typer.Option("--since", help="Entries at or after this ISO time.", callback=params.instant),
     ] = None,
     until: Annotated[
-        str | None, typer.Option("--until", help="Entries before this ISO time.")
+        str | None,
+        typer.Option("--until", help="Entries before this ISO time.", callback=params.instant),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", parser=params.limit, help="At most this many.")
+    ] = 50,
     json_output: JsonFlag = False,
 ) -> None:
     """List ledger entries, newest first.

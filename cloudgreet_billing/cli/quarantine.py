@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cloudgreet_billing.cli import params
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit, note
 from cloudgreet_billing.cli.render import when
@@ -29,6 +30,7 @@ EventRef = Annotated[
         help="The quarantined event's number (see `quarantine list`) or its evt_… id.",
         metavar="ID",
         show_default=False,
+        callback=params.quarantine_ref,
     ),
 ]
 
@@ -46,7 +48,9 @@ def list_(
         str,
         typer.Option("--status", help="quarantined, applied, dismissed or all."),
     ] = "quarantined",
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", parser=params.limit, help="At most this many.")
+    ] = 50,
     json_output: JsonFlag = False,
 ) -> None:
     """List quarantined events, oldest first (default: those still waiting).
@@ -159,7 +163,10 @@ def retry(
     refs: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Quarantined events' numbers or evt_… ids.", metavar="ID", show_default=False
+            help="Quarantined events' numbers or evt_… ids.",
+            metavar="ID",
+            show_default=False,
+            callback=params.quarantine_refs,
         ),
     ] = None,
     all_: Annotated[
@@ -239,7 +246,10 @@ def dismiss(
     ctx: typer.Context,
     ref: EventRef,
     reason: Annotated[
-        str | None, typer.Option("--reason", help="Why it is given up (kept with the event).")
+        str | None,
+        typer.Option(
+            "--reason", help="Why it is given up (kept with the event).", callback=params.text
+        ),
     ] = None,
     yes: Annotated[
         bool,

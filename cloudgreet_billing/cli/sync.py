@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cloudgreet_billing.cli import params
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit, note
 from cloudgreet_billing.cli.progress import Meter, progress_bar, progress_board
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from cloudgreet_billing.adapters.store.protocol import Store
+    from cloudgreet_billing.cli.context import AppContext
     from cloudgreet_billing.config import Settings
     from cloudgreet_billing.domain.dunning import DunningPlanner
     from cloudgreet_billing.services import Listing, Progress
@@ -43,6 +44,7 @@ def sync(
         typer.Option(
             "--since",
             help="Pull events created at or after this ISO time instead of the stored cursor.",
+            callback=params.instant,
         ),
     ] = None,
     backfill: Annotated[
@@ -70,7 +72,11 @@ def sync(
     ] = False,
     days: Annotated[
         int | None,
-        typer.Option("--days", help="With --verify: invoices created in the last N days (30)."),
+        typer.Option(
+            "--days",
+            parser=params.whole_days,
+            help="With --verify: invoices created in the last N days (30).",
+        ),
     ] = None,
     repair: Annotated[
         bool,
@@ -101,21 +107,21 @@ def sync(
 
         if not verify:
             raise BadInput("--days and --repair go with --verify", hint="add --verify")
-        if events_file is not None or backfill or since:
+        if events_file is not None or backfill or since is not None:
             raise BadInput("--verify takes no --since, --backfill or --events-file")
         run_verify(ctx, days=days, repair=repair)
         return
-    if events_file is not None and (backfill or since):
+    if events_file is not None and (backfill or since is not None):
         raise BadInput("--events-file cannot be combined with --since or --backfill")
-    if backfill and since:
+    if backfill and since is not None:
         raise BadInput("--backfill lists everything; it takes no --since")
     context = app_context(ctx)
     settings = context.settings
-    start = parse_instant(since, field="--since") if since else None
+    start = parse_instant(since, field="--since") if since is not None else None
     now = utcnow()
     if events_file is not None:
+        report = _from_file(context, events_file, now, planner_for(settings))
         store = context.store()
-        report = _from_file(store, events_file, now, planner_for(settings))
     elif backfill:
         gateway = open_gateway(settings, batch=True, on_slow=stripe_is_slow)
         store = context.store()
@@ -174,17 +180,24 @@ def _paged_progress() -> Iterator[tuple[Listing | None, Progress | None]]:
 
 
 def _from_file(
-    store: Store, events_file: str, now: datetime, planner: DunningPlanner
+    context: AppContext, events_file: str, now: datetime, planner: DunningPlanner
 ) -> SyncReport:
+    """Apply the events of a file or stdin. The input shows it holds events (its first
+    value, read here) before the store is opened: a bad file is one line, nothing else."""
+    from itertools import chain
+
     from cloudgreet_billing.errors import BadInput
     from cloudgreet_billing.services.events import read_events
     from cloudgreet_billing.services.sync import apply_events, stored_cursor
 
     def run(stream: TextIO, source: str) -> SyncReport:
+        values = read_events(stream, source)
+        first = next(values, None)
+        store = context.store()
         with progress_bar("events") as progress:
             report = apply_events(
                 store,
-                read_events(stream, source),
+                values if first is None else chain((first,), values),
                 source="file",
                 now=now,
                 planner=planner,

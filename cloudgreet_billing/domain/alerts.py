@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from cloudgreet_billing.domain.inputs import shown
 from cloudgreet_billing.errors import BadInput
 
 if TYPE_CHECKING:
@@ -108,7 +109,9 @@ def invoice_alert(
 
 def check_alert_type(value: str) -> str:
     if value not in ALERT_TYPES:
-        raise BadInput(f"unknown alert type {value!r}", hint=f"use one of {', '.join(ALERT_TYPES)}")
+        raise BadInput(
+            f"unknown alert type {shown(value)}", hint=f"use one of {', '.join(ALERT_TYPES)}"
+        )
     return value
 
 
@@ -118,7 +121,7 @@ def check_status_filter(value: str) -> tuple[str, ...] | None:
         return None
     if value not in ALERT_STATUSES:
         raise BadInput(
-            f"unknown alert status {value!r}",
+            f"unknown alert status {shown(value)}",
             hint=f"use one of {', '.join(ALERT_STATUSES)} or all",
         )
     return (value,)
@@ -126,10 +129,11 @@ def check_status_filter(value: str) -> tuple[str, ...] | None:
 
 def parse_alert_id(raw: str) -> int:
     """An alert id as typed on the command line (``12``)."""
-    text = raw.strip()
-    if not text.isdigit() or int(text) <= 0:
-        raise BadInput(f"{raw!r} is not an alert id", hint="alert ids are numbers: see alerts list")
-    return int(text)
+    from cloudgreet_billing.domain.inputs import parse_row_id
+
+    return parse_row_id(
+        raw, what="an alert id", hint="alert ids are numbers from 1 up: see alerts list"
+    )
 
 
 def acknowledge_allowed(status: str) -> bool:

@@ -40,6 +40,11 @@ _LOOKBACK = re.compile(r"(\d{1,4})\s*([mhdw])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+def is_lookback(raw: str) -> bool:
+    """Whether ``raw`` is a look-back (``2h``) rather than a time."""
+    return _LOOKBACK.fullmatch(raw.strip().lower()) is not None
+
+
 def parse_since(raw: str, now: datetime) -> datetime:
     """``2h``, ``90m``, ``3d``, ``1w`` back from ``now`` (the window's end), or an ISO
     8601 instant before it."""

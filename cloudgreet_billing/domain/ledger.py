@@ -8,7 +8,19 @@ from datetime import datetime
 from functools import partial
 from typing import Final, NamedTuple, TypeVar
 
+from cloudgreet_billing.domain.inputs import (
+    ENTRY_FUTURE_LIMIT,
+    MAX_EXTERNAL_ID_LENGTH,
+    MAX_TEXT_LENGTH,
+    check_entry_time,
+    check_stripe_id,
+    optional_text,
+    plain_text,
+    refuse_unprintable,
+    shown,
+)
 from cloudgreet_billing.domain.money import parse_currency, to_minor_units
+from cloudgreet_billing.domain.stripe_fields import is_stripe_id
 from cloudgreet_billing.domain.timefmt import parse_instant
 from cloudgreet_billing.errors import BadInput
 
@@ -53,27 +65,32 @@ class LedgerEntry:
 
 
 def check_customer_id(raw: str) -> str:
-    value = raw.strip()
-    if not value.startswith(CUSTOMER_PREFIX) or len(value) <= len(CUSTOMER_PREFIX):
-        raise BadInput(f"customer {raw!r} is not a Stripe customer id", hint="use cus_…")
-    return value
+    return check_stripe_id(raw, CUSTOMER_PREFIX)
 
 
 def check_invoice_id(raw: str | None) -> str | None:
-    value = (raw or "").strip()
-    if not value:
+    """An invoice id; blank (spaces, or an empty cell) is no invoice."""
+    if raw is None or not raw.strip(" "):
         return None
-    if not value.startswith(INVOICE_PREFIX) or len(value) <= len(INVOICE_PREFIX):
-        raise BadInput(f"invoice {raw!r} is not a Stripe invoice id", hint="use in_…")
-    return value
+    return check_stripe_id(raw, INVOICE_PREFIX)
+
+
+def check_description(raw: str | None) -> str | None:
+    return optional_text(raw, field="description")
+
+
+def check_external_id(raw: str | None) -> str | None:
+    return optional_text(raw, field="external_id", max_length=MAX_EXTERNAL_ID_LENGTH)
 
 
 def check_kind(raw: str) -> str:
     if raw in KIND_SET:
         return raw
+    if not raw.isprintable():
+        refuse_unprintable(raw, field="kind")
     value = raw.strip()
     if value not in KIND_SET:
-        raise BadInput(f"kind {raw!r} is not one of {', '.join(KINDS)}")
+        raise BadInput(f"kind {shown(raw)} is not one of {', '.join(KINDS)}")
     return value
 
 
@@ -87,8 +104,10 @@ def make_draft(
     invoice_id: str | None = None,
     description: str | None = None,
     external_id: str | None = None,
+    now: datetime | None = None,
 ) -> LedgerDraft:
-    """Validate typed or imported values into a draft; the first problem raises ``BadInput``."""
+    """Validate typed or imported values into a draft; the first problem raises ``BadInput``.
+    With ``now``, the entry's time may be at most a year after it (``domain.inputs``)."""
     checked_kind = check_kind(kind)
     checked_currency = parse_currency(currency)
     minor = to_minor_units(amount, checked_currency)
@@ -102,6 +121,8 @@ def make_draft(
         if isinstance(occurred_at, datetime)
         else parse_instant(occurred_at, field="occurred_at")
     )
+    if now is not None:
+        check_entry_time(moment, now)
     return LedgerDraft(
         customer_id=check_customer_id(customer_id),
         kind=checked_kind,
@@ -109,8 +130,8 @@ def make_draft(
         currency=checked_currency,
         occurred_at=moment,
         invoice_id=check_invoice_id(invoice_id),
-        description=description.strip() or None if description else None,
-        external_id=external_id.strip() or None if external_id else None,
+        description=check_description(description),
+        external_id=check_external_id(external_id),
     )
 
 
@@ -143,7 +164,10 @@ class DraftParser:
 
     MEMO_LIMIT: Final = MEMO_LIMIT
 
-    def __init__(self) -> None:
+    def __init__(self, *, now: datetime | None = None) -> None:
+        #: Entry times after this are refused (``make_draft``'s ``now``); None: no bound.
+        self._now = now
+        self._latest = None if now is None else now + ENTRY_FUTURE_LIMIT
         self._currencies = Memo(parse_currency, limit=self.MEMO_LIMIT)
         self._minor_units = Memo(_minor_units_of, limit=self.MEMO_LIMIT)
         self._moments = Memo(partial(parse_instant, field="occurred_at"), limit=self.MEMO_LIMIT)
@@ -167,15 +191,18 @@ class DraftParser:
             well_formed = True
         except BadInput:
             well_formed = False
-        customer = customer_id.strip()
-        invoice = invoice_id.strip() if invoice_id else None
+        # Spaces only: any other character around an id is make_draft's to judge.
+        customer = customer_id.strip(" ")
+        invoice = invoice_id.strip(" ") if invoice_id else None
         if (
             not well_formed
             or kind not in KIND_SET
             or (minor < 0 and kind != "credit_adjustment")
-            or not customer.startswith(CUSTOMER_PREFIX)
-            or len(customer) <= len(CUSTOMER_PREFIX)
-            or (invoice and (not invoice.startswith(INVOICE_PREFIX) or invoice == INVOICE_PREFIX))
+            or (self._latest is not None and moment > self._latest)
+            or not is_stripe_id(customer, CUSTOMER_PREFIX)
+            or (invoice and not is_stripe_id(invoice, INVOICE_PREFIX))
+            or not plain_text(description, MAX_TEXT_LENGTH)
+            or not plain_text(external_id, MAX_EXTERNAL_ID_LENGTH)
         ):
             return make_draft(
                 customer_id=customer_id,
@@ -186,6 +213,7 @@ class DraftParser:
                 invoice_id=invoice_id,
                 description=description,
                 external_id=external_id,
+                now=self._now,
             )
         # tuple.__new__ skips NamedTuple's keyword-handling constructor: millions of rows.
         return tuple.__new__(

@@ -19,6 +19,12 @@ from functools import partial
 from itertools import compress, islice
 from typing import Final, TypeVar
 
+from cloudgreet_billing.domain.inputs import (
+    ENTRY_FUTURE_LIMIT,
+    MAX_EXTERNAL_ID_LENGTH,
+    MAX_TEXT_LENGTH,
+    plain_text,
+)
 from cloudgreet_billing.domain.ledger import (
     CUSTOMER_PREFIX,
     INVOICE_PREFIX,
@@ -28,6 +34,7 @@ from cloudgreet_billing.domain.ledger import (
     Memo,
 )
 from cloudgreet_billing.domain.money import parse_currency, to_minor_units_each
+from cloudgreet_billing.domain.stripe_fields import is_stripe_id
 from cloudgreet_billing.domain.timefmt import parse_instant
 from cloudgreet_billing.errors import BadInput
 
@@ -92,7 +99,9 @@ def batches_of(drafts: Iterable[LedgerDraft], size: int = BATCH_ROWS) -> Iterato
 class BatchParser:
     """``DraftParser`` for a batch of canonical rows at once (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, now: datetime | None = None) -> None:
+        #: Entry times after this send the batch row by row (``make_draft``'s ``now``).
+        self._latest = None if now is None else now + ENTRY_FUTURE_LIMIT
         self._customers: set[str] = set()
         self._invoices: set[str] = {""}  # an empty invoice cell is allowed: no invoice
         self._currencies = Memo(parse_currency)
@@ -113,7 +122,10 @@ class BatchParser:
         except BadInput:
             return None
         if (
-            not _all_canonical(customer_id, self._customers, CUSTOMER_PREFIX)
+            (self._latest is not None and max(moments) > self._latest)
+            or not _all_plain(description, MAX_TEXT_LENGTH)
+            or not _all_plain(external_id, MAX_EXTERNAL_ID_LENGTH)
+            or not _all_canonical(customer_id, self._customers, CUSTOMER_PREFIX)
             or not KIND_SET.issuperset(kind)
             or (min(amounts) < 0 and _negative_outside_credits(amounts, kind))
             or (
@@ -178,7 +190,17 @@ def _all_canonical(column: Sequence[str], known: set[str], prefix: str) -> bool:
 
 
 def _is_canonical(value: str, prefix: str) -> bool:
-    return value.startswith(prefix) and len(value) > len(prefix) and value == value.strip()
+    return is_stripe_id(value, prefix)
+
+
+def _all_plain(column: Sequence[str] | None, max_length: int) -> bool:
+    """Whether every cell is text ``check_text`` takes as it is: one join, one search."""
+    if column is None:
+        return True
+    if max(map(len, column), default=0) > max_length:
+        return False
+    joined = "".join(column)
+    return plain_text(joined, len(joined))
 
 
 def _negative_outside_credits(amounts: Sequence[int], kinds: Sequence[str]) -> bool:

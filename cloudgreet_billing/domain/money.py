@@ -12,6 +12,8 @@ from decimal import Decimal, InvalidOperation
 from itertools import repeat
 from operator import mul
 
+from cloudgreet_billing.domain.inputs import refuse_unprintable, shown
+from cloudgreet_billing.domain.iso4217 import ISO_4217
 from cloudgreet_billing.errors import BadInput
 
 # Stripe's zero-decimal currencies: amounts are whole units (¥500 is 500).
@@ -23,6 +25,9 @@ THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
 
 # JavaScript consumers of our JSON lose precision past 2**53 - 1.
 MAX_MINOR_UNITS = 2**53 - 1
+#: The longest amount text read: 16 digits, a point, 3 decimals, a sign, with room for
+#: leading and trailing zeros (``0012.50``). Longer text is refused unread.
+MAX_AMOUNT_CHARS = 64
 
 _AMOUNT = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 _CURRENCY = re.compile(r"[a-z]{3}")
@@ -55,34 +60,51 @@ def exponent(currency: str) -> int:
 
 
 def parse_currency(raw: str) -> str:
-    """A lowercase ISO 4217 code; ``USD`` is accepted and lowered."""
+    """A lowercase ISO 4217 code (``domain.iso4217``); ``USD`` is accepted and lowered."""
     currency = raw.strip().lower()
-    if not _CURRENCY.fullmatch(currency):
-        raise BadInput(
-            f"currency {raw!r} is not a 3-letter ISO code", hint="use e.g. usd, eur, jpy"
+    if not raw.isprintable():
+        refuse_unprintable(raw, field="currency")
+    if currency not in ISO_4217:
+        problem = (
+            "is not an ISO 4217 currency code"
+            if _CURRENCY.fullmatch(currency)
+            else "is not a 3-letter ISO code (ISO 4217)"
         )
+        raise BadInput(f"currency {shown(raw)} {problem}", hint="use e.g. usd, eur, jpy")
     return currency
 
 
 def to_minor_units(raw: str, currency: str) -> int:
-    """Parse a major-unit amount typed by a person (``"12.34"``) into minor units (1234)."""
+    """Parse a major-unit amount typed by a person (``"12.34"``) into minor units (1234).
+    A refusal quotes the amount shortened: a million digits are not echoed back."""
     text = raw.strip()
+    if not raw.isprintable():
+        refuse_unprintable(raw, field="amount")
+    if len(text) > MAX_AMOUNT_CHARS:
+        # More digits than any amount that fits: refused before Decimal reads them all.
+        raise BadInput(
+            f"amount {shown(raw)} is too large", hint=f"at most {MAX_MINOR_UNITS} minor units"
+        )
     if not _AMOUNT.fullmatch(text):
         raise BadInput(
-            f"amount {raw!r} is not a number", hint="write it in major units, e.g. 12.34"
+            f"amount {shown(raw)} is not a number", hint="write it in major units, e.g. 12.34"
         )
     try:
         value = Decimal(text)
     except InvalidOperation:  # pragma: no cover - the regex admits only valid decimals
-        raise BadInput(f"amount {raw!r} is not a number") from None
+        raise BadInput(f"amount {shown(raw)} is not a number") from None
     places = exponent(currency)
     minor = value.scaleb(places)
     if minor != minor.to_integral_value():
         unit = "whole units" if places == 0 else f"{places} decimal places"
-        raise BadInput(f"amount {raw!r} has more precision than {currency.upper()} allows ({unit})")
+        raise BadInput(
+            f"amount {shown(raw)} has more precision than {currency.upper()} allows ({unit})"
+        )
     result = int(minor)
     if abs(result) > MAX_MINOR_UNITS:
-        raise BadInput(f"amount {raw!r} is too large")
+        raise BadInput(
+            f"amount {shown(raw)} is too large", hint=f"at most {MAX_MINOR_UNITS} minor units"
+        )
     return result
 
 

@@ -3,26 +3,56 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Final
 
 from cloudgreet_billing.errors import BadInput
 
+#: The times the store keeps, typed or from Stripe: 2000-01-01 up to 2100-01-01 (UTC).
+EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
+_ISO_HINT: Final = "use e.g. 2026-11-01 or 2026-11-01T09:30:00Z"
+
 
 def parse_instant(raw: str, *, field: str = "time") -> datetime:
-    """Parse ISO 8601 into aware UTC. A date alone means midnight UTC; no offset means UTC."""
+    """Parse ISO 8601 into aware UTC. A date alone means midnight UTC; no offset means UTC.
+    An empty value is refused (it never means "now"), and so is a time outside
+    ``EARLIEST`` to ``LATEST``."""
     text = raw.strip()
+    if not raw.isprintable():
+        from cloudgreet_billing.domain.inputs import refuse_unprintable
+
+        refuse_unprintable(raw, field=field)
+    if not text:
+        raise BadInput(f"{field} is empty", hint=_ISO_HINT + ", or leave the option out")
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(text)
+            # Past year 9999 an offset cannot be applied: that is out of range too.
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+            moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        from cloudgreet_billing.domain.inputs import shown
+
+        if isinstance(exc, OverflowError) or "out of range" in str(exc):
+            raise BadInput(
+                f"{field} {shown(raw)} is outside 2000-01-01 to 2100-01-01", hint="check the year"
+            ) from None
         raise BadInput(
-            f"{field} {raw!r} is not an ISO 8601 date or time",
-            hint="use e.g. 2026-11-01 or 2026-11-01T09:30:00Z",
+            f"{field} {shown(raw)} is not an ISO 8601 date or time", hint=_ISO_HINT
         ) from None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    return check_instant(moment, field=field)
+
+
+def check_instant(moment: datetime, *, field: str) -> datetime:
+    """``moment`` when it lies inside the store's window (``EARLIEST`` to ``LATEST``)."""
+    if not EARLIEST <= moment < LATEST:
+        raise BadInput(
+            f"{field} {iso_z(moment)} is outside 2000-01-01 to 2100-01-01", hint="check the year"
+        )
+    return moment
 
 
 def parse_window(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:

@@ -26,11 +26,13 @@ from cloudgreet_billing.domain.export import (
     text_cell,
     time_cell,
 )
+from cloudgreet_billing.domain.inputs import check_window, shown
 from cloudgreet_billing.domain.reconciliation import (
     DEFAULT_THRESHOLD_PCT,
     Window,
     shown_pct,
 )
+from cloudgreet_billing.domain.timefmt import iso_z
 from cloudgreet_billing.domain.windows import EXPORT_DAYS, RECONCILIATION_DAYS
 from cloudgreet_billing.errors import BadInput
 from cloudgreet_billing.services.reconcile import reconcile, window_ending
@@ -74,10 +76,14 @@ def export_window(
         if days < 1:
             raise BadInput(f"--days must be at least 1, not {days}")
         return Window(start=now - timedelta(days=days), end=now)
+    check_window(since, until)
     end = until or now
     start = since or end - timedelta(days=default_days(dataset))
     if start >= end:
-        raise BadInput("--since must be before --until")
+        raise BadInput(
+            f"--since {iso_z(start)} must be before now (the default --until)",
+            hint="give a --since in the past, or an --until after it",
+        )
     return Window(start=start, end=end)
 
 
@@ -174,7 +180,7 @@ def export_chunks(
 ) -> Iterator[CsvChunk]:
     """The export as (text, rows) chunks: the header first (0 rows), then the body."""
     if dataset not in DATASETS:
-        raise BadInput(f"dataset {dataset!r} is not one of {', '.join(DATASETS)}")
+        raise BadInput(f"dataset {shown(dataset)} is not one of {', '.join(DATASETS)}")
     yield header_line(dataset), 0
     if dataset == "ledger":
         yield from store.ledger_csv_chunks(window)

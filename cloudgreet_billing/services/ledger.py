@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from typing import TYPE_CHECKING, TextIO
 
 from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft
@@ -57,7 +59,7 @@ def count_entries(store: Store, query: LedgerQuery) -> int:
 
 
 def import_csv(
-    store: Store,
+    open_store: Callable[[], Store],
     stream: TextIO,
     *,
     source: str,
@@ -72,15 +74,22 @@ def import_csv(
     A row that reuses an ``external_id`` with other facts, recorded before or on an
     earlier line, fails the whole import (a dry run too), naming its line and both
     versions. ``size_bytes`` (the file's size, when known) gives the store a row estimate.
+    The store is opened (``open_store``) once the first rows are read: a file that is no
+    ledger (no rows, another separator, bad from its first rows) is refused before any
+    store is.
     """
     # Here, not at the top: `ledger list` and `ledger add` need none of the CSV reading.
     from cloudgreet_billing.services.ledger_csv import LedgerCsv
 
-    rows = LedgerCsv(stream, source, progress)
+    rows = LedgerCsv(stream, source, progress, now=now)
+    batches = iter(rows)
+    first = next(batches, None)
+    store = open_store()
     expected = None if size_bytes is None else size_bytes // BYTES_PER_ROW_ESTIMATE
+    every = batches if first is None else chain((first,), batches)
     try:
         outcome: ImportOutcome = store.import_ledger(
-            rows, now, expected_rows=expected, dry_run=dry_run
+            every, now, expected_rows=expected, dry_run=dry_run
         )
     except ExternalIdConflicts as conflicts:
         raise _by_line(conflicts, rows, dry_run=dry_run) from None

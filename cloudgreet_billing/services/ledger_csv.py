@@ -14,6 +14,7 @@ from array import array
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from itertools import islice, repeat
 from typing import TextIO
 
@@ -25,6 +26,9 @@ from cloudgreet_billing.services import Progress
 REQUIRED_COLUMNS = ("customer_id", "kind", "amount", "currency", "occurred_at")
 OPTIONAL_COLUMNS = ("invoice_id", "description", "external_id")
 ALL_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+_COLUMNS_HINT = f"{','.join(REQUIRED_COLUMNS)}[,{','.join(OPTIONAL_COLUMNS)}]"
+#: Separators other than the comma that spreadsheets write, as a refusal names them.
+_SEPARATORS = ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars"))
 #: Bad rows listed one by one; past this only their count is kept, to bound memory.
 MAX_LISTED_ERRORS = 10_000
 
@@ -38,8 +42,17 @@ class LedgerCsv:
     nothing is written.
     """
 
-    def __init__(self, stream: TextIO, source: str, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        source: str,
+        progress: Progress | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> None:
         self.source = source
+        #: Entry times more than a year after ``now`` are bad rows (None: no such bound).
+        self._now = now
         self._progress = progress
         self.rows = 0
         self.errors: list[str] = []
@@ -89,6 +102,11 @@ class LedgerCsv:
             raise BadInput(
                 f"{self.source} is not UTF-8 text", hint="save the file as CSV UTF-8"
             ) from None
+        if not self.rows and not self.bad_rows:
+            raise BadInput(
+                f"{self.source} has no rows",
+                hint=f"give a CSV with a header and one row per entry: {_COLUMNS_HINT}",
+            )
         if self.bad_rows:
             more = self.bad_rows - len(self.errors)
             listed = self.errors + ([f"… and {more} more bad rows"] if more > 0 else [])
@@ -100,7 +118,7 @@ class LedgerCsv:
             )
 
     def _batches(self, layout: _Layout, first: list[str]) -> Iterator[LedgerBatch]:
-        fast, slow = BatchParser(), DraftParser()
+        fast, slow = BatchParser(now=self._now), DraftParser(now=self._now)
         pending = [] if layout.has_header else [(first, self._line())]
         while True:
             lines = [] if pending else self._lines.take(BATCH_ROWS)
@@ -211,6 +229,7 @@ class _Layout:
     """Where each contract column sits in this file's rows, from its first row."""
 
     def __init__(self, first: list[str], source: str) -> None:
+        _check_separator(first, source)
         names = [cell.strip().lower() for cell in first]
         # A first row naming any contract column is a header; otherwise the file is
         # in the contract's column order with no header.
@@ -272,6 +291,22 @@ class _Layout:
         return parse(self.in_contract_order(list(zip(*rows, strict=True))))
 
 
+def _check_separator(first: list[str], source: str) -> None:
+    """A file separated by something other than commas (Excel writes semicolons where the
+    decimal mark is a comma) reads as one column: say which separator it uses."""
+    if len(first) >= len(REQUIRED_COLUMNS):
+        return
+    # Commas may still split the row: decimal commas (2,50) in a semicolon file.
+    text = ",".join(first)
+    for separator, name in _SEPARATORS:
+        if text.count(separator) >= len(REQUIRED_COLUMNS) - 1:
+            raise BadInput(
+                f"{source} is separated by {name} ({separator!r}), not commas",
+                hint="save it as comma-separated CSV (in Excel: CSV UTF-8), "
+                "with amounts written 12.34",
+            )
+
+
 def _check_header(names: list[str], source: str) -> None:
     unknown = [name for name in names if name not in ALL_COLUMNS]
     missing = [name for name in REQUIRED_COLUMNS if name not in names]
@@ -287,7 +322,7 @@ def _check_header(names: list[str], source: str) -> None:
         problems.append("a column named twice")
     raise BadInput(
         f"{source}: the header has {'; '.join(problems)}",
-        hint=f"columns are {','.join(REQUIRED_COLUMNS)}[,{','.join(OPTIONAL_COLUMNS)}]",
+        hint=f"columns are {_COLUMNS_HINT}",
     )
 
 

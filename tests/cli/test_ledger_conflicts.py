@@ -90,11 +90,13 @@ def test_import_reusing_a_recorded_external_id_names_the_line_and_writes_nothing
 
 
 def test_import_reusing_its_own_external_id_names_both_lines(store_env, tmp_path):
-    # Line 3's quoted description spans two lines, so the repeat is on line 6.
+    # Line 3 is blank and line 4's description is quoted (a description is one line, so
+    # no cell spans lines): the repeat is on line 6.
     path = write_csv(
         tmp_path,
         row("bk-2001")
-        + 'cus_QTestAcme01,booking_fee,1.00,usd,2026-11-21,,"two\nlines",bk-2002\n'
+        + "\n"
+        + 'cus_QTestAcme01,booking_fee,1.00,usd,2026-11-21,,"two, quoted",bk-2002\n'
         + row("bk-2003")
         + row("bk-2001", amount="3.00"),
     )

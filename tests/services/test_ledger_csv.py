@@ -67,10 +67,11 @@ def csv_files(draw) -> str:
 def reference(text: str) -> tuple[list[LedgerDraft], list[str]]:
     reader = csv.reader(io.StringIO(text, newline=""))
     next(reader)
-    drafts, errors = [], []
+    drafts, errors, rows = [], [], 0
     for row in reader:
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
+        rows += 1
         if len(row) != len(ALL_COLUMNS):
             errors.append(f"line {reader.line_num}: expected 8 columns, found {len(row)}")
             continue
@@ -78,6 +79,8 @@ def reference(text: str) -> tuple[list[LedgerDraft], list[str]]:
             drafts.append(make_draft(**dict(zip(ALL_COLUMNS, row, strict=True))))
         except BadInput as exc:
             errors.append(f"line {reader.line_num}: {exc.message}")
+    if not rows:
+        return [], ["usage.csv has no rows"]
     return drafts, errors
 
 
@@ -88,7 +91,7 @@ def imported(text: str) -> tuple[list[LedgerDraft], list[str]]:
         for batch in rows:
             drafts.extend(batch.drafts())
     except BadInput as exc:
-        return [], exc.details["errors"]
+        return [], exc.details.get("errors", [exc.message])
     return drafts, []
 
 
@@ -133,9 +136,18 @@ def test_a_quoted_cell_across_a_batch_boundary_is_read_whole(monkeypatch):
         + "cus_4,booking_fee,x,usd,2026-11-01,,,e4\n"
     )
     _, errors = imported(text)
-    assert errors == ["line 6: amount 'x' is not a number"]
-    drafts, errors = imported(text.replace(",x,", ",4,"))
-    assert [d.description for d in drafts] == [None, "first line\nsecond line", None, None]
+    # The quoted cell is read whole (and refused: a description is one line), and the
+    # lines after it are counted right.
+    assert errors == [
+        "line 4: description 'first line\\nsecond line' contains a control character "
+        "(U+000A, '\\n') at position 10",
+        "line 6: amount 'x' is not a number",
+    ]
+    _, errors = imported(text.replace(",x,", ",4,"))
+    assert errors == [
+        "line 4: description 'first line\\nsecond line' contains a control character "
+        "(U+000A, '\\n') at position 10"
+    ]
 
 
 def test_an_unreadable_row_is_reported_with_the_bad_rows_before_it(monkeypatch):

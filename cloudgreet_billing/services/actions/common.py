@@ -35,6 +35,7 @@ from cloudgreet_billing.adapters.store.protocol import AuditDraft, Store
 from cloudgreet_billing.adapters.store.protocol_alerts import AlertQuery
 from cloudgreet_billing.clock import utcnow
 from cloudgreet_billing.domain.alerts import UNRESOLVED_STATUSES, Alert
+from cloudgreet_billing.domain.inputs import parse_target
 from cloudgreet_billing.domain.mirror import MirroredInvoice, parse_invoice
 from cloudgreet_billing.errors import (
     BadInput,
@@ -122,43 +123,38 @@ def resolve_target(store: Store, given: str, *, customers: bool = False) -> Acti
     """Find what ``given`` names: an alert id, an ``in_…`` invoice, or (``customers``) a
     ``cus_…`` customer. Unknown alerts exit 2 naming what was looked for; invoices and
     customers not yet mirrored are left for Stripe to confirm."""
-    text = given.strip()
-    if text.isdigit():
-        alert = store.get_alert(int(text))
+    target = parse_target(given, prefixes=("in_", "cus_") if customers else ("in_",))
+    if isinstance(target, int):
+        alert = store.get_alert(target)
         if alert is None:
             raise NotFound(
-                f"no alert {text} in {store.backend} ({store.location})",
+                f"no alert {target} in {store.backend} ({store.location})",
                 hint="list them with: cloudgreet-billing alerts list --status all",
             )
         invoice = store.get_invoice(alert.invoice_id) if alert.invoice_id else None
         return ActionTarget(
-            given=text,
+            given=str(target),
             alert=alert,
             invoice_id=alert.invoice_id,
             customer_id=alert.customer_id or (invoice.customer_id if invoice else None),
             invoice=invoice,
         )
-    if text.startswith("in_"):
-        invoice = store.get_invoice(text)
+    if target.startswith("in_"):
+        invoice = store.get_invoice(target)
         return ActionTarget(
-            given=text,
-            alert=_invoice_alert(store, text),
-            invoice_id=text,
+            given=target,
+            alert=_invoice_alert(store, target),
+            invoice_id=target,
             customer_id=invoice.customer_id if invoice else None,
             invoice=invoice,
         )
-    if customers and text.startswith("cus_"):
-        return ActionTarget(
-            given=text,
-            alert=_first(store, AlertQuery(customer_id=text, types=PAYMENT_ALERTS)),
-            invoice_id=None,
-            customer_id=text,
-            invoice=None,
-        )
-    kinds = "an alert id (a number), an invoice id (in_…)" + (
-        " or a customer id (cus_…)" if customers else ""
+    return ActionTarget(
+        given=target,
+        alert=_first(store, AlertQuery(customer_id=target, types=PAYMENT_ALERTS)),
+        invoice_id=None,
+        customer_id=target,
+        invoice=None,
     )
-    raise BadInput(f"{given!r} is not {kinds}", hint="see: cloudgreet-billing alerts list")
 
 
 #: Alerts about a payment, which these actions act on and a payment settles.

@@ -19,6 +19,7 @@ from cloudgreet_billing.domain.dunning import (
     InvoiceFacts,
     PauseState,
 )
+from cloudgreet_billing.domain.inputs import parse_target, shown
 from cloudgreet_billing.domain.statuses import (
     MARK_SENT_FROM,
     OPEN_STATUSES,
@@ -204,11 +205,11 @@ def list_steps(
         statuses = (status,)
     else:
         raise BadInput(
-            f"--status {status!r} is not a step status",
+            f"--status {shown(status)} is not a step status",
             hint=f"use one of {', '.join(STEP_STATUSES)}, or all",
         )
     if invoice_id is not None and not invoice_id.startswith("in_"):
-        raise BadInput(f"--invoice {invoice_id!r} is not an invoice id", hint="use in_…")
+        raise BadInput(f"--invoice {shown(invoice_id)} is not an invoice id", hint="use in_…")
     filters: dict[str, Any] = {
         "statuses": statuses,
         "invoice_id": invoice_id,
@@ -248,14 +249,13 @@ class PreviewMessage:
 
 
 def _resolve_invoice(store: Store, identifier: str) -> str:
-    if identifier.startswith("in_"):
-        return identifier
-    if identifier.isdigit():
-        steps = store.list_steps(alert_id=int(identifier), limit=1)
-        if steps:
-            return steps[0].invoice_id
-        raise NotFound(f"alert {identifier} has no dunning steps")
-    raise BadInput(f"{identifier!r} is not an invoice id (in_…) or an alert id")
+    target = parse_target(identifier, prefixes=("in_",))
+    if isinstance(target, str):
+        return target
+    steps = store.list_steps(alert_id=target, limit=1)
+    if steps:
+        return steps[0].invoice_id
+    raise NotFound(f"alert {target} has no dunning steps")
 
 
 def preview(
