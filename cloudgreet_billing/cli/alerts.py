@@ -124,6 +124,7 @@ def show(
         typer.Argument(
             help="The alert's id (see `alerts list`), or an invoice id (in_…): its newest alert.",
             metavar="ID",
+            callback=params.alert_ref,
         ),
     ],
     json_output: JsonFlag = False,

@@ -71,6 +71,18 @@ def alert_id(value: str) -> str:
     return str(parse_alert_id(value))
 
 
+def alert_ref(value: str) -> str:
+    """An alert id, or an invoice id (``in_…``) standing for the invoice's newest alert:
+    either is checked here, before the store is opened."""
+    from cloudgreet_billing.domain.ledger import check_invoice_id
+
+    if value.strip().startswith("in_"):
+        checked = check_invoice_id(value)
+        assert checked is not None
+        return checked
+    return alert_id(value)
+
+
 def step_id(value: str | int) -> int:
     if isinstance(value, int):
         return value

@@ -58,13 +58,11 @@ def check_instant(moment: datetime, *, field: str) -> datetime:
 def parse_window(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
     """``--since`` (inclusive) and ``--until`` (exclusive) of a listing; an empty window
     (``--since`` not before ``--until``) is refused: it could only ever list nothing."""
+    from cloudgreet_billing.domain.inputs import check_window
+
     start = parse_instant(since, field="--since") if since else None
     end = parse_instant(until, field="--until") if until else None
-    if start is not None and end is not None and start >= end:
-        raise BadInput(
-            f"--since {since} is not before --until {until}",
-            hint="--since is inclusive and --until exclusive: give an earlier --since",
-        )
+    check_window(start, end)
     return start, end
 
 

@@ -50,8 +50,8 @@ def test_an_empty_window_is_refused_in_one_line(seeded: None, listing: list[str]
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr == (
-        "error: --since 2026-05-29 is not before --until 2026-05-28 "
-        "(--since is inclusive and --until exclusive: give an earlier --since)\n"
+        "error: --since 2026-05-29T00:00:00Z must be before --until 2026-05-28T00:00:00Z "
+        "(swap them, or leave one out)\n"
     )
 
 
