@@ -18,7 +18,7 @@ app = typer.Typer(help="Create, upgrade and inspect the billing schema.", no_arg
 @app.command("migrate")
 def migrate(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """Create or upgrade the schema (idempotent; safe while other workers run)."""
-    store = app_context(ctx).store(check_schema=False)
+    store = app_context(ctx).store(check_schema=False, expect_new=True)
     applied = store.migrate()
     version = store.schema_version()
 

@@ -466,6 +466,8 @@ def export_csv(
 
     Example: cloudgreet-billing export-csv --since 2026-11-01 -o nov.csv
     """
+    from cloudgreet_billing.adapters.files import FileWriteError, refuse_store_files
+    from cloudgreet_billing.bootstrap import store_files_of
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.domain.export import DATASETS
     from cloudgreet_billing.domain.timefmt import iso_z, parse_instant
@@ -486,7 +488,12 @@ def export_csv(
         since=parse_instant(since, field="--since") if since else None,
         until=parse_instant(until, field="--until") if until else None,
     )
-    chunks = service.export_chunks(app_context(ctx).store(), dataset, window, now=now)
+    context = app_context(ctx)
+    protected = store_files_of(context.settings)
+    if output is not None:
+        # Before the store is opened: a refused -o touches nothing at all.
+        refuse_store_files(output, protected)
+    chunks = service.export_chunks(context.store(), dataset, window, now=now)
     if output is None:
         try:
             rows = service.write_stream(chunks, sys.stdout)
@@ -496,9 +503,20 @@ def export_csv(
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             return
+        except OSError as exc:
+            # What is still buffered cannot be written either: drop it, so that leaving
+            # does not fail on it a second time (exit 120).
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise FileWriteError(
+                f"cannot write the export to stdout: {exc.strerror or exc}",
+                hint="free some space where stdout goes, or use -o FILE",
+            ) from None
+        finally:
+            chunks.close()
         note(f"exported {rows} {dataset} rows ({iso_z(window.start)} → {iso_z(window.end)})")
         return
-    rows = service.write_file_atomically(chunks, output)
+    rows = service.write_file_atomically(chunks, output, protected=protected)
     emit(
         {
             "dataset": dataset,

@@ -461,6 +461,9 @@ class MirrorSql(AuditSql):
 
         if isinstance(exc, Unavailable):
             raise exc
+        known = self.explain_failure(exc)
+        if known is not None:
+            raise known from exc
         if self._store_fault(exc):
             raise Unavailable(
                 f"the {self.backend} store could not apply the events "
