@@ -100,6 +100,7 @@ def open_gateway(
     *,
     batch: bool = False,
     on_slow: Callable[[SlowStripe], None] | None = None,
+    pages_per_second: float | None = None,
 ) -> PaymentGateway:
     """The Stripe gateway for ``STRIPE_SECRET_KEY`` (and ``STRIPE_API_BASE`` when set),
     with the command's deadline: ``STRIPE_TIMEOUT_SECONDS``, or for the paging commands
@@ -118,7 +119,10 @@ def open_gateway(
         else StripeDeadline(settings.stripe_timeout, on_slow=on_slow)
     )
     return StripeGateway(
-        settings.stripe_secret_key, api_base=settings.stripe_api_base, deadline=deadline
+        settings.stripe_secret_key,
+        api_base=settings.stripe_api_base,
+        deadline=deadline,
+        pages_per_second=pages_per_second,
     )
 
 

@@ -12,6 +12,7 @@ import binascii
 import getpass
 import json
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ DEFAULT_STRIPE_TIMEOUT = 20.0
 #: usual latency, far more than ten minutes of events, and still ends before the next
 #: ``*/10`` cron run starts, so stuck runs do not pile up.
 DEFAULT_STRIPE_BATCH_TIMEOUT = 300.0
+#: Who an incident summary tags in Slack unless ``SLACK_BILLING_OPS_HANDLE`` says.
+DEFAULT_BILLING_OPS_HANDLE = "@billing_ops"
 
 
 def redact(secret: str | None) -> str:
@@ -147,6 +150,7 @@ class Settings:
     twilio_auth_token: str | None = field(default=None, repr=False)
     twilio_from: str | None = None
     slack_webhook_url: str | None = field(default=None, repr=False)
+    billing_ops_handle: str = DEFAULT_BILLING_OPS_HANDLE
     finance_lead_email: str | None = None
     actor: str = field(default_factory=default_actor)
     config_path: Path | None = None
@@ -242,12 +246,14 @@ _ATTR_BY_VARIABLE: dict[str, str] = {
     "TWILIO_AUTH_TOKEN": "twilio_auth_token",
     "TWILIO_FROM": "twilio_from",
     "SLACK_WEBHOOK_URL": "slack_webhook_url",
+    "SLACK_BILLING_OPS_HANDLE": "billing_ops_handle",
     "FINANCE_LEAD_EMAIL": "finance_lead_email",
     "BILLING_ACTOR": "actor",
     "BILLING_CONFIG": "config_path",
 }
 #: Values that stand for "not set": describing them would count defaults as settings.
 _UNSET_DEFAULTS: dict[str, object] = {
+    "billing_ops_handle": DEFAULT_BILLING_OPS_HANDLE,
     "stripe_timeout": DEFAULT_STRIPE_TIMEOUT,
     "stripe_batch_timeout": DEFAULT_STRIPE_BATCH_TIMEOUT,
 }
@@ -402,6 +408,26 @@ def _check_database_url(url: str | None) -> str | None:
     )
 
 
+#: A mention Slack turns into a notification: a user group (``<!subteam^S…>``), a user
+#: (``<@U…>``), or ``<!here>``; a plain ``@billing_ops`` is only text in a webhook post
+#: (https://api.slack.com/reference/surfaces/formatting#mentioning-groups).
+_SLACK_HANDLE = re.compile(
+    r"<!subteam\^[A-Z0-9]{2,30}(\|[@\w.-]{1,80})?>|<@[A-Z0-9]{2,30}>|<!here>|@[\w.-]{1,80}"
+)
+
+
+def _check_slack_handle(value: str | None) -> str:
+    if value is None:
+        return DEFAULT_BILLING_OPS_HANDLE
+    if not _SLACK_HANDLE.fullmatch(value):
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        raise ConfigError(
+            f"SLACK_BILLING_OPS_HANDLE {shown!r} is not a Slack mention",
+            hint="use the user group's mention, e.g. <!subteam^S0123ABCD|billing_ops>",
+        )
+    return value
+
+
 def _check_http_url(name: str, url: str | None) -> str | None:
     if url is None:
         return None
@@ -490,6 +516,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         twilio_auth_token=_clean(env, "TWILIO_AUTH_TOKEN"),
         twilio_from=_clean(env, "TWILIO_FROM"),
         slack_webhook_url=_check_http_url("SLACK_WEBHOOK_URL", _clean(env, "SLACK_WEBHOOK_URL")),
+        billing_ops_handle=_check_slack_handle(_clean(env, "SLACK_BILLING_OPS_HANDLE")),
         finance_lead_email=_check_email("FINANCE_LEAD_EMAIL", _clean(env, "FINANCE_LEAD_EMAIL")),
         actor=_clean(env, "BILLING_ACTOR") or default_actor(),
         config_path=Path(config_path) if config_path else None,

@@ -103,9 +103,12 @@ class PaymentGateway(Protocol):
         """Invoices in a created window, 100 per page, every page."""
         ...
 
-    def list_subscriptions(self) -> Iterator[StripeObject]:
-        """Every subscription (status ``all``), 100 per page."""
+    def list_subscriptions(self, *, status: str | None = "all") -> Iterator[StripeObject]:
+        """Every subscription of ``status`` (``all``; None: every one not canceled), 100
+        per page."""
         ...
+
+    def retrieve_subscription(self, subscription_id: str) -> StripeObject: ...
 
     def list_customers(self) -> Iterator[StripeObject]:
         """Every customer Stripe still has (deleted ones are not listed), 100 per page."""

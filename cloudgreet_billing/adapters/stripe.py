@@ -148,8 +148,16 @@ class StripeGateway:
         rate_limit_retries: int = RATE_LIMIT_RETRIES,
         sleep: Callable[[float], None] = time.sleep,
         deadline: StripeDeadline | None = None,
+        pages_per_second: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         import stripe
+
+        # A ceiling on list pages per second, for long listings that run beside the live
+        # traffic (``sync --verify``): they must leave Stripe's rate limit to the rest.
+        self._page_interval = 1 / pages_per_second if pages_per_second else 0.0
+        self._monotonic = monotonic
+        self._last_page: float | None = None
 
         self.mode = "live" if "_live_" in secret_key else "test"
         self._key_shown = redact(secret_key)
@@ -223,6 +231,7 @@ class StripeGateway:
         given here as the plain dictionary they describe."""
         query = {**params, "limit": PAGE_SIZE}
         while True:
+            self._pace()
             page = self._call(what, functools.partial(list_page, query))
             items = page.data
             for item in items:
@@ -230,6 +239,17 @@ class StripeGateway:
             if not page.has_more or not items:
                 return
             query = {**query, "starting_after": items[-1].id}
+
+    def _pace(self) -> None:
+        if not self._page_interval:
+            return
+        now = self._monotonic()
+        if self._last_page is not None:
+            wait = self._last_page + self._page_interval - now
+            if wait > 0:
+                self._sleep(wait)
+                now += wait
+        self._last_page = now
 
     # --- reading -------------------------------------------------------------------
     def retrieve_account(self) -> StripeObject:
@@ -276,10 +296,23 @@ class StripeGateway:
         params: dict[str, Any] = {"created": created} if created else {}
         return self._pages("list invoices", self._client.v1.invoices.list, params)
 
-    def list_subscriptions(self) -> Iterator[StripeObject]:
+    def list_subscriptions(self, *, status: str | None = "all") -> Iterator[StripeObject]:
         # Expanded discounts, so MRR can apply their coupons (events send only their ids).
-        params = {"status": "all", "expand": list(SUBSCRIPTION_EXPAND)}
+        # Without ``status`` Stripe lists every subscription not canceled (API reference,
+        # "List subscriptions": status).
+        params: dict[str, Any] = {"expand": list(SUBSCRIPTION_EXPAND)}
+        if status is not None:
+            params["status"] = status
         return self._pages("list subscriptions", self._client.v1.subscriptions.list, params)
+
+    def retrieve_subscription(self, subscription_id: str) -> StripeObject:
+        expand = [name.removeprefix("data.") for name in SUBSCRIPTION_EXPAND]
+        return _plain(
+            self._call(
+                f"retrieve subscription {subscription_id}",
+                lambda: self._client.v1.subscriptions.retrieve(subscription_id, {"expand": expand}),
+            )
+        )
 
     def list_customers(self) -> Iterator[StripeObject]:
         # GET /v1/customers: newest first; a deleted customer is no longer listed.

@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reconcile": ("finance", "reconcile"),
     "dashboard": ("finance", "dashboard"),
     "export-csv": ("finance", "export_csv"),
+    "incident": ("incident", "app"),
     "demo": ("demo", "demo"),
 }
 

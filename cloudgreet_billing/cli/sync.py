@@ -57,12 +57,31 @@ def sync(
             metavar="PATH|-",
         ),
     ] = None,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Compare the mirror with Stripe's lists instead (exit 4 on any difference).",
+        ),
+    ] = False,
+    days: Annotated[
+        int | None,
+        typer.Option("--days", help="With --verify: invoices created in the last N days (30)."),
+    ] = None,
+    repair: Annotated[
+        bool,
+        typer.Option("--repair", help="With --verify: apply Stripe's current objects."),
+    ] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Pull Stripe events into the store: mirror, alerts, dunning. Safe to repeat.
 
     An event that cannot be applied is quarantined and the others applied; sync exits 4
     while any event waits in quarantine (see: quarantine list).
+
+    --verify compares the mirror's invoices (created in the last --days) and every live
+    subscription with Stripe's lists, and reports each difference; --repair applies
+    Stripe's current object.
 
     Example: stripe listen --print-json | cloudgreet-billing sync --events-file -
     """
@@ -73,6 +92,15 @@ def sync(
     from cloudgreet_billing.errors import BadInput
     from cloudgreet_billing.services import sync as service
 
+    if verify or repair or days is not None:
+        from cloudgreet_billing.cli.sync_verify import run_verify
+
+        if not verify:
+            raise BadInput("--days and --repair go with --verify", hint="add --verify")
+        if events_file is not None or backfill or since:
+            raise BadInput("--verify takes no --since, --backfill or --events-file")
+        run_verify(ctx, days=days, repair=repair)
+        return
     if events_file is not None and (backfill or since):
         raise BadInput("--events-file cannot be combined with --since or --backfill")
     if backfill and since:

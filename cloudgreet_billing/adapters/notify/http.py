@@ -55,4 +55,4 @@ def _request(
         return error.code, error.read()
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DeliveryError(f"cannot reach {what}: {reason}") from None
+        raise DeliveryError(f"cannot reach {what}: {reason}", retryable=True) from None

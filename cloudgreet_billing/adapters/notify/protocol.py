@@ -8,7 +8,15 @@ from typing import Protocol
 
 
 class DeliveryError(Exception):
-    """A message was not accepted; the text says why (never a secret)."""
+    """A message was not accepted; the text says why (never a secret).
+
+    ``retryable`` says a later try may succeed (the provider was unreachable or answered
+    5xx or 429), so a command can exit 75 rather than 1.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,5 +26,12 @@ class SlackWebhook:
             what="the Slack webhook",
         )
         if status != 200:
+            # Slack answers errors as plain text, e.g. 400 ``invalid_payload``, 403
+            # ``action_prohibited``, 404 ``no_service``, 410 ``channel_is_archived``
+            # (https://api.slack.com/messaging/webhooks#handling_errors); only 429 and 5xx
+            # are worth another try.
             reason = body[:200].decode("utf-8", "replace").strip()
-            raise DeliveryError(f"the Slack webhook answered HTTP {status}: {reason}")
+            raise DeliveryError(
+                f"the Slack webhook answered HTTP {status}: {reason}",
+                retryable=status == 429 or status >= 500,
+            )

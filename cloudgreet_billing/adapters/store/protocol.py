@@ -14,6 +14,7 @@ from cloudgreet_billing.adapters.store.migrations import TABLES
 from cloudgreet_billing.adapters.store.protocol_actions import ActionsOps
 from cloudgreet_billing.adapters.store.protocol_alerts import AlertsOps
 from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft, AuditOps, AuditRecord
+from cloudgreet_billing.adapters.store.protocol_drift import DriftOps
 from cloudgreet_billing.adapters.store.protocol_dunning import DunningOps
 from cloudgreet_billing.adapters.store.protocol_finance import FinanceOps
 from cloudgreet_billing.adapters.store.protocol_ledger import ImportOutcome, LedgerOps, LedgerQuery
@@ -33,6 +34,7 @@ class Store(
     AuditOps,
     ActionsOps,
     QuarantineOps,
+    DriftOps,
     Protocol,
 ):
     """Billing state: schema, ledger, audit log, shared settings, and the areas above."""

@@ -53,6 +53,11 @@ class AlertsOps(Protocol):
         """Alerts newest first."""
         ...
 
+    def alerts_touched(self, since: datetime, until: datetime) -> list[Alert]:
+        """Alerts opened or resolved in ``[since, until)``, and every unresolved one,
+        oldest first: what an incident summary tells."""
+        ...
+
     def alert_notes(self, alert_id: int) -> list[AlertNote]:
         """Notes oldest first."""
         ...

@@ -44,3 +44,9 @@ class AuditOps(Protocol):
     def audit_trail(self, target: str, limit: int = 100) -> list[AuditRecord]:
         """The audit lines about one target, oldest first."""
         ...
+
+    def audit_between(
+        self, since: datetime, until: datetime, limit: int | None = None
+    ) -> list[AuditRecord]:
+        """Every audit line with ``since <= occurred_at < until``, oldest first."""
+        ...

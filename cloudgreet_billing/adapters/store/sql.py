@@ -18,6 +18,7 @@ from typing import Any
 from cloudgreet_billing.adapters.store.migrations import TABLES
 from cloudgreet_billing.adapters.store.sql_actions import ActionsSql
 from cloudgreet_billing.adapters.store.sql_alerts import AlertsSql
+from cloudgreet_billing.adapters.store.sql_drift import DriftSql
 from cloudgreet_billing.adapters.store.sql_dunning import DunningSql
 from cloudgreet_billing.adapters.store.sql_finance import FinanceSql
 from cloudgreet_billing.adapters.store.sql_quarantine import QuarantineSql
@@ -30,7 +31,7 @@ class _RolledBack(Exception):
 # Finance reads the mirror and the ledger, so it brings MirrorSql and LedgerSql; alerts,
 # actions and the mirror each write the audit log, so AuditSql comes with them; quarantine
 # applies events as the mirror does, so it brings MirrorSql.
-class SqlStore(FinanceSql, AlertsSql, DunningSql, ActionsSql, QuarantineSql):
+class SqlStore(FinanceSql, AlertsSql, DunningSql, ActionsSql, QuarantineSql, DriftSql):
     """Every store operation over a DB-API connection; see ``SqliteStore``, ``PostgresStore``."""
 
     # --- schema -------------------------------------------------------------

@@ -104,6 +104,16 @@ class AlertsSql(AuditSql):
             params.append(query.limit)
         return [self._alert(row) for row in self._execute(sql, params).fetchall()]
 
+    def alerts_touched(self, since: datetime, until: datetime) -> list[Alert]:
+        sql = (
+            f"{ALERT_SELECT} WHERE (created_at >= ? AND created_at < ?)"
+            " OR (resolved_at >= ? AND resolved_at < ?)"
+            " OR status IN ('open', 'acknowledged')"
+            " ORDER BY created_at, id"
+        )
+        rows = self._execute(sql, (since, until, since, until)).fetchall()
+        return [self._alert(row) for row in rows]
+
     def _note(self, row: Sequence[Any]) -> AlertNote:
         from cloudgreet_billing.domain.alerts import AlertNote
 

@@ -46,6 +46,16 @@ class AuditSql(SqlBase):
             "WHERE target = ? ORDER BY occurred_at, id LIMIT ?", (target, limit)
         )
 
+    def audit_between(
+        self, since: datetime, until: datetime, limit: int | None = None
+    ) -> list[AuditRecord]:
+        condition = "WHERE occurred_at >= ? AND occurred_at < ? ORDER BY occurred_at, id"
+        params: list[Any] = [since, until]
+        if limit is not None:
+            condition += " LIMIT ?"
+            params.append(limit)
+        return self._audit_records(condition, params)
+
     def _audit_records(self, condition: str, params: Sequence[Any]) -> list[AuditRecord]:
         rows = self._execute(f"{AUDIT_SELECT} {condition}", params).fetchall()
         return [
