@@ -90,6 +90,25 @@ def refuse_store_files(path: Path, protected: Sequence[Path]) -> None:
             )
 
 
+def refuse_store_descriptor(fd: int, shown: str, protected: Sequence[Path]) -> None:
+    """``refuse_store_files`` for an open descriptor (stdout redirected with ``>>``)."""
+    try:
+        opened = os.fstat(fd)
+    except OSError:
+        return
+    for guarded in protected:
+        try:
+            found = guarded.stat()
+        except OSError:
+            continue
+        if (found.st_dev, found.st_ino) == (opened.st_dev, opened.st_ino):
+            raise BadInput(
+                f"refusing to write {shown}: it is the billing store's file {_absolute(guarded)}",
+                hint="redirect the export to another file, e.g. > export.csv; nothing was written",
+                code="refused_overwrite",
+            )
+
+
 def _absolute(path: Path) -> str:
     return os.path.normpath(path.absolute())
 
@@ -108,11 +127,12 @@ def _is_descriptor_path(path: Path) -> bool:
 
 def _target(path: Path, protected: Sequence[Path]) -> Path | None:
     """The regular file to replace, or None when ``path`` is written through."""
+    # /dev/stdout too: `-o /dev/stdout >> billing.db` would append to the store.
+    refuse_store_files(path, protected)
     if _is_descriptor_path(path):
         if not path.exists():
             raise BadInput(f"cannot write {path}: no such descriptor", code="bad_path")
         return None
-    refuse_store_files(path, protected)
     resolved = path.resolve()
     try:
         mode = resolved.stat().st_mode

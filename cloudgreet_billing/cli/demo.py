@@ -25,7 +25,8 @@ def demo(
         typer.Option(
             "--dir",
             help="Workspace folder (default: a new temporary folder). Its .env points every "
-            "part at files inside it.",
+            "part at files inside it. A folder holding the store in use, or a .env the demo "
+            "did not write, is refused.",
             file_okay=False,
         ),
     ] = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
@@ -462,11 +462,17 @@ def export_csv(
     (2026-11-24T09:00:00.000000Z). Text cells starting with = + - @, tab or
     CR get a leading ' so spreadsheets never run them. Lines end with LF.
     With -o the file appears whole or not at all (written aside, then
-    renamed; mode 0600).
+    renamed; mode 0600). A FIFO or a device (/dev/stdout) is written
+    through; a symlink is followed and its target replaced. The store's own
+    files (billing.db, -wal, -shm, -journal) are refused (exit 2).
 
     Example: cloudgreet-billing export-csv --since 2026-11-01 -o nov.csv
     """
-    from cloudgreet_billing.adapters.files import FileWriteError, refuse_store_files
+    from cloudgreet_billing.adapters.files import (
+        FileWriteError,
+        refuse_store_descriptor,
+        refuse_store_files,
+    )
     from cloudgreet_billing.bootstrap import store_files_of
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.domain.export import DATASETS
@@ -490,9 +496,11 @@ def export_csv(
     )
     context = app_context(ctx)
     protected = store_files_of(context.settings)
+    # Before the store is opened: a refused write touches nothing at all.
     if output is not None:
-        # Before the store is opened: a refused -o touches nothing at all.
         refuse_store_files(output, protected)
+    elif _has_descriptor(sys.stdout):
+        refuse_store_descriptor(sys.stdout.fileno(), "stdout", protected)
     chunks = service.export_chunks(context.store(), dataset, window, now=now)
     if output is None:
         try:
@@ -528,3 +536,11 @@ def export_csv(
             f"wrote {rows} {dataset} rows ({when(window.start)} → {when(window.end)}) to {output}"
         ),
     )
+
+
+def _has_descriptor(stream: TextIO) -> bool:
+    try:
+        stream.fileno()
+    except (OSError, ValueError):
+        return False
+    return True

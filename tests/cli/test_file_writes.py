@@ -290,6 +290,31 @@ def test_a_descriptor_path_is_the_pipe_it_names(script_env, tmp_path):
     assert len(result.stdout.splitlines()) == 4 + 1  # the CSV, then the summary line
 
 
+def test_stdout_appended_to_the_store_is_refused(sqlite_store, tmp_path):
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "BILLING_DATABASE_URL": f"sqlite:///{sqlite_store}",
+    }
+    before = digest(sqlite_store)
+    for args in (("export-csv",), ("export-csv", "-o", "/dev/fd/1")):
+        with sqlite_store.open("ab") as appended:  # the shell's `>> billing.db`
+            result = subprocess.run(
+                [sys.executable, "-m", "cloudgreet_billing", *args],
+                stdout=appended,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=tmp_path,
+                timeout=60,
+                check=False,
+            )
+        assert result.returncode == 2, args
+        assert "it is the billing store's file" in result.stderr.splitlines()[-1]
+    assert digest(sqlite_store) == before
+    assert ledger_count() == 3
+
+
 @pytest.mark.parametrize("name", ["/dev/stdout", "/dev/stderr", "/dev/fd/3", "/proc/self/fd/1"])
 def test_dev_stdout_and_its_kin_are_written_through(name):
     assert files._is_descriptor_path(Path(name))
