@@ -188,12 +188,17 @@ def _check_utf8(path: Path) -> None:
 def _human(console: Console, report: SyncReport) -> None:
     from cloudgreet_billing.cli.render import when
 
-    if report.invoices_backfilled or report.subscriptions_backfilled or report.customers_backfilled:
+    backfilled = (
+        report.invoices_backfilled or report.subscriptions_backfilled or report.customers_backfilled
+    )
+    if backfilled or report.unreadable:
         console.print(
             f"backfilled {report.customers_backfilled} customers, "
             f"{report.invoices_backfilled} invoices and "
             f"{report.subscriptions_backfilled} subscriptions"
         )
+        for reason in report.unreadable:
+            console.print(f"  left out, unreadable: {reason}", highlight=False, soft_wrap=True)
         print_quarantine(console, report)
         return
     console.print(

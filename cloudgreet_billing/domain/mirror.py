@@ -20,6 +20,7 @@ from cloudgreet_billing.domain.statuses import (
     SUBSCRIPTION_STATUSES,
 )
 from cloudgreet_billing.domain.stripe_fields import Fields
+from cloudgreet_billing.errors import BadInput
 
 #: Settled invoices: nothing processed later may reopen them.
 FINAL_INVOICE_STATUSES: Final = frozenset(SETTLED_INVOICE_STATUSES)
@@ -127,8 +128,19 @@ def _subscription_id(fields: Fields) -> str | None:
     parent = fields.nested("parent")
     details = None if parent is None else parent.nested("subscription_details")
     if details is not None and details.raw("subscription"):
-        return details.optional_id("subscription", "sub_", expandable=True)
-    return fields.optional_id("subscription", "sub_", expandable=True)
+        return _reference(details, "subscription", "sub_")
+    return _reference(fields, "subscription", "sub_")
+
+
+def _reference(fields: Fields, key: str, prefix: str) -> str | None:
+    """A link to another object that billing can do without: one that is not an id of
+    its kind is dropped, never stored, and never makes the invoice unreadable, since
+    that would keep a failed payment from its alert and dunning. stripe-mock's invoice
+    fixture, for one, links the subscription as the bare word ``"subscription"``."""
+    try:
+        return fields.optional_id(key, prefix, expandable=True)
+    except BadInput:
+        return None
 
 
 def parse_invoice(obj: Mapping[str, Any]) -> MirroredInvoice:

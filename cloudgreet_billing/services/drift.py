@@ -105,8 +105,9 @@ def verify(
 ) -> VerifyReport:
     """Compare, and with ``repair`` apply Stripe's objects; reads nothing else."""
     report = VerifyReport(since=now - timedelta(days=check_days(days)), until=now, repair=repair)
+    compared: set[str] = set()
     for start, end in windows(report.since, now):
-        _verify_invoices(store, gateway, report, start, end, now, progress)
+        _verify_invoices(store, gateway, report, (start, end), compared, now, progress)
     _verify_subscriptions(store, gateway, report, now, progress)
     return report
 
@@ -115,22 +116,30 @@ def _verify_invoices(
     store: Store,
     gateway: PaymentGateway,
     report: VerifyReport,
-    start: datetime,
-    end: datetime,
+    window: tuple[datetime, datetime],
+    compared: set[str],
     now: datetime,
     progress: Progress | None,
 ) -> None:
+    start, end = window
     mirrored = store.mirrored_invoices_created(start, end)
     listed: set[str] = set()
     for obj in gateway.list_invoices(created_gte=start, created_lt=end):
-        report.invoices_checked += 1
         if progress is not None:
             progress(1)
         remote = _readable(report, "invoice", obj, parse_invoice)
         if remote is None:
+            report.invoices_checked += 1
             continue
         listed.add(remote.id)
-        found = compare_invoice(mirrored.get(remote.id), remote)
+        # Stripe keeps to the window; a server that does not (stripe-mock answers every
+        # list with its one fixture) must not make an invoice count, or differ, twice.
+        if remote.id in compared:
+            continue
+        compared.add(remote.id)
+        report.invoices_checked += 1
+        local = mirrored.get(remote.id) or store.get_invoice(remote.id)
+        found = compare_invoice(local, remote)
         if found and report.repair:
             found = _repair_invoice(store, remote, found, now)
         report.differences += found

@@ -12,10 +12,10 @@ store itself (``Unavailable``) stops a sync.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from cloudgreet_billing.adapters.payments import PaymentGateway
 from cloudgreet_billing.adapters.store.protocol import Store
@@ -47,6 +47,7 @@ LAST_SYNC_KEY: Final = "sync.last_synced_at"
 MAX_LISTED_FAILURES: Final = 100
 #: Quarantined events listed in a sync's report; past this only their count.
 MAX_LISTED_QUARANTINED: Final = 100
+_Parsed = TypeVar("_Parsed")
 
 
 @dataclass
@@ -66,6 +67,9 @@ class SyncReport:
     invoices_backfilled: int = 0
     subscriptions_backfilled: int = 0
     customers_backfilled: int = 0
+    #: Listed objects (``sync --backfill``) whose fields could not be read: ``id: reason``.
+    #: Each is left out, and the rest mirrored.
+    unreadable: list[str] = field(default_factory=list)
     #: This run's events that could not be applied (each quarantined): ``evt_…: reason``.
     failures: list[str] = field(default_factory=list)
     #: ``created`` of the newest event settled (applied, skipped, duplicate or quarantined).
@@ -98,7 +102,7 @@ class SyncReport:
     @property
     def needs_attention(self) -> bool:
         """Events wait in quarantine: exit 4 until an operator retries or dismisses them."""
-        return self.quarantined_count > 0 or self.events_failed > 0
+        return self.quarantined_count > 0 or self.events_failed > 0 or bool(self.unreadable)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -118,6 +122,8 @@ class SyncReport:
             "quarantined_count": self.quarantined_count,
             "quarantined": [quarantined_json(row) for row in self.quarantined],
             "customers_backfilled": self.customers_backfilled,
+            "objects_unreadable": len(self.unreadable),
+            "unreadable": self.unreadable[:MAX_LISTED_FAILURES],
         }
 
 
@@ -251,6 +257,16 @@ def sync_events(
     return report
 
 
+def _listed(report: SyncReport, obj: Any, parse: Callable[[Any], _Parsed]) -> _Parsed | None:
+    """A listed object parsed, or None, noted, when a field cannot be read: one bad
+    object must not keep every other one from the mirror."""
+    try:
+        return parse(obj)
+    except BadInput as error:
+        report.unreadable.append(error.message)
+        return None
+
+
 def backfill(
     store: Store,
     gateway: PaymentGateway,
@@ -267,18 +283,23 @@ def backfill(
     """
     report = SyncReport(cursor=stored_cursor(store))
     for obj in gateway.list_customers():
-        store.upsert_customer(parse_customer(obj), now, now)
-        report.customers_backfilled += 1
+        customer = _listed(report, obj, parse_customer)
+        if customer is not None:
+            store.upsert_customer(customer, now, now)
+            report.customers_backfilled += 1
         if progress is not None:
             progress(1)
     for batch in chunked(gateway.list_invoices(), BATCH_SIZE):
-        store.upsert_invoices([parse_invoice(obj) for obj in batch], now, now)
-        report.invoices_backfilled += len(batch)
+        invoices = [i for i in (_listed(report, obj, parse_invoice) for obj in batch) if i]
+        store.upsert_invoices(invoices, now, now)
+        report.invoices_backfilled += len(invoices)
         if progress is not None:
             progress(len(batch))
     for obj in gateway.list_subscriptions():
-        store.upsert_subscription(parse_subscription(obj), now, now)
-        report.subscriptions_backfilled += 1
+        subscription = _listed(report, obj, parse_subscription)
+        if subscription is not None:
+            store.upsert_subscription(subscription, now, now)
+            report.subscriptions_backfilled += 1
         if progress is not None:
             progress(1)
     _resolve_reached(store, report, now)

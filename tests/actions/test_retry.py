@@ -578,15 +578,16 @@ def test_after_a_500_the_next_retry_reads_the_invoice_and_sends_a_new_key(
 def test_a_timeout_keeps_the_key_so_stripe_can_replay_what_it_did(
     stripe: FakeStripe, seeded: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import time
-
     monkeypatch.setenv("STRIPE_TIMEOUT_SECONDS", "1")
     stripe.reply("GET", GET, invoice("open"))
 
     charged = threading.Event()
+    released = threading.Event()
 
     def charged_but_slow(request: Recorded) -> Reply:
-        time.sleep(1.2)  # Stripe charges; the answer comes after our deadline
+        # Stripe charges; the answer comes after our deadline, once the test lets it
+        # (an event, not a sleep, so a loaded machine cannot reorder the three runs).
+        released.wait(30)
         charged.set()
         return Reply(200, invoice("paid"))
 
@@ -595,6 +596,7 @@ def test_a_timeout_keeps_the_key_so_stripe_can_replay_what_it_did(
     first = run("retry", "1", "--yes")
     # While Stripe still works on the first request, the same key is "in use": 75.
     meanwhile = run("retry", "1", "--yes", "--json")
+    released.set()
     assert charged.wait(5)
     second = run("retry", "1", "--yes", "--json")
 

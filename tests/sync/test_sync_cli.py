@@ -42,6 +42,8 @@ SYNC_ZERO = {
     "quarantined_count": 0,
     "quarantined": [],
     "customers_backfilled": 0,
+    "objects_unreadable": 0,
+    "unreadable": [],
 }
 
 

@@ -351,3 +351,61 @@ def test_pages_are_paced_under_stripes_rate_limit() -> None:
     for _ in range(3):
         gateway._pace()
     assert slept == [pytest.approx(0.2), pytest.approx(0.2)]
+
+
+def test_a_link_that_is_not_an_id_is_dropped_not_fatal(fake: FakeStripe, store_env: str) -> None:
+    # stripe-mock's invoice links its subscription as the bare word "subscription": the
+    # invoice must still be mirrored (and so dunned), without the bad link.
+    odd = full_invoice(NEVER_DELIVERED, created=NOW_UNIX - 3600)
+    odd["parent"]["subscription_details"]["subscription"] = "subscription"
+    with freeze_time(NOW):
+        _backfill(fake, [odd], [])
+    from cloudgreet_billing.bootstrap import open_store
+    from cloudgreet_billing.config import load_settings
+
+    store = open_store(load_settings())
+    try:
+        mirrored = store.get_invoice(NEVER_DELIVERED)
+    finally:
+        store.close()
+    assert mirrored is not None and mirrored.subscription_id is None
+    assert mirrored.amount_due == 12900
+
+
+def test_backfill_leaves_out_an_unreadable_object_and_mirrors_the_rest(
+    fake: FakeStripe, store_env: str
+) -> None:
+    bad = full_invoice(NEVER_DELIVERED, created=NOW_UNIX - 3600)
+    bad["attempt_count"] = "two"
+    fake.paginate("/v1/customers", [])
+    fake.paginate("/v1/invoices", [bad, full_invoice(IN_SYNC, created=NOW_UNIX - 7200)])
+    fake.paginate("/v1/subscriptions", [subscription_object(LIVE_SUB)], where=_not_canceled)
+    result = cli("sync", "--backfill", "--json")
+    assert result.exit_code == 4, result.output
+    body = json.loads(result.stdout)["data"]
+    assert (body["invoices_backfilled"], body["subscriptions_backfilled"]) == (1, 1)
+    assert body["objects_unreadable"] == 1
+    [reason] = body["unreadable"]
+    assert reason.startswith(f"invoice {NEVER_DELIVERED} field attempt_count")
+    human = cli("sync", "--backfill")
+    assert human.exit_code == 4
+    assert f"left out, unreadable: invoice {NEVER_DELIVERED} field attempt_count" in human.stdout
+
+
+def test_a_server_that_ignores_the_window_counts_each_invoice_once(
+    fake: FakeStripe, store_env: str
+) -> None:
+    # stripe-mock answers every list with its fixture, whatever ``created`` asks for.
+    old = full_invoice(IN_SYNC, created=NOW_UNIX - 900 * 86400)
+    with freeze_time(NOW - timedelta(hours=1)):
+        _backfill(fake, [old], [])
+    fake.reply(
+        "GET",
+        "/v1/invoices",
+        {"object": "list", "data": [old], "has_more": False, "url": "/v1/invoices"},
+    )
+    fake.paginate("/v1/subscriptions", [], where=_not_canceled)
+    result = cli("sync", "--verify", "--json")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)["data"]
+    assert (body["invoices_checked"], body["differences"]) == (1, [])
