@@ -220,6 +220,20 @@ def test_doctor_checks_the_store_can_be_written(sqlite_store):
     assert f"the SQLite store {sqlite_store} is read-only" in store["detail"]
 
 
+def test_doctor_says_when_another_process_holds_the_store(sqlite_store, monkeypatch):
+    monkeypatch.setattr(sqlite_adapter, "WRITE_PROBE_TIMEOUT_MS", 50)
+    holder = sqlite3.connect(sqlite_store, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        result = run("doctor", "--json")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    store = checks(result)["store"]
+    assert store["status"] == "warn"
+    assert f"another process holds the store {sqlite_store}; retry" in store["detail"]
+
+
 def test_doctor_on_a_new_store_in_a_closed_folder_fails(tmp_path, monkeypatch):
     closed = tmp_path / "closed"
     closed.mkdir()

@@ -94,6 +94,8 @@ sqlite3.register_adapter(datetime, _adapt_time)
 
 #: How long a command waits for another process's write lock before it gives up (exit 75).
 BUSY_TIMEOUT_MS = 30_000
+#: How long ``doctor``'s write probe waits for that lock.
+WRITE_PROBE_TIMEOUT_MS = 2_000
 
 
 def _create_private(path: Path, *, create_folder: bool) -> bool:
@@ -236,6 +238,16 @@ class SqliteStore(SqlStore):
 
     def explain_failure(self, exc: BaseException) -> BillingError | None:
         return describe_failure(exc, self.path)
+
+    def check_writable(self) -> None:
+        # A probe waits a moment for the write lock, not a command's whole busy timeout:
+        # ``doctor`` should answer, and a held lock is worth saying by itself.
+        (waited,) = self._conn.execute("PRAGMA busy_timeout").fetchone()
+        self._conn.execute(f"PRAGMA busy_timeout = {min(int(waited), WRITE_PROBE_TIMEOUT_MS)}")
+        try:
+            super().check_writable()
+        finally:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(waited)}")
 
     def close(self) -> None:
         self._conn.close()
