@@ -329,7 +329,9 @@ def test_the_outbox_writes_whole_files_and_names_a_failure(tmp_path):
 
     outbox = Outbox(tmp_path / "outbox")
     name = outbox.write("email", 7, ".eml", b"Subject: hello\r\n\r\nbody\r\n")
-    assert (tmp_path / "outbox" / name).read_bytes().endswith(b"body\r\n")
+    written = tmp_path / "outbox" / name
+    assert written.read_bytes().endswith(b"body\r\n")
+    assert written.stat().st_mode & 0o777 == 0o600  # a customer's address and invoice
     assert [p.name for p in (tmp_path / "outbox").iterdir()] == [name]
     with read_only(tmp_path / "outbox"), pytest.raises(DeliveryError) as caught:
         outbox.write("sms", 8, ".sms.json", b"{}")
