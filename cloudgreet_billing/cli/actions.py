@@ -82,6 +82,8 @@ def _safety(context: AppContext, *, dry_run: bool, yes: bool) -> Safety:
         sys.stderr.write(" · ".join(parts) + "\n")
 
     def describe(request: ConfirmRequest) -> None:
+        if request.customer_id is None and request.invoice_id is None:
+            return  # about no customer (a second dunning pause): the question says it all
         who = request.customer_id or "?"
         if request.customer_label:
             who += f" ({request.customer_label})"
@@ -94,7 +96,8 @@ def _safety(context: AppContext, *, dry_run: bool, yes: bool) -> Safety:
 
     def confirm(request: ConfirmRequest) -> bool:
         describe(request)
-        prefix = "[LIVE] " if request.mode == "live" else "[test] "
+        # A Stripe action names its mode; a store-only one (dunning, alerts) has none.
+        prefix = {"live": "[LIVE] ", "test": "[test] "}.get(request.mode, "")
         try:
             return typer.confirm(prefix + request.question, default=False, err=True)
         except typer.Abort:  # Ctrl-C or end of input at the prompt: a "no"
@@ -103,6 +106,9 @@ def _safety(context: AppContext, *, dry_run: bool, yes: bool) -> Safety:
 
     def announce(request: ConfirmRequest) -> None:
         # With --yes nobody is asked, but the log still says who and how much.
+        if request.customer_id is None and request.invoice_id is None:
+            sys.stderr.write(f"{request.action} (--yes): {request.question}\n")
+            return
         sys.stderr.write(f"{request.action} (--yes):\n")
         describe(request)
 
@@ -114,6 +120,13 @@ def _safety(context: AppContext, *, dry_run: bool, yes: bool) -> Safety:
         announce=announce,
         show_banner=show_banner,
     )
+
+
+def confirm_gate(context: AppContext, *, yes: bool) -> Safety:
+    """The confirmation of a command that changes what reaches a customer or the audit
+    trail without calling Stripe (``dunning mark-sent``, ``alerts resolve``…): the same
+    prompt as the payment actions on a terminal, ``--yes`` elsewhere."""
+    return _safety(context, dry_run=False, yes=yes)
 
 
 class _Preview:

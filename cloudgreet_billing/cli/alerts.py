@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cloudgreet_billing.cli.actions import YesFlag, confirm_gate
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit
 from cloudgreet_billing.cli.render import alert_json, money, when
@@ -182,16 +183,30 @@ def _one(view: AlertView, console: Console, verb: str) -> None:
 
 @app.command("ack")
 def ack(ctx: typer.Context, alert_id: AlertId, json_output: JsonFlag = False) -> None:
-    """Acknowledge an alert: someone is on it."""
+    """Acknowledge an alert: someone is on it. A second ack says "already acknowledged"."""
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.domain.alerts import parse_alert_id
-    from cloudgreet_billing.services.alerts import acknowledge
+    from cloudgreet_billing.services.alerts import acknowledge, acknowledged_by
 
     context = app_context(ctx)
-    view = acknowledge(
-        context.store(), parse_alert_id(alert_id), actor=context.settings.actor, now=utcnow()
+    store = context.store()
+    view, changed = acknowledge(
+        store, parse_alert_id(alert_id), actor=context.settings.actor, now=utcnow()
     )
-    emit(alert_json(view.alert, view.notes), lambda console: _one(view, console, "acknowledged"))
+
+    def human(console: Console) -> None:
+        if changed:
+            _one(view, console, "acknowledged")
+            return
+        by = acknowledged_by(store, view.alert.id)
+        console.print(
+            f"alert {view.alert.id} already acknowledged"
+            + (f" by {by}" if by else "")
+            + (f" at {when(view.alert.acknowledged_at)}" if view.alert.acknowledged_at else "")
+            + "; nothing changed"
+        )
+
+    emit({**alert_json(view.alert, view.notes), "changed": changed}, human)
 
 
 @app.command("resolve")
@@ -201,9 +216,14 @@ def resolve(
     reason: Annotated[
         str | None, typer.Option("--reason", help="Why it is resolved (kept on the alert).")
     ] = None,
+    yes: YesFlag = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Resolve an alert by hand (paying the invoice resolves its alerts by itself)."""
+    """Resolve an alert by hand (paying the invoice resolves its alerts by itself).
+
+    It leaves everyone's list: asks on a terminal, needs --yes elsewhere (exit 3). An
+    alert already resolved is left as it is (exit 0), unasked.
+    """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.domain.alerts import parse_alert_id
     from cloudgreet_billing.services.alerts import resolve as resolve_alert
@@ -215,9 +235,13 @@ def resolve(
         reason=reason,
         actor=context.settings.actor,
         now=utcnow(),
+        safety=confirm_gate(context, yes=yes),
     )
     verb = "resolved" if changed else "was already resolved"
-    emit(alert_json(view.alert, view.notes), lambda console: _one(view, console, verb))
+    emit(
+        {**alert_json(view.alert, view.notes), "changed": changed},
+        lambda console: _one(view, console, verb),
+    )
 
 
 @app.command("note")

@@ -1,4 +1,4 @@
-"""``dunning run | list | preview | mark-sent | requeue | pause | resume``."""
+"""``dunning run | list | preview | mark-sent | unmark-sent | requeue | pause | resume``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cloudgreet_billing.cli.actions import YesFlag, confirm_gate
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit
 from cloudgreet_billing.cli.progress import progress_bar
@@ -293,28 +294,102 @@ def preview(
     )
 
 
+ReasonOption = Annotated[
+    str | None, typer.Option("--reason", help="Why (kept in the audit log and on the step).")
+]
+
+
 @app.command("mark-sent")
-def mark_sent(ctx: typer.Context, step_id: StepId, json_output: JsonFlag = False) -> None:
-    """Record that a step's message went out (e.g. a needs_review step you checked by hand)."""
+def mark_sent(
+    ctx: typer.Context,
+    step_id: StepId,
+    reason: ReasonOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Mark a step sent even before it is due.")
+    ] = False,
+    yes: YesFlag = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Record that a step's message went out (e.g. a needs_review step you checked by hand).
+
+    Its message is then never sent: asks on a terminal, needs --yes elsewhere (exit 3).
+    A step not yet due needs --force (exit 3 without). Undo it with `dunning unmark-sent`.
+    """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.services.dunning import operator
 
     context = app_context(ctx)
-    step = operator.mark_sent(context.store(), step_id, actor=context.settings.actor, now=utcnow())
+    step = operator.mark_sent(
+        context.store(),
+        step_id,
+        actor=context.settings.actor,
+        now=utcnow(),
+        safety=confirm_gate(context, yes=yes),
+        force=force,
+        reason=reason,
+    )
     emit(
         dunning_step_json(step),
-        lambda console: console.print(f"step {step.id} ({step.invoice_id}) marked sent"),
+        lambda console: console.print(
+            f"step {step.id} ({step.invoice_id}) marked sent; undo with: "
+            f"cloudgreet-billing dunning unmark-sent {step.id}"
+        ),
+    )
+
+
+@app.command("unmark-sent")
+def unmark_sent(
+    ctx: typer.Context,
+    step_id: StepId,
+    reason: ReasonOption = None,
+    yes: YesFlag = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Undo a `dunning mark-sent`: the step goes back to the status it had before.
+
+    Only a step marked sent by hand can be unmarked, not one a run sent. A step that was
+    scheduled is then sent by the next run. Asks on a terminal, needs --yes elsewhere.
+    """
+    from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.services.dunning import operator
+
+    context = app_context(ctx)
+    step, mark = operator.unmark_sent(
+        context.store(),
+        step_id,
+        actor=context.settings.actor,
+        now=utcnow(),
+        safety=confirm_gate(context, yes=yes),
+        reason=reason,
+    )
+    emit(
+        dunning_step_json(step),
+        lambda console: console.print(
+            f"step {step.id} ({step.invoice_id}) is {step.status} again "
+            f"(marked sent by {mark.actor} at {when(mark.occurred_at)})"
+        ),
     )
 
 
 @app.command("requeue")
-def requeue(ctx: typer.Context, step_id: StepId, json_output: JsonFlag = False) -> None:
-    """Schedule a failed, skipped or needs_review step again; the next run sends it."""
+def requeue(
+    ctx: typer.Context, step_id: StepId, yes: YesFlag = False, json_output: JsonFlag = False
+) -> None:
+    """Schedule a failed, skipped or needs_review step again; the next run sends it.
+
+    It will reach the customer: asks on a terminal, needs --yes elsewhere (exit 3).
+    """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.services.dunning import operator
 
     context = app_context(ctx)
-    step = operator.requeue(context.store(), step_id, actor=context.settings.actor, now=utcnow())
+    step = operator.requeue(
+        context.store(),
+        step_id,
+        actor=context.settings.actor,
+        now=utcnow(),
+        safety=confirm_gate(context, yes=yes),
+    )
     emit(
         dunning_step_json(step),
         lambda console: console.print(
@@ -327,19 +402,47 @@ def requeue(ctx: typer.Context, step_id: StepId, json_output: JsonFlag = False) 
 def pause(
     ctx: typer.Context,
     reason: Annotated[str, typer.Option("--reason", help="Why (shown to whoever resumes).")],
+    yes: YesFlag = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Stop all dunning sends (incident switch); runs exit 75 until `dunning resume`."""
+    """Stop all dunning sends (incident switch); runs exit 75 until `dunning resume`.
+
+    While already paused, the first pause's reason, actor and time stay: this says who
+    paused, when and why, and exits 3; confirmed (a prompt, or --yes) it adds your reason
+    beside theirs.
+    """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.services.dunning import operator
 
     context = app_context(ctx)
-    state = operator.pause(
-        context.store(), reason=reason, actor=context.settings.actor, now=utcnow()
+    outcome = operator.pause(
+        context.store(),
+        reason=reason,
+        actor=context.settings.actor,
+        now=utcnow(),
+        safety=confirm_gate(context, yes=yes),
     )
+    state = outcome.state
+
+    def human(console: Console) -> None:
+        if outcome.already:
+            console.print(
+                f"dunning stays paused by {state.actor} since {state.at}: {state.reason}; "
+                f"your reason is added beside it"
+            )
+        else:
+            console.print(f"dunning paused by {state.actor}: {state.reason}")
+
     emit(
-        {"paused": True, "reason": state.reason, "actor": state.actor, "at": state.at},
-        lambda console: console.print(f"dunning paused by {state.actor}: {state.reason}"),
+        {
+            "paused": True,
+            "reason": state.reason,
+            "actor": state.actor,
+            "at": state.at,
+            "already_paused": outcome.already,
+            "also": [dict(note) for note in state.also],
+        },
+        human,
     )
 
 

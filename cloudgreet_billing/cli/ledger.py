@@ -49,7 +49,11 @@ def add(
     description: Annotated[str | None, typer.Option("--description", help="Free text.")] = None,
     external_id: Annotated[
         str | None,
-        typer.Option("--external-id", help="Your id for the entry; makes re-adding a no-op."),
+        typer.Option(
+            "--external-id",
+            help="Your id for the entry: adding the same entry again is a no-op; reusing "
+            "the id with other values is refused (exit 2).",
+        ),
     ] = None,
     json_output: JsonFlag = False,
 ) -> None:
@@ -99,14 +103,17 @@ def import_(
         ),
     ],
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Check every row; write nothing.")
+        bool,
+        typer.Option("--dry-run", help="Check every row, against the ledger too; write nothing."),
     ] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Import a CSV all-or-nothing; bad rows are reported by line number.
 
-    Rows whose external_id is already in the ledger are skipped, so re-importing a file
-    is safe.
+    A row that repeats an entry under its external_id (already in the ledger, or on an
+    earlier line) is skipped, so re-importing a file is safe. A row that reuses an
+    external_id with another customer, kind, amount, currency, time or invoice fails the
+    import (exit 2), naming its line and both versions.
     """
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.errors import BadInput
@@ -136,14 +143,17 @@ def import_(
             progress=progress,
         )
 
-    if report.inserted:
+    if report.inserted and not report.dry_run:
         window = store.ledger_created_window(now)
         if window is not None:
             _check_thresholds(context, *window, now)
 
     def human(console: Console) -> None:
         if report.dry_run:
-            console.print(f"{report.source}: {report.rows} rows are valid; nothing written")
+            console.print(
+                f"{report.source}: {report.rows} rows are valid; {report.would_insert} would "
+                f"be imported, {report.duplicates} already in the ledger; nothing written"
+            )
         else:
             console.print(
                 f"{report.source}: {report.rows} rows, {report.inserted} imported, "
@@ -157,6 +167,7 @@ def import_(
             "inserted": report.inserted,
             "duplicates": report.duplicates,
             "dry_run": report.dry_run,
+            **({"would_insert": report.would_insert} if report.dry_run else {}),
         },
         human,
     )

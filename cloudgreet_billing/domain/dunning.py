@@ -438,14 +438,21 @@ class PauseState:
     reason: str | None = None
     actor: str | None = None
     at: str | None = None
+    #: Reasons added by a confirmed pause while already paused (``reason``, ``actor``,
+    #: ``at`` each), oldest first; the first pause's own stay above.
+    also: tuple[dict[str, str], ...] = ()
 
     @classmethod
     def from_setting(cls, value: Any) -> PauseState:
         if not isinstance(value, dict):
             return cls(paused=False)
+        also = value.get("also")
         return cls(
             paused=bool(value.get("paused")),
             reason=value.get("reason"),
             actor=value.get("actor"),
             at=value.get("at"),
+            also=tuple(note for note in also if isinstance(note, dict))
+            if isinstance(also, list)
+            else (),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from cloudgreet_billing.adapters.store.protocol import AuditRecord, Store
 from cloudgreet_billing.adapters.store.protocol_alerts import AlertQuery
@@ -12,6 +13,9 @@ from cloudgreet_billing.domain.alerts import Alert, AlertNote
 from cloudgreet_billing.domain.dunning import DunningStep
 from cloudgreet_billing.domain.mirror import MirroredInvoice
 from cloudgreet_billing.errors import BadInput, NotFound
+
+if TYPE_CHECKING:
+    from cloudgreet_billing.services.actions.common import Safety as SafetyGate
 
 MAX_NOTE_LENGTH = 4000
 
@@ -90,27 +94,80 @@ def _mentions(record: AuditRecord, alert: Alert) -> bool:
     return alert.invoice_id is not None and details.get("invoice_id") == alert.invoice_id
 
 
-def acknowledge(store: Store, alert_id: int, *, actor: str, now: datetime) -> AlertView:
-    """Acknowledge an open alert; acknowledging twice is a no-op; a resolved one is refused."""
+def acknowledge(
+    store: Store, alert_id: int, *, actor: str, now: datetime
+) -> tuple[AlertView, bool]:
+    """Acknowledge an open alert; returns (view, changed). Acknowledging an acknowledged
+    alert changes nothing (the CLI says "already acknowledged"); a resolved one is refused."""
     current = _require(store, alert_id)
     if current.status == "resolved":
         raise BadInput(
             f"alert {alert_id} is already resolved ({current.resolution or 'no reason given'})",
             code="alert_resolved",
         )
+    if current.status == "acknowledged":
+        return AlertView(current, store.alert_notes(alert_id)), False
     alert = store.acknowledge_alert(alert_id, actor=actor, now=now)
     assert alert is not None
-    return AlertView(alert, store.alert_notes(alert_id))
+    return AlertView(alert, store.alert_notes(alert_id)), alert.status == "acknowledged"
+
+
+def acknowledged_by(store: Store, alert_id: int) -> str | None:
+    """Who acknowledged the alert, from its audit trail (the last ``alert.ack``)."""
+    acks = [r for r in store.audit_trail(audit_target(alert_id)) if r.action == "alert.ack"]
+    return acks[-1].actor if acks else None
 
 
 def resolve(
-    store: Store, alert_id: int, *, reason: str | None, actor: str, now: datetime
+    store: Store,
+    alert_id: int,
+    *,
+    reason: str | None,
+    actor: str,
+    now: datetime,
+    safety: SafetyGate | None = None,
 ) -> tuple[AlertView, bool]:
-    """Resolve an alert; returns (view, changed). Resolving a resolved alert changes nothing."""
+    """Resolve an alert; returns (view, changed). Resolving a resolved alert changes
+    nothing. Resolving one takes it off everyone's list, so it is confirmed (``safety``: a
+    prompt on a terminal, ``--yes`` elsewhere, else exit 3), like the payment actions."""
+    from cloudgreet_billing.services.actions.common import (
+        AuditStory,
+        ConfirmRequest,
+        Safety,
+        ask,
+        customer_label,
+        refuse_unconfirmed,
+    )
+
+    safety = safety or Safety()
     current = _require(store, alert_id)
     if current.status == "resolved":
         return AlertView(current, store.alert_notes(alert_id)), False
     resolution = (reason or "").strip() or f"resolved by {actor}"
+    story = AuditStory.of(
+        store, actor, "alert.resolve", audit_target(alert_id), safety, {"resolution": resolution}
+    )
+    what = f"resolving alert {alert_id} ({current.type})"
+    refuse_unconfirmed(story, safety, what, hint="re-run with --yes, or on a terminal to be asked")
+    invoice = store.get_invoice(current.invoice_id) if current.invoice_id else None
+    ask(
+        story,
+        safety,
+        ConfirmRequest(
+            action="resolve",
+            question=f"Resolve alert {alert_id} ({current.type}, {current.status}) as "
+            f"{resolution!r}?",
+            mode="",
+            customer_id=current.customer_id,
+            customer_label=customer_label(store, current.customer_id, invoice)
+            if current.customer_id
+            else None,
+            invoice_id=current.invoice_id,
+            amount=current.amount_due,
+            currency=current.currency,
+        ),
+        nothing="the alert is unchanged",
+    )
     alert = store.resolve_alert(alert_id, resolution=resolution, actor=actor, now=now)
     assert alert is not None
     return AlertView(alert, store.alert_notes(alert_id)), alert.status == "resolved"

@@ -10,6 +10,8 @@ past the batch when a quoted cell spans lines.
 from __future__ import annotations
 
 import csv
+from array import array
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice, repeat
@@ -47,6 +49,11 @@ class LedgerCsv:
         #: Lines split here rather than by the reader, whose ``line_num`` misses them.
         self._split_lines = 0
         self._unreadable: csv.Error | None = None
+        #: The file lines of the rows yielded: per batch, its first row's number (1-based,
+        #: in import order) and its rows' lines (a range for a plain batch).
+        self._batch_starts: list[int] = []
+        self._batch_lines: list[Sequence[int]] = []
+        self._yielded = 0
 
     def _bad(self, line: int, message: str) -> None:
         self.bad_rows += 1
@@ -56,6 +63,20 @@ class LedgerCsv:
     def _line(self) -> int:
         """The line the last row read ends on."""
         return self._split_lines + self._reader.line_num
+
+    def line_of(self, row: int) -> int:
+        """The file line of the ``row``-th row yielded (1-based), as the store numbers the
+        rows of an import; for a row spanning lines, the line it ends on."""
+        at = bisect_right(self._batch_starts, row) - 1
+        if at < 0 or row - self._batch_starts[at] >= len(self._batch_lines[at]):
+            raise IndexError(f"row {row} was not read")
+        return self._batch_lines[at][row - self._batch_starts[at]]
+
+    def _yield(self, batch: LedgerBatch, lines: Sequence[int]) -> LedgerBatch:
+        self._batch_starts.append(self._yielded + 1)
+        self._batch_lines.append(_compact(lines))
+        self._yielded += batch.size
+        return batch
 
     def __iter__(self) -> Iterator[LedgerBatch]:
         try:
@@ -88,10 +109,11 @@ class LedgerCsv:
                 count = len(lines)
                 self._split_lines += count
                 batch = fast(layout.in_contract_order(by_position))
+                numbers: Sequence[int] = _lines_ending(self._line(), count)
                 if batch is None:
                     rows = [line.rstrip("\r\n").split(",") for line in lines]
-                    numbered = zip(rows, _lines_ending(self._line(), count), strict=True)
-                    batch = self._row_by_row(numbered, layout, slow)
+                    numbered = zip(rows, numbers, strict=True)
+                    batch, numbers = self._row_by_row(numbered, layout, slow)
                 else:
                     self.rows += count
             else:
@@ -103,13 +125,14 @@ class LedgerCsv:
                 count = len(read)
                 batch = layout.fast([row for row, _ in read], fast)
                 if batch is None:
-                    batch = self._row_by_row(read, layout, slow)
+                    batch, numbers = self._row_by_row(read, layout, slow)
                 else:
+                    numbers = [line for _, line in read]
                     self.rows += count
             if self._progress is not None:
                 self._progress(count)
             if batch is not None and not self.bad_rows:
-                yield batch
+                yield self._yield(batch, numbers)
             if self._unreadable is not None:
                 self._bad(self._line(), f"unreadable CSV ({self._unreadable})")
                 return
@@ -131,11 +154,13 @@ class LedgerCsv:
 
     def _row_by_row(
         self, rows: Iterable[tuple[list[str], int]], layout: _Layout, parse: DraftParser
-    ) -> LedgerBatch | None:
+    ) -> tuple[LedgerBatch | None, list[int]]:
         """A batch the column-wise check declined: blank lines, a bad row, or cells that
         are valid but not canonical (`` cus_1 ``, ``USD``). Each row goes through
-        ``make_draft``'s rules and every bad row is reported by its line."""
+        ``make_draft``'s rules and every bad row is reported by its line. Returned with
+        the lines of its rows."""
         drafts = []
+        lines = []
         for row, line in rows:
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
@@ -147,9 +172,10 @@ class LedgerCsv:
             try:
                 # Only optional cells can be None: the header check saw every required one.
                 drafts.append(parse(*layout.cells(row)))  # type: ignore[arg-type]
+                lines.append(line)
             except BadInput as exc:
                 self._bad(line, exc.message)
-        return LedgerBatch.of(drafts) if drafts else None
+        return (LedgerBatch.of(drafts) if drafts else None), lines
 
 
 class _Lines:
@@ -263,6 +289,15 @@ def _check_header(names: list[str], source: str) -> None:
         f"{source}: the header has {'; '.join(problems)}",
         hint=f"columns are {','.join(REQUIRED_COLUMNS)}[,{','.join(OPTIONAL_COLUMNS)}]",
     )
+
+
+def _compact(lines: Sequence[int]) -> Sequence[int]:
+    """Line numbers kept for a whole import: a range when consecutive, else an array."""
+    if isinstance(lines, range) or not lines:
+        return lines
+    if lines[-1] - lines[0] + 1 == len(lines):
+        return range(lines[0], lines[-1] + 1)
+    return array("q", lines)
 
 
 def _lines_ending(last_line: int, count: int) -> range:

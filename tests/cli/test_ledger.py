@@ -322,9 +322,9 @@ def test_import_of_a_file_lets_a_large_load_take_the_bulk_path(tmp_path, monkeyp
     seen: list[int | None] = []
     real = SqliteStore.import_ledger
 
-    def spy(self, drafts, now, *, expected_rows=None):
+    def spy(self, drafts, now, *, expected_rows=None, dry_run=False):
         seen.append(expected_rows)
-        return real(self, drafts, now, expected_rows=expected_rows)
+        return real(self, drafts, now, expected_rows=expected_rows, dry_run=dry_run)
 
     monkeypatch.setattr(SqliteStore, "import_ledger", spy)
     rows = BULK_LOAD_MIN_ROWS + 100

@@ -162,11 +162,11 @@ def test_mark_sent_records_a_hand_checked_step(store: Any) -> None:
     schedule(store)
     step_id = _needs_review(store)
     with freeze_time(T0 + timedelta(hours=1)):
-        code, body = invoke("dunning", "mark-sent", str(step_id))
+        code, body = invoke("dunning", "mark-sent", str(step_id), "--yes")
     assert code == 0
     assert (body["data"]["status"], body["data"]["sent_at"]) == ("sent", "2026-03-02T10:00:00Z")
     assert body["data"]["reason"] == "marked sent by tester@ci"
-    code, body = invoke("dunning", "mark-sent", str(step_id))
+    code, body = invoke("dunning", "mark-sent", str(step_id), "--yes")
     assert (code, body["error"]["code"]) == (2, "invalid_state")
     trail = [(a.action, a.outcome, a.actor) for a in store.audit_trail(f"dunning_step:{step_id}")]
     assert trail == [
@@ -179,9 +179,9 @@ def test_requeue_schedules_a_step_again(store: Any) -> None:
     seed_invoice(store)
     schedule(store)
     step_id = _needs_review(store)
-    code, body = invoke("dunning", "requeue", str(step_id))
+    code, body = invoke("dunning", "requeue", str(step_id), "--yes")
     assert (code, body["data"]["status"], body["data"]["reason"]) == (0, "scheduled", None)
-    code, body = invoke("dunning", "requeue", str(step_id))
+    code, body = invoke("dunning", "requeue", str(step_id), "--yes")
     assert (code, body["error"]["code"]) == (2, "invalid_state")
     assert [a.outcome for a in store.audit_trail(f"dunning_step:{step_id}")] == [
         "scheduled",
@@ -194,13 +194,13 @@ def test_requeue_refuses_steps_of_a_paid_invoice(store: Any) -> None:
     schedule(store)
     step_id = _needs_review(store)
     settle(store)
-    code, body = invoke("dunning", "requeue", str(step_id))
+    code, body = invoke("dunning", "requeue", str(step_id), "--yes")
     assert code == 2
     assert body["error"]["message"] == "invoice in_1 is paid; its steps are not sent again"
 
 
 def test_unknown_step_ids_are_not_found(store: Any) -> None:
-    code, body = invoke("dunning", "requeue", "999")
+    code, body = invoke("dunning", "requeue", "999", "--yes")
     assert (code, body["error"]["code"]) == (2, "not_found")
 
 

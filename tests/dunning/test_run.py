@@ -304,6 +304,8 @@ def test_pause_stops_runs_with_exit_75_until_resume(store: Any, outbox: Path) ->
                 "reason": "Stripe outage",
                 "actor": "tester@ci",
                 "at": "2026-03-02T09:01:00Z",
+                "already_paused": False,
+                "also": [],
             }
         },
     )

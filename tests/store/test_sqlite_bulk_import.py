@@ -16,6 +16,7 @@ from cloudgreet_billing.adapters.store.sqlite import (
 )
 from cloudgreet_billing.domain.ledger import make_draft
 from cloudgreet_billing.domain.ledger_batch import batches_of
+from cloudgreet_billing.domain.ledger_identity import ExternalIdConflicts
 from cloudgreet_billing.errors import BadInput
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
@@ -187,3 +188,27 @@ def test_a_bulk_load_before_migration_2_keeps_the_column_key(tmp_path):
     finally:
         store.close()
     assert (first.inserted, again.inserted, again.duplicates) == (ROWS, 0, ROWS)
+
+
+def test_a_bulk_load_refuses_reused_external_ids_and_restores_everything(sqlite_store):
+    """Without the key during the load, a reuse of an id with other facts is found when
+    the key is built: the load rolls back whole, indexes and all."""
+    recorded = list(drafts(3, prefix="old"))
+    sqlite_store.import_ledger(batches_of(recorded), NOW)
+    before = ledger_indexes(sqlite_store.path)
+    loaded = list(drafts(ROWS))
+
+    def with_conflicts():
+        yield from loaded
+        yield loaded[7]._replace(description="the same entry again")
+        yield recorded[1]._replace(amount=recorded[1].amount + 1)
+        yield loaded[7]._replace(customer_id="cus_QTestBeta002")
+
+    assert sqlite_store._is_bulk_load(ROWS)
+    with pytest.raises(ExternalIdConflicts) as raised:
+        sqlite_store.import_ledger(batches_of(with_conflicts()), NOW, expected_rows=ROWS)
+    found = [(c.given_row, c.recorded_row, c.recorded_entry_id) for c in raised.value.conflicts]
+    assert found == [(ROWS + 2, None, 2), (ROWS + 3, 8, None)]
+    assert ledger_indexes(sqlite_store.path) == before
+    assert sqlite_store.row_counts()["billing_usage_ledger"] == 3
+    assert bad_row_is_refused(sqlite_store), "CHECK constraints are enforced again"

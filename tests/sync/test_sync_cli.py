@@ -186,7 +186,7 @@ def test_alert_ack_note_resolve_show(store_env: str) -> None:
     assert noted["notes"] == [
         {"author": "tester@ci", "body": "called the owner", "created_at": "2026-05-29T09:00:00Z"}
     ]
-    resolved = data(cli("alerts", "resolve", aid, "--reason", "paid by check", "--json"))
+    resolved = data(cli("alerts", "resolve", aid, "--reason", "paid by check", "--yes", "--json"))
     assert (resolved["status"], resolved["resolution"]) == ("resolved", "paid by check")
     assert data(cli("alerts", "list", "--json")) == []
     assert len(data(cli("alerts", "list", "--status", "all", "--json"))) == 1

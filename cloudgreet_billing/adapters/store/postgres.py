@@ -18,8 +18,18 @@ from cloudgreet_billing.adapters.store.migrations import postgres_migrations
 from cloudgreet_billing.adapters.store.protocol_ledger import ImportOutcome
 from cloudgreet_billing.adapters.store.sql import SqlStore
 from cloudgreet_billing.adapters.store.sql_finance import STREAM_BATCH
-from cloudgreet_billing.adapters.store.sql_ledger import LEDGER_COLUMNS
+from cloudgreet_billing.adapters.store.sql_ledger import (
+    CONFLICT_COLUMNS,
+    LEDGER_COLUMNS,
+    same_facts,
+)
 from cloudgreet_billing.config import redact_url
+from cloudgreet_billing.domain.ledger_identity import (
+    IDENTITY_COLUMNS,
+    MAX_LISTED_CONFLICTS,
+    ExternalIdConflict,
+    ExternalIdConflicts,
+)
 from cloudgreet_billing.errors import BillingError, ConfigError, StoreError, Unavailable
 
 if TYPE_CHECKING:
@@ -169,11 +179,18 @@ class PostgresStore(SqlStore):
         return applied
 
     def import_ledger(
-        self, batches: Iterable[LedgerBatch], now: datetime, *, expected_rows: int | None = None
+        self,
+        batches: Iterable[LedgerBatch],
+        now: datetime,
+        *,
+        expected_rows: int | None = None,
+        dry_run: bool = False,
     ) -> ImportOutcome:
         """COPY into a temporary table, then one INSERT … ON CONFLICT: far faster than
-        row-by-row inserts, and still a single transaction."""
-        with self._conn.transaction(), self._conn.cursor() as cursor:
+        row-by-row inserts, and still a single transaction. If a row was skipped, one
+        join of the staged rows with the ledger finds every reuse of an external_id with
+        other facts, and the import rolls back. A dry run does all of it and rolls back."""
+        with self._conn.transaction() as transaction, self._conn.cursor() as cursor:
             cursor.execute(
                 "CREATE TEMPORARY TABLE ledger_import (seq bigint, "
                 "customer_id text, kind text, amount bigint, currency text, "
@@ -186,13 +203,69 @@ class PostgresStore(SqlStore):
                     for draft in batch.drafts():
                         seen += 1
                         copy.write_row((seen, *self._ledger_params(draft, now)))
+            cursor.execute("SELECT coalesce(max(id), 0) FROM billing_usage_ledger")
+            row = cursor.fetchone()
+            last_id_before = int(row[0]) if row else 0
             cursor.execute(
                 f"INSERT INTO billing_usage_ledger ({LEDGER_COLUMNS}) "
                 f"SELECT {LEDGER_COLUMNS} FROM ledger_import ORDER BY seq "
                 "ON CONFLICT (external_id) DO NOTHING"
             )
             inserted = cursor.rowcount
-        return ImportOutcome(inserted=inserted, duplicates=seen - inserted)
+            if inserted < seen:
+                # After the insert, so that an entry another session committed meanwhile
+                # (which ON CONFLICT waited for and skipped) is judged too.
+                conflicts, count = self._staged_conflicts(last_id_before, now)
+                if conflicts:
+                    raise ExternalIdConflicts(conflicts, count)
+            outcome = ImportOutcome(inserted=inserted, duplicates=seen - inserted)
+            if dry_run:
+                raise psycopg.Rollback(transaction)
+        return outcome
+
+    def _staged_conflicts(
+        self, last_id_before: int, now: datetime
+    ) -> tuple[list[ExternalIdConflict], int]:
+        """Staged rows whose external_id the ledger holds with other facts: recorded
+        before, or inserted just now from an earlier row of this import (an id past
+        ``last_id_before`` created at ``now``)."""
+        query = (
+            "SELECT given.seq, recorded.id, "
+            "(recorded.id > ? AND recorded.created_at = ?) AS from_import, "
+            f"{CONFLICT_COLUMNS} FROM ledger_import AS given "
+            "JOIN billing_usage_ledger AS recorded ON recorded.external_id = given.external_id "
+            f"WHERE NOT ({same_facts('IS NOT DISTINCT FROM')})"
+        )
+        params = (last_id_before, now)
+        rows = self._execute(
+            f"{query} ORDER BY given.seq LIMIT {MAX_LISTED_CONFLICTS}", params
+        ).fetchall()
+        if not rows:
+            return [], 0
+        lead = 3
+        external_id_at = lead + 2 * len(IDENTITY_COLUMNS)
+        from_import = [row[external_id_at] for row in rows if row[2]]
+        first_seq: dict[str, int] = {}
+        if from_import:
+            first_seq = {
+                external_id: int(seq)
+                for external_id, seq in self._execute(
+                    "SELECT external_id, min(seq) FROM ledger_import "
+                    "WHERE external_id = ANY(?) GROUP BY external_id",
+                    (from_import,),
+                ).fetchall()
+            }
+        conflicts = [
+            self._conflict(
+                row,
+                lead=lead,
+                given_row=int(row[0]),
+                recorded_row=first_seq.get(row[external_id_at]) if row[2] else None,
+                entry_id=int(row[1]),
+            )
+            for row in rows
+        ]
+        return conflicts, self._conflict_count(query, params, len(conflicts))
 
     def _lock_due_step_ids(self, now: datetime, limit: int) -> list[int]:
         """Due steps no other run holds: rows locked by a concurrent claim are skipped, not

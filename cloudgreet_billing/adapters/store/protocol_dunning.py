@@ -117,6 +117,14 @@ class DunningOps(Protocol):
         """Schedule a step again if it is in one of ``from_statuses``; else None."""
         ...
 
+    def unmark_step_sent(
+        self, step_id: int, *, marked_reason: str, status: str, reason: str | None, now: datetime
+    ) -> DunningStep | None:
+        """Undo a manual mark-sent: if the step is still ``sent`` with the reason the mark
+        gave it (``marked_reason``), put it back in ``status`` with ``reason`` and no
+        ``sent_at``; else None."""
+        ...
+
     def invoice_facts(self, invoice_id: str) -> InvoiceFacts | None:
         """The mirrored invoice and the contact dunning uses (``freshest_contact``)."""
         ...

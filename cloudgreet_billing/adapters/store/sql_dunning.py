@@ -480,6 +480,17 @@ class DunningSql(AuditSql):
             ).fetchone()
         return None if row is None else self.get_step(step_id)
 
+    def unmark_step_sent(
+        self, step_id: int, *, marked_reason: str, status: str, reason: str | None, now: datetime
+    ) -> DunningStep | None:
+        with self._transaction():
+            row = self._execute(
+                "UPDATE billing_dunning_events SET status = ?, sent_at = NULL, reason = ?, "
+                "updated_at = ? WHERE id = ? AND status = 'sent' AND reason = ? RETURNING id",
+                (status, reason, now, step_id, marked_reason),
+            ).fetchone()
+        return None if row is None else self.get_step(step_id)
+
     def invoice_facts(self, invoice_id: str) -> InvoiceFacts | None:
         row = self._execute(
             f"SELECT i.customer_id, {FACT_COLUMNS} FROM billing_invoices i "

@@ -9,6 +9,14 @@ from typing import Any
 from cloudgreet_billing.adapters.store.protocol_ledger import LedgerQuery
 from cloudgreet_billing.adapters.store.sql_base import SqlBase
 from cloudgreet_billing.domain.ledger import LedgerDraft, LedgerEntry
+from cloudgreet_billing.domain.ledger_identity import (
+    IDENTITY_COLUMNS,
+    MAX_LISTED_CONFLICTS,
+    EntryFacts,
+    ExternalIdConflict,
+    ExternalIdConflicts,
+    first_conflict,
+)
 
 LEDGER_COLUMNS = (
     "customer_id, kind, amount, currency, occurred_at, invoice_id, description, external_id, "
@@ -20,6 +28,23 @@ INSERT_LEDGER = (
     f"INSERT INTO billing_usage_ledger ({LEDGER_COLUMNS}) VALUES {LEDGER_VALUES} "
     "ON CONFLICT (external_id) DO NOTHING"
 )
+#: An import's rows against the entries that hold their external ids: ``given`` (a staged
+#: row or a later ledger row) and ``recorded``, each with its identity columns.
+CONFLICT_COLUMNS = (
+    ", ".join(f"recorded.{column}" for column in IDENTITY_COLUMNS)
+    + ", "
+    + ", ".join(f"given.{column}" for column in IDENTITY_COLUMNS)
+    + ", given.external_id"
+)
+
+
+def same_facts(null_safe_equal: str) -> str:
+    """SQL true when ``given`` repeats ``recorded``: every identity column the same, NULLs
+    too. ``null_safe_equal`` is the dialect's operator (SQLite's ``IS``, which older
+    SQLite versions know, for PostgreSQL's ``IS NOT DISTINCT FROM``)."""
+    return " AND ".join(
+        f"given.{column} {null_safe_equal} recorded.{column}" for column in IDENTITY_COLUMNS
+    )
 
 
 class LedgerSql(SqlBase):
@@ -65,7 +90,45 @@ class LedgerSql(SqlBase):
                 f"{LEDGER_SELECT} WHERE external_id = ?", (draft.external_id,)
             ).fetchone()
         assert existing is not None, "ON CONFLICT skipped a row with no external_id"
-        return self._ledger_entry(existing), False
+        assert draft.external_id is not None
+        entry = self._ledger_entry(existing)
+        conflict = first_conflict(entry, entry.id, draft, draft.external_id)
+        if conflict is not None:
+            raise ExternalIdConflicts([conflict], 1)
+        return entry, False
+
+    def _entry_facts(self, values: Sequence[Any]) -> EntryFacts:
+        customer_id, kind, amount, currency, occurred_at, invoice_id = values
+        return EntryFacts(
+            customer_id, kind, int(amount), currency, self._time(occurred_at), invoice_id
+        )
+
+    def _conflict(
+        self,
+        row: Sequence[Any],
+        *,
+        given_row: int,
+        recorded_row: int | None,
+        entry_id: int,
+        lead: int = 2,
+    ) -> ExternalIdConflict:
+        """A row of a query selecting ``CONFLICT_COLUMNS`` after ``lead`` other columns."""
+        width = len(IDENTITY_COLUMNS)
+        return ExternalIdConflict(
+            external_id=row[lead + 2 * width],
+            recorded=self._entry_facts(row[lead : lead + width]),
+            given=self._entry_facts(row[lead + width : lead + 2 * width]),
+            given_row=given_row,
+            recorded_entry_id=None if recorded_row is not None else entry_id,
+            recorded_row=recorded_row,
+        )
+
+    def _conflict_count(self, query: str, params: Sequence[Any], listed: int) -> int:
+        """How many conflicts ``query`` finds, counted only past the listed ones."""
+        if listed < MAX_LISTED_CONFLICTS:
+            return listed
+        row = self._execute(f"SELECT count(*) FROM ({query}) AS conflicts", params).fetchone()
+        return int(row[0]) if row else listed
 
     def list_ledger(self, query: LedgerQuery) -> list[LedgerEntry]:
         where: list[str] = []

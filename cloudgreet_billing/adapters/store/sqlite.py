@@ -19,9 +19,20 @@ from cloudgreet_billing.adapters.store.protocol_ledger import ImportOutcome
 from cloudgreet_billing.adapters.store.sql import SqlStore
 from cloudgreet_billing.adapters.store.sql_base import Cursor
 from cloudgreet_billing.adapters.store.sql_finance import LEDGER_EXPORT_ORDER
-from cloudgreet_billing.adapters.store.sql_ledger import INSERT_LEDGER, LEDGER_VALUES
+from cloudgreet_billing.adapters.store.sql_ledger import (
+    CONFLICT_COLUMNS,
+    INSERT_LEDGER,
+    LEDGER_VALUES,
+    same_facts,
+)
+from cloudgreet_billing.adapters.store.sql_ledger import LEDGER_COLUMNS as STORED_COLUMNS
 from cloudgreet_billing.clock import utcnow
 from cloudgreet_billing.domain.export import FORMULA_PREFIXES, LEDGER_COLUMNS
+from cloudgreet_billing.domain.ledger_identity import (
+    MAX_LISTED_CONFLICTS,
+    ExternalIdConflict,
+    ExternalIdConflicts,
+)
 from cloudgreet_billing.domain.money import THREE_DECIMAL, ZERO_DECIMAL
 from cloudgreet_billing.errors import (
     BadInput,
@@ -57,6 +68,8 @@ EXTERNAL_KEY = "billing_usage_ledger_external_key"
 PROBE_IDS = 500
 #: An index a bulk load builds only to find repeated external ids, and drops again.
 SCRATCH_INDEX = "billing_usage_ledger_import_scratch"
+#: Where an import's rows go once one repeats an external_id (``import_ledger``).
+STAGING = "temp.billing_ledger_import"
 #: Threads SQLite's sorter may use when a bulk load rebuilds the indexes.
 SORT_THREADS = min(os.cpu_count() or 1, 4)
 #: Page cache during a bulk load, in KiB (negative: SQLite's unit for a size in KiB).
@@ -486,27 +499,51 @@ class SqliteStore(SqlStore):
         now: datetime,
         *,
         expected_rows: int | None = None,
+        dry_run: bool = False,
     ) -> ImportOutcome:
         """One transaction, ``ROWS_PER_INSERT`` rows per statement; a load large for the
-        table is a bulk load (``_bulk_load``).
+        table is a bulk load (``_bulk_load``). A dry run does all of it and rolls back.
 
         Deliberately single-threaded: sqlite3 releases the GIL around every statement, so
         a parsing thread beside the writer contends for it at every hand-off, which
         measured slower than doing both in turn.
         """
-        from cloudgreet_billing.domain.ledger import Memo
-
-        created_at = repeat(_adapt_time(now))
-        # Imported rows share few distinct times: adapt each once, in C through the memo.
-        stored_time = Memo(_adapt_time, limit=STORED_TIMES_KEPT).__getitem__
-        seen = inserted = 0
-        step = ROWS_PER_INSERT * PARAMS_PER_ROW
         # The first batch tells a bulk load whether the file was imported before.
         pending = iter(batches)
         first = next(pending, None)
         if first is None:
             return ImportOutcome(inserted=0, duplicates=0)
-        with self._transaction(), self._bulk_load(expected_rows, first) as load:
+        try:
+            with self._transaction():
+                outcome = self._import_in_transaction(first, pending, now, expected_rows)
+                if dry_run:
+                    raise _DryRun(outcome)
+        except _DryRun as done:
+            return done.outcome
+        return outcome
+
+    def _import_in_transaction(
+        self,
+        first: LedgerBatch,
+        pending: Iterator[LedgerBatch],
+        now: datetime,
+        expected_rows: int | None,
+    ) -> ImportOutcome:
+        """The rows go straight into the ledger until a statement skips one (its
+        external_id is taken): that statement's rows are taken out again, and they and
+        every later row go to a staging table, which is compared with the ledger in one
+        query (``_staged_conflicts``) and then inserted. So an import with no repeated
+        external_id pays nothing for the check, and the rows before the first repeat keep
+        consecutive ids, which name their place in the file."""
+        from cloudgreet_billing.domain.ledger import Memo
+
+        created_at = repeat(_adapt_time(now))
+        # Imported rows share few distinct times: adapt each once, in C through the memo.
+        stored_time = Memo(_adapt_time, limit=STORED_TIMES_KEPT).__getitem__
+        step = ROWS_PER_INSERT * PARAMS_PER_ROW
+        first_new_id = self._last_ledger_id() + 1
+        plan = _Plan(first_new_id=first_new_id, last_direct_id=first_new_id - 1)
+        with self._bulk_load(expected_rows, first, first_new_id) as load:
             for batch in chain([first], pending):
                 columns = list(batch.columns())
                 columns[4] = list(map(stored_time, batch.occurred_at))
@@ -514,11 +551,96 @@ class SqliteStore(SqlStore):
                 params = list(chain.from_iterable(zip(*columns, created_at, strict=False)))
                 for start in range(0, len(params), step):
                     chunk = params[start : start + step]
-                    statement = _insert_rows(len(chunk) // PARAMS_PER_ROW, load.keyed)
-                    inserted += self._conn.execute(statement, chunk).rowcount
-                seen += batch.size
-        inserted -= load.repeated
-        return ImportOutcome(inserted=inserted, duplicates=seen - inserted)
+                    self._import_rows(chunk, len(chunk) // PARAMS_PER_ROW, load, plan)
+            if plan.staged_from is not None:
+                plan.inserted += self._insert_staged()
+                self._raise_on_conflicts(self._staged_conflicts(plan))
+                self._conn.execute(f"DROP TABLE {STAGING}")
+        inserted = plan.inserted - load.repeated
+        return ImportOutcome(inserted=inserted, duplicates=plan.seen - inserted)
+
+    def _import_rows(self, chunk: list[Any], rows: int, load: _Load, plan: _Plan) -> None:
+        if plan.staged_from is None:
+            inserted = self._conn.execute(_insert_rows(rows, load.keyed), chunk).rowcount
+            if inserted == rows:
+                plan.inserted += rows
+                plan.last_direct_id += rows
+                plan.seen += rows
+                return
+            # A row repeats an external_id: from this statement on, rows are staged.
+            self._conn.execute(
+                "DELETE FROM billing_usage_ledger WHERE id > ?", (plan.last_direct_id,)
+            )
+            self._conn.execute(f"DROP TABLE IF EXISTS {STAGING}")
+            self._conn.execute(
+                f"CREATE TEMP TABLE {STAGING.removeprefix('temp.')} "
+                f"(seq INTEGER PRIMARY KEY, {STORED_COLUMNS})"
+            )
+            plan.staged_from = plan.seen + 1
+        self._conn.execute(_stage_rows(rows), chunk)
+        plan.seen += rows
+
+    def _insert_staged(self) -> int:
+        # WHERE true: without a WHERE, SQLite would read ON CONFLICT as the SELECT's join.
+        return int(
+            self._conn.execute(
+                f"INSERT INTO billing_usage_ledger ({STORED_COLUMNS}) "
+                f"SELECT {STORED_COLUMNS} FROM {STAGING} WHERE true ORDER BY seq "
+                "ON CONFLICT (external_id) DO NOTHING"
+            ).rowcount
+        )
+
+    def _staged_conflicts(self, plan: _Plan) -> tuple[list[ExternalIdConflict], int]:
+        """Staged rows whose external_id the ledger holds with other facts. Every first
+        use of an id is in the ledger by now, so one join finds both kinds: a reuse of a
+        recorded entry's id, and of an id earlier in this import."""
+        query = (
+            f"SELECT given.seq, recorded.id, {CONFLICT_COLUMNS} FROM {STAGING} AS given "
+            "JOIN billing_usage_ledger AS recorded ON recorded.external_id = given.external_id "
+            f"WHERE NOT ({same_facts('IS')})"
+        )
+        rows = self._conn.execute(
+            f"{query} ORDER BY given.seq LIMIT {MAX_LISTED_CONFLICTS}"
+        ).fetchall()
+        if not rows:
+            return [], 0
+        # Where the ledger's version came from this import's staged rows: their first
+        # row with the id.
+        from_staging = [row[-1] for row in rows if row[1] > plan.last_direct_id]
+        first_staged: dict[str, int] = {}
+        if from_staging:
+            marks = ", ".join("?" * len(from_staging))
+            first_staged = dict(
+                self._conn.execute(
+                    f"SELECT external_id, min(seq) FROM {STAGING} "
+                    f"WHERE external_id IN ({marks}) GROUP BY external_id",
+                    from_staging,
+                ).fetchall()
+            )
+        offset = plan.staged_from - 1 if plan.staged_from is not None else 0
+        conflicts = []
+        for row in rows:
+            entry_id = int(row[1])
+            if entry_id < plan.first_new_id:
+                recorded_row = None
+            elif entry_id <= plan.last_direct_id:
+                recorded_row = entry_id - plan.first_new_id + 1
+            else:
+                recorded_row = offset + int(first_staged[row[-1]])
+            conflicts.append(
+                self._conflict(
+                    row,
+                    given_row=offset + int(row[0]),
+                    recorded_row=recorded_row,
+                    entry_id=entry_id,
+                )
+            )
+        return conflicts, self._conflict_count(query, (), len(conflicts))
+
+    def _raise_on_conflicts(self, found: tuple[list[ExternalIdConflict], int]) -> None:
+        conflicts, count = found
+        if conflicts:
+            raise ExternalIdConflicts(conflicts, count)
 
     def _is_bulk_load(self, expected_rows: int | None) -> bool:
         if expected_rows is None or expected_rows < BULK_LOAD_MIN_ROWS:
@@ -530,7 +652,9 @@ class SqliteStore(SqlStore):
         return int(row.fetchone()[0])
 
     @contextmanager
-    def _bulk_load(self, expected_rows: int | None, first: LedgerBatch) -> Iterator[_Load]:
+    def _bulk_load(
+        self, expected_rows: int | None, first: LedgerBatch, first_new_id: int
+    ) -> Iterator[_Load]:
         """Inside the import transaction, for a load large for the table: drop the ledger's
         indexes, usually the ``external_id`` key included, and sort-build them again once
         every row is in; skip the ledger's CHECK constraints; keep the page cache small.
@@ -538,7 +662,8 @@ class SqliteStore(SqlStore):
         - A sorted build costs a fraction of a million random b-tree inserts; for the key
           that matters most when external ids are random (UUIDs).
         - Without the key, rows go in unchecked for duplicates; ``_build_external_key``
-          then deletes the rows that repeat an id, keeping the first, which is what
+          then refuses the load if a row reuses an id with other facts, and otherwise
+          deletes the rows that repeat an id, keeping the first, which is what
           ``ON CONFLICT DO NOTHING`` keeps.
         - An import whose first batch is already recorded is taken for a file imported
           again, and is no bulk load: its rows are mostly duplicates, which leave every
@@ -555,7 +680,6 @@ class SqliteStore(SqlStore):
         if not self._is_bulk_load(expected_rows) or self._any_recorded(first.external_id):
             yield _Load(keyed=True)
             return
-        first_new_id = self._last_ledger_id() + 1
         (cache_size,) = self._conn.execute("PRAGMA cache_size").fetchone()
         indexes = dict(
             self._conn.execute(
@@ -597,14 +721,16 @@ class SqliteStore(SqlStore):
 
     def _build_external_key(self, key_sql: str, first_new_id: int) -> int:
         """Build the ``external_id`` key after a load without it. If the load repeated
-        an id, recorded before or earlier in the load, delete each later row first; how
-        many is returned. The common case, no repeats, costs one sorted build."""
+        an id, recorded before or earlier in the load, refuse it if any repeat has other
+        facts, else delete each later row first; how many is returned. The common case,
+        no repeats, costs one sorted build."""
         try:
             self._conn.execute(key_sql)
             return 0
         except sqlite3.IntegrityError:
             pass
         self._conn.execute(f"CREATE INDEX {SCRATCH_INDEX} ON billing_usage_ledger (external_id)")
+        self._raise_on_conflicts(self._loaded_conflicts(first_new_id))
         repeated = self._conn.execute(
             "DELETE FROM billing_usage_ledger WHERE id >= ? AND external_id IS NOT NULL "
             "AND EXISTS (SELECT 1 FROM billing_usage_ledger AS earlier "
@@ -616,6 +742,33 @@ class SqliteStore(SqlStore):
         self._conn.execute(key_sql)
         return int(repeated)
 
+    def _loaded_conflicts(self, first_new_id: int) -> tuple[list[ExternalIdConflict], int]:
+        """Rows of a bulk load (ids from ``first_new_id``, in file order) that reuse an
+        external_id, recorded before or earlier in the load, with other facts."""
+        query = (
+            f"SELECT given.id, recorded.id, {CONFLICT_COLUMNS} "
+            "FROM billing_usage_ledger AS given JOIN billing_usage_ledger AS recorded "
+            "ON recorded.id = (SELECT min(id) FROM billing_usage_ledger AS earlier "
+            "WHERE earlier.external_id = given.external_id) "
+            f"WHERE given.id >= ? AND given.external_id IS NOT NULL "
+            f"AND recorded.id < given.id AND NOT ({same_facts('IS')})"
+        )
+        rows = self._conn.execute(
+            f"{query} ORDER BY given.id LIMIT {MAX_LISTED_CONFLICTS}", (first_new_id,)
+        ).fetchall()
+        conflicts = []
+        for row in rows:
+            entry_id = int(row[1])
+            conflicts.append(
+                self._conflict(
+                    row,
+                    given_row=int(row[0]) - first_new_id + 1,
+                    recorded_row=entry_id - first_new_id + 1 if entry_id >= first_new_id else None,
+                    entry_id=entry_id,
+                )
+            )
+        return conflicts, self._conflict_count(query, (first_new_id,), len(conflicts))
+
 
 @dataclass(slots=True)
 class _Load:
@@ -626,12 +779,40 @@ class _Load:
     repeated: int = 0
 
 
+@dataclass(slots=True)
+class _Plan:
+    """Where an import stands: rows seen and inserted, the ids its direct inserts took
+    (consecutive, from ``first_new_id`` to ``last_direct_id``), and the row from which the
+    rest is staged (None while nothing is)."""
+
+    first_new_id: int
+    last_direct_id: int
+    seen: int = 0
+    inserted: int = 0
+    staged_from: int | None = None
+
+
+class _DryRun(Exception):
+    """Rolls a dry run's import back, carrying what it would have done."""
+
+    def __init__(self, outcome: ImportOutcome) -> None:
+        super().__init__("dry run")
+        self.outcome = outcome
+
+
 @lru_cache(maxsize=2 * ROWS_PER_INSERT)
 def _insert_rows(count: int, keyed: bool) -> str:
     """``INSERT_LEDGER`` for ``count`` rows in one statement; unless ``keyed``, without
     its ``ON CONFLICT`` clause (which needs the key the bulk load drops)."""
     head, values, tail = INSERT_LEDGER.partition(LEDGER_VALUES)
     return f"{head}{', '.join([values] * count)}{tail if keyed else ''}"
+
+
+@lru_cache(maxsize=ROWS_PER_INSERT)
+def _stage_rows(count: int) -> str:
+    """``count`` rows into the import's staging table, in the ledger's columns."""
+    values = ", ".join([LEDGER_VALUES] * count)
+    return f"INSERT INTO {STAGING} ({STORED_COLUMNS}) VALUES {values}"
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -373,25 +373,35 @@ def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
 
-def refuse_unconfirmed(story: AuditStory, safety: Safety, what: str) -> None:
+def refuse_unconfirmed(
+    story: AuditStory,
+    safety: Safety,
+    what: str,
+    *,
+    hint: str = "re-run with --yes, or first with --dry-run to see the exact request",
+) -> None:
     """Exit 3 before any request when nobody can confirm."""
     if safety.can_confirm:
         return
     story.record("refused", reason="not interactive and no --yes")
-    raise Refused(
-        f"{what}; not running without confirmation (no terminal to ask on)",
-        hint="re-run with --yes, or first with --dry-run to see the exact request",
-    )
+    raise Refused(f"{what}; not running without confirmation (no terminal to ask on)", hint=hint)
 
 
-def ask(story: AuditStory, safety: Safety, request: ConfirmRequest) -> None:
-    """Ask on the TTY unless ``--yes``; a "no" exits 3 and is audited."""
+def ask(
+    story: AuditStory,
+    safety: Safety,
+    request: ConfirmRequest,
+    *,
+    nothing: str = "nothing was sent",
+) -> None:
+    """Ask on the TTY unless ``--yes``; a "no" exits 3 and is audited. ``nothing`` says
+    what a "no" left undone."""
     if safety.assume_yes:
         safety.announce(request)
         return
     if not safety.confirm(request):
         story.record("declined_at_prompt")
-        raise Refused(f"{request.action} canceled at the prompt; nothing was sent")
+        raise Refused(f"{request.action} canceled at the prompt; {nothing}")
 
 
 def confirmation(
