@@ -53,11 +53,8 @@ def open_store(settings: Settings, *, check_schema: bool = True) -> Store:
         # BILLING_DATABASE_URL must exist, so that a typo cannot start a new store.
         store = SqliteStore(settings.sqlite_path, create_folder=settings.database_url is None)
     try:
-        if (
-            check_schema
-            and kind == "sqlite"
-            and (store.schema_version() or 0) < (LATEST_SCHEMA_VERSION)
-        ):
+        embedded = kind == "sqlite"
+        if check_schema and embedded and (store.schema_version() or 0) < LATEST_SCHEMA_VERSION:
             store.migrate()
         if check_schema:
             require_current_schema(store)
