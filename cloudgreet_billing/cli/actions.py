@@ -9,13 +9,14 @@ local mirror when none is (it needs no key), and exits as the real run would.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit
 from cloudgreet_billing.cli.render import money
+from cloudgreet_billing.domain.words import plural
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -57,8 +58,13 @@ def _gateway(context: AppContext, *, dry_run: bool) -> PaymentGateway | None:
     return open_gateway(context.settings, on_slow=stripe_is_slow)
 
 
-def _mode_label(mode: str | None) -> str:
-    return "LIVE" if mode == "live" else "test"
+def _mode_label(mode: str | None, stream: TextIO | None = None) -> str:
+    """``LIVE`` or ``test``; ``LIVE`` stands out in colour when written to a terminal."""
+    from cloudgreet_billing.cli.table import stand_out
+
+    if mode != "live":
+        return "test"
+    return "LIVE" if stream is None else stand_out("LIVE", stream)
 
 
 def _safety(context: AppContext, *, dry_run: bool, yes: bool) -> Safety:
@@ -71,7 +77,7 @@ def _safety(context: AppContext, *, dry_run: bool, yes: bool) -> Safety:
         if banner.mode is None:
             parts = ["no Stripe key set"]
         else:
-            parts = [f"Stripe {_mode_label(banner.mode)} mode"]
+            parts = [f"Stripe {_mode_label(banner.mode, sys.stderr)} mode"]
             if banner.account_id:
                 name = f" ({banner.account_name})" if banner.account_name else ""
                 parts.append(f"account {banner.account_id}{name}")
@@ -97,7 +103,8 @@ def _safety(context: AppContext, *, dry_run: bool, yes: bool) -> Safety:
     def confirm(request: ConfirmRequest) -> bool:
         describe(request)
         # A Stripe action names its mode; a store-only one (dunning, alerts) has none.
-        prefix = {"live": "[LIVE] ", "test": "[test] "}.get(request.mode, "")
+        known = request.mode in ("live", "test")
+        prefix = f"[{_mode_label(request.mode, sys.stderr)}] " if known else ""
         try:
             return typer.confirm(prefix + request.question, default=False, err=True)
         except typer.Abort:  # Ctrl-C or end of input at the prompt: a "no"
@@ -170,7 +177,10 @@ class _Preview:
         if self.key is None:
             console.print("  key: none (STRIPE_SECRET_KEY is not set; a real run needs one)")
         else:
-            console.print(f"  key: {self.key} ({_mode_label(self.mode)} mode)")
+            from cloudgreet_billing.cli.table import Styled, styled_text
+
+            mode = Styled("LIVE") if self.mode == "live" else "test"
+            console.print(f"  key: {self.key} (", styled_text(mode, console), " mode)", sep="")
         if self.source == "mirror":
             console.print("  checked against: the local mirror (no key; Stripe may know better)")
         else:
@@ -241,7 +251,7 @@ def retry(
             ids = ", ".join(str(i) for i in result.resolved_alert_ids)
             tail.append(f"alert{'s' if len(result.resolved_alert_ids) > 1 else ''} {ids} resolved")
         if result.canceled_steps:
-            tail.append(f"{result.canceled_steps} pending dunning step(s) canceled")
+            tail.append(f"{plural(result.canceled_steps, 'pending dunning step')} canceled")
         console.print(head + (f" ({'; '.join(tail)})" if tail else ""))
 
     _emit(context, result, human)

@@ -38,54 +38,100 @@ def list_(
         str, typer.Option("--status", help="open, acknowledged, resolved or all.")
     ] = "open",
     customer: Annotated[str | None, typer.Option("--customer", help="Only this cus_….")] = None,
+    invoice: Annotated[str | None, typer.Option("--invoice", help="Only this in_….")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Alerts opened at or after this ISO time.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Alerts opened before this ISO time.")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
     json_output: JsonFlag = False,
 ) -> None:
     """List alerts, newest first (default: the open ones)."""
     from cloudgreet_billing.adapters.store.protocol_alerts import AlertQuery
+    from cloudgreet_billing.cli.table import Column, left_out, print_table
     from cloudgreet_billing.domain.alerts import check_alert_type, check_status_filter
-    from cloudgreet_billing.domain.ledger import check_customer_id
-    from cloudgreet_billing.services.alerts import list_alerts
+    from cloudgreet_billing.domain.ledger import check_customer_id, check_invoice_id
+    from cloudgreet_billing.domain.timefmt import parse_window
+    from cloudgreet_billing.services.alerts import count_alerts, list_alerts
 
+    start, end = parse_window(since, until)
     query = AlertQuery(
         types=(check_alert_type(type_),) if type_ else None,
         statuses=check_status_filter(status),
         customer_id=check_customer_id(customer) if customer else None,
+        invoice_id=check_invoice_id(invoice),
+        since=start,
+        until=end,
         limit=limit,
     )
-    views = list_alerts(app_context(ctx).store(), query)
+    store = app_context(ctx).store()
+    views = list_alerts(store, query)
+    if len(views) >= limit:
+        left_out(len(views), count_alerts(store, query))
 
     def human(console: Console) -> None:
-        from rich.table import Table
-
-        if not views:
-            console.print(f"no {'' if status == 'all' else status + ' '}alerts")
-            return
-        table = Table("id", "type", "status", "customer", "invoice", "amount", "created", "notes")
-        for view in views:
-            alert = view.alert
-            table.add_row(
-                str(alert.id),
-                alert.type,
-                alert.status,
-                alert.customer_id or "",
-                alert.invoice_id or "",
-                money(alert.amount_due, alert.currency),
-                when(alert.created_at),
-                str(len(view.notes)) if view.notes else "",
-            )
-        console.print(table)
+        columns = [
+            Column("id", "number"),
+            Column("type", "status"),
+            Column("status", "status"),
+            Column("customer", "id"),
+            Column("invoice", "id"),
+            Column("amount", "money"),
+            Column("opened", "time", drop=2),
+            Column("notes", "number", drop=1),
+        ]
+        rows = [
+            [
+                view.alert.id,
+                view.alert.type,
+                view.alert.status,
+                view.alert.customer_id,
+                view.alert.invoice_id,
+                money(view.alert.amount_due, view.alert.currency),
+                view.alert.created_at,
+                len(view.notes) or None,
+            ]
+            for view in views
+        ]
+        empty = f"no {'' if status == 'all' else status + ' '}alerts"
+        print_table(columns, rows, console=console, empty=empty)
 
     emit([alert_json(view.alert, view.notes) for view in views], human)
 
 
 @app.command("show")
-def show(ctx: typer.Context, alert_id: AlertId, json_output: JsonFlag = False) -> None:
+def show(
+    ctx: typer.Context,
+    alert_id: Annotated[
+        str,
+        typer.Argument(
+            help="The alert's id (see `alerts list`), or an invoice id (in_…): its newest alert.",
+            metavar="ID",
+        ),
+    ],
+    json_output: JsonFlag = False,
+) -> None:
     """Show an alert with its invoice, dunning steps, notes and audit trail."""
+    from cloudgreet_billing.cli.output import note
     from cloudgreet_billing.domain.alerts import parse_alert_id
-    from cloudgreet_billing.services.alerts import show_alert
+    from cloudgreet_billing.domain.ledger import check_invoice_id
+    from cloudgreet_billing.services.alerts import newest_alert_of_invoice, show_alert
 
-    detail = show_alert(app_context(ctx).store(), parse_alert_id(alert_id))
+    store = app_context(ctx).store()
+    if alert_id.strip().startswith("in_"):
+        invoice_id = check_invoice_id(alert_id)
+        assert invoice_id is not None
+        number, alerts = newest_alert_of_invoice(store, invoice_id)
+        if alerts > 1:
+            note(
+                f"{invoice_id} has {alerts} alerts; showing the newest, {number} "
+                f"(all of them: alerts list --invoice {invoice_id} --status all)"
+            )
+    else:
+        number = parse_alert_id(alert_id)
+    detail = show_alert(store, number)
     emit(_detail_json(detail), lambda console: _human_detail(console, detail))
 
 

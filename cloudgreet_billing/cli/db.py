@@ -25,7 +25,8 @@ def migrate(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     def human(console: Console) -> None:
         if applied:
             console.print(
-                f"applied migration(s) {', '.join(map(str, applied))}; "
+                f"applied {'migration' if len(applied) == 1 else 'migrations'} "
+                f"{', '.join(map(str, applied))}; "
                 f"schema is at version {version}"
             )
         else:
@@ -52,7 +53,7 @@ def status(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     counts = store.row_counts() if version is not None else {}
 
     def human(console: Console) -> None:
-        from rich.table import Table
+        from cloudgreet_billing.cli.table import Column, print_table
 
         console.print(f"backend: {store.backend}")
         console.print(f"location: {store.location}")
@@ -70,10 +71,11 @@ def status(ctx: typer.Context, json_output: JsonFlag = False) -> None:
         )
         console.print(f"schema version: {state}")
         if counts:
-            table = Table("table", "rows")
-            for name, rows in counts.items():
-                table.add_row(name, f"{rows:,}")
-            console.print(table)
+            print_table(
+                [Column("table", "id"), Column("rows", "number")],
+                [[name, rows] for name, rows in counts.items()],
+                console=console,
+            )
 
     emit(
         {

@@ -11,6 +11,7 @@ from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit
 from cloudgreet_billing.cli.progress import progress_bar
 from cloudgreet_billing.cli.render import dunning_step_json, when
+from cloudgreet_billing.domain.words import plural
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -120,25 +121,34 @@ def run(
 
 def _print_plan(console: Console, summary: RunSummary) -> None:
     """A dry run: every due step, what the run would do with it, and why."""
-    from rich.table import Table
+    from cloudgreet_billing.cli.table import Column, print_table
 
-    if summary.planned:
-        table = Table(
-            "step", "invoice", "customer", "day", "channel", "action", "to", "template", "reason"
-        )
-        for item in summary.planned:
-            table.add_row(
-                str(item["step_id"]),
-                item["invoice_id"],
-                item["customer_id"],
-                str(item["day"]),
-                item["channel"],
-                item["action"],
-                item["recipient"] or "",
-                item["template"],
-                item["reason"] or "",
-            )
-        console.print(table)
+    columns = [
+        Column("step", "number"),
+        Column("invoice", "id"),
+        Column("customer", "id"),
+        Column("day", "number"),
+        Column("channel", "text"),
+        Column("action", "status"),
+        Column("to", "id"),
+        Column("template", "id"),
+        Column("reason", "prose", drop=1),
+    ]
+    rows = [
+        [
+            item["step_id"],
+            item["invoice_id"],
+            item["customer_id"],
+            item["day"],
+            item["channel"],
+            item["action"],
+            item["recipient"],
+            item["template"],
+            item["reason"],
+        ]
+        for item in summary.planned
+    ]
+    print_table(columns, rows, console=console)
     console.print(
         f"dry run, nothing sent or changed: {summary.due} due; {summary.would_send} "
         f"would be sent, {summary.skipped} skipped ({summary.undeliverable} undeliverable), "
@@ -152,7 +162,7 @@ def _print_undeliverable(console: Console, summary: RunSummary) -> None:
     if not summary.undeliverable:
         return
     console.print(
-        f"{summary.undeliverable} due step(s) reached nobody; each invoice has a "
+        f"{plural(summary.undeliverable, 'due step')} reached nobody; each invoice has a "
         "dunning_undeliverable alert (alerts list --type dunning_undeliverable):"
     )
     for item in summary.undeliverable_steps:
@@ -162,7 +172,8 @@ def _print_undeliverable(console: Console, summary: RunSummary) -> None:
 def _print_review(console: Console, waiting: int) -> None:
     if waiting:
         console.print(
-            f"{waiting} step(s) wait in needs_review: dunning list --status needs_review "
+            f"{plural(waiting, 'step')} {'waits' if waiting == 1 else 'wait'} in needs_review: "
+            "dunning list --status needs_review "
             "says whether each may have been sent"
         )
 
@@ -181,52 +192,71 @@ def list_(
     invoice: Annotated[
         str | None, typer.Option("--invoice", help="Only this invoice's steps (in_…).")
     ] = None,
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="Only this customer's steps (cus_…).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Steps due at or after this ISO time.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Steps due before this ISO time.")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
     json_output: JsonFlag = False,
 ) -> None:
     """List dunning steps by due time."""
+    from cloudgreet_billing.cli.table import Column, left_out, print_table
     from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.domain.ledger import check_customer_id
+    from cloudgreet_billing.domain.timefmt import parse_window
     from cloudgreet_billing.services.dunning.operator import list_steps
 
+    start, end = parse_window(since, until)
+    customer_id = check_customer_id(customer) if customer else None
     context = app_context(ctx)
-    steps = list_steps(
+    listing = list_steps(
         context.store(),
         status=status,
         invoice_id=invoice,
+        customer_id=customer_id,
+        since=start,
+        until=end,
         limit=limit,
         actor=context.settings.actor,
         now=utcnow(),
     )
+    steps = listing.steps
+    left_out(len(steps), listing.total)
 
     def human(console: Console) -> None:
-        from rich.table import Table
-
-        table = Table(
-            "id",
-            "invoice",
-            "customer",
-            "day",
-            "channel",
-            "status",
-            "due",
-            "sent",
-            "may be sent",
-            "note",
-        )
-        for step in steps:
-            table.add_row(
-                str(step.id),
+        columns = [
+            Column("id", "number"),
+            Column("invoice", "id"),
+            Column("customer", "id"),
+            Column("day", "number"),
+            Column("channel", "text"),
+            Column("status", "status"),
+            Column("due", "time"),
+            Column("sent", "time", drop=2),
+            Column("may be sent", "text"),
+            Column("note", "prose", drop=1),
+        ]
+        rows = [
+            [
+                step.id,
                 step.invoice_id,
                 step.customer_id,
-                str(step.day),
+                step.day,
                 step.channel,
                 step.status,
-                when(step.due_at),
-                when(step.sent_at),
+                step.due_at,
+                step.sent_at,
                 may_be_sent(step),
-                step.last_error if step.status == "failed" else step.reason or "",
-            )
-        console.print(table if steps else "no dunning steps match")
+                step.last_error if step.status == "failed" else step.reason,
+            ]
+            for step in steps
+        ]
+        print_table(columns, rows, console=console, empty="no dunning steps match")
 
     emit([dunning_step_json(step) for step in steps], human)
 
@@ -450,6 +480,7 @@ def pause(
 def resume(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """Let dunning runs send again."""
     from cloudgreet_billing.clock import utcnow
+    from cloudgreet_billing.domain.timefmt import parse_instant
     from cloudgreet_billing.services.dunning import operator
 
     context = app_context(ctx)
@@ -457,8 +488,9 @@ def resume(ctx: typer.Context, json_output: JsonFlag = False) -> None:
 
     def human(console: Console) -> None:
         if before.paused:
+            paused_at = when(parse_instant(before.at)) if before.at else "an unknown time"
             console.print(
-                f"dunning resumed by {after.actor} (paused by {before.actor} at {before.at}: "
+                f"dunning resumed by {after.actor} (paused by {before.actor} at {paused_at}: "
                 f"{before.reason})"
             )
         else:

@@ -135,98 +135,161 @@ def _report_json(report: ReconcileReport) -> dict[str, Any]:
 
 
 def _print_report(report: ReconcileReport, console: Console) -> None:
-    from rich.table import Table
+    from cloudgreet_billing.cli.table import Column, Styled, print_table
+    from cloudgreet_billing.domain.words import plural
 
     window = report.window
     console.print(
         f"Reconciliation {when(window.start)} → {when(window.end)}, "
-        f"Stripe side from the {report.source} ({report.invoices_counted} invoices), "
+        f"Stripe side from the {report.source} ({plural(report.invoices_counted, 'invoice')}), "
         f"threshold {report.threshold_pct}%"
     )
-    table = Table("customer", "currency", "stripe", "ledger", "variance", "variance %", "status")
-    for row in report.rows:
-        table.add_row(
-            row.customer_id,
-            row.currency,
-            money(row.stripe_total, row.currency),
-            money(row.ledger_total, row.currency),
-            money(row.variance, row.currency),
-            f"{_pct(row.variance_pct):.2f}",
-            row.status.upper() if row.is_mismatch else row.status,
-        )
-    console.print(table if report.rows else "nothing invoiced or recorded in the window")
+    print_table(
+        [
+            Column("customer", "id"),
+            Column("currency", "status"),
+            Column("stripe", "money"),
+            Column("ledger", "money"),
+            Column("variance", "money"),
+            Column("variance %", "number"),
+            Column("status", "status"),
+        ],
+        [
+            [
+                row.customer_id,
+                row.currency,
+                money(row.stripe_total, row.currency),
+                money(row.ledger_total, row.currency),
+                money(row.variance, row.currency),
+                f"{_pct(row.variance_pct):.2f}",
+                Styled(row.status.upper()) if row.is_mismatch else row.status,
+            ]
+            for row in report.rows
+        ],
+        console=console,
+        empty="nothing invoiced or recorded in the window",
+    )
     if report.trace is not None:
         _print_trace(report.trace, console)
     if report.past_due_invoices:
-        past_due = Table("past-due invoice", "customer", "remaining", "due", "attempts")
-        for invoice in report.past_due_invoices:
-            past_due.add_row(
-                invoice.id,
-                invoice.customer_id,
-                money(invoice.amount_remaining, invoice.currency),
-                when(invoice.due_date),
-                str(invoice.attempt_count),
-            )
-        console.print(past_due)
+        console.print()  # each table stands apart, on screen and for a pipe
+        print_table(
+            [
+                Column("past-due invoice", "id"),
+                Column("customer", "id"),
+                Column("remaining", "money"),
+                Column("due", "time", drop=1),
+                Column("attempts", "number"),
+            ],
+            [
+                [
+                    invoice.id,
+                    invoice.customer_id,
+                    Styled(money(invoice.amount_remaining, invoice.currency)),
+                    invoice.due_date,
+                    invoice.attempt_count,
+                ]
+                for invoice in report.past_due_invoices
+            ],
+            console=console,
+        )
     if report.open_alerts:
-        alerts = Table("open alert", "type", "customer", "invoice", "amount", "since")
-        for alert in report.open_alerts:
-            alerts.add_row(
-                str(alert.id),
-                alert.type,
-                alert.customer_id or "",
-                alert.invoice_id or "",
-                money(alert.amount_due, alert.currency),
-                when(alert.created_at),
-            )
-        console.print(alerts)
+        console.print()
+        print_table(
+            [
+                Column("open alert", "number"),
+                Column("type", "status"),
+                Column("customer", "id"),
+                Column("invoice", "id"),
+                Column("amount", "money"),
+                Column("since", "time", drop=1),
+            ],
+            [
+                [
+                    alert.id,
+                    alert.type,
+                    alert.customer_id,
+                    alert.invoice_id,
+                    money(alert.amount_due, alert.currency),
+                    alert.created_at,
+                ]
+                for alert in report.open_alerts
+            ],
+            console=console,
+        )
     verdict = (
-        f"{report.mismatches} mismatch{'es' if report.mismatches != 1 else ''} over "
-        f"{report.threshold_pct}%"
+        f"{plural(report.mismatches, 'mismatch', 'mismatches')} over {report.threshold_pct}%"
         if report.mismatches
         else "every row within the threshold"
     )
     console.print(
-        f"{verdict}; {len(report.past_due_invoices)} past-due invoices, "
-        f"{len(report.open_alerts)} open alerts"
+        f"{verdict}; {plural(len(report.past_due_invoices), 'past-due invoice')}, "
+        f"{plural(len(report.open_alerts), 'open alert')}"
     )
 
 
 def _print_trace(trace: CustomerTrace, console: Console) -> None:
-    from rich.table import Table
+    from cloudgreet_billing.cli.table import Column, print_table
 
     if trace.unmatched_entries:
-        table = Table("unmatched ledger entry", "occurred", "kind", "amount", "invoice", "note")
-        for entry in trace.unmatched_entries:
-            table.add_row(
-                str(entry.id),
-                when(entry.occurred_at),
-                entry.kind,
-                money(entry.amount, entry.currency),
-                entry.invoice_id or "",
-                entry.description or "",
-            )
-        console.print(table)
+        console.print()
+        print_table(
+            [
+                Column("unmatched ledger entry", "number"),
+                Column("occurred", "time"),
+                Column("kind", "status"),
+                Column("amount", "money"),
+                Column("invoice", "id"),
+                Column("note", "prose", drop=1),
+            ],
+            [
+                [
+                    entry.id,
+                    entry.occurred_at,
+                    entry.kind,
+                    money(entry.amount, entry.currency),
+                    entry.invoice_id,
+                    entry.description,
+                ]
+                for entry in trace.unmatched_entries
+            ],
+            console=console,
+        )
     if trace.unmatched_invoice_lines:
-        table = Table("invoice with no ledger entry", "line", "description", "amount")
-        for line in trace.unmatched_invoice_lines:
-            table.add_row(
-                line.invoice_id,
-                line.line_id or "",
-                line.description or "",
-                money(line.amount, line.currency),
-            )
-        console.print(table)
+        console.print()
+        print_table(
+            [
+                Column("invoice with no ledger entry", "id"),
+                Column("line", "id"),
+                Column("description", "prose", drop=1),
+                Column("amount", "money"),
+            ],
+            [
+                [line.invoice_id, line.line_id, line.description, money(line.amount, line.currency)]
+                for line in trace.unmatched_invoice_lines
+            ],
+            console=console,
+        )
     if trace.invoices_differing:
-        table = Table("invoice", "stripe", "ledger", "variance")
-        for diff in trace.invoices_differing:
-            table.add_row(
-                diff.invoice_id,
-                money(diff.stripe_amount, diff.currency),
-                money(diff.ledger_amount, diff.currency),
-                money(diff.variance, diff.currency),
-            )
-        console.print(table)
+        console.print()
+        print_table(
+            [
+                Column("invoice", "id"),
+                Column("stripe", "money"),
+                Column("ledger", "money"),
+                Column("variance", "money"),
+            ],
+            [
+                [
+                    diff.invoice_id,
+                    money(diff.stripe_amount, diff.currency),
+                    money(diff.ledger_amount, diff.currency),
+                    money(diff.variance, diff.currency),
+                ]
+                for diff in trace.invoices_differing
+            ],
+            console=console,
+        )
     for item in trace.ledger_outside_window:
         console.print(
             f"{item.invoice_id}: {money(item.ledger_amount, item.currency)} of its ledger "
@@ -364,35 +427,44 @@ def _amounts(amounts: dict[str, int]) -> str:
 
 
 def _print_dashboard(board: Dashboard, console: Console) -> None:
-    from rich.table import Table
+    from cloudgreet_billing.cli.table import Column, Styled, print_table
+    from cloudgreet_billing.domain.words import plural
 
-    table = Table("figure", "value", show_header=False)
-    table.add_row("MRR", _amounts(board.mrr))
-    table.add_row("subscriptions counted", str(board.mrr_subscriptions))
-    table.add_row("booking fees (30 days)", _amounts(board.booking_fees_30d))
-    table.add_row("credit adjustments (30 days)", _amounts(board.credit_adjustments_30d))
     alerts = ", ".join(f"{kind} {count}" for kind, count in board.open_alerts.items())
-    table.add_row("open alerts", alerts or "none")
-    table.add_row(
-        "past-due invoices", f"{board.past_due_count} ({_amounts(board.past_due_amounts)})"
+    past_due = f"{board.past_due_count} ({_amounts(board.past_due_amounts)})"
+    figures: list[list[str | Styled]] = [
+        ["MRR", _amounts(board.mrr)],
+        ["subscriptions counted", str(board.mrr_subscriptions)],
+        ["booking fees (30 days)", _amounts(board.booking_fees_30d)],
+        ["credit adjustments (30 days)", _amounts(board.credit_adjustments_30d)],
+        ["open alerts", alerts or "none"],
+        ["past-due invoices", Styled(past_due) if board.past_due_count else past_due],
+        [
+            "dunning",
+            f"{board.dunning_due_today} due today, {board.dunning_needs_review} "
+            f"{'needs' if board.dunning_needs_review == 1 else 'need'} review, "
+            f"{board.dunning_unreachable} unreachable",
+        ],
+        [
+            "dunning paused",
+            Styled(f"yes: {board.pause.reason or 'no reason given'}", "bold yellow")
+            if board.pause.paused
+            else "no",
+        ],
+        ["last sync", when(board.last_sync_at) or "never"],
+        [
+            "quarantined events",
+            f"{plural(board.quarantined_events, 'event')} (see: quarantine list)"
+            if board.quarantined_events
+            else "none",
+        ],
+    ]
+    print_table(
+        [Column("figure", "text"), Column("value", "prose")],
+        figures,
+        console=console,
+        show_header=False,
     )
-    table.add_row(
-        "dunning",
-        f"{board.dunning_due_today} due today, {board.dunning_needs_review} need review, "
-        f"{board.dunning_unreachable} unreachable",
-    )
-    table.add_row(
-        "dunning paused",
-        f"yes: {board.pause.reason or 'no reason given'}" if board.pause.paused else "no",
-    )
-    table.add_row("last sync", when(board.last_sync_at) or "never")
-    table.add_row(
-        "quarantined events",
-        f"{board.quarantined_events} (see: quarantine list)"
-        if board.quarantined_events
-        else "none",
-    )
-    console.print(table)
     for warning in board.warnings:
         console.print(f"warning: {warning}")
     for line in board.mrr_notes:
@@ -476,7 +548,8 @@ def export_csv(
     from cloudgreet_billing.bootstrap import store_files_of
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.domain.export import DATASETS
-    from cloudgreet_billing.domain.timefmt import iso_z, parse_instant
+    from cloudgreet_billing.domain.timefmt import parse_instant
+    from cloudgreet_billing.domain.words import plural
     from cloudgreet_billing.errors import BadInput
     from cloudgreet_billing.services import export as service
 
@@ -522,7 +595,9 @@ def export_csv(
             ) from None
         finally:
             chunks.close()
-        note(f"exported {rows} {dataset} rows ({iso_z(window.start)} → {iso_z(window.end)})")
+        note(
+            f"exported {plural(rows, dataset + ' row')} ({when(window.start)} → {when(window.end)})"
+        )
         return
     rows = service.write_file_atomically(chunks, output, protected=protected)
     emit(
@@ -533,7 +608,8 @@ def export_csv(
             "window": _window_json(window),
         },
         lambda console: console.print(
-            f"wrote {rows} {dataset} rows ({when(window.start)} → {when(window.end)}) to {output}"
+            f"wrote {plural(rows, dataset + ' row')} ({when(window.start)} → {when(window.end)}) "
+            f"to {output}"
         ),
     )
 

@@ -13,6 +13,7 @@ from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit, note
 from cloudgreet_billing.cli.progress import progress_bar
 from cloudgreet_billing.cli.render import ledger_entry_json, money, when
+from cloudgreet_billing.domain.words import plural
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -150,14 +151,15 @@ def import_(
 
     def human(console: Console) -> None:
         if report.dry_run:
+            valid = "is valid" if report.rows == 1 else "are valid"
             console.print(
-                f"{report.source}: {report.rows} rows are valid; {report.would_insert} would "
-                f"be imported, {report.duplicates} already in the ledger; nothing written"
+                f"{report.source}: {plural(report.rows, 'row')} {valid}; {report.would_insert:,} "
+                f"would be imported, {report.duplicates:,} already in the ledger; nothing written"
             )
         else:
             console.print(
-                f"{report.source}: {report.rows} rows, {report.inserted} imported, "
-                f"{report.duplicates} already in the ledger"
+                f"{report.source}: {plural(report.rows, 'row')}, {report.inserted:,} imported, "
+                f"{report.duplicates:,} already in the ledger"
             )
 
     emit(
@@ -201,33 +203,46 @@ def list_(
 ) -> None:
     """List ledger entries, newest first."""
     from cloudgreet_billing.adapters.store.protocol_ledger import LedgerQuery
+    from cloudgreet_billing.cli.table import Column, left_out, print_table
     from cloudgreet_billing.domain.ledger import check_customer_id, check_kind
-    from cloudgreet_billing.domain.timefmt import parse_instant
-    from cloudgreet_billing.services.ledger import list_entries
+    from cloudgreet_billing.domain.timefmt import parse_window
+    from cloudgreet_billing.services.ledger import count_entries, list_entries
 
+    start, end = parse_window(since, until)
     query = LedgerQuery(
         customer_id=check_customer_id(customer) if customer else None,
         kind=check_kind(kind) if kind else None,
-        since=parse_instant(since, field="--since") if since else None,
-        until=parse_instant(until, field="--until") if until else None,
+        since=start,
+        until=end,
         limit=limit,
     )
-    entries = list_entries(app_context(ctx).store(), query)
+    store = app_context(ctx).store()
+    entries = list_entries(store, query)
+    if len(entries) >= limit:
+        left_out(len(entries), count_entries(store, query))
 
     def human(console: Console) -> None:
-        from rich.table import Table
-
-        table = Table("id", "occurred", "customer", "kind", "amount", "invoice", "description")
-        for entry in entries:
-            table.add_row(
-                str(entry.id),
-                when(entry.occurred_at),
+        columns = [
+            Column("id", "number"),
+            Column("occurred", "time"),
+            Column("customer", "id"),
+            Column("kind", "status"),
+            Column("amount", "money"),
+            Column("invoice", "id"),
+            Column("description", "prose", drop=1),
+        ]
+        rows = [
+            [
+                entry.id,
+                entry.occurred_at,
                 entry.customer_id,
                 entry.kind,
                 money(entry.amount, entry.currency),
-                entry.invoice_id or "",
-                entry.description or "",
-            )
-        console.print(table if entries else "no ledger entries match")
+                entry.invoice_id,
+                entry.description,
+            ]
+            for entry in entries
+        ]
+        print_table(columns, rows, console=console, empty="no ledger entries match")
 
     emit([ledger_entry_json(entry) for entry in entries], human)

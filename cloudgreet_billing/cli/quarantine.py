@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cloudgreet_billing.cli.context import app_context
-from cloudgreet_billing.cli.output import JsonFlag, emit
+from cloudgreet_billing.cli.output import JsonFlag, emit, note
 from cloudgreet_billing.cli.render import when
 from cloudgreet_billing.errors import ExitCode
 
@@ -49,27 +49,52 @@ def list_(
     json_output: JsonFlag = False,
 ) -> None:
     """List quarantined events, oldest first (default: those still waiting)."""
+    from cloudgreet_billing.cli.table import Column, left_out, print_table
     from cloudgreet_billing.services.quarantine import check_status_filter
 
     statuses = check_status_filter(status)
-    rows = app_context(ctx).store().list_quarantined(statuses=statuses, limit=limit)
+    store = app_context(ctx).store()
+    rows = store.list_quarantined(statuses=statuses, limit=limit)
+    if len(rows) >= limit:
+        left_out(len(rows), store.count_quarantined(statuses))
 
     def human(console: Console) -> None:
-        if not rows:
-            console.print(f"no {'' if status == 'all' else status + ' '}events in quarantine")
-            return
-        for row in rows:
-            # One block per event: ids and reasons are printed whole, never cut to a column.
-            console.print(
-                f"{row.id}  {row.event_id or '(no event id)'}  {row.type or '(no type)'}  "
-                f"{row.status}, seen {row.times_seen}×, first {when(row.first_seen_at)}"
-            )
-            console.print(f"    {row.reason}")
-        if status == "quarantined":
-            console.print(
+        columns = [
+            Column("id", "number"),
+            Column("event", "id"),
+            Column("type", "status"),
+            Column("status", "status"),
+            Column("seen", "number"),
+            Column("first seen", "time", drop=2),
+            Column("reason", "prose", drop=1),
+        ]
+        print_table(
+            columns,
+            [
+                [
+                    row.id,
+                    row.event_id,
+                    row.type,
+                    row.status,
+                    row.times_seen,
+                    row.first_seen_at,
+                    row.reason,
+                ]
+                for row in rows
+            ],
+            console=console,
+            empty=f"no {'' if status == 'all' else status + ' '}events in quarantine",
+        )
+        if rows and status == "quarantined":
+            hint = (
                 "retry after a fix: quarantine retry ID (or --all); "
                 "give up on one: quarantine dismiss ID"
             )
+            # A pipe gets rows only; the hint goes beside them, on stderr.
+            if console.is_terminal:
+                console.print(hint)
+            else:
+                note(hint)
 
     emit([_row_json(row) for row in rows], human)
 

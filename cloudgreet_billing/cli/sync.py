@@ -11,6 +11,7 @@ import typer
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit, note
 from cloudgreet_billing.cli.progress import progress_bar
+from cloudgreet_billing.domain.words import plural
 from cloudgreet_billing.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -193,22 +194,22 @@ def _human(console: Console, report: SyncReport) -> None:
     )
     if backfilled or report.unreadable:
         console.print(
-            f"backfilled {report.customers_backfilled} customers, "
-            f"{report.invoices_backfilled} invoices and "
-            f"{report.subscriptions_backfilled} subscriptions"
+            f"backfilled {plural(report.customers_backfilled, 'customer')}, "
+            f"{plural(report.invoices_backfilled, 'invoice')} and "
+            f"{plural(report.subscriptions_backfilled, 'subscription')}"
         )
         for reason in report.unreadable:
             console.print(f"  left out, unreadable: {reason}", highlight=False, soft_wrap=True)
         print_quarantine(console, report)
         return
     console.print(
-        f"{report.events_seen} events: {report.events_applied} applied, "
+        f"{plural(report.events_seen, 'event')}: {report.events_applied} applied, "
         f"{report.events_skipped} skipped (types not acted on), "
         f"{report.events_duplicate} already processed, {report.events_failed} quarantined"
     )
     console.print(
         f"alerts: {report.alerts_opened} opened, {report.alerts_resolved} resolved; "
-        f"dunning: {report.dunning_scheduled} steps scheduled, "
+        f"dunning: {plural(report.dunning_scheduled, 'step')} scheduled, "
         f"{report.dunning_canceled} canceled"
     )
     if report.cursor is not None:
@@ -221,7 +222,7 @@ def print_quarantine(console: Console, report: SyncReport) -> None:
     if not report.quarantined_count:
         return
     console.print(
-        f"{report.quarantined_count} events in quarantine, not applied (the others were):"
+        f"{plural(report.quarantined_count, 'event')} in quarantine, not applied (the others were):"
     )
     for row in report.quarantined:
         console.print(f"  {row.id}  {row.event_id or '(no event id)'}  {row.reason}")

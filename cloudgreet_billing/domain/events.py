@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Final, Literal
 
 from cloudgreet_billing.domain.alerts import AlertDraft, invoice_alert
+from cloudgreet_billing.domain.merge import settlement
 from cloudgreet_billing.domain.mirror import (
     MirroredCustomer,
     MirroredInvoice,
@@ -30,13 +31,6 @@ from cloudgreet_billing.errors import BadInput
 
 EventSource = Literal["api", "webhook", "file", "backfill"]
 
-#: Event types that settle an invoice, with the resolution recorded on its alerts.
-RESOLVING_TYPES: Final = {
-    "invoice.paid": "invoice paid",
-    "invoice.payment_succeeded": "invoice paid",
-    "invoice.voided": "invoice voided",
-    "invoice.marked_uncollectible": "invoice marked uncollectible",
-}
 #: Invoice events with no invoice to mirror (a preview without an id).
 _PREVIEW_TYPES: Final = frozenset({"invoice.upcoming", "invoice.will_be_due"})
 
@@ -67,8 +61,12 @@ class EventPlan:
     subscription: MirroredSubscription | None = None
     customer: MirroredCustomer | None = None
     failure: InvoiceFailure | None = None
+    #: What the event opens or adds to. Its content is merged by ``(attempt_count,
+    #: created, event_id)`` (``domain.merge``), so its details name no delivery.
     alert: AlertDraft | None = None
-    #: ``(invoice_id, resolution)``: settle every unresolved alert of that invoice.
+    #: ``(invoice_id, resolution)``: the object is settled (paid, void, uncollectible), so
+    #: the invoice's unresolved alerts are resolved and its pending steps canceled, with
+    #: the resolution of the invoice's earliest settling event (``domain.merge``).
     resolve: tuple[str, str] | None = None
     #: The event as received, quarantined with its reason if the store cannot apply it.
     event: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -151,6 +149,13 @@ def plan_event(event: Any, source: EventSource) -> EventPlan:
 def _invoice_plan(base: EventPlan, event_type: str, obj: Mapping[str, Any]) -> EventPlan:
     invoice = parse_invoice(obj)
     event_id = base.event_id
+    resolution = settlement(invoice.status, event_id)
+    applied = replace(
+        base,
+        outcome="applied",
+        invoice=invoice,
+        resolve=None if resolution is None else (invoice.id, resolution),
+    )
     if event_type == "invoice.payment_failed":
         failure = failure_of(obj)
         alert = invoice_alert(
@@ -159,9 +164,9 @@ def _invoice_plan(base: EventPlan, event_type: str, obj: Mapping[str, Any]) -> E
             stripe_event_id=event_id,
             attempt_count=max(invoice.attempt_count, 1),
             last_failure=failure.summary(),
-            details={"opened_by": event_id},
+            details={},
         )
-        return replace(base, outcome="applied", invoice=invoice, failure=failure, alert=alert)
+        return replace(applied, failure=failure, alert=alert)
     if event_type == "invoice.payment_action_required":
         alert = invoice_alert(
             "payment_action_required",
@@ -169,18 +174,10 @@ def _invoice_plan(base: EventPlan, event_type: str, obj: Mapping[str, Any]) -> E
             stripe_event_id=event_id,
             attempt_count=invoice.attempt_count,
             last_failure="the customer must authenticate the payment (3-D Secure)",
-            details={"opened_by": event_id, "hosted_invoice_url": invoice.hosted_invoice_url},
+            details={"hosted_invoice_url": invoice.hosted_invoice_url},
         )
-        return replace(base, outcome="applied", invoice=invoice, alert=alert)
-    resolution = RESOLVING_TYPES.get(event_type)
-    if resolution is not None:
-        return replace(
-            base,
-            outcome="applied",
-            invoice=invoice,
-            resolve=(invoice.id, f"{resolution} ({event_id})"),
-        )
-    return replace(base, outcome="applied", invoice=invoice)
+        return replace(applied, alert=alert)
+    return applied
 
 
 def failure_of(invoice: Mapping[str, Any]) -> InvoiceFailure:
@@ -231,7 +228,6 @@ def _usage_alert(event_id: str, obj: Mapping[str, Any]) -> AlertDraft:
         stripe_event_id=event_id,
         last_failure=f"{title}: usage {value} reached {gte}",
         details={
-            "opened_by": event_id,
             "source": "stripe",
             "stripe_alert": alert_id,
             "title": title,

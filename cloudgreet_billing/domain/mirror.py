@@ -12,18 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from cloudgreet_billing.domain.statuses import (
     INVOICE_STATUSES,
-    SETTLED_INVOICE_STATUSES,
     SUBSCRIPTION_STATUSES,
 )
 from cloudgreet_billing.domain.stripe_fields import Fields
 from cloudgreet_billing.errors import BadInput
-
-#: Settled invoices: nothing processed later may reopen them.
-FINAL_INVOICE_STATUSES: Final = frozenset(SETTLED_INVOICE_STATUSES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,16 +91,6 @@ class MirroredCustomer:
     livemode: bool
     stripe_created: datetime | None
     raw: Mapping[str, Any] = field(repr=False, compare=False)
-
-
-def invoice_transition_allowed(current: str, incoming: str) -> bool:
-    """Whether a mirrored invoice in ``current`` may take the ``incoming`` status.
-
-    Paid and void invoices never change; an uncollectible one may still be paid or voided.
-    """
-    if current not in FINAL_INVOICE_STATUSES or incoming == current:
-        return True
-    return current == "uncollectible" and incoming in ("paid", "void")
 
 
 def _contact(fields: Fields, key: str) -> str | None:

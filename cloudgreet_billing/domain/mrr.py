@@ -27,6 +27,7 @@ from typing import Any, Final
 from cloudgreet_billing.domain.mirror import MirroredSubscription
 from cloudgreet_billing.domain.statuses import COUNTED_STATUSES
 from cloudgreet_billing.domain.timefmt import from_unix
+from cloudgreet_billing.domain.words import plural
 
 #: Months per interval unit.
 MONTHS_PER: Final[Mapping[str, Fraction]] = {
@@ -247,7 +248,9 @@ def subscription_mrr(subscription: MirroredSubscription, now: datetime) -> Subsc
         period_amount = unit * quantity
         item_discounts, item_ids = _discount_objects(item)
         if item_ids:
-            notes.append(f"{where}: {item_ids} discount(s) not expanded in the mirror{_EXPAND}")
+            notes.append(
+                f"{where}: {plural(item_ids, 'discount')} not expanded in the mirror{_EXPAND}"
+            )
         period_amount = _apply_discounts(
             period_amount, item_discounts, currency, now, Fraction(1), notes, where
         )
@@ -259,7 +262,7 @@ def subscription_mrr(subscription: MirroredSubscription, now: datetime) -> Subsc
         period_months = period_months or months
     sub_discounts, sub_ids = _discount_objects(raw)
     if sub_ids:
-        notes.append(f"{sub_id}: {sub_ids} discount(s) not expanded in the mirror{_EXPAND}")
+        notes.append(f"{sub_id}: {plural(sub_ids, 'discount')} not expanded in the mirror{_EXPAND}")
     if period_months is not None:
         monthly = _apply_discounts(
             monthly, sub_discounts, currency, now, 1 / period_months, notes, sub_id

@@ -25,6 +25,19 @@ def parse_instant(raw: str, *, field: str = "time") -> datetime:
     return moment.astimezone(UTC)
 
 
+def parse_window(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    """``--since`` (inclusive) and ``--until`` (exclusive) of a listing; an empty window
+    (``--since`` not before ``--until``) is refused: it could only ever list nothing."""
+    start = parse_instant(since, field="--since") if since else None
+    end = parse_instant(until, field="--until") if until else None
+    if start is not None and end is not None and start >= end:
+        raise BadInput(
+            f"--since {since} is not before --until {until}",
+            hint="--since is inclusive and --until exclusive: give an earlier --since",
+        )
+    return start, end
+
+
 def iso_z(moment: datetime | None) -> str | None:
     """``2026-11-24T01:27:32Z`` (microseconds only when present)."""
     if moment is None:

@@ -50,6 +50,23 @@ def list_alerts(store: Store, query: AlertQuery) -> list[AlertView]:
     return [AlertView(alert, notes.get(alert.id, [])) for alert in alerts]
 
 
+def count_alerts(store: Store, query: AlertQuery) -> int:
+    """How many alerts match ``query``, whatever its limit."""
+    return store.count_alerts(query)
+
+
+def newest_alert_of_invoice(store: Store, invoice_id: str) -> tuple[int, int]:
+    """The newest alert of an invoice (any status) and how many the invoice has."""
+    query = AlertQuery(statuses=None, invoice_id=invoice_id, limit=1)
+    newest = store.list_alerts(query)
+    if not newest:
+        raise NotFound(
+            f"no alert for invoice {invoice_id}",
+            hint="see: cloudgreet-billing alerts list --status all",
+        )
+    return newest[0].id, store.count_alerts(query)
+
+
 def _require(store: Store, alert_id: int) -> Alert:
     alert = store.get_alert(alert_id)
     if alert is None:

@@ -11,6 +11,7 @@ from cloudgreet_billing.domain.dunning import PAUSE_SETTING, PauseState
 from cloudgreet_billing.domain.mrr import mrr_by_currency
 from cloudgreet_billing.domain.reconciliation import Window
 from cloudgreet_billing.domain.timefmt import parse_instant
+from cloudgreet_billing.domain.words import plural
 from cloudgreet_billing.errors import BadInput
 from cloudgreet_billing.services.dunning.reach import unreachable_invoices
 from cloudgreet_billing.services.sync import LAST_SYNC_KEY
@@ -68,10 +69,10 @@ def _latest(*moments: datetime | None) -> datetime | None:
 def _age(delta: timedelta) -> str:
     hours = int(delta.total_seconds() // 3600)
     if hours >= 48:
-        return f"{hours // 24} days"
+        return plural(hours // 24, "day")
     if hours >= 1:
-        return f"{hours} hours"
-    return f"{max(int(delta.total_seconds() // 60), 0)} minutes"
+        return plural(hours, "hour")
+    return plural(max(int(delta.total_seconds() // 60), 0), "minute")
 
 
 def build_dashboard(store: Store, *, now: datetime) -> Dashboard:
@@ -97,13 +98,14 @@ def build_dashboard(store: Store, *, now: datetime) -> Dashboard:
     quarantined = store.count_quarantined()
     if quarantined:
         warnings.append(
-            f"{quarantined} Stripe events could not be applied and wait in quarantine: "
+            f"{plural(quarantined, 'Stripe event')} could not be applied and "
+            f"{'waits' if quarantined == 1 else 'wait'} in quarantine: "
             "see `cloudgreet-billing quarantine list`"
         )
     if unreachable:
         warnings.append(
-            f"{unreachable} unpaid invoice(s) in dunning cannot be reached: no contact on any "
-            "of their channels (alerts list --type dunning_undeliverable)"
+            f"{plural(unreachable, 'unpaid invoice')} in dunning cannot be reached: no contact "
+            "on any of their channels (alerts list --type dunning_undeliverable)"
         )
     notes = mrr.notes[:MAX_NOTES]
     if len(mrr.notes) > MAX_NOTES:

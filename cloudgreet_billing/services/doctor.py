@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION
 from cloudgreet_billing.config import Settings, load_settings, scrub_secrets
+from cloudgreet_billing.domain.words import plural
 from cloudgreet_billing.errors import BillingError, ExitCode
 
 if TYPE_CHECKING:
@@ -359,10 +360,11 @@ def check_dunning_state(diagnosis: Diagnosis) -> CheckResult:
             return CheckResult(
                 "dunning",
                 "warn",
-                f"{stuck} steps need review and {len(review) - stuck} failed (see: dunning list)",
+                f"{plural(stuck, 'step')} {'needs' if stuck == 1 else 'need'} review and "
+                f"{len(review) - stuck} failed (see: dunning list)",
             )
         return CheckResult(
-            "dunning", "ok", f"running; {store.count_due_steps(utcnow())} steps due now"
+            "dunning", "ok", f"running; {plural(store.count_due_steps(utcnow()), 'step')} due now"
         )
 
     return _with_store(diagnosis, "dunning", read)
@@ -380,7 +382,7 @@ def check_quarantine(diagnosis: Diagnosis) -> CheckResult:
         return CheckResult(
             "quarantine",
             "warn",
-            f"{waiting} Stripe events could not be applied (oldest since {since}): see "
+            f"{plural(waiting, 'Stripe event')} could not be applied (oldest since {since}): see "
             "`quarantine list`, then `quarantine retry ID` after a fix or `quarantine dismiss ID`",
         )
 
@@ -402,7 +404,7 @@ def check_dunning_contacts(diagnosis: Diagnosis) -> CheckResult:
         return CheckResult(
             "dunning contacts",
             "warn",
-            f"{len(unreachable)} unpaid invoice(s) cannot be reached by any channel "
+            f"{plural(len(unreachable), 'unpaid invoice')} cannot be reached by any channel "
             f"({shown}{more}); see: alerts list --type dunning_undeliverable",
         )
 

@@ -51,6 +51,11 @@ def list_entries(store: Store, query: LedgerQuery) -> list[LedgerEntry]:
     return store.list_ledger(query)
 
 
+def count_entries(store: Store, query: LedgerQuery) -> int:
+    """How many entries match ``query``, whatever its limit."""
+    return store.count_ledger(query)
+
+
 def import_csv(
     store: Store,
     stream: TextIO,

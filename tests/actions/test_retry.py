@@ -111,8 +111,7 @@ def test_human_success_names_what_changed(stripe: FakeStripe, seeded: Any) -> No
 
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == (
-        f"paid: invoice {INVOICE_ID}, $120.00 (alert 1 resolved; "
-        "3 pending dunning step(s) canceled)"
+        f"paid: invoice {INVOICE_ID}, $120.00 (alert 1 resolved; 3 pending dunning steps canceled)"
     )
     # Nobody was asked, but the log still says who was charged and how much.
     assert "retry (--yes):" in result.stderr

@@ -200,7 +200,7 @@ def test_doctor_warns_while_paused_and_about_steps_needing_review(store: Any) ->
     store.claim_due_steps(now=now, lease_until=now, run_id="dead", limit=1)
     store.expire_leases(now + timedelta(seconds=1))
     assert doctor_checks()["dunning"]["detail"] == (
-        "1 steps need review and 0 failed (see: dunning list)"
+        "1 step needs review and 0 failed (see: dunning list)"
     )
     pause(store, reason="Stripe outage", actor="oncall@ci", now=now)
     assert doctor_checks()["dunning"] == {

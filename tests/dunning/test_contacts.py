@@ -274,6 +274,6 @@ def test_dashboard_and_doctor_count_the_invoices_nobody_can_reach(store: Any, ou
     assert check == {
         "name": "dunning contacts",
         "status": "warn",
-        "detail": f"1 unpaid invoice(s) cannot be reached by any channel ({INVOICE_ID}); "
+        "detail": f"1 unpaid invoice cannot be reached by any channel ({INVOICE_ID}); "
         "see: alerts list --type dunning_undeliverable",
     }

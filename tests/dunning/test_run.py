@@ -252,10 +252,7 @@ def test_dry_run_lists_each_message_it_would_send_and_changes_nothing(
     assert store.audit_trail("dunning") == []
 
 
-def test_dry_run_prints_the_plan_as_a_table(
-    store: Any, outbox: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: this test is about the plan
+def test_dry_run_prints_the_plan_as_rows(store: Any, outbox: Path) -> None:
     seed_invoice(store, "in_1QpL8HLkdIwHu7ixl4OzzPMv", "cus_RkS5AtmBK5hCeq")
     schedule(store, "in_1QpL8HLkdIwHu7ixl4OzzPMv", "cus_RkS5AtmBK5hCeq")
     seed_invoice(store, "in_1QpL8HLkdIwHu7ixNoC0ntct", "cus_RkS5NoContact", email=None, phone=None)
@@ -263,12 +260,33 @@ def test_dry_run_prints_the_plan_as_a_table(
     with freeze_time(T0 + timedelta(minutes=5)):
         result = runner.invoke(app, ["dunning", "run", "--dry-run"], catch_exceptions=False)
     assert result.exit_code == 0
+    # Not a terminal: a header line and one tab-separated row per due step, values whole.
     lines = result.stdout.splitlines()
-    [send] = [line for line in lines if "in_1QpL8HLkdIwHu7ixl4OzzPMv" in line]
-    for cell in ("cus_RkS5AtmBK5hCeq", " 0 ", "email", "send", "ada@example.com", "day0_email"):
-        assert cell in send
-    [nobody] = [line for line in lines if "in_1QpL8HLkdIwHu7ixNoC0ntct" in line]
-    assert "undeliverable" in nobody and "has no email address or phone number" in nobody
+    header = lines[0].split("\t")
+    assert header == [
+        "step",
+        "invoice",
+        "customer",
+        "day",
+        "channel",
+        "action",
+        "to",
+        "template",
+        "reason",
+    ]
+    plan = [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:-1]]
+    by_invoice = {row["invoice"]: row for row in plan}
+    send = by_invoice["in_1QpL8HLkdIwHu7ixl4OzzPMv"]
+    assert (send["customer"], send["day"], send["channel"], send["action"]) == (
+        "cus_RkS5AtmBK5hCeq",
+        "0",
+        "email",
+        "send",
+    )
+    assert (send["to"], send["template"], send["reason"]) == ("ada@example.com", "day0_email", "")
+    nobody = by_invoice["in_1QpL8HLkdIwHu7ixNoC0ntct"]
+    assert nobody["action"] == "undeliverable" and nobody["to"] == ""
+    assert "has no email address or phone number" in nobody["reason"]
     assert lines[-1] == (
         "dry run, nothing sent or changed: 2 due; 1 would be sent, 1 skipped "
         "(1 undeliverable), 0 failed, 0 canceled; 0 would escalate"

@@ -133,7 +133,7 @@ def test_dashboard_figures(store):
         "last_sync_age_seconds": 3 * 3600,
         "quarantined_events": 0,
         "warnings": [
-            "1 unpaid invoice(s) in dunning cannot be reached: no contact on any of their "
+            "1 unpaid invoice in dunning cannot be reached: no contact on any of their "
             "channels (alerts list --type dunning_undeliverable)"
         ],
         "mrr_notes": [],
@@ -183,7 +183,7 @@ def test_human_dashboard_formats_money(store):
     result = run("dashboard")
     assert result.exit_code == 0
     assert "$130.00" in result.stdout and "€10.00" in result.stdout
-    assert "2 due today, 1 need review, 1 unreachable" in result.stdout
+    assert "2 due today, 1 needs review, 1 unreachable" in result.stdout
 
 
 def test_now_is_fixed():

@@ -72,5 +72,5 @@ def test_a_discount_the_mirror_never_saw_is_reported_with_the_fix(store):
     summary = mrr_by_currency(store.recurring_subscriptions(), NOW)
     assert summary.by_currency == {"usd": 10_000}
     assert summary.notes == [
-        "sub_1: 1 discount(s) not expanded in the mirror; run sync --backfill to read them"
+        "sub_1: 1 discount not expanded in the mirror; run sync --backfill to read them"
     ]

@@ -169,9 +169,12 @@ INVOICE = {
 def test_mirror_keeps_the_newest_state_and_never_reopens_a_settled_invoice(store):
     t1, t2, t3 = (NOW + timedelta(minutes=m) for m in (1, 2, 3))
     assert store.upsert_invoice(parse_invoice(INVOICE), t2, NOW)
+    older = parse_invoice({**INVOICE, "amount_due": 5900})
+    assert not store.upsert_invoice(older, t1, NOW), "an older state must not win"
     paid = parse_invoice({**INVOICE, "status": "paid", "amount_paid": 4900})
-    assert not store.upsert_invoice(paid, t1, NOW), "an older event must not win"
-    assert store.upsert_invoice(paid, t2, NOW)
+    # The status only moves forward (domain.merge): a settled state wins even when it was
+    # observed first, since Stripe never reopens a paid invoice.
+    assert store.upsert_invoice(paid, t1, NOW)
     assert not store.upsert_invoice(parse_invoice(INVOICE), t3, NOW), "paid must stay paid"
     mirrored = store.get_invoice("in_1")
     assert mirrored is not None

@@ -377,3 +377,106 @@ def test_postgres_migration_4_copies_invoice_contacts_once_and_takes_the_new_ale
         )
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute("INSERT INTO billing_alerts (type, dedupe_key) VALUES ('bogus', 'b')")
+
+
+#: Rows mirrored before version 5: an invoice failed twice, and the alert of its event.
+V4_ROWS = (
+    "INSERT INTO billing_invoices (id, customer_id, status, currency, raw, stripe_created, "
+    "stripe_updated_at, synced_at, attempt_count, last_failure_code, last_failure_message) "
+    "VALUES ('in_1QpL8HLkdIwHu7ixl4OzzPMv', 'cus_RkS5AtmBK5hCeq', 'open', 'usd', ?, ?, ?, ?, "
+    "2, 'insufficient_funds', 'Your card has insufficient funds.')",
+    "INSERT INTO billing_stripe_events (id, type, stripe_created, livemode, outcome, source, "
+    "processed_at) VALUES ('evt_1QpL8ILkdIwHu7ixPf3bMe1C', 'invoice.payment_failed', ?, "
+    "false, 'applied', 'webhook', ?)",
+    "INSERT INTO billing_alerts (id, type, status, dedupe_key, invoice_id, stripe_event_id, "
+    "attempt_count, created_at, updated_at) VALUES (7, 'invoice_failed', 'open', "
+    "'invoice_failed:in_1QpL8HLkdIwHu7ixl4OzzPMv', 'in_1QpL8HLkdIwHu7ixl4OzzPMv', "
+    "'evt_1QpL8ILkdIwHu7ixPf3bMe1C', 2, ?, ?)",
+)
+
+
+def _late_failures(store):
+    """An older failure delivered after the upgrade, then a newer one."""
+    from cloudgreet_billing.domain.dunning import TimelinePlanner
+    from cloudgreet_billing.domain.events import plan_event
+    from tests.sync.conftest import event, full_invoice
+
+    created = int(datetime(2026, 3, 2, 9, tzinfo=UTC).timestamp())
+    for event_id, attempt in (
+        ("evt_1QpL8ILkdIwHu7ixOld1Aa0A", 1),
+        ("evt_1QpL8ILkdIwHu7ixNew3Cc2C", 3),
+    ):
+        obj = full_invoice(attempt_count=attempt)
+        obj["last_finalization_error"] = {"code": f"attempt_{attempt}", "message": "declined"}
+        item = event(event_id, "invoice.payment_failed", obj, created + attempt * 86_400)
+        store.apply_event_plans(
+            [plan_event(item, "webhook")], planner=TimelinePlanner(), now=datetime.now(UTC)
+        )
+        yield store.get_invoice("in_1QpL8HLkdIwHu7ixl4OzzPMv").last_failure_code
+
+
+def test_sqlite_migration_5_gives_rows_mirrored_earlier_their_merge_keys(tmp_path):
+    path = tmp_path / "v4.db"
+    store = SqliteStore(path)
+    moment = "2026-03-03T10:00:00.000000Z"
+    with store._transaction():
+        for migration in sqlite_migrations()[:4]:
+            for statement in _statements(migration.path.read_text(encoding="utf-8")):
+                store._conn.execute(statement)
+            store._conn.execute(
+                "INSERT INTO billing_schema_version (version, name, applied_at) VALUES (?, ?, 'x')",
+                (migration.version, migration.name),
+            )
+        params = ((V1_RAW, moment, moment, moment), (moment, moment), (moment, moment))
+        for statement, values in zip(V4_ROWS, params, strict=True):
+            store._conn.execute(statement, values)
+    assert store.migrate() == [5]
+    assert store._conn.execute(
+        "SELECT merge_attempt, merge_event_id, last_failure_attempt, last_failure_at, "
+        "last_failure_event_id, settled_resolution FROM billing_invoices"
+    ).fetchone() == (2, "", 2, moment, "", None)
+    assert store._conn.execute(
+        "SELECT stripe_event_created FROM billing_alerts WHERE id = 7"
+    ).fetchone() == (moment,)
+    # The keys work: the older attempt loses to what was kept, the newer one wins.
+    assert list(_late_failures(store)) == ["insufficient_funds", "attempt_3"]
+    store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_migration_5_gives_rows_their_merge_keys_once_and_compares_ids_bytewise(
+    postgres_url,
+):
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for migration in postgres_migrations():
+            if migration.version < 5:
+                conn.execute(migration.path.read_text(encoding="utf-8").encode())
+        moment = datetime(2026, 3, 3, 10, tzinfo=UTC)
+        params = ((V1_RAW, moment, moment, moment), (moment, moment), (moment, moment))
+        for statement, values in zip(V4_ROWS, params, strict=True):
+            explicit = statement.replace(") VALUES", ") OVERRIDING SYSTEM VALUE VALUES")
+            conn.execute(explicit.replace("?", "%s"), values)
+        run_sql_files(postgres_url)  # 5 applies; the earlier files run again harmlessly
+        conn.execute("UPDATE billing_invoices SET merge_attempt = 9")
+        run_sql_files(postgres_url)  # and again: the copy is not repeated
+        assert conn.execute(
+            "SELECT merge_attempt, merge_event_id, last_failure_attempt, last_failure_at, "
+            "last_failure_event_id FROM billing_invoices"
+        ).fetchone() == (9, "", 2, moment, "")
+        assert conn.execute(
+            "SELECT stripe_event_created FROM billing_alerts WHERE id = 7"
+        ).fetchone() == (moment,)
+        collations = conn.execute(
+            "SELECT table_name, column_name, collation_name FROM information_schema.columns "
+            "WHERE column_name IN ('merge_event_id', 'last_failure_event_id', "
+            "'settled_event_id', 'stripe_event_id') AND table_name LIKE 'billing_%' "
+            "AND table_name <> 'billing_quarantined_events'"
+        ).fetchall()
+        assert len(collations) == 6 and {row[2] for row in collations} == {"C"}
+    from cloudgreet_billing.adapters.store.postgres import PostgresStore
+
+    store = PostgresStore(postgres_url)
+    try:
+        assert list(_late_failures(store)) == ["insufficient_funds", "attempt_3"]
+    finally:
+        store.close()

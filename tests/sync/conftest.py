@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -268,3 +270,34 @@ def full_invoice(
         "total_taxes": [],
         "webhooks_delivered_at": created + 5,
     }
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def shared_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """A migrated store on each backend, one per test module: every test here empties it
+    first (``wipe``), so the database is made once rather than for each test."""
+    from cloudgreet_billing.adapters.store.postgres import PostgresStore
+    from cloudgreet_billing.adapters.store.sqlite import SqliteStore
+
+    if request.param == "sqlite":
+        store: Any = SqliteStore(tmp_path_factory.mktemp("order") / "billing.db")
+        store.migrate()
+        yield store
+        store.close()
+        return
+    import psycopg
+
+    server = request.getfixturevalue("postgres_server")
+    name = f"billing_order_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    store = PostgresStore(f"{server.rpartition('/')[0]}/{name}")
+    try:
+        store.migrate()
+        yield store
+    finally:
+        store.close()
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -97,11 +97,25 @@ def test_an_older_event_never_overwrites_newer_mirror_state(store: Any) -> None:
     assert store.get_invoice("in_1").attempt_count == 3
 
 
-def test_a_failure_processed_after_the_payment_neither_reopens_nor_alerts(store: Any) -> None:
+def test_a_failure_processed_after_the_payment_never_reopens_and_keeps_its_history(
+    store: Any,
+) -> None:
     run(store, [paid("evt_2", "in_1", T0 + 100), failed("evt_1", "in_1", 1, T0)])
     assert store.get_invoice("in_1").status == "paid"
-    assert alerts(store, None) == []
-    assert store.list_steps(invoice_id="in_1", limit=None) == []
+    # The history the events tell in order: the failure's alert, resolved by the payment,
+    # and its steps canceled by it; nothing open.
+    (alert,) = alerts(store, None)
+    assert (alert.type, alert.status, alert.resolution) == (
+        "invoice_failed",
+        "resolved",
+        "invoice paid (evt_2)",
+    )
+    steps = store.list_steps(invoice_id="in_1", limit=None)
+    assert [(s.day, s.status, s.reason) for s in steps] == [
+        (day, "canceled", "invoice paid (evt_2)") for day in (0, 1, 3)
+    ]
+    trail = [r.action for r in store.audit_trail(f"alert:{alert.id}")]
+    assert trail == ["alert.open", "alert.resolve"]
 
 
 def test_a_failing_handler_leaves_the_event_unprocessed_and_keeps_the_batch(store: Any) -> None:
@@ -218,17 +232,23 @@ def _state(store: Any) -> Any:
         for i in (f"in_{n}" for n in range(1, 7))
         if (inv := store.get_invoice(i)) is not None
     }
-    # What needs a person: unresolved alerts and live dunning. (A failure delivered after
-    # its invoice was settled leaves no alert history, by design: see test above.)
+    # Every alert and step, resolved and canceled ones too: the history is the same in
+    # any order (domain.merge).
     alert_rows = sorted(
-        (a.invoice_id, a.type, a.status, a.attempt_count, a.stripe_event_id, a.last_failure)
+        (
+            a.invoice_id,
+            a.type,
+            a.status,
+            a.attempt_count,
+            a.stripe_event_id,
+            a.last_failure,
+            a.resolution,
+        )
         for a in alerts(store, None)
-        if a.status != "resolved"
     )
     steps = sorted(
-        (s.invoice_id, s.day, s.channel, s.status, s.due_at)
+        (s.invoice_id, s.day, s.channel, s.status, s.due_at, s.reason)
         for s in store.list_steps(limit=None)
-        if s.status != "canceled"
     )
     return (
         invoices,
@@ -258,7 +278,7 @@ def test_replaying_the_history_three_times_shuffled_equals_one_ordered_pass(
         run(store, shuffled)
     assert _state(store) == expected
     assert len(alerts(store, "open")) == 2  # in_2 and in_5 still fail
-    assert {a.invoice_id for a in alerts(store, "resolved")} <= {"in_1", "in_3", "in_4", "in_6"}
+    assert {a.invoice_id for a in alerts(store, "resolved")} == {"in_1", "in_3", "in_4", "in_6"}
 
 
 def test_a_batch_equals_one_event_at_a_time_in_state_and_counts(store: Any, tmp_path: Any) -> None:

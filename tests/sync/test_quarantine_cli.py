@@ -162,7 +162,7 @@ def test_doctor_and_dashboard_show_the_quarantine_and_how_to_act(store_env: str)
         human = run("dashboard").stdout
     assert checks["quarantine"]["status"] == "warn"
     assert checks["quarantine"]["detail"] == (
-        "1 Stripe events could not be applied (oldest since 2026-05-29 09:00 UTC): see "
+        "1 Stripe event could not be applied (oldest since 2026-05-29 09:00 UTC): see "
         "`quarantine list`, then `quarantine retry ID` after a fix or `quarantine dismiss ID`"
     )
     assert board["quarantined_events"] == 1

@@ -154,7 +154,7 @@ def test_backfill_lists_customers_invoices_and_subscriptions(
     ]
     human = cli("sync", "--backfill")
     assert human.exit_code == 0, human.output
-    assert "backfilled 101 customers, 130 invoices and 1 subscriptions" in human.stdout
+    assert "backfilled 101 customers, 130 invoices and 1 subscription" in human.stdout
 
 
 @freeze_time("2026-05-29T09:00:00Z")

@@ -139,4 +139,4 @@ def sqlite_migrations() -> list[Migration]:
 
 
 #: The schema version this code needs.
-LATEST_SCHEMA_VERSION = 4
+LATEST_SCHEMA_VERSION = 5

@@ -17,12 +17,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class AlertQuery:
-    """Filters for ``list_alerts``; ``statuses=None`` means every status."""
+    """Filters for ``list_alerts``; ``statuses=None`` means every status. ``since`` and
+    ``until`` bound ``created_at`` (``until`` exclusive)."""
 
     types: Sequence[str] | None = None
     statuses: Sequence[str] | None = ("open",)
     customer_id: str | None = None
     invoice_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
     limit: int | None = 50
 
 
@@ -51,6 +54,10 @@ class AlertsOps(Protocol):
 
     def list_alerts(self, query: AlertQuery) -> list[Alert]:
         """Alerts newest first."""
+        ...
+
+    def count_alerts(self, query: AlertQuery) -> int:
+        """How many alerts ``list_alerts`` would list with no ``limit``."""
         ...
 
     def alerts_touched(self, since: datetime, until: datetime) -> list[Alert]:

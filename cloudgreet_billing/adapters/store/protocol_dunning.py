@@ -98,9 +98,25 @@ class DunningOps(Protocol):
         statuses: Sequence[str] | None = None,
         invoice_id: str | None = None,
         alert_id: int | None = None,
+        customer_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
         limit: int | None = 50,
     ) -> list[DunningStep]:
-        """Steps by due time; ``statuses=None`` means every status."""
+        """Steps by due time; ``statuses=None`` means every status. ``since`` and ``until``
+        bound ``due_at`` (``until`` exclusive)."""
+        ...
+
+    def count_steps(
+        self,
+        *,
+        statuses: Sequence[str] | None = None,
+        invoice_id: str | None = None,
+        customer_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """How many steps ``list_steps`` would list with these filters and no ``limit``."""
         ...
 
     def get_step(self, step_id: int) -> DunningStep | None: ...

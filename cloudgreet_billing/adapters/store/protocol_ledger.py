@@ -62,3 +62,7 @@ class LedgerOps(Protocol):
     def list_ledger(self, query: LedgerQuery) -> list[LedgerEntry]:
         """Entries newest first."""
         ...
+
+    def count_ledger(self, query: LedgerQuery) -> int:
+        """How many entries match ``query``, whatever its ``limit``."""
+        ...

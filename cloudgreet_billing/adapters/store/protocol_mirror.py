@@ -1,8 +1,9 @@
 """Store operations: the local mirror of Stripe invoices, subscriptions and customers.
 
 ``observed_at`` is the ``created`` time of the event that carried the object (or the
-listing time for a backfill): a row is only replaced by an observation at least as new,
-and a settled invoice is never reopened (``domain.mirror.invoice_transition_allowed``).
+listing time for a backfill). Observations are merged by ``domain.merge``'s rules, so
+that their order does not matter: a row shows the observation with the largest key, an
+invoice only moves forward and a settled one is never reopened.
 """
 
 from __future__ import annotations

@@ -33,8 +33,9 @@ class QuarantineOps(Protocol):
 
     def get_quarantined(self, quarantine_id: int) -> QuarantinedEvent | None: ...
 
-    def count_quarantined(self) -> int:
-        """How many events wait in quarantine (status ``quarantined``)."""
+    def count_quarantined(self, statuses: Sequence[str] | None = ("quarantined",)) -> int:
+        """How many events are in these statuses (``None``: all); by default, how many
+        wait in quarantine."""
         ...
 
     def retry_quarantined(

@@ -30,7 +30,12 @@ class ActionsSql(AuditSql):
         def _insert_audit(self, entry: AuditDraft, now: datetime) -> int: ...
 
         def _invoice_params(
-            self, invoice: MirroredInvoice, observed_at: datetime, now: datetime
+            self,
+            invoice: MirroredInvoice,
+            observed_at: datetime,
+            now: datetime,
+            event_id: str = ...,
+            settled: tuple[str, str] | None = None,
         ) -> tuple[Any, ...]: ...
 
         def resolve_invoice_alerts(

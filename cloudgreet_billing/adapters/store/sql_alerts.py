@@ -43,6 +43,43 @@ RAISE_ALERT = (
     "RETURNING id, details"
 )
 
+# Alerts from Stripe events (domain.merge): what an alert says comes from the event with the
+# largest (attempt_count, created, event id), in any order of delivery; the count never
+# falls. The parameters of each CASE are that event's key, then the value.
+_LATER_EVENT = (
+    "(stripe_event_created IS NULL OR "
+    "(?, ?, ?) > (attempt_count, stripe_event_created, stripe_event_id))"
+)
+_EVENT_CONTENT = (
+    "amount_due",
+    "stripe_event_id",
+    "stripe_event_created",
+    "last_failure",
+    "details",
+)
+MERGE_EVENT_ALERT = (
+    "UPDATE billing_alerts SET "
+    + ", ".join(
+        f"{column} = CASE WHEN {_LATER_EVENT} THEN ? ELSE {column} END" for column in _EVENT_CONTENT
+    )
+    + ", attempt_count = CASE WHEN ? > attempt_count THEN ? ELSE attempt_count END, "
+    "updated_at = ? WHERE "
+)
+#: The unresolved alert of the key (at most one).
+MERGE_UNRESOLVED = MERGE_EVENT_ALERT + "dedupe_key = ? AND status <> 'resolved' RETURNING id"
+#: The latest alert of the key, whatever its status: the one a settlement resolved.
+MERGE_LATEST = (
+    MERGE_EVENT_ALERT
+    + "id = (SELECT max(id) FROM billing_alerts WHERE dedupe_key = ?) RETURNING id"
+)
+INSERT_EVENT_ALERT = (
+    "INSERT INTO billing_alerts (type, status, dedupe_key, customer_id, invoice_id, "
+    "amount_due, currency, stripe_event_id, stripe_event_created, attempt_count, "
+    "last_failure, details, created_at, updated_at, resolved_at, resolution) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (dedupe_key) WHERE status <> 'resolved' DO NOTHING RETURNING id"
+)
+
 
 class AlertsSql(AuditSql):
     """SQL for this area, shared by SQLite and PostgreSQL."""
@@ -83,7 +120,8 @@ class AlertsSql(AuditSql):
         row = self._execute(f"{ALERT_SELECT} WHERE id = ?", (alert_id,)).fetchone()
         return None if row is None else self._alert(row)
 
-    def list_alerts(self, query: AlertQuery) -> list[Alert]:
+    @staticmethod
+    def _alert_filter(query: AlertQuery) -> tuple[str, list[Any]]:
         where: list[str] = []
         params: list[Any] = []
         for column, values in (("type", query.types), ("status", query.statuses)):
@@ -93,16 +131,26 @@ class AlertsSql(AuditSql):
         for clause, value in (
             ("customer_id = ?", query.customer_id),
             ("invoice_id = ?", query.invoice_id),
+            ("created_at >= ?", query.since),
+            ("created_at < ?", query.until),
         ):
             if value is not None:
                 where.append(clause)
                 params.append(value)
-        sql = ALERT_SELECT + (f" WHERE {' AND '.join(where)}" if where else "")
-        sql += " ORDER BY created_at DESC, id DESC"
+        return (f" WHERE {' AND '.join(where)}" if where else ""), params
+
+    def list_alerts(self, query: AlertQuery) -> list[Alert]:
+        condition, params = self._alert_filter(query)
+        sql = ALERT_SELECT + condition + " ORDER BY created_at DESC, id DESC"
         if query.limit is not None:
             sql += " LIMIT ?"
             params.append(query.limit)
         return [self._alert(row) for row in self._execute(sql, params).fetchall()]
+
+    def count_alerts(self, query: AlertQuery) -> int:
+        condition, params = self._alert_filter(query)
+        row = self._execute(f"SELECT count(*) FROM billing_alerts{condition}", params).fetchone()
+        return int(row[0]) if row else 0
 
     def alerts_touched(self, since: datetime, until: datetime) -> list[Alert]:
         sql = (
@@ -159,6 +207,58 @@ class AlertsSql(AuditSql):
         assert row is not None
         details = self._json_value(row[1]) or {}
         return int(row[0]), details.get("opened_by") == draft.details.get("opened_by")
+
+    def _raise_event_alert_in_tx(
+        self, draft: AlertDraft, created: datetime, now: datetime, resolution: str | None
+    ) -> tuple[int, bool]:
+        """Open or add to the alert a Stripe event (created at ``created``) raises; returns
+        (alert id, opened). With ``resolution`` (the invoice is settled), add to the latest
+        alert of the key, or open one already resolved with it."""
+        details = self._json_param(dict(draft.details))
+        key = (draft.attempt_count, created, draft.stripe_event_id)
+        content = (draft.amount_due, draft.stripe_event_id, created, draft.last_failure, details)
+        merge = [
+            *(part for value in content for part in (*key, value)),
+            draft.attempt_count,
+            draft.attempt_count,
+            now,
+            draft.dedupe_key,
+        ]
+        inserted = (
+            draft.type,
+            "open" if resolution is None else "resolved",
+            draft.dedupe_key,
+            draft.customer_id,
+            draft.invoice_id,
+            draft.amount_due,
+            draft.currency,
+            draft.stripe_event_id,
+            created,
+            draft.attempt_count,
+            draft.last_failure,
+            details,
+            now,
+            now,
+            None if resolution is None else now,
+            resolution,
+        )
+        if resolution is not None:
+            row = self._execute(MERGE_LATEST, merge).fetchone()
+            if row is not None:
+                return int(row[0]), False
+            row = self._execute(INSERT_EVENT_ALERT, inserted).fetchone()
+            assert row is not None  # a resolved alert conflicts with none
+            return int(row[0]), True
+        # Most failures are an invoice's first: try to open the alert, then add to it.
+        # Twice at most: another worker may resolve it between the two statements.
+        for _ in range(2):
+            row = self._execute(INSERT_EVENT_ALERT, inserted).fetchone()
+            if row is not None:
+                return int(row[0]), True
+            row = self._execute(MERGE_UNRESOLVED, merge).fetchone()
+            if row is not None:
+                return int(row[0]), False
+        raise RuntimeError(f"alert {draft.dedupe_key} could be neither opened nor updated")
 
     def _resolve_invoice_alerts_in_tx(
         self, invoice_id: str, resolution: str, now: datetime

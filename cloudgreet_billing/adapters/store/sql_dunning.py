@@ -64,6 +64,11 @@ INSERT_STEPS = (
     "channel, template, status, due_at, created_at, updated_at) VALUES"
 )
 STEP_VALUES = "(?, ?, ?, ?, ?, ?, 'scheduled', ?, ?, ?)"
+INSERT_CANCELED_STEPS = (
+    "INSERT INTO billing_dunning_events (invoice_id, customer_id, alert_id, day, "
+    "channel, template, status, due_at, created_at, updated_at, reason) VALUES"
+)
+CANCELED_STEP_VALUES = "(?, ?, ?, ?, ?, ?, 'canceled', ?, ?, ?, ?)"
 ON_STEP_CONFLICT = "ON CONFLICT (invoice_id, day, channel) DO NOTHING RETURNING id"
 CANCEL_PENDING = (
     "UPDATE billing_dunning_events SET status = 'canceled', reason = ?, "
@@ -126,6 +131,18 @@ class DunningSql(AuditSql):
         values = ", ".join(STEP_VALUES for _ in steps)
         params = [value for step in steps for value in _step_row(step, now)]
         return self._execute(f"{INSERT_STEPS} {values} {ON_STEP_CONFLICT}", params)
+
+    def _send_canceled_steps(
+        self, steps: Sequence[StepDraft], reason: str, now: datetime
+    ) -> Cursor | None:
+        """The steps of a failure whose invoice was settled before it arrived: inserted
+        canceled with the settlement's ``reason``, as if they had been scheduled before it.
+        One row per step that was new, unread."""
+        if not steps:
+            return None
+        values = ", ".join(CANCELED_STEP_VALUES for _ in steps)
+        params = [value for step in steps for value in (*_step_row(step, now), reason)]
+        return self._execute(f"{INSERT_CANCELED_STEPS} {values} {ON_STEP_CONFLICT}", params)
 
     def _cancel_pending_steps_in_tx(self, invoice_id: str, reason: str, now: datetime) -> int:
         """Cancel every step of the invoice not yet sent; returns how many.
@@ -425,31 +442,66 @@ class DunningSql(AuditSql):
             )
 
     # --- operators ---------------------------------------------------------------
+    @staticmethod
+    def _step_filter(
+        statuses: Sequence[str] | None,
+        invoice_id: str | None,
+        alert_id: int | None,
+        customer_id: str | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if statuses is not None:
+            where.append(f"d.status IN ({_marks(statuses)})")
+            params.extend(statuses)
+        for clause, value in (
+            ("d.invoice_id = ?", invoice_id),
+            ("d.alert_id = ?", alert_id),
+            ("d.customer_id = ?", customer_id),
+            ("d.due_at >= ?", since),
+            ("d.due_at < ?", until),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        return (f" WHERE {' AND '.join(where)}" if where else ""), params
+
     def list_steps(
         self,
         *,
         statuses: Sequence[str] | None = None,
         invoice_id: str | None = None,
         alert_id: int | None = None,
+        customer_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
         limit: int | None = 50,
     ) -> list[DunningStep]:
-        where: list[str] = []
-        params: list[Any] = []
-        if statuses is not None:
-            where.append(f"d.status IN ({_marks(statuses)})")
-            params.extend(statuses)
-        if invoice_id is not None:
-            where.append("d.invoice_id = ?")
-            params.append(invoice_id)
-        if alert_id is not None:
-            where.append("d.alert_id = ?")
-            params.append(alert_id)
-        query = STEP_SELECT + (f" WHERE {' AND '.join(where)}" if where else "")
-        query += " ORDER BY d.due_at, d.id"
+        condition, params = self._step_filter(
+            statuses, invoice_id, alert_id, customer_id, since, until
+        )
+        query = STEP_SELECT + condition + " ORDER BY d.due_at, d.id"
         if limit is not None:
             query += " LIMIT ?"
             params.append(limit)
         return [self._step(row) for row in self._execute(query, params).fetchall()]
+
+    def count_steps(
+        self,
+        *,
+        statuses: Sequence[str] | None = None,
+        invoice_id: str | None = None,
+        customer_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        condition, params = self._step_filter(statuses, invoice_id, None, customer_id, since, until)
+        row = self._execute(
+            f"SELECT count(*) FROM billing_dunning_events d{condition}", params
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     def get_step(self, step_id: int) -> DunningStep | None:
         row = self._execute(f"{STEP_SELECT} WHERE d.id = ?", (step_id,)).fetchone()

@@ -130,7 +130,8 @@ class LedgerSql(SqlBase):
         row = self._execute(f"SELECT count(*) FROM ({query}) AS conflicts", params).fetchone()
         return int(row[0]) if row else listed
 
-    def list_ledger(self, query: LedgerQuery) -> list[LedgerEntry]:
+    @staticmethod
+    def _ledger_filter(query: LedgerQuery) -> tuple[str, list[Any]]:
         where: list[str] = []
         params: list[Any] = []
         for clause, value in (
@@ -142,9 +143,19 @@ class LedgerSql(SqlBase):
             if value is not None:
                 where.append(clause)
                 params.append(value)
-        condition = f" WHERE {' AND '.join(where)}" if where else ""
+        return (f" WHERE {' AND '.join(where)}" if where else ""), params
+
+    def list_ledger(self, query: LedgerQuery) -> list[LedgerEntry]:
+        condition, params = self._ledger_filter(query)
         params.append(query.limit)
         rows = self._execute(
             f"{LEDGER_SELECT}{condition} ORDER BY occurred_at DESC, id DESC LIMIT ?", params
         ).fetchall()
         return [self._ledger_entry(row) for row in rows]
+
+    def count_ledger(self, query: LedgerQuery) -> int:
+        condition, params = self._ledger_filter(query)
+        row = self._execute(
+            f"SELECT count(*) FROM billing_usage_ledger{condition}", params
+        ).fetchone()
+        return int(row[0]) if row else 0

@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from cloudgreet_billing.adapters.store.sql_audit import AuditSql
 from cloudgreet_billing.adapters.store.sql_base import Cursor
-from cloudgreet_billing.domain.statuses import SETTLED_INVOICE_STATUSES
+from cloudgreet_billing.domain.merge import (
+    INVOICE_STATUS_RANK,
+    NO_EVENT,
+    SUBSCRIPTION_STATUS_RANK,
+    TERMINAL_SUBSCRIPTION_STATUSES,
+)
+from cloudgreet_billing.domain.statuses import PENDING_STATUSES, SETTLED_INVOICE_STATUSES
 
 if TYPE_CHECKING:
     from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft
@@ -31,30 +37,103 @@ INVOICE_COLUMNS = (
     "first_failed_at, last_failure_code, last_failure_message, "
     "customer_email, customer_phone, customer_name, finalized_at"
 )
-_INVOICE_UPDATED = [
-    column.strip()
-    for column in INVOICE_COLUMNS.split(",")
-    if column.strip() not in ("id", "first_failed_at", "last_failure_code", "last_failure_message")
-]
-# Same rule as domain.mirror.invoice_transition_allowed, applied where the row is locked,
-# so two workers cannot race a settled invoice back open.
-_INVOICE_GUARD = (
-    "billing_invoices.stripe_updated_at <= excluded.stripe_updated_at AND ("
-    "billing_invoices.status NOT IN ('paid', 'void', 'uncollectible') "
-    "OR excluded.status = billing_invoices.status "
-    "OR (billing_invoices.status = 'uncollectible' AND excluded.status IN ('paid', 'void')))"
+
+
+def _rank(column: str, ranks: Mapping[str, int]) -> str:
+    """A status column as its rank in ``domain.merge`` (constants, never input)."""
+    whens = " ".join(f"WHEN '{status}' THEN {rank}" for status, rank in ranks.items())
+    return f"CASE {column} {whens} END"
+
+
+def _key(parts: Sequence[str], row: str) -> str:
+    """A merge key of ``domain.merge`` as an SQL row value of ``row`` (a table or
+    ``excluded``): both engines compare row values left to right."""
+    return "(" + ", ".join(part.format(row=row) for part in parts) + ")"
+
+
+def _newer(parts: Sequence[str], table: str) -> str:
+    return f"{_key(parts, 'excluded')} > {_key(parts, table)}"
+
+
+# domain.merge.invoice_key: (status rank, event created, attempt_count, event id).
+_INVOICE_KEY = (
+    _rank("{row}.status", INVOICE_STATUS_RANK),
+    "{row}.stripe_updated_at",
+    "{row}.merge_attempt",
+    "{row}.merge_event_id",
 )
+_INVOICE_NEWER = _newer(_INVOICE_KEY, "billing_invoices")
+#: Columns of the object shown: all from the observation with the largest key.
+_INVOICE_SHOWN = [
+    "customer_id",
+    "subscription_id",
+    "number",
+    "status",
+    "currency",
+    "amount_due",
+    "amount_paid",
+    "amount_remaining",
+    "total",
+    "total_excluding_tax",
+    "next_payment_attempt",
+    "due_date",
+    "hosted_invoice_url",
+    "livemode",
+    "raw",
+    "stripe_created",
+    "customer_email",
+    "customer_phone",
+    "customer_name",
+    "finalized_at",
+    "merge_attempt",
+    "merge_event_id",
+    "stripe_updated_at",
+]
+_SETTLEMENT = ("settled_at", "settled_event_id", "settled_resolution")
+# domain.merge.settlement_key: the earliest settling event counts.
+_EARLIER_SETTLEMENT = (
+    "excluded.settled_at IS NOT NULL AND (billing_invoices.settled_at IS NULL OR "
+    "(excluded.settled_at, excluded.settled_event_id) < "
+    "(billing_invoices.settled_at, billing_invoices.settled_event_id))"
+)
+_INVOICE_INSERTED = (
+    "id, customer_id, subscription_id, number, status, currency, amount_due, amount_paid, "
+    "amount_remaining, total, total_excluding_tax, attempt_count, attempted, "
+    "next_payment_attempt, due_date, hosted_invoice_url, livemode, raw, stripe_created, "
+    "customer_email, customer_phone, customer_name, finalized_at, merge_attempt, "
+    "merge_event_id, settled_at, settled_event_id, settled_resolution, stripe_updated_at, "
+    "synced_at"
+)
+
+
+def _greater(column: str, table: str) -> str:
+    return (
+        f"{column} = CASE WHEN excluded.{column} > {table}.{column} "
+        f"THEN excluded.{column} ELSE {table}.{column} END"
+    )
+
+
+# No WHERE: every observation is merged (domain.merge), and the row lock the upsert takes
+# keeps two workers from racing one another.
 UPSERT_INVOICE = (
-    "INSERT INTO billing_invoices (id, customer_id, subscription_id, number, status, currency, "
-    "amount_due, amount_paid, amount_remaining, total, total_excluding_tax, attempt_count, "
-    "attempted, next_payment_attempt, due_date, hosted_invoice_url, livemode, raw, "
-    "stripe_created, customer_email, customer_phone, customer_name, finalized_at, "
-    "stripe_updated_at, synced_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO billing_invoices ({_INVOICE_INSERTED}) "
+    f"VALUES ({', '.join('?' for _ in _INVOICE_INSERTED.split(', '))}) "
     "ON CONFLICT (id) DO UPDATE SET "
-    + ", ".join(f"{column} = excluded.{column}" for column in _INVOICE_UPDATED)
-    + ", stripe_updated_at = excluded.stripe_updated_at, synced_at = excluded.synced_at "
-    f"WHERE {_INVOICE_GUARD} RETURNING id"
+    + ", ".join(
+        f"{column} = CASE WHEN {_INVOICE_NEWER} THEN excluded.{column} "
+        f"ELSE billing_invoices.{column} END"
+        for column in _INVOICE_SHOWN
+    )
+    + ", "
+    + ", ".join(_greater(column, "billing_invoices") for column in ("attempt_count", "attempted"))
+    + ", "
+    + ", ".join(
+        f"{column} = CASE WHEN {_EARLIER_SETTLEMENT} THEN excluded.{column} "
+        f"ELSE billing_invoices.{column} END"
+        for column in _SETTLEMENT
+    )
+    + ", synced_at = excluded.synced_at "
+    "RETURNING status, stripe_updated_at, merge_attempt, merge_event_id"
 )
 SUBSCRIPTION_COLUMNS = (
     "id, customer_id, status, currency, cancel_at_period_end, current_period_end, "
@@ -63,22 +142,38 @@ SUBSCRIPTION_COLUMNS = (
 CUSTOMER_COLUMNS = (
     "id, email, name, phone, currency, delinquent, deleted, livemode, raw, stripe_created"
 )
+# domain.merge.subscription_key: (terminal, event created, period end, status rank, id).
+_TERMINAL = ", ".join(f"'{status}'" for status in sorted(TERMINAL_SUBSCRIPTION_STATUSES))
+_SUBSCRIPTION_KEY = (
+    f"CASE WHEN {{row}}.status IN ({_TERMINAL}) THEN 1 ELSE 0 END",
+    "{row}.stripe_updated_at",
+    "COALESCE({row}.current_period_end, {row}.stripe_updated_at)",
+    _rank("{row}.status", SUBSCRIPTION_STATUS_RANK),
+    "{row}.merge_event_id",
+)
+# domain.merge.customer_key: (deleted, event created, event id).
+_CUSTOMER_KEY = (
+    "CASE WHEN {row}.deleted THEN 1 ELSE 0 END",
+    "{row}.stripe_updated_at",
+    "{row}.merge_event_id",
+)
 
 
-def _upsert(table: str, columns: str) -> str:
-    names = [column.strip() for column in columns.split(",")]
+def _upsert(table: str, columns: str, key: Sequence[str]) -> str:
+    """Insert, or show the observation when its key is larger (``domain.merge``)."""
+    names = [column.strip() for column in columns.split(",")] + ["merge_event_id"]
     updates = ", ".join(f"{name} = excluded.{name}" for name in names[1:])
     values = ", ".join("?" for _ in range(len(names) + 2))
     return (
-        f"INSERT INTO {table} ({columns}, stripe_updated_at, synced_at) VALUES ({values}) "
-        f"ON CONFLICT (id) DO UPDATE SET {updates}, "
+        f"INSERT INTO {table} ({', '.join(names)}, stripe_updated_at, synced_at) "
+        f"VALUES ({values}) ON CONFLICT (id) DO UPDATE SET {updates}, "
         "stripe_updated_at = excluded.stripe_updated_at, synced_at = excluded.synced_at "
-        f"WHERE {table}.stripe_updated_at <= excluded.stripe_updated_at RETURNING id"
+        f"WHERE {_newer(key, table)} RETURNING id"
     )
 
 
-UPSERT_SUBSCRIPTION = _upsert("billing_subscriptions", SUBSCRIPTION_COLUMNS)
-UPSERT_CUSTOMER = _upsert("billing_customers", CUSTOMER_COLUMNS)
+UPSERT_SUBSCRIPTION = _upsert("billing_subscriptions", SUBSCRIPTION_COLUMNS, _SUBSCRIPTION_KEY)
+UPSERT_CUSTOMER = _upsert("billing_customers", CUSTOMER_COLUMNS, _CUSTOMER_KEY)
 
 
 RECORD_EVENTS = (
@@ -137,30 +232,72 @@ class _SentEvent:
     """An event's statements sent, with the answers not read yet (see ``_finish_event_in_tx``)."""
 
     opened: list[int] = field(default_factory=list)
+    #: Alerts opened already resolved: a failure of an invoice settled before it arrived.
+    opened_resolved: list[int] = field(default_factory=list)
     scheduled: Cursor | None = None
     resolved: Cursor | None = None
-    canceled: Cursor | None = None
+    canceled: list[Cursor] = field(default_factory=list)
 
 
-# The earliest failure is kept (dunning counts from it). The failure text is the latest
-# failure's: this one's if it carried the newest state of the invoice, or if its attempt
-# number reaches the attempt count of the newer state (the last attempt before it), so a
-# failure delivered late never overwrites a later one, in any order of delivery.
-_LATEST_FAILURE = "(stripe_updated_at <= ? OR ? >= attempt_count)"
+# The earliest failure is kept (dunning counts from it). The last failure's code and message
+# are those of the failure with the largest (attempt_count, created, event id), whatever
+# the order of delivery (domain.merge.failure_key).
+_FAILURE_COLUMNS = (
+    "last_failure_code",
+    "last_failure_message",
+    "last_failure_attempt",
+    "last_failure_at",
+    "last_failure_event_id",
+)
+_LATER_FAILURE = (
+    "(last_failure_at IS NULL OR "
+    "(?, ?, ?) > (last_failure_attempt, last_failure_at, last_failure_event_id))"
+)
 RECORD_FAILURE = (
     "UPDATE billing_invoices SET "
     "first_failed_at = CASE WHEN first_failed_at IS NULL OR first_failed_at > ? THEN ? "
     "ELSE first_failed_at END, "
-    f"last_failure_code = CASE WHEN {_LATEST_FAILURE} THEN ? ELSE last_failure_code END, "
-    f"last_failure_message = CASE WHEN {_LATEST_FAILURE} THEN ? "
-    "ELSE last_failure_message END "
-    "WHERE id = ? RETURNING status, first_failed_at"
+    + ", ".join(
+        f"{column} = CASE WHEN {_LATER_FAILURE} THEN ? ELSE {column} END"
+        for column in _FAILURE_COLUMNS
+    )
+    + " WHERE id = ? RETURNING status, first_failed_at, settled_resolution"
 )
-# Moves still-scheduled steps earlier when an older failure, delivered late, moves the
-# invoice's first failure earlier: the same due times as if events had come in order.
+_SETTLED_RESOLUTION = "(SELECT settled_resolution FROM billing_invoices WHERE id = ?)"
+# An earlier settling event, delivered later, takes the credit for what the later one
+# settled first: the alerts it resolved and the steps it canceled say its resolution. Run
+# before the invoice's upsert, against the settlement the row had.
+_LATER_SETTLED = (
+    "(SELECT settled_resolution FROM billing_invoices WHERE id = ? "
+    "AND (settled_at, settled_event_id) > (?, ?))"
+)
+LOCK_INVOICE = "UPDATE billing_invoices SET settled_at = settled_at WHERE id = ?"
+RELABEL_RESOLVED_ALERTS = (
+    "UPDATE billing_alerts SET resolution = ?, updated_at = ? "
+    f"WHERE invoice_id = ? AND status = 'resolved' AND resolution = {_LATER_SETTLED}"
+)
+RELABEL_CANCELED_STEPS = (
+    "UPDATE billing_dunning_events SET reason = ?, updated_at = ? "
+    f"WHERE invoice_id = ? AND status = 'canceled' AND reason = {_LATER_SETTLED}"
+)
+RESOLVE_SETTLED_ALERTS = (
+    "UPDATE billing_alerts SET status = 'resolved', resolved_at = ?, "
+    f"resolution = {_SETTLED_RESOLUTION}, updated_at = ? "
+    "WHERE invoice_id = ? AND status <> 'resolved' RETURNING id"
+)
+CANCEL_SETTLED_STEPS = (
+    "UPDATE billing_dunning_events SET status = 'canceled', "
+    f"reason = {_SETTLED_RESOLUTION}, lease_expires_at = NULL, updated_at = ? "
+    f"WHERE invoice_id = ? AND status IN ({', '.join('?' for _ in PENDING_STATUSES)}) "
+    "RETURNING id"
+)
+# Moves steps not acted on yet (scheduled, or canceled by a settlement) earlier when an
+# older failure, delivered late, moves the invoice's first failure earlier: the same due
+# times as if events had come in order.
 REPLAN_STEP = (
     "UPDATE billing_dunning_events SET due_at = ?, updated_at = ? "
-    "WHERE invoice_id = ? AND day = ? AND channel = ? AND status = 'scheduled' AND due_at > ?"
+    "WHERE invoice_id = ? AND day = ? AND channel = ? "
+    "AND status IN ('scheduled', 'canceled') AND due_at > ?"
 )
 
 
@@ -171,21 +308,15 @@ class MirrorSql(AuditSql):
         # Provided by ``SqlStore`` (core), ``AlertsSql``, ``DunningSql`` and the dialects.
         def _insert_audit(self, entry: AuditDraft, now: datetime) -> int: ...
 
-        def _raise_alert_in_tx(self, draft: AlertDraft, now: datetime) -> tuple[int, bool]: ...
-
-        def _resolve_invoice_alerts_in_tx(
-            self, invoice_id: str, resolution: str, now: datetime
-        ) -> list[int]: ...
-
-        def _send_resolve_invoice_alerts(
-            self, invoice_id: str, resolution: str, now: datetime
-        ) -> Cursor: ...
+        def _raise_event_alert_in_tx(
+            self, draft: AlertDraft, created: datetime, now: datetime, resolution: str | None
+        ) -> tuple[int, bool]: ...
 
         def _send_steps(self, steps: Sequence[StepDraft], now: datetime) -> Cursor | None: ...
 
-        def _send_cancel_pending_steps(
-            self, invoice_id: str, reason: str, now: datetime
-        ) -> Cursor: ...
+        def _send_canceled_steps(
+            self, steps: Sequence[StepDraft], reason: str, now: datetime
+        ) -> Cursor | None: ...
 
         def _quarantine_events_in_tx(
             self, rejected: Sequence[RejectedEvent], now: datetime
@@ -194,8 +325,15 @@ class MirrorSql(AuditSql):
         def _settle_redelivered_in_tx(self, now: datetime) -> None: ...
 
     def _invoice_params(
-        self, invoice: MirroredInvoice, observed_at: datetime, now: datetime
+        self,
+        invoice: MirroredInvoice,
+        observed_at: datetime,
+        now: datetime,
+        event_id: str = NO_EVENT,
+        settled: tuple[str, str] | None = None,
     ) -> tuple[Any, ...]:
+        """``UPSERT_INVOICE``'s parameters; ``settled``: the ``(invoice_id, resolution)`` an
+        event settles the invoice with (``EventPlan.resolve``)."""
         return (
             invoice.id,
             invoice.customer_id,
@@ -220,8 +358,24 @@ class MirrorSql(AuditSql):
             invoice.customer_phone,
             invoice.customer_name,
             invoice.finalized_at,
+            invoice.attempt_count,
+            event_id,
+            None if settled is None else observed_at,
+            None if settled is None else event_id,
+            None if settled is None else settled[1],
             observed_at,
             now,
+        )
+
+    def _shown(
+        self, row: Sequence[Any] | None, invoice: MirroredInvoice, observed_at: datetime
+    ) -> bool:
+        """Whether the row an upsert returned shows ``invoice`` (a listing's, no event)."""
+        return row is not None and (
+            row[0] == invoice.status
+            and self._time(row[1]) == observed_at
+            and int(row[2]) == invoice.attempt_count
+            and row[3] == NO_EVENT
         )
 
     def upsert_invoice(
@@ -229,7 +383,8 @@ class MirrorSql(AuditSql):
     ) -> bool:
         with self._transaction():
             params = self._invoice_params(invoice, observed_at, now)
-            return self._execute(UPSERT_INVOICE, params).fetchone() is not None
+            row = self._execute(UPSERT_INVOICE, params).fetchone()
+            return self._shown(row, invoice, observed_at)
 
     def upsert_invoices(
         self, invoices: Iterable[MirroredInvoice], observed_at: datetime, now: datetime
@@ -238,11 +393,16 @@ class MirrorSql(AuditSql):
         with self._transaction():
             for invoice in invoices:
                 params = self._invoice_params(invoice, observed_at, now)
-                changed += self._execute(UPSERT_INVOICE, params).fetchone() is not None
+                row = self._execute(UPSERT_INVOICE, params).fetchone()
+                changed += self._shown(row, invoice, observed_at)
         return changed
 
     def _subscription_params(
-        self, subscription: MirroredSubscription, observed_at: datetime, now: datetime
+        self,
+        subscription: MirroredSubscription,
+        observed_at: datetime,
+        now: datetime,
+        event_id: str = NO_EVENT,
     ) -> tuple[Any, ...]:
         return (
             subscription.id,
@@ -255,6 +415,7 @@ class MirrorSql(AuditSql):
             subscription.livemode,
             self._json_param(dict(subscription.raw)),
             subscription.stripe_created,
+            event_id,
             observed_at,
             now,
         )
@@ -282,7 +443,11 @@ class MirrorSql(AuditSql):
             return self._execute(UPSERT_SUBSCRIPTION, params).fetchone() is not None
 
     def _customer_params(
-        self, customer: MirroredCustomer, observed_at: datetime, now: datetime
+        self,
+        customer: MirroredCustomer,
+        observed_at: datetime,
+        now: datetime,
+        event_id: str = NO_EVENT,
     ) -> tuple[Any, ...]:
         return (
             customer.id,
@@ -295,6 +460,7 @@ class MirrorSql(AuditSql):
             customer.livemode,
             self._json_param(dict(customer.raw)),
             customer.stripe_created,
+            event_id,
             observed_at,
             now,
         )
@@ -524,72 +690,125 @@ class MirrorSql(AuditSql):
     def _send_event_in_tx(
         self, plan: EventPlan, planner: DunningPlanner, now: datetime
     ) -> _SentEvent:
-        """The effects of an event just recorded as new. Only what decides the next step is
+        """The effects of an event just recorded as new, merged by ``domain.merge``'s rules
+        so that the order of events does not matter. Only what decides the next step is
         read here; the rest is read by ``_finish_event_in_tx``."""
         work = _SentEvent()
         if plan.outcome == "skipped":
             return work
-        observed = plan.created
+        observed, event_id = plan.created, plan.event_id
         if plan.customer is not None:
-            self._execute(UPSERT_CUSTOMER, self._customer_params(plan.customer, observed, now))
+            params = self._customer_params(plan.customer, observed, now, event_id)
+            self._execute(UPSERT_CUSTOMER, params)
         if plan.subscription is not None:
             subscription = self._with_known_discounts(plan.subscription)
-            params = self._subscription_params(subscription, observed, now)
+            params = self._subscription_params(subscription, observed, now, event_id)
             self._execute(UPSERT_SUBSCRIPTION, params)
         invoice_status: str | None = None
+        settled_by: str | None = None
         first_failed_at: datetime | None = None
         if plan.invoice is not None:
-            self._execute(UPSERT_INVOICE, self._invoice_params(plan.invoice, observed, now))
+            invoice_id = plan.invoice.id
+            if plan.resolve is not None:
+                # The invoice's row lock first: a settlement another worker commits
+                # meanwhile is then seen by the relabelling (PostgreSQL reads each
+                # statement afresh; SQLite writes one transaction at a time).
+                self._execute(LOCK_INVOICE, (invoice_id,))
+                for relabel in (RELABEL_RESOLVED_ALERTS, RELABEL_CANCELED_STEPS):
+                    self._execute(
+                        relabel,
+                        (plan.resolve[1], now, invoice_id, invoice_id, observed, event_id),
+                    )
+            params = self._invoice_params(plan.invoice, observed, now, event_id, plan.resolve)
+            self._execute(UPSERT_INVOICE, params)
             if plan.failure is not None:
+                key = (plan.invoice.attempt_count, observed, event_id)
+                values = (
+                    plan.failure.code,
+                    plan.failure.message,
+                    plan.invoice.attempt_count,
+                    observed,
+                    event_id,
+                )
                 row = self._execute(
                     RECORD_FAILURE,
                     (
                         observed,
                         observed,
-                        observed,
-                        plan.invoice.attempt_count,
-                        plan.failure.code,
-                        observed,
-                        plan.invoice.attempt_count,
-                        plan.failure.message,
-                        plan.invoice.id,
+                        *(part for value in values for part in (*key, value)),
+                        invoice_id,
                     ),
                 ).fetchone()
                 assert row is not None
-                invoice_status, first_failed_at = row[0], self._time(row[1])
+                invoice_status, settled_by = row[0], row[2]
+                first_failed_at = self._time(row[1])
             elif plan.alert is not None:
                 current = self._execute(
-                    "SELECT status FROM billing_invoices WHERE id = ?", (plan.invoice.id,)
+                    "SELECT status, settled_resolution FROM billing_invoices WHERE id = ?",
+                    (invoice_id,),
                 ).fetchone()
-                invoice_status = None if current is None else current[0]
-        # A settled invoice is never reopened: a failure processed after the payment (a
-        # late or replayed delivery) changes the mirror's failure fields only.
-        if plan.alert is not None and invoice_status not in SETTLED_INVOICE_STATUSES:
-            alert_id, is_new = self._raise_alert_in_tx(plan.alert, now)
-            if is_new:
-                work.opened.append(alert_id)
-            if plan.alert.type == "invoice_failed" and plan.invoice is not None:
-                assert first_failed_at is not None
-                steps = planner(
-                    invoice_id=plan.invoice.id,
-                    customer_id=plan.invoice.customer_id,
-                    alert_id=alert_id,
-                    first_failed_at=first_failed_at,
-                )
-                if is_new:
-                    if (sent := self._send_steps(steps, now)) is not None:
-                        work.scheduled = self._answer_later(sent)
-                elif first_failed_at == observed:
-                    self._replan_steps_in_tx(steps, now)
-        if plan.resolve is not None:
-            invoice_id, resolution = plan.resolve
-            work.resolved = self._answer_later(
-                self._send_resolve_invoice_alerts(invoice_id, resolution, now)
+                if current is not None:
+                    invoice_status, settled_by = current[0], current[1]
+        if plan.alert is not None:
+            self._send_event_alert(
+                plan, planner, now, work, invoice_status, settled_by, first_failed_at
             )
-            work.canceled = self._answer_later(
-                self._send_cancel_pending_steps(invoice_id, resolution, now)
+        if plan.resolve is not None:
+            invoice_id = plan.resolve[0]
+            work.resolved = self._answer_later(
+                self._execute(RESOLVE_SETTLED_ALERTS, (now, invoice_id, now, invoice_id))
+            )
+            work.canceled.append(
+                self._answer_later(
+                    self._execute(
+                        CANCEL_SETTLED_STEPS, (invoice_id, now, invoice_id, *PENDING_STATUSES)
+                    )
+                )
             )
         return work
+
+    def _send_event_alert(
+        self,
+        plan: EventPlan,
+        planner: DunningPlanner,
+        now: datetime,
+        work: _SentEvent,
+        invoice_status: str | None,
+        settled_by: str | None,
+        first_failed_at: datetime | None,
+    ) -> None:
+        """Open or add to the event's alert, and for a failure its dunning steps. A failure
+        of a settled invoice adds to the alert its settlement resolved, or opens one already
+        resolved, with its steps canceled (``domain.merge``)."""
+        assert plan.alert is not None
+        settled = invoice_status in SETTLED_INVOICE_STATUSES
+        if settled and settled_by is None:
+            # Settled as far as a listing knows, by no event of ours: nothing to resolve
+            # the alert with, and a settled invoice is never reopened.
+            return
+        resolution = settled_by if settled else None
+        alert_id, is_new = self._raise_event_alert_in_tx(plan.alert, plan.created, now, resolution)
+        if is_new:
+            work.opened.append(alert_id)
+            if resolution is not None:
+                work.opened_resolved.append(alert_id)
+        if plan.alert.type != "invoice_failed" or plan.invoice is None:
+            return
+        assert first_failed_at is not None
+        steps = planner(
+            invoice_id=plan.invoice.id,
+            customer_id=plan.invoice.customer_id,
+            alert_id=alert_id,
+            first_failed_at=first_failed_at,
+        )
+        if is_new:
+            if resolution is None:
+                if (sent := self._send_steps(steps, now)) is not None:
+                    work.scheduled = self._answer_later(sent)
+            elif (sent := self._send_canceled_steps(steps, resolution, now)) is not None:
+                work.canceled.append(self._answer_later(sent))
+        elif first_failed_at == plan.created:
+            self._replan_steps_in_tx(steps, now)
 
     def _finish_event_in_tx(
         self, plan: EventPlan, work: _SentEvent | None, now: datetime
@@ -605,12 +824,12 @@ class MirrorSql(AuditSql):
         for alert_id in work.opened:
             self._audit_alert(actor, "alert.open", alert_id, "opened", plan, now)
         scheduled = 0 if work.scheduled is None else len(work.scheduled.fetchall())
-        resolved: list[int] = []
+        resolved: list[int] = list(work.opened_resolved)
         if work.resolved is not None:
-            resolved = sorted(int(row[0]) for row in work.resolved.fetchall())
+            resolved += sorted(int(row[0]) for row in work.resolved.fetchall())
         for alert_id in resolved:
             self._audit_alert(actor, "alert.resolve", alert_id, "resolved", plan, now)
-        canceled = 0 if work.canceled is None else len(work.canceled.fetchall())
+        canceled = sum(len(cursor.fetchall()) for cursor in work.canceled)
         return EventResult(
             plan.event_id,
             "applied",

@@ -144,10 +144,11 @@ class QuarantineSql(MirrorSql):
         ).fetchone()
         return None if row is None else self._quarantined(row)
 
-    def count_quarantined(self) -> int:
-        row = self._execute(
-            "SELECT count(*) FROM billing_quarantined_events WHERE status = 'quarantined'"
-        ).fetchone()
+    def count_quarantined(self, statuses: Sequence[str] | None = ("quarantined",)) -> int:
+        query = "SELECT count(*) FROM billing_quarantined_events"
+        if statuses is not None:
+            query += f" WHERE status IN ({', '.join('?' for _ in statuses)})"
+        row = self._execute(query, list(statuses or ())).fetchone()
         return int(row[0]) if row else 0
 
     def _lock_quarantined_in_tx(self, quarantine_id: int) -> str:

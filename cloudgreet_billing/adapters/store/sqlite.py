@@ -34,6 +34,7 @@ from cloudgreet_billing.domain.ledger_identity import (
     ExternalIdConflicts,
 )
 from cloudgreet_billing.domain.money import THREE_DECIMAL, ZERO_DECIMAL
+from cloudgreet_billing.domain.words import plural
 from cloudgreet_billing.errors import (
     BadInput,
     BillingError,
@@ -329,8 +330,9 @@ class SqliteStore(SqlStore):
                     broken = self._conn.execute("PRAGMA foreign_key_check").fetchall()
                     if broken:
                         raise StoreError(
-                            f"migration {migration.name} would break {len(broken)} foreign "
-                            f"key(s), first in {broken[0][0]}; nothing was changed"
+                            f"migration {migration.name} would break "
+                            f"{plural(len(broken), 'foreign key')}, first in {broken[0][0]}; "
+                            "nothing was changed"
                         )
                     self._conn.execute(
                         "INSERT INTO billing_schema_version (version, name, applied_at) "

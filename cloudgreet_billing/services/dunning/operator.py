@@ -173,6 +173,14 @@ def resume(store: Store, *, actor: str, now: datetime) -> tuple[PauseState, Paus
 # --- list -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class StepListing:
+    """The steps ``dunning list`` shows, and how many matched before ``--limit``."""
+
+    steps: list[DunningStep]
+    total: int
+
+
 def list_steps(
     store: Store,
     *,
@@ -181,8 +189,12 @@ def list_steps(
     limit: int,
     actor: str,
     now: datetime,
-) -> list[DunningStep]:
-    """Steps by due time. Default: every status for one invoice, else the unfinished ones."""
+    customer_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> StepListing:
+    """Steps by due time (``since``/``until`` bound the due time). Default: every status for
+    one invoice, else the unfinished ones."""
     statuses: Sequence[str] | None
     if status is None:
         statuses = None if invoice_id else OPEN_STATUSES
@@ -197,18 +209,26 @@ def list_steps(
         )
     if invoice_id is not None and not invoice_id.startswith("in_"):
         raise BadInput(f"--invoice {invoice_id!r} is not an invoice id", hint="use in_…")
-    steps = store.list_steps(statuses=statuses, invoice_id=invoice_id, limit=limit)
+    filters: dict[str, Any] = {
+        "statuses": statuses,
+        "invoice_id": invoice_id,
+        "customer_id": customer_id,
+        "since": since,
+        "until": until,
+    }
+    steps = store.list_steps(**filters, limit=limit)
+    total = store.count_steps(**filters) if len(steps) >= limit else len(steps)
     _audit(
         store,
         actor,
         "list",
-        invoice_id or "dunning",
+        invoice_id or customer_id or "dunning",
         "listed",
         now,
         status=status,
         count=len(steps),
     )
-    return steps
+    return StepListing(steps, total)
 
 
 # --- preview ----------------------------------------------------------------------
