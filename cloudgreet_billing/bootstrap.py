@@ -7,6 +7,7 @@ do not need them start fast.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION
@@ -48,12 +49,32 @@ def open_store(settings: Settings, *, check_schema: bool = True) -> Store:
     else:
         from cloudgreet_billing.adapters.store.sqlite import SqliteStore
 
-        store = SqliteStore(settings.sqlite_path)
-        if check_schema and (store.schema_version() or 0) < LATEST_SCHEMA_VERSION:
+        # The folder is made only for the default location; a folder named in
+        # BILLING_DATABASE_URL must exist, so that a typo cannot start a new store.
+        store = SqliteStore(settings.sqlite_path, create_folder=settings.database_url is None)
+    try:
+        embedded = kind == "sqlite"
+        if check_schema and embedded and (store.schema_version() or 0) < LATEST_SCHEMA_VERSION:
             store.migrate()
-    if check_schema:
-        require_current_schema(store)
+        if check_schema:
+            require_current_schema(store)
+    except Exception as exc:
+        known = store.explain_failure(exc)
+        store.close()
+        if known is not None:
+            raise known from exc
+        raise
     return store
+
+
+def store_files_of(settings: Settings) -> list[Path]:
+    """The files no command may write over: the SQLite store in use and its ``-wal``,
+    ``-shm`` and ``-journal`` files (none for PostgreSQL)."""
+    if settings.store_kind != "sqlite":
+        return []
+    from cloudgreet_billing.adapters.files import store_files
+
+    return store_files(settings.sqlite_path)
 
 
 def require_current_schema(store: Store) -> None:

@@ -16,7 +16,7 @@ from typer.core import TyperCommand, TyperGroup
 from typer.main import get_group
 
 from cloudgreet_billing import __version__
-from cloudgreet_billing.cli.context import app_context
+from cloudgreet_billing.cli.context import AppContext, app_context
 from cloudgreet_billing.cli.output import fail, json_mode, set_json_mode
 from cloudgreet_billing.config import scrub_secrets
 from cloudgreet_billing.errors import BadInput, BillingError, ExitCode, refused_value
@@ -170,6 +170,9 @@ class BillingGroup(TyperGroup):
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         except Exception as exc:
+            known = ctx.obj.explain(exc) if isinstance(ctx.obj, AppContext) else None
+            if known is not None:
+                raise typer.Exit(fail(known)) from None
             if _usage_error(exc):
                 if not json_mode():
                     raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ from cloudgreet_billing.cli.output import note
 if TYPE_CHECKING:
     from cloudgreet_billing.adapters.store.protocol import Store
     from cloudgreet_billing.config import Settings
+    from cloudgreet_billing.errors import BillingError
 
 
 @dataclass
@@ -29,14 +31,28 @@ class AppContext:
             self._settings = load_settings()
         return self._settings
 
-    def store(self, *, check_schema: bool = True) -> Store:
-        """The store the settings select, opened once; says which on stderr."""
+    def store(self, *, check_schema: bool = True, expect_new: bool = False) -> Store:
+        """The store the settings select, opened once; says which on stderr, and warns
+        when opening it made a new, empty one (unless the command makes one on purpose:
+        ``expect_new``)."""
         if self._store is None:
             from cloudgreet_billing.bootstrap import open_store
 
             self._store = open_store(self.settings, check_schema=check_schema)
             note(f"store: {self._store.backend} {self._store.location}")
+            if self._store.created and not expect_new:
+                # Also in JSON mode (stdout stays JSON): a cron job that started in the
+                # wrong folder must not write into a new store unnoticed.
+                sys.stderr.write(
+                    f"warning: created a new, empty store at {self._store.location} "
+                    "(if you expected your existing store, set BILLING_DATABASE_URL to its "
+                    "absolute path: sqlite:////path/to/billing.db)\n"
+                )
         return self._store
+
+    def explain(self, exc: BaseException) -> BillingError | None:
+        """The open store's explanation of a failure of its own, if it has one."""
+        return None if self._store is None else self._store.explain_failure(exc)
 
     def close(self) -> None:
         if self._store is not None:

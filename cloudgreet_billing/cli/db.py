@@ -24,7 +24,7 @@ def migrate(ctx: typer.Context, json_output: JsonFlag = False) -> None:
 
     Example: cloudgreet-billing db migrate
     """
-    store = app_context(ctx).store(check_schema=False)
+    store = app_context(ctx).store(check_schema=False, expect_new=True)
     applied = store.migrate()
     version = store.schema_version()
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit, json_mode
 
 if TYPE_CHECKING:
@@ -20,12 +21,14 @@ if TYPE_CHECKING:
 
 
 def demo(
+    ctx: typer.Context,
     directory: Annotated[
         Path | None,
         typer.Option(
             "--dir",
             help="Workspace folder (default: a new temporary folder). Its .env points every "
-            "part at files inside it.",
+            "part at files inside it. A folder holding the store in use, or a .env the demo "
+            "did not write, is refused.",
             file_okay=False,
         ),
     ] = None,
@@ -39,13 +42,21 @@ def demo(
 
     Example: cloudgreet-billing demo --dir /tmp/billing-demo
     """
+    from cloudgreet_billing.adapters.files import store_files
+    from cloudgreet_billing.bootstrap import store_files_of
     from cloudgreet_billing.clock import utcnow
-    from cloudgreet_billing.config import variables
+    from cloudgreet_billing.config import default_sqlite_path, variables
     from cloudgreet_billing.errors import BillingError
     from cloudgreet_billing.services.demo import CARRY_ON, checklist, write_workspace
 
+    try:
+        protected = store_files_of(app_context(ctx).settings)
+    except BillingError:
+        # A broken environment is the demo's to ignore, not to trip over; the default
+        # store is still never written.
+        protected = store_files(default_sqlite_path())
     workspace = (directory or Path(tempfile.mkdtemp(prefix="cloudgreet-billing-demo-"))).resolve()
-    files = write_workspace(workspace, utcnow())
+    files = write_workspace(workspace, utcnow(), protected=protected)
     # Real environment variables win over .env files: drop them, so the demo can never
     # touch a real Stripe account or database.
     env = {key: value for key, value in os.environ.items() if key not in variables()}

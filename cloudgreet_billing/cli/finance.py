@@ -6,7 +6,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
@@ -34,9 +34,16 @@ def _counted(
     chunks: Iterator[tuple[str, int]], advance: Callable[[int], None]
 ) -> Iterator[tuple[str, int]]:
     """The chunks, each counted on the progress bar as it is handed on to be written."""
-    for text, rows in chunks:
-        yield text, rows
-        advance(rows)
+    try:
+        for text, rows in chunks:
+            yield text, rows
+            advance(rows)
+    finally:
+        # Closed here, while the store is still open: a generator left to the garbage
+        # collector would be closed after it, and fail on the closed connection.
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def _window_json(window: Window) -> dict[str, Any]:
@@ -566,10 +573,17 @@ def export_csv(
     (2026-11-24T09:00:00.000000Z). Text cells starting with = + - @, tab or
     CR get a leading ' so spreadsheets never run them. Lines end with LF.
     With -o the file appears whole or not at all (written aside, then
-    renamed; mode 0600).
+    renamed; mode 0600). A FIFO or a device (/dev/stdout) is written
+    through; a symlink is followed and its target replaced. The store's own
+    files (billing.db, -wal, -shm, -journal) are refused (exit 2).
 
     Example: cloudgreet-billing export-csv --since 2026-11-01 -o nov.csv
     """
+    from cloudgreet_billing.adapters.files import (
+        refuse_store_descriptor,
+        refuse_store_files,
+    )
+    from cloudgreet_billing.bootstrap import store_files_of
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.domain.export import DATASETS
     from cloudgreet_billing.domain.inputs import shown
@@ -593,15 +607,22 @@ def export_csv(
         since=parse_instant(since, field="--since") if since is not None else None,
         until=parse_instant(until, field="--until") if until is not None else None,
     )
-    store = app_context(ctx).store()
+    context = app_context(ctx)
+    protected = store_files_of(context.settings)
+    # Before the store is opened: a refused write touches nothing at all.
+    if output is not None:
+        refuse_store_files(output, protected)
+    elif _has_descriptor(sys.stdout):
+        refuse_store_descriptor(sys.stdout.fileno(), "stdout", protected)
+    store = context.store()
     chunks = service.export_chunks(store, dataset, window, now=now)
 
     if output is None and sys.stdout.isatty():
         # The CSV itself is on the terminal: a bar would be drawn over it.
-        rows = _export(chunks, output, None)
+        rows = _export(chunks, output, None, protected)
     else:
         with _export_progress(dataset, service.export_size(store, dataset, window)) as advance:
-            rows = _export(chunks, output, advance)
+            rows = _export(chunks, output, advance, protected)
     if rows is None:
         return
     if output is None:
@@ -649,6 +670,7 @@ def _export(
     chunks: Iterator[tuple[str, int]],
     output: Path | None,
     advance: Callable[[int], None] | None,
+    protected: Any,
 ) -> int | None:
     """Write the export; the rows written, or None when the reader of stdout went away."""
     from cloudgreet_billing.services import export as service
@@ -656,7 +678,7 @@ def _export(
     if advance is not None:
         chunks = _counted(chunks, advance)
     if output is not None:
-        return service.write_file_atomically(chunks, output)
+        return service.write_file_atomically(chunks, output, protected=protected)
     try:
         rows = service.write_stream(chunks, sys.stdout)
         sys.stdout.flush()
@@ -665,4 +687,25 @@ def _export(
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return None
+    except OSError as exc:
+        # What is still buffered cannot be written either: drop it, so that leaving
+        # does not fail on it a second time (exit 120).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise FileWriteError(
+            f"cannot write the export to stdout: {exc.strerror or exc}",
+            hint="free some space where stdout goes, or use -o FILE",
+        ) from None
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
     return rows
+
+
+def _has_descriptor(stream: TextIO) -> bool:
+    try:
+        stream.fileno()
+    except (OSError, ValueError):
+        return False
+    return True

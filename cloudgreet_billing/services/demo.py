@@ -8,13 +8,20 @@ month of usage-ledger rows. ``CHECKLIST`` is the daily checklist run against it.
 from __future__ import annotations
 
 import csv
+import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
+from cloudgreet_billing.adapters.files import refuse_store_files, store_files, write_file
+from cloudgreet_billing.errors import BadInput
+
+#: The first line of every workspace's ``.env``: how a folder is told to be a demo's.
+ENV_HEADER: Final = "# A demo workspace: everything stays in this folder, nothing reaches Stripe."
+STORE_FILE: Final = "billing.db"
 EVENTS_FILE: Final = "events.ndjson"
 LEDGER_FILE: Final = "usage.csv"
 EXPORT_FILE: Final = "ledger-last-7-days.csv"
@@ -345,46 +352,81 @@ def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def write_workspace(directory: Path, now: datetime) -> dict[str, Path]:
-    """Write the workspace's files; returns their paths by name."""
+def check_workspace(directory: Path, protected: Sequence[Path] = ()) -> None:
+    """Refuse a folder the demo would damage: one whose ``billing.db`` is the store in use
+    (``protected``), or one holding a ``.env`` the demo did not write."""
+    store = directory / STORE_FILE
+    for name in store_files(store):
+        try:
+            refuse_store_files(name, protected)
+        except BadInput:
+            raise BadInput(
+                f"refusing --dir {directory}: its {STORE_FILE} is the billing store in use, "
+                "and the demo would write its made-up data into it",
+                hint="give a new or empty folder, e.g. --dir /tmp/billing-demo",
+                code="refused_overwrite",
+            ) from None
+    env = directory / ".env"
+    if env.is_file() and not env.read_text(encoding="utf-8", errors="replace").startswith(
+        ENV_HEADER
+    ):
+        raise BadInput(
+            f"refusing --dir {directory}: it has a .env the demo did not write, "
+            "which the demo would replace",
+            hint="give a new or empty folder, e.g. --dir /tmp/billing-demo",
+            code="refused_overwrite",
+        )
+
+
+def write_workspace(
+    directory: Path, now: datetime, *, protected: Sequence[Path] = ()
+) -> dict[str, Path]:
+    """Write the workspace's files (by ``adapters.files``' rules, never over a
+    ``protected`` file); returns their paths by name."""
+    if directory.exists():
+        check_workspace(directory, protected)
     directory.mkdir(parents=True, exist_ok=True)
     outbox = directory / "outbox"
     outbox.mkdir(exist_ok=True)
     env = directory / ".env"
-    env.write_text(
-        "# A demo workspace: everything stays in this folder, nothing reaches Stripe.\n"
-        "# No Stripe key: dry runs check the local mirror. A key set in your shell wins\n"
-        "# over this line, and every command then says so on stderr.\n"
-        "STRIPE_SECRET_KEY=\n"
-        f"BILLING_DATABASE_URL=sqlite:///{(directory / 'billing.db').resolve()}\n"
-        "BILLING_EMAIL_BACKEND=file\nBILLING_SMS_BACKEND=file\n"
-        f"BILLING_OUTBOX_DIR={outbox.resolve()}\n"
-        "EMAIL_FROM=billing@cloudgreet.example\n"
-        "FINANCE_LEAD_EMAIL=finance-lead@cloudgreet.example\n"
-        "APP_URL=https://app.cloudgreet.example\n"
-        "BILLING_ACTOR=demo\n",
-        encoding="utf-8",
+    write_file(
+        env,
+        (
+            f"{ENV_HEADER}\n"
+            "# No Stripe key: dry runs check the local mirror. A key set in your shell wins\n"
+            "# over this line, and every command then says so on stderr.\n"
+            "STRIPE_SECRET_KEY=\n"
+            f"BILLING_DATABASE_URL=sqlite:///{(directory / STORE_FILE).resolve()}\n"
+            "BILLING_EMAIL_BACKEND=file\nBILLING_SMS_BACKEND=file\n"
+            f"BILLING_OUTBOX_DIR={outbox.resolve()}\n"
+            "EMAIL_FROM=billing@cloudgreet.example\n"
+            "FINANCE_LEAD_EMAIL=finance-lead@cloudgreet.example\n"
+            "APP_URL=https://app.cloudgreet.example\n"
+            "BILLING_ACTOR=demo\n",
+        ),
+        protected=protected,
     )
     events = directory / EVENTS_FILE
-    with events.open("w", encoding="utf-8") as out:
-        for event in demo_events(now):
-            out.write(json.dumps(event) + "\n")
+    write_file(
+        events, (json.dumps(event) + "\n" for event in demo_events(now)), protected=protected
+    )
     ledger = directory / LEDGER_FILE
-    with ledger.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(
-            [
-                "customer_id",
-                "kind",
-                "amount",
-                "currency",
-                "occurred_at",
-                "invoice_id",
-                "description",
-                "external_id",
-            ]
-        )
-        writer.writerows(demo_ledger_rows(now))
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(
+        [
+            "customer_id",
+            "kind",
+            "amount",
+            "currency",
+            "occurred_at",
+            "invoice_id",
+            "description",
+            "external_id",
+        ]
+    )
+    writer.writerows(demo_ledger_rows(now))
+    write_file(ledger, (text.getvalue(),), protected=protected)
     return {
         "env": env,
         "events": events,

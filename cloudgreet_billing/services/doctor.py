@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION
 from cloudgreet_billing.config import Settings, load_settings, scrub_secrets
 from cloudgreet_billing.domain.words import plural
-from cloudgreet_billing.errors import BillingError
+from cloudgreet_billing.errors import BillingError, ExitCode
 
 if TYPE_CHECKING:
     from cloudgreet_billing.adapters.store.protocol import Store
@@ -54,19 +55,49 @@ def check_configuration(diagnosis: Diagnosis) -> CheckResult:
 
 
 def check_store(diagnosis: Diagnosis) -> CheckResult:
-    if diagnosis.settings is None:
+    """Reachable, its schema, and that it can be written. A SQLite store that does not
+    exist yet, or has no schema, is new: the first command sets it up, as every command
+    does, so it is not a failure."""
+    settings = diagnosis.settings
+    if settings is None:
         return CheckResult("store", "fail", "skipped: the configuration does not load")
     from cloudgreet_billing.bootstrap import open_store
 
+    if settings.store_kind == "sqlite" and not settings.sqlite_path.exists():
+        return _new_sqlite_store(settings)
     try:
-        store = open_store(diagnosis.settings, check_schema=False)
+        store = open_store(settings, check_schema=False)
     except BillingError as error:
-        return CheckResult("store", "fail", error.message)
+        return CheckResult("store", "fail", _said(error))
     try:
-        version = store.schema_version()
+        return _check_open_store(store)
     finally:
         store.close()
+
+
+def _check_open_store(store: Store) -> CheckResult:
     where = f"{store.backend} {store.location}"
+    version = store.schema_version()
+    embedded = store.backend == "sqlite"
+    if embedded and (version or 0) < LATEST_SCHEMA_VERSION:
+        from cloudgreet_billing.adapters.store.sqlite import unwritable
+
+        problem = unwritable(Path(store.location))
+        if problem is not None:
+            return CheckResult("store", "fail", _said(problem))
+        if version is None:
+            return CheckResult(
+                "store",
+                "ok",
+                f"{where}: a new, empty store, writable; the first command installs "
+                f"schema version {LATEST_SCHEMA_VERSION}",
+            )
+        return CheckResult(
+            "store",
+            "ok",
+            f"{where}: schema version {version}, writable; the next command upgrades it "
+            f"to {LATEST_SCHEMA_VERSION}",
+        )
     if version is None:
         return CheckResult(
             "store", "fail", f"{where}: schema not installed (run: cloudgreet-billing db migrate)"
@@ -77,7 +108,48 @@ def check_store(diagnosis: Diagnosis) -> CheckResult:
             "fail",
             f"{where}: schema version {version}, needs {LATEST_SCHEMA_VERSION} (run db migrate)",
         )
-    return CheckResult("store", "ok", f"{where}, schema version {version}")
+    try:
+        store.check_writable()
+    except Exception as exc:
+        known = store.explain_failure(exc)
+        if known is None:
+            raise
+        status: CheckStatus = "warn" if known.exit_code == ExitCode.UNAVAILABLE else "fail"
+        return CheckResult("store", status, f"{where}, schema version {version}: {_said(known)}")
+    return CheckResult("store", "ok", f"{where}, schema version {version}, writable")
+
+
+def _new_sqlite_store(settings: Settings) -> CheckResult:
+    """A SQLite store whose file does not exist yet: can the first command create it?"""
+    import os
+
+    from cloudgreet_billing.adapters.store.sqlite import unwritable
+
+    path = Path(os.path.normpath(settings.sqlite_path.absolute()))
+    folder = path.parent
+    if settings.database_url is not None and not folder.is_dir():
+        return CheckResult(
+            "store",
+            "fail",
+            f"sqlite {path}: its folder {folder} does not exist "
+            f"(create it with mkdir -p {folder}, or fix BILLING_DATABASE_URL)",
+        )
+    # The default location's folder is made on first use: the nearest one that exists
+    # is where it will be made.
+    existing = next(parent for parent in path.parents if parent.is_dir())
+    problem = unwritable(existing / path.name)
+    if problem is not None:
+        return CheckResult("store", "fail", _said(problem))
+    return CheckResult(
+        "store",
+        "ok",
+        f"sqlite {path}: a new store, not created yet; the first command creates it "
+        f"with schema version {LATEST_SCHEMA_VERSION}",
+    )
+
+
+def _said(error: BillingError) -> str:
+    return error.message + (f" ({error.hint})" if error.hint else "")
 
 
 def check_stripe(diagnosis: Diagnosis) -> CheckResult:
@@ -252,12 +324,19 @@ def _with_store(
     from cloudgreet_billing.bootstrap import open_store
 
     not_ready = CheckResult(name, "fail", "skipped: the store is not ready (see store)")
+    new = CheckResult(name, "ok", "a new store: nothing to look at yet")
+    if settings.store_kind == "sqlite" and not settings.sqlite_path.exists():
+        # Opening would create it; ``check_store`` says whether it can be.
+        return new
     try:
         store = open_store(settings, check_schema=False)
     except BillingError:
         return not_ready
     try:
-        if (store.schema_version() or 0) < LATEST_SCHEMA_VERSION:
+        version = store.schema_version()
+        if store.backend == "sqlite" and version is None:
+            return new
+        if (version or 0) < LATEST_SCHEMA_VERSION:
             return not_ready
         return read(store)
     finally:

@@ -1,21 +1,21 @@
 """CSV exports for finance: streamed from the store, in constant memory.
 
 The formats (headers and cell rules) are ``domain.export``; this module picks the window,
-streams the dataset, and writes it to a file atomically (a temporary file in the same
-folder, then a rename) so that a reader never sees half an export.
+streams the dataset, and writes it to a file by ``adapters.files``' rules: atomically (a
+temporary file in the same folder, then a rename) so that a reader never sees half an
+export, and never over the store itself.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from cloudgreet_billing.adapters.files import write_file
 from cloudgreet_billing.adapters.store.protocol import Store
 from cloudgreet_billing.domain.export import (
     DATASETS,
@@ -177,7 +177,7 @@ def _chunked_lines(lines: Iterable[str]) -> Iterator[CsvChunk]:
 
 def export_chunks(
     store: Store, dataset: str, window: Window, *, now: datetime
-) -> Iterator[CsvChunk]:
+) -> Generator[CsvChunk, None, None]:
     """The export as (text, rows) chunks: the header first (0 rows), then the body."""
     if dataset not in DATASETS:
         raise BadInput(f"dataset {shown(dataset)} is not one of {', '.join(DATASETS)}")
@@ -207,23 +207,25 @@ def write_stream(chunks: Iterable[CsvChunk], stream: TextIO) -> int:
     return rows
 
 
-def write_file_atomically(chunks: Iterable[CsvChunk], path: Path) -> int:
-    """Write to a temporary file next to ``path``, then rename it over ``path``.
-
-    On any failure the temporary file is removed and ``path`` is left as it was.
+def write_file_atomically(
+    chunks: Iterable[CsvChunk], path: Path, *, protected: Sequence[Path] = ()
+) -> int:
+    """Write the export to ``path`` by ``adapters.files``' rules (atomically for a regular
+    file, through for a FIFO or device; never over a ``protected`` file); returns the rows.
     """
-    folder = path.parent if str(path.parent) else Path()
-    if not folder.is_dir():
-        raise BadInput(f"cannot write {path}: {folder} is not a folder")
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
-    temporary = Path(name)
+    rows = 0
+
+    def texts() -> Iterator[str]:
+        nonlocal rows
+        for text, count in chunks:
+            yield text
+            rows += count
+
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as stream:
-            rows = write_stream(chunks, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        temporary.replace(path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+        write_file(path, texts(), protected=protected)
+    finally:
+        # Finish the store's read (its transaction) now, whatever happened to the file.
+        close = getattr(chunks, "close", None)
+        if callable(close):
+            close()
     return rows

@@ -203,9 +203,12 @@ def test_sqlite_enforces_the_same_invariants(tmp_path):
 
 
 def test_the_database_file_is_private_and_in_wal_mode(tmp_path):
+    # The default location's folder is made on first use (private too); a folder named
+    # in BILLING_DATABASE_URL must exist (tests/cli/test_store_safety.py).
     path = tmp_path / "nested" / "billing.db"
-    SqliteStore(path).close()
+    SqliteStore(path, create_folder=True).close()
     assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+from cloudgreet_billing.adapters.files import write_bytes
 from cloudgreet_billing.adapters.notify.protocol import DeliveryError
 from cloudgreet_billing.clock import utcnow
+from cloudgreet_billing.errors import BillingError
 
 
 class Outbox:
@@ -29,14 +31,12 @@ class Outbox:
 
 
 def write_atomically(folder: Path, name: str, data: bytes) -> Path:
-    """Write ``folder/name`` so that readers never see half a message."""
+    """Write ``folder/name`` so that readers never see half a message (``adapters.files``)."""
     target = folder / name
-    partial = folder / f".{name}.partial"
     try:
-        partial.write_bytes(data)
-        partial.replace(target)
-    except OSError as exc:
-        raise DeliveryError(f"cannot write {target}: {exc.strerror or exc}") from None
+        write_bytes(target, data)
+    except BillingError as error:
+        raise DeliveryError(error.message) from None
     return target
 
 

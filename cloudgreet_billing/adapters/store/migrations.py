@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from cloudgreet_billing.adapters.files import write_file
+
 BASE_MIGRATION = "CREATE_BILLING_INFRASTRUCTURE.sql"
 _NUMBERED = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 _NUMBER_PREFIX = re.compile(r"^\d{4}_")
@@ -119,7 +121,7 @@ def write_supabase_cli_migrations(
     written = []
     for migration in migrations:
         target = folder / supabase_cli_name(migration)
-        target.write_text(migration.path.read_text(encoding="utf-8"), encoding="utf-8")
+        write_file(target, (migration.path.read_text(encoding="utf-8"),))
         written.append(target)
     return written
 

@@ -30,7 +30,7 @@ from cloudgreet_billing.domain.ledger_identity import (
     ExternalIdConflict,
     ExternalIdConflicts,
 )
-from cloudgreet_billing.errors import ConfigError, StoreError, Unavailable
+from cloudgreet_billing.errors import BillingError, ConfigError, StoreError, Unavailable
 
 if TYPE_CHECKING:
     from cloudgreet_billing.adapters.store.sql_base import Cursor
@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 MIGRATION_LOCK = 0x0C10_D6EE_7B11
 #: Bytes of COPY output gathered before handing them on.
 COPY_CHUNK = 64 * 1024
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @lru_cache(maxsize=512)
@@ -108,6 +112,30 @@ class PostgresStore(SqlStore):
         if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
             return False
         return isinstance(exc, psycopg.Error)
+
+    def explain_failure(self, exc: BaseException) -> BillingError | None:
+        errors = psycopg.errors
+        if isinstance(exc, errors.ReadOnlySqlTransaction):
+            return StoreError(
+                f"the PostgreSQL store {self.location} is read-only: {_first_line(exc)}",
+                hint="point BILLING_DATABASE_URL at the primary, not a replica, and check "
+                "default_transaction_read_only for this role and database",
+                code="store_read_only",
+            )
+        if isinstance(exc, errors.InsufficientPrivilege):
+            return StoreError(
+                f"the PostgreSQL role may not do this in {self.location}: {_first_line(exc)}",
+                hint="connect as the tables' owner or the service role, or GRANT the "
+                "billing tables to this role",
+                code="store_read_only",
+            )
+        if isinstance(exc, errors.LockNotAvailable):
+            return Unavailable(
+                f"another process holds the store {self.location}; retry",
+                hint="a long import or migration may be running; retry when it is done",
+                code="store_unavailable",
+            )
+        return None
 
     def _executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> int:
         with self._conn.cursor() as cursor:

@@ -20,6 +20,7 @@ from cloudgreet_billing.adapters.store.protocol_finance import FinanceOps
 from cloudgreet_billing.adapters.store.protocol_ledger import ImportOutcome, LedgerOps, LedgerQuery
 from cloudgreet_billing.adapters.store.protocol_mirror import MirrorOps
 from cloudgreet_billing.adapters.store.protocol_quarantine import QuarantineOps
+from cloudgreet_billing.errors import BillingError
 
 __all__ = ["TABLES", "AuditDraft", "AuditRecord", "ImportOutcome", "LedgerQuery", "Store"]
 
@@ -40,10 +41,21 @@ class Store(
 
     #: ``sqlite`` or ``postgres`` (later ``supabase``).
     backend: str
-    #: Where the data lives, safe to print (passwords redacted).
+    #: Where the data lives, safe to print (passwords redacted); an absolute path for SQLite.
     location: str
+    #: Whether opening the store made a new, empty one (SQLite creates its file).
+    created: bool
 
     def close(self) -> None: ...
+
+    def explain_failure(self, exc: BaseException) -> BillingError | None:
+        """What a failure of the store itself (read-only, locked, not a database) means,
+        with the fix; None when ``exc`` is not one the store can explain."""
+        ...
+
+    def check_writable(self) -> None:
+        """Raise when the store refuses writes; writes nothing. Needs the schema."""
+        ...
 
     # --- schema -------------------------------------------------------------
     def schema_version(self) -> int | None:

@@ -24,6 +24,10 @@ from cloudgreet_billing.adapters.store.sql_finance import FinanceSql
 from cloudgreet_billing.adapters.store.sql_quarantine import QuarantineSql
 
 
+class _RolledBack(Exception):
+    """Ends a transaction that was only a probe, so that it rolls back."""
+
+
 # Finance reads the mirror and the ledger, so it brings MirrorSql and LedgerSql; alerts,
 # actions and the mirror each write the audit log, so AuditSql comes with them; quarantine
 # applies events as the mirror does, so it brings MirrorSql.
@@ -39,6 +43,18 @@ class SqlStore(FinanceSql, AlertsSql, DunningSql, ActionsSql, QuarantineSql, Dri
 
     def _table_exists(self, table: str) -> bool:
         raise NotImplementedError
+
+    def check_writable(self) -> None:
+        """Raise the driver's error when the store refuses writes (a read-only file, folder
+        or transaction, no privilege); writes nothing. Needs the schema."""
+        try:
+            with self._transaction():
+                # Checked before any row is looked at: on SQLite the write lock, on
+                # PostgreSQL read-only transactions and the UPDATE privilege.
+                self._execute("UPDATE billing_settings SET key = key WHERE 1 = 0")
+                raise _RolledBack
+        except _RolledBack:
+            pass
 
     def row_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

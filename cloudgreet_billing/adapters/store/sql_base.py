@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
+from cloudgreet_billing.errors import BillingError
+
 
 class Cursor:
     """The slice of DB-API cursors both drivers share, for type checking."""
@@ -32,6 +34,8 @@ class SqlBase:
 
     backend: str
     location: str
+    #: Whether opening the store made a new, empty one (SQLite creates its file).
+    created: bool = False
 
     # --- dialect hooks ------------------------------------------------------
     def _execute(self, query: str, params: Sequence[Any] = ()) -> Cursor:
@@ -49,6 +53,11 @@ class SqlBase:
         writes, a serialization failure), which a retry can cure, rather than of the data
         it was given (a constraint, a value out of range), which no retry cures."""
         raise NotImplementedError
+
+    def explain_failure(self, exc: BaseException) -> BillingError | None:
+        """The operator's view of a failure of the store itself, with the fix; None when
+        there is none to give."""
+        return None
 
     def _json_param(self, value: Any) -> Any:
         return json.dumps(value, separators=(",", ":"), sort_keys=True)

@@ -627,6 +627,10 @@ class MirrorSql(AuditSql):
 
         if isinstance(exc, Unavailable):
             raise exc
+        known = self.explain_failure(exc)
+        if known is not None and not isinstance(known, Unavailable):
+            # A store that cannot be written, or is no database: no retry cures it.
+            raise known from exc
         if self._store_fault(exc):
             raise Unavailable(
                 f"the {self.backend} store could not apply the events "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,7 +35,13 @@ from cloudgreet_billing.domain.ledger_identity import (
 )
 from cloudgreet_billing.domain.money import THREE_DECIMAL, ZERO_DECIMAL
 from cloudgreet_billing.domain.words import plural
-from cloudgreet_billing.errors import StoreError
+from cloudgreet_billing.errors import (
+    BadInput,
+    BillingError,
+    ConfigError,
+    StoreError,
+    Unavailable,
+)
 
 if TYPE_CHECKING:
     from cloudgreet_billing.domain.ledger_batch import LedgerBatch
@@ -99,26 +106,133 @@ def _adapt_time(moment: datetime) -> str:
 sqlite3.register_adapter(datetime, _adapt_time)
 
 
-def _create_private(path: Path) -> None:
-    """Create the database file mode 0600 (and its folder 0700) before SQLite opens it."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not path.exists():
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-        os.close(fd)
+#: How long a command waits for another process's write lock before it gives up (exit 75).
+BUSY_TIMEOUT_MS = 30_000
+#: How long ``doctor``'s write probe waits for that lock.
+WRITE_PROBE_TIMEOUT_MS = 2_000
+
+
+def _create_private(path: Path, *, create_folder: bool) -> bool:
+    """Create the database file mode 0600 before SQLite opens it (and, for the default
+    location only, its folder 0700); returns whether the file is new."""
+    if create_folder:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    elif not path.parent.is_dir():
+        raise ConfigError(
+            f"the folder {path.parent} of the SQLite store {path.name} does not exist",
+            hint=f"create it with mkdir -p {path.parent}, or fix BILLING_DATABASE_URL; "
+            "sqlite:///billing.db is relative to the working directory, "
+            "sqlite:////var/lib/cloudgreet/billing.db is absolute",
+        )
+    if path.exists():
+        return False
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        # Another process created it a moment ago: theirs is the new store.
+        return False
+    os.close(fd)
+    return True
+
+
+def describe_failure(exc: BaseException, path: Path) -> BillingError | None:
+    """What a failure of the SQLite store at ``path`` means for its operator, with the fix;
+    None when ``exc`` is not the store's own condition (a constraint, a bug)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return _read_only(path)
+    if not isinstance(exc, sqlite3.Error) or isinstance(
+        exc, sqlite3.IntegrityError | sqlite3.DataError | sqlite3.ProgrammingError
+    ):
+        return None
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return Unavailable(
+            f"another process holds the store {path}; retry",
+            hint="a long import or sync may be running; retry when it is done "
+            "(cron may simply retry later)",
+            code="store_unavailable",
+        )
+    if name == "SQLITE_NOTADB":
+        return BadInput(
+            f"{path} is not a SQLite database",
+            hint=f"restore it from a backup, fix BILLING_DATABASE_URL if it names the wrong "
+            f"file, or move it away with mv {path} {path}.broken and the next command "
+            "starts a new, empty store",
+            code="store_not_a_database",
+        )
+    if name.startswith("SQLITE_CORRUPT"):
+        return StoreError(
+            f"the SQLite store {path} is damaged: {exc}",
+            hint=f"restore it from a backup, or move it away with mv {path} {path}.broken "
+            "to start a new, empty store; sqlite3's .recover may rescue its rows",
+        )
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")):
+        return _read_only(path)
+    if name == "SQLITE_FULL":
+        return StoreError(
+            f"the disk that holds the SQLite store {path} is full; nothing was written",
+            hint="free some space, then run the command again",
+        )
+    if name.startswith("SQLITE_IOERR"):
+        return StoreError(
+            f"the SQLite store {path} could not be read or written: {exc}",
+            hint="check the disk and the file system it is on",
+        )
+    return None
+
+
+def unwritable(path: Path) -> StoreError | None:
+    """Why this user could not write the SQLite store at ``path`` (the file, or the folder
+    its ``-wal`` and ``-shm`` files go in), or None; looks without opening it."""
+    folder = path.parent
+    if (path.exists() and not os.access(path, os.W_OK)) or not os.access(folder, os.W_OK):
+        return _read_only(path)
+    return None
+
+
+def _read_only(path: Path) -> StoreError:
+    """Which part refuses writes: the file, or the folder SQLite keeps ``-wal`` and
+    ``-shm`` in."""
+    folder = path.parent
+    if path.exists() and not os.access(path, os.W_OK):
+        return StoreError(
+            f"the SQLite store {path} is read-only: this user cannot write the file",
+            hint=f"make it writable with chmod u+w {path} or run as its owner; "
+            "or point BILLING_DATABASE_URL at a writable copy",
+            code="store_read_only",
+        )
+    if not os.access(folder, os.W_OK):
+        return StoreError(
+            f"the SQLite store {path} cannot be written: this user cannot write its folder "
+            f"{folder}, where SQLite keeps the store's -wal and -shm files",
+            hint=f"make the folder writable with chmod u+w {folder} or run as its owner; "
+            "or point BILLING_DATABASE_URL at a store in a writable folder",
+            code="store_read_only",
+        )
+    return StoreError(
+        f"the SQLite store {path} refuses writes: its file system may be read-only",
+        hint="mount it read-write, or point BILLING_DATABASE_URL at a writable store",
+        code="store_read_only",
+    )
 
 
 class SqliteStore(SqlStore):
     backend = "sqlite"
 
-    def __init__(self, path: Path, *, busy_timeout_ms: int = 30_000) -> None:
-        self.path = path
-        self.location = str(path)
+    def __init__(
+        self, path: Path, *, busy_timeout_ms: int | None = None, create_folder: bool = False
+    ) -> None:
+        # Absolute, so that every message says which file: sqlite:///x.db depends on the
+        # working directory, and a cron job started elsewhere gets another store.
+        self.path = Path(os.path.normpath(path.absolute()))
+        self.location = str(self.path)
+        timeout = (BUSY_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms) / 1000
         try:
-            _create_private(path)
+            self.created = _create_private(self.path, create_folder=create_folder)
             # Autocommit mode: transactions are explicit, so writers can take the lock
             # up front (BEGIN IMMEDIATE) instead of failing to upgrade a read lock later.
             self._conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+                self.path, isolation_level=None, check_same_thread=False, timeout=timeout
             )
             # Takes effect only while the file is still empty: a new store.
             self._conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
@@ -127,11 +241,27 @@ class SqliteStore(SqlStore):
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.execute("PRAGMA cache_size=-65536")
         except (OSError, sqlite3.Error) as exc:
+            known = describe_failure(exc, self.path)
+            if known is not None:
+                raise known from exc
             raise StoreError(
-                f"cannot open the SQLite store at {path}: {exc}",
+                f"cannot open the SQLite store at {self.path}: {exc}",
                 hint="check the folder is writable, or set BILLING_DATABASE_URL",
             ) from exc
         self._depth = 0
+
+    def explain_failure(self, exc: BaseException) -> BillingError | None:
+        return describe_failure(exc, self.path)
+
+    def check_writable(self) -> None:
+        # A probe waits a moment for the write lock, not a command's whole busy timeout:
+        # ``doctor`` should answer, and a held lock is worth saying by itself.
+        (waited,) = self._conn.execute("PRAGMA busy_timeout").fetchone()
+        self._conn.execute(f"PRAGMA busy_timeout = {min(int(waited), WRITE_PROBE_TIMEOUT_MS)}")
+        try:
+            super().check_writable()
+        finally:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(waited)}")
 
     def close(self) -> None:
         self._conn.close()
