@@ -673,6 +673,7 @@ def _export(
     protected: Any,
 ) -> int | None:
     """Write the export; the rows written, or None when the reader of stdout went away."""
+    from cloudgreet_billing.adapters.files import FileWriteError
     from cloudgreet_billing.services import export as service
 
     if advance is not None:
