@@ -302,7 +302,7 @@ def test_a_second_pause_keeps_the_first_and_says_who_paused(
         ("dunning.pause", "already_paused", "second@ops"),
     ]
     resumed = cli("dunning", "resume")
-    assert "paused by tester@ci at 2026-03-02T09:00:00Z: INC-42 Stripe API outage" in (
+    assert "paused by tester@ci at 2026-03-02 09:00 UTC: INC-42 Stripe API outage" in (
         resumed.stdout
     )
 
