@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,6 +12,8 @@ from cloudgreet_billing.cli.output import JsonFlag, emit, note
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from cloudgreet_billing.domain.alerts import Alert
 
 app = typer.Typer(
     help="Write up an incident from the audit log and the alert history.\n\n"
@@ -54,6 +56,7 @@ def summary(
     Example: cloudgreet-billing incident summary --since 2h --post
     """
     from cloudgreet_billing.bootstrap import open_chat
+    from cloudgreet_billing.cli import render
     from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.domain.incident import is_lookback, parse_since, to_markdown
     from cloudgreet_billing.domain.inputs import check_window
@@ -79,7 +82,13 @@ def summary(
     if post:
         post_summary(result, chat, settings.billing_ops_handle)
         note(f"posted to Slack for {settings.billing_ops_handle}")
-    data = {**result.as_json(), "markdown": markdown, "posted": post}
+
+    def alert_json(alert: Alert) -> dict[str, Any]:
+        # The contract's alert, plus what an incident needs: how often it failed, and why.
+        shown = render.alert_json(alert, ())
+        return {**shown, "attempt_count": alert.attempt_count, "last_failure": alert.last_failure}
+
+    data = {**result.as_json(alert_json), "markdown": markdown, "posted": post}
 
     def human(console: Console) -> None:
         # Markdown as text, not rendered: it is meant to be copied into the document.

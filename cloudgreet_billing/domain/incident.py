@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -107,14 +107,16 @@ class IncidentSummary:
     facts: IncidentFacts
     next_steps: Sequence[str] = field(default_factory=tuple)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, alert_json: Callable[[Alert], dict[str, Any]]) -> dict[str, Any]:
+        """The summary's fields; each alert as ``alert_json`` gives it (the contract's
+        shape, which the command line owns)."""
         f = self.facts
         return {
             "since": iso_z(f.since),
             "until": iso_z(f.until),
-            "failed": [_alert_json(a) for a in f.failed],
-            "resolved": [_alert_json(a) for a in f.resolved],
-            "still_open": [_alert_json(a) for a in f.still_open],
+            "failed": [alert_json(a) for a in f.failed],
+            "resolved": [alert_json(a) for a in f.resolved],
+            "still_open": [alert_json(a) for a in f.still_open],
             "actions": [
                 {
                     "at": iso_z(a.at),
@@ -218,23 +220,6 @@ def _next_steps(facts: IncidentFacts) -> list[str]:
 
 def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
-
-
-def _alert_json(alert: Alert) -> dict[str, Any]:
-    return {
-        "id": alert.id,
-        "type": alert.type,
-        "status": alert.status,
-        "customer_id": alert.customer_id,
-        "invoice_id": alert.invoice_id,
-        "amount_due": alert.amount_due,
-        "currency": alert.currency,
-        "attempt_count": alert.attempt_count,
-        "last_failure": alert.last_failure,
-        "created_at": iso_z(alert.created_at),
-        "resolved_at": iso_z(alert.resolved_at),
-        "resolution": alert.resolution,
-    }
 
 
 # --- writing it out ---------------------------------------------------------------
