@@ -40,6 +40,7 @@ TABLES: tuple[str, ...] = (
     "billing_dunning_events",
     "billing_audit_log",
     "billing_quarantined_events",
+    "billing_dunning_exemptions",
 )
 
 
@@ -139,4 +140,4 @@ def sqlite_migrations() -> list[Migration]:
 
 
 #: The schema version this code needs.
-LATEST_SCHEMA_VERSION = 5
+LATEST_SCHEMA_VERSION = 6
