@@ -140,4 +140,4 @@ def sqlite_migrations() -> list[Migration]:
 
 
 #: The schema version this code needs.
-LATEST_SCHEMA_VERSION = 6
+LATEST_SCHEMA_VERSION = 7
