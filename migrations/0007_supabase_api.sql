@@ -72,17 +72,21 @@ $$;
 
 -- ==== end section: settings and schema ====
 
--- ==== section: mirror, quarantine, drift (adapters/store/supabase/mirror.py) ====
+-- ==== section: mirror (adapters/store/supabase/mirror.py) ====
 
--- ==== end section: mirror, quarantine, drift ====
+-- ==== end section: mirror ====
+
+-- ==== section: quarantine, drift, actions (adapters/store/supabase/operations.py) ====
+
+-- ==== end section: quarantine, drift, actions ====
 
 -- ==== section: alerts, dunning (adapters/store/supabase/dunning.py) ====
 
 -- ==== end section: alerts, dunning ====
 
--- ==== section: ledger, finance, audit, actions (adapters/store/supabase/finance.py) ====
+-- ==== section: ledger, finance, audit (adapters/store/supabase/finance.py) ====
 
--- ==== end section: ledger, finance, audit, actions ====
+-- ==== end section: ledger, finance, audit ====
 
 -- Only service_role may call the API: revoke EXECUTE on every billing_api_ function from
 -- PUBLIC and the API roles, then grant it to service_role (when the roles exist; a plain

@@ -9,6 +9,7 @@ many rows, is one Postgres function of ``migrations/0007_supabase_api.sql`` call
 - ``client.py``: the one client per process, timeouts, request counting, paging by key;
 - ``errors.py``: PostgREST's errors as the contract's one-line errors;
 - ``base.py``: schema, settings, row counts, writability;
-- ``mirror.py``, ``dunning.py``, ``finance.py``: the areas, one mixin each;
+- ``mirror.py``, ``dunning.py``, ``finance.py``, ``operations.py``: the areas, one mixin
+  each;
 - ``store.py``: ``SupabaseStore``, which gathers them.
 """

@@ -1,6 +1,6 @@
-"""The ledger, finance, audit and actions areas of the Supabase store (LedgerOps,
-FinanceOps, AuditOps, ActionsOps), over the functions of 0007_supabase_api.sql's section
-"ledger, finance, audit, actions"."""
+"""The ledger, finance and audit areas of the Supabase store (LedgerOps, FinanceOps,
+AuditOps), over the functions of 0007_supabase_api.sql's section "ledger, finance,
+audit"."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""The mirror, quarantine and drift areas of the Supabase store (MirrorOps,
-QuarantineOps, DriftOps), over the functions of 0007_supabase_api.sql's section
-"mirror, quarantine, drift"."""
+"""The mirror area of the Supabase store (MirrorOps), over the functions of
+0007_supabase_api.sql's section "mirror"."""
 
 from __future__ import annotations
 
