@@ -591,9 +591,11 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     recorded := recorded + n;
     FOR outcome IN
-        SELECT o.step_id, o.reason FROM jsonb_to_recordset(p_outcomes) WITH ORDINALITY
-            AS o(step_id bigint, status text, reason text, undeliverable boolean, n bigint)
-        WHERE o.status = 'skipped' AND coalesce(o.undeliverable, false) ORDER BY o.n
+        SELECT (o.item ->> 'step_id')::bigint AS step_id, o.item ->> 'reason' AS reason
+        FROM jsonb_array_elements(p_outcomes) WITH ORDINALITY AS o(item, n)
+        WHERE o.item ->> 'status' = 'skipped'
+          AND coalesce((o.item ->> 'undeliverable')::boolean, false)
+        ORDER BY o.n
     LOOP
         details := jsonb_build_object('step_id', outcome.step_id, 'run_id', p_run_id);
         alert_id := NULL;
