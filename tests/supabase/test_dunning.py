@@ -197,11 +197,14 @@ def test_a_lease_expiry_puts_a_stuck_step_into_needs_review(
     # The crashed run had confirmed the first message (it may have gone out) and finished
     # the third; the second it never handed over.
     assert crashed.confirm_sends([first], "host-a:4242:dead", NOW, NOW + LEASE) == {first}
-    assert crashed.record_step_outcomes(
-        [StepOutcome(third, "sent", provider_message_id="<dunning-3@cloudgreet.test>")],
-        "host-a:4242:dead",
-        NOW,
-    ) == 1
+    assert (
+        crashed.record_step_outcomes(
+            [StepOutcome(third, "sent", provider_message_id="<dunning-3@cloudgreet.test>")],
+            "host-a:4242:dead",
+            NOW,
+        )
+        == 1
+    )
 
     assert supabase_store.expire_leases(NOW + LEASE) == 0, "a lease ends after its time"
     later = NOW + LEASE + timedelta(seconds=1)
@@ -224,11 +227,14 @@ def test_a_lease_expiry_puts_a_stuck_step_into_needs_review(
     assert (summary.sent, summary.needs_review, summary.leases_expired) == (0, 2, 0)
 
     # The crashed run's message did go out after all: recorded as sent, not lost.
-    assert crashed.record_step_outcomes(
-        [StepOutcome(first, "sent", provider_message_id="<dunning-1@cloudgreet.test>")],
-        "host-a:4242:dead",
-        later,
-    ) == 1
+    assert (
+        crashed.record_step_outcomes(
+            [StepOutcome(first, "sent", provider_message_id="<dunning-1@cloudgreet.test>")],
+            "host-a:4242:dead",
+            later,
+        )
+        == 1
+    )
     assert supabase_store.get_step(first).status == "sent"  # type: ignore[union-attr]
     assert supabase_store.count_needs_review() == 1
     # A person requeues the one that never left: it is due again, with no claim.
@@ -260,7 +266,7 @@ def test_listings_larger_than_the_cap_lose_nothing(
     seed_invoices(owner, 45, first_failed_at=NOW - timedelta(days=4))  # 135 steps, all due
     # 120 alerts, 40 of each created in the same microsecond: the page key must break ties.
     for n in range(120):
-        supabase_store.raise_alert(
+        owner.raise_alert(
             AlertDraft(
                 type="invoice_failed",
                 dedupe_key=f"invoice_failed:{invoice_id(n)}",
@@ -309,9 +315,7 @@ def test_reads_match_the_sql_store_on_the_same_rows(
     owner.schedule_steps(
         [StepDraft(invoice_id(90), CUSTOMER, None, 0, "email", "day0_email", NOW)], NOW
     )
-    paid = parse_invoice(
-        invoice_object(invoice_id=invoice_id(3), status="paid", finalized_at=NOW)
-    )
+    paid = parse_invoice(invoice_object(invoice_id=invoice_id(3), status="paid", finalized_at=NOW))
     owner.upsert_invoice(paid, NOW + timedelta(minutes=1), NOW)
     run = "host-b:7:cafe"
     claimed = supabase_store.claim_due_steps(
@@ -324,15 +328,18 @@ def test_reads_match_the_sql_store_on_the_same_rows(
     # A paid invoice's steps are not confirmed: their messages must not leave.
     assert supabase_store.confirm_sends(sorted(ids), run, NOW, None) == ids - settled
     first = [c.step.id for c in claimed if c.step.invoice_id == invoice_id(0)]
-    assert supabase_store.record_step_outcomes(
-        [
-            StepOutcome(first[0], "sent", provider_message_id="<a@cloudgreet.test>"),
-            StepOutcome(first[1], "skipped", reason="superseded by day 3"),
-            StepOutcome(first[2], "sent", provider_message_id="<b@cloudgreet.test>"),
-        ],
-        run,
-        NOW,
-    ) == 3
+    assert (
+        supabase_store.record_step_outcomes(
+            [
+                StepOutcome(first[0], "sent", provider_message_id="<a@cloudgreet.test>"),
+                StepOutcome(first[1], "skipped", reason="superseded by day 3"),
+                StepOutcome(first[2], "sent", provider_message_id="<b@cloudgreet.test>"),
+            ],
+            run,
+            NOW,
+        )
+        == 3
+    )
     assert supabase_store.release_claims(sorted(ids - set(first)), run, NOW) == 10
     for n in (0, 1, 3, 90):
         assert supabase_store.invoice_facts(invoice_id(n)) == owner.invoice_facts(invoice_id(n))
@@ -473,16 +480,22 @@ def test_outcomes_of_another_run_or_status_are_not_recorded(
     a, b = (c.step.id for c in claimed)
     with pytest.raises(ValueError, match="not an outcome status: bounced"):
         supabase_store.record_step_outcomes([StepOutcome(a, "bounced")], "run-a", NOW)
-    assert supabase_store.record_step_outcomes([StepOutcome(a, "failed", error="x")], "run-b", NOW) == 0
+    assert (
+        supabase_store.record_step_outcomes([StepOutcome(a, "failed", error="x")], "run-b", NOW)
+        == 0
+    )
     assert supabase_store.release_claims([a, b], "run-b", NOW) == 0
     assert supabase_store.confirm_sends([a, b], "run-b", NOW) == set()
     assert supabase_store.release_claims([b], "run-a", NOW) == 1
     assert supabase_store.get_step(b).status == "scheduled"  # type: ignore[union-attr]
-    assert supabase_store.record_step_outcomes(
-        [StepOutcome(a, "failed", error="smtp 451"), StepOutcome(b, "failed", error="x")],
-        "run-a",
-        NOW,
-    ) == 1
+    assert (
+        supabase_store.record_step_outcomes(
+            [StepOutcome(a, "failed", error="smtp 451"), StepOutcome(b, "failed", error="x")],
+            "run-a",
+            NOW,
+        )
+        == 1
+    )
     failed = supabase_store.get_step(a)
     assert failed is not None and (failed.status, failed.last_error) == ("failed", "smtp 451")
     assert supabase_store.get_step(a) == owner.get_step(a)
@@ -493,9 +506,7 @@ def test_an_undeliverable_skip_opens_one_alert_audited_as_the_actor(
 ) -> None:
     seed_invoices(owner, 1, first_failed_at=NOW - timedelta(days=1))
     run = "host-c:9:beef"
-    claimed = supabase_store.claim_due_steps(
-        now=NOW, lease_until=NOW + LEASE, run_id=run, limit=10
-    )
+    claimed = supabase_store.claim_due_steps(now=NOW, lease_until=NOW + LEASE, run_id=run, limit=10)
     assert [c.step.day for c in claimed] == [0, 1]
     reason = "no email or phone for this customer"
     outcomes = [

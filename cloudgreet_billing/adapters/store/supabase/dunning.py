@@ -84,9 +84,7 @@ class SupabaseDunning(SupabaseBase):
         cursor: Any = None
         while limit is None or len(rows) < limit:
             size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(rows))
-            page: list[Row] = (
-                self._api.rpc(fn, {**args, "p_after": cursor, "p_limit": size}) or []
-            )
+            page: list[Row] = self._api.rpc(fn, {**args, "p_after": cursor, "p_limit": size}) or []
             if not page:
                 break
             rows.extend(page)
@@ -134,7 +132,9 @@ class SupabaseDunning(SupabaseBase):
 
     # --- alerts: reads ----------------------------------------------------------------
     def get_alert(self, alert_id: int) -> Alert | None:
-        return self._optional_alert(self._api.rpc("billing_api_get_alert", {"p_alert_id": alert_id}))
+        return self._optional_alert(
+            self._api.rpc("billing_api_get_alert", {"p_alert_id": alert_id})
+        )
 
     def list_alerts(self, query: AlertQuery) -> list[Alert]:
         rows = self._paged(
@@ -237,7 +237,9 @@ class SupabaseDunning(SupabaseBase):
         )
         if row is None:
             return None
-        return AlertNote(author=row["author"], body=row["body"], created_at=_time(row["created_at"]))
+        return AlertNote(
+            author=row["author"], body=row["body"], created_at=_time(row["created_at"])
+        )
 
     def resolve_invoice_alerts(
         self, invoice_id: str, *, resolution: str, actor: str, now: datetime
@@ -263,7 +265,9 @@ class SupabaseDunning(SupabaseBase):
             lambda row: {"customer_id": row["customer_id"], "currency": row["currency"]},
         )
         return [
-            LedgerTotal(row["customer_id"], row["currency"], int(row["amount"]), int(row["entries"]))
+            LedgerTotal(
+                row["customer_id"], row["currency"], int(row["amount"]), int(row["entries"])
+            )
             for row in rows
         ]
 
