@@ -39,6 +39,7 @@ from cloudgreet_billing.domain.dunning import (
 )
 from cloudgreet_billing.domain.ledger import make_draft
 from cloudgreet_billing.domain.mirror import parse_customer, parse_invoice
+from cloudgreet_billing.errors import ConfigError
 from cloudgreet_billing.services.dunning.messages import MessageBook
 from cloudgreet_billing.services.dunning.run import Channels, run_dunning
 from tests.dunning.conftest import SmtpSink, serving
@@ -623,3 +624,65 @@ def test_the_claim_function_never_hands_one_step_to_two_sessions(postgres_url: s
     holders = {s.id: s.claimed_by for s in owner.list_steps(statuses=("sending",), limit=None)}
     assert holders == {step_id: runs[0] for step_id, runs in winners.items()}
     owner.close()
+
+
+# --- the functions' declarations --------------------------------------------------------
+
+#: The section's functions that only read: STABLE, so PostgREST runs them READ ONLY.
+READS = {
+    "billing_api_get_alert",
+    "billing_api_list_alerts",
+    "billing_api_count_alerts",
+    "billing_api_alerts_touched",
+    "billing_api_alert_notes",
+    "billing_api_ledger_totals",
+    "billing_api_ledger_created_window",
+    "billing_api_dunning_facts",
+    "billing_api_dunning_claimed_json",
+    "billing_api_invoice_facts",
+    "billing_api_dunning_reach",
+    "billing_api_count_needs_review",
+    "billing_api_count_due_steps",
+    "billing_api_due_steps",
+    "billing_api_list_steps",
+    "billing_api_count_steps",
+    "billing_api_get_step",
+    "billing_api_escalation_candidates",
+}
+
+
+def section_functions() -> set[str]:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "migrations" / "0007_supabase_api.sql").read_text()
+    start = text.index("-- ==== section: alerts, dunning")
+    section = text[start : text.index("-- ==== end section: alerts, dunning", start)]
+    return set(re.findall(r"CREATE OR REPLACE FUNCTION (billing_api_\w+)", section))
+
+
+def test_the_functions_run_as_the_caller_for_service_role_only(
+    supabase_store: SupabaseStore, postgrest: Any
+) -> None:
+    names = section_functions()
+    assert names > READS and len(names) > len(READS) + 15
+    rows = postgrest.sql(
+        "SELECT p.proname, p.prosecdef, p.provolatile, p.proconfig, "
+        "has_function_privilege('anon', p.oid, 'EXECUTE'), "
+        "has_function_privilege('authenticated', p.oid, 'EXECUTE'), "
+        "has_function_privilege('service_role', p.oid, 'EXECUTE') "
+        "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = 'public' AND p.proname = ANY(%s)",
+        (sorted(names),),
+    )
+    assert {row[0] for row in rows} == names, "one function per name, no overloads"
+    for name, definer, volatility, config, anon, authenticated, service in rows:
+        assert not definer, f"{name} must be SECURITY INVOKER"
+        assert config == ["search_path=public, pg_temp"], name
+        assert volatility == ("s" if name in READS else "v"), name
+        assert (anon, authenticated, service) == (False, False, True), name
+    # A publishable key (the anon role) is refused before any step is claimed.
+    anon = SupabaseStore(postgrest.url, postgrest.keys.publishable)
+    with pytest.raises(ConfigError):
+        anon.claim_due_steps(now=NOW, lease_until=NOW + LEASE, run_id="anon", limit=1)
+    anon._api.close()
