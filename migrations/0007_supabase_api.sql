@@ -302,7 +302,7 @@ $$;
 -- --- alerts: ledger thresholds -------------------------------------------------------
 
 -- Ledger sums per customer and currency for one kind in [since, until), paged by
--- (customer_id, currency); amounts are bigint sums, never summed across currencies.
+-- (customer_id, currency); exact (numeric) sums, never across currencies.
 CREATE OR REPLACE FUNCTION billing_api_ledger_totals(
     p_kind text, p_since timestamptz, p_until timestamptz, p_after jsonb, p_limit integer
 ) RETURNS jsonb
@@ -310,7 +310,7 @@ LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
     SELECT coalesce(jsonb_agg(to_jsonb(page) ORDER BY page.customer_id, page.currency),
                     '[]'::jsonb)
     FROM (
-        SELECT l.customer_id, l.currency, sum(l.amount)::bigint AS amount, count(*) AS entries
+        SELECT l.customer_id, l.currency, sum(l.amount) AS amount, count(*) AS entries
         FROM billing_usage_ledger l
         WHERE l.kind = p_kind AND l.occurred_at >= p_since AND l.occurred_at < p_until
           AND (p_after IS NULL OR (l.customer_id, l.currency)
