@@ -39,7 +39,7 @@ from cloudgreet_billing.domain.dunning import (
 )
 from cloudgreet_billing.domain.ledger import make_draft
 from cloudgreet_billing.domain.mirror import parse_customer, parse_invoice
-from cloudgreet_billing.errors import ConfigError
+from cloudgreet_billing.errors import ConfigError, Unavailable
 from cloudgreet_billing.services.dunning.messages import MessageBook
 from cloudgreet_billing.services.dunning.run import Channels, run_dunning
 from tests.dunning.conftest import SmtpSink, serving
@@ -236,13 +236,79 @@ def test_a_lease_expiry_puts_a_stuck_step_into_needs_review(
         )
         == 1
     )
-    assert supabase_store.get_step(first).status == "sent"  # type: ignore[union-attr]
+    assert supabase_store.count_steps(statuses=("sent",)) == 2, "the third and this one"
     assert supabase_store.count_needs_review() == 1
     # A person requeues the one that never left: it is due again, with no claim.
     requeued = supabase_store.requeue_step(second, ("needs_review",), later)
     assert requeued is not None and (requeued.status, requeued.claimed_by) == ("scheduled", None)
     assert supabase_store.count_due_steps(later) == 1
     crashed._api.close()
+
+
+def smtp_channels(sink: SmtpSink) -> Channels:
+    email = SmtpEmailSender(f"smtp://127.0.0.1:{sink.port}", "billing@cloudgreet.test")
+    return Channels(email=email, sms=ConsoleSmsSender())
+
+
+def run_at(store: SupabaseStore, channels: Channels, moment: datetime) -> Any:
+    return run_dunning(
+        store, channels, DunningConfig(), MessageBook(), actor="cron", clock=lambda: moment
+    )
+
+
+def test_a_claim_whose_answer_is_lost_sends_nothing_twice(
+    postgrest: Any,
+    owner: PostgresStore,
+    supabase_store: SupabaseStore,
+    smtp_server: SmtpSink,
+    audited_runs: None,
+) -> None:
+    from tests.postgrest.server import Fault
+
+    seed_invoices(owner, 3)
+    channels = smtp_channels(smtp_server)
+    # The claim commits, then the connection drops: the run cannot know what it holds.
+    postgrest.inject(
+        Fault(method="POST", path="^/rpc/billing_api_claim_due_steps", drop=True, after_commit=True)
+    )
+    with pytest.raises(Unavailable):
+        run_at(supabase_store, channels, NOW)
+    assert supabase_store.count_steps(statuses=("sending",)) == 3
+    assert run_at(supabase_store, channels, NOW + timedelta(minutes=5)).sent == 0
+    expired = run_at(supabase_store, channels, NOW + LEASE + timedelta(minutes=1))
+    assert (expired.sent, expired.leases_expired, expired.needs_review) == (0, 3, 3)
+    stuck = supabase_store.list_steps(statuses=("needs_review",), limit=None)
+    assert {s.reason for s in stuck} == {REVIEW_UNCONFIRMED}
+    for step in stuck:
+        supabase_store.requeue_step(step.id, ("needs_review",), NOW + LEASE)
+    assert run_at(supabase_store, channels, NOW + 2 * LEASE).sent == 3
+    received = Counter(smtp_server.step_ids())
+    assert set(received) == {s.id for s in stuck} and set(received.values()) == {1}
+    channels.email.close()
+
+
+def test_a_confirmation_whose_answer_is_lost_gives_the_step_back_unsent(
+    postgrest: Any,
+    owner: PostgresStore,
+    supabase_store: SupabaseStore,
+    smtp_server: SmtpSink,
+    audited_runs: None,
+) -> None:
+    from tests.postgrest.server import Fault
+
+    seed_invoices(owner, 3)
+    channels = smtp_channels(smtp_server)
+    postgrest.inject(
+        Fault(method="POST", path="^/rpc/billing_api_confirm_sends", drop=True, after_commit=True)
+    )
+    with pytest.raises(Unavailable):
+        run_at(supabase_store, channels, NOW)
+    assert smtp_server.step_ids() == [], "nothing is sent without a confirmation"
+    # Every claimed step was given back (the one being confirmed never reached SMTP).
+    assert supabase_store.count_steps(statuses=("scheduled",)) == 9
+    assert run_at(supabase_store, channels, NOW + timedelta(minutes=5)).sent == 3
+    assert set(Counter(smtp_server.step_ids()).values()) == {1}
+    channels.email.close()
 
 
 class _RefusingEmail:
@@ -488,7 +554,9 @@ def test_outcomes_of_another_run_or_status_are_not_recorded(
     assert supabase_store.release_claims([a, b], "run-b", NOW) == 0
     assert supabase_store.confirm_sends([a, b], "run-b", NOW) == set()
     assert supabase_store.release_claims([b], "run-a", NOW) == 1
-    assert supabase_store.get_step(b).status == "scheduled"  # type: ignore[union-attr]
+    assert [
+        s.id for s in supabase_store.list_steps(statuses=("scheduled",), limit=None) if s.day == 0
+    ] == [b]
     assert (
         supabase_store.record_step_outcomes(
             [StepOutcome(a, "failed", error="smtp 451"), StepOutcome(b, "failed", error="x")],
