@@ -169,8 +169,8 @@ def _print_plan(console: Console, summary: RunSummary) -> None:
     print_table(columns, rows, console=console)
     console.print(
         f"dry run, nothing sent or changed: {summary.due} due; {summary.would_send} "
-        f"would be sent, {summary.skipped} skipped ({summary.undeliverable} undeliverable, "
-        f"{summary.exempt} exempt), "
+        f"would be sent, {summary.skipped} skipped ({summary.undeliverable} undeliverable"
+        f"{f', {summary.exempt} exempt' if summary.exempt else ''}), "
         f"{summary.failed} failed, {summary.canceled} canceled; "
         f"{summary.escalated} would escalate"
     )
