@@ -94,7 +94,7 @@ def exempt(
     current = store.get_exemption(customer_id)
     if current is not None:
         return _exempt_again(store, current, text, actor, now, safety)
-    story = AuditStory.of(store, actor, EXEMPT, customer_id, safety, {"reason": text})
+    story = AuditStory.of(store, actor, EXEMPT, customer_id, safety, {"given_reason": text})
     refuse_unconfirmed(story, safety, f"exempting {customer_id} from dunning", hint=YES_HINT)
     pending = _scheduled(store, customer_id)
     ask(
@@ -122,7 +122,7 @@ def _exempt_again(
         current.customer_id,
         safety,
         {
-            "reason": reason,
+            "given_reason": reason,
             "exempt_reason": current.reason,
             "exempted_by": current.actor,
             "exempted_at": iso_z(current.created_at),
@@ -186,7 +186,12 @@ def unexempt(
         refuse_unconfirmed(story, safety, f"unexempting {customer_id}", hint=YES_HINT)
         pending = _scheduled(store, customer_id)
         due = store.count_steps(statuses=("scheduled",), customer_id=customer_id, until=now)
-        soon = f"; {due:,} of them are due now and the next run sends them" if due else ""
+        soon = (
+            f"; {due:,} of them {'is' if due == 1 else 'are'} due now and the next run sends "
+            f"{'it' if due == 1 else 'them'}"
+            if due
+            else ""
+        )
         ask(
             story,
             safety,
