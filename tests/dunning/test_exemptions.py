@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,12 @@ from typer.testing import CliRunner, Result
 from cloudgreet_billing.adapters.store.protocol_alerts import AlertQuery
 from cloudgreet_billing.bootstrap import open_store
 from cloudgreet_billing.cli import app
+from cloudgreet_billing.clock import utcnow
 from cloudgreet_billing.config import load_settings
-from tests.dunning.conftest import T0, run_counts, schedule, seed_invoice
+from cloudgreet_billing.domain.dunning import TimelinePlanner
+from cloudgreet_billing.domain.mirror import parse_customer, parse_invoice
+from tests.dunning.conftest import T0, SmtpSink, run_counts, schedule, seed_invoice
+from tests.dunning.test_concurrency import run_env, start_run
 from tests.dunning.test_confirm_window import LATER, TimedEmail, run
 
 PLAN = "cus_QpL8HLkdIwHu7i"
@@ -430,3 +435,103 @@ def test_dunning_exemptions_lists_who_and_why(two_customers: Any) -> None:
         f"{PLAN}\t2026-03-02T08:00:00Z\ttester@ci\tpayment plan until 2027-01",
     ]
     assert "showing 1 of 2 (--limit)" in piped.stderr
+
+
+# --- several workers ---------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_concurrent_runs_never_remind_an_exempt_customer(
+    postgres_url: str, smtp_server: SmtpSink
+) -> None:
+    """Four runs as cron starts them: one customer exempt before, one exempted while the
+    runs send. Nobody exempt before is written to; after the second exemption commits,
+    only messages already confirmed (at most one per run) reach that customer."""
+    from cloudgreet_billing.adapters.store.postgres import PostgresStore
+
+    store = PostgresStore(postgres_url)
+    store.migrate()
+    customers = (PLAN, OTHER, "cus_Sx7bNn4gYh1CvE")
+    now = utcnow()
+    for customer in customers:
+        store.upsert_customer(
+            parse_customer(
+                {"id": customer, "email": f"{customer}@example.com", "created": 1_780_000_000}
+            ),
+            now,
+            now,
+        )
+    invoices = [
+        parse_invoice(
+            {
+                "id": f"in_1QpL8HLkdIwHu7ixl4O{n:05d}",
+                "customer": customers[n % 3],
+                "status": "open",
+                "currency": "usd",
+                "amount_due": 5000,
+                "amount_remaining": 5000,
+                "hosted_invoice_url": f"https://invoice.stripe.com/i/{n}",
+                "created": 1_780_000_000,
+            }
+        )
+        for n in range(300)
+    ]
+    store.upsert_invoices(invoices, now, now)
+    store.schedule_steps(
+        [
+            draft
+            for invoice in invoices
+            for draft in TimelinePlanner()(
+                invoice_id=invoice.id,
+                customer_id=str(invoice.customer_id),
+                alert_id=None,
+                first_failed_at=now - timedelta(hours=1),
+            )
+            if draft.day == 0
+        ],
+        now,
+    )
+    store.exempt_customer(PLAN, reason="payment plan", actor="alice", now=now)
+    customer_of = {s.id: s.customer_id for s in store.list_steps(statuses=None, limit=None)}
+    operator = PostgresStore(postgres_url)
+    late: list[int] = []
+
+    def exempt_other_midway(item: Any) -> None:
+        if len(smtp_server.received) == 40 and not operator.get_exemption(OTHER):
+            operator.exempt_customer(OTHER, reason="VIP", actor="bob", now=utcnow())
+            late.append(len(smtp_server.received))
+
+    smtp_server.on_message = exempt_other_midway
+    env = run_env(postgres_url, smtp_server.port)
+    runs = [start_run(env) for _ in range(4)]
+    summaries = []
+    for process in runs:
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+        summaries.append(json.loads(stdout)["data"])
+    smtp_server.on_message = None
+    operator.close()
+
+    received = smtp_server.step_ids()
+    assert Counter(received).most_common(1)[0][1] == 1, "a step was delivered twice"
+    to = [customer_of[step_id] for step_id in received]
+    assert PLAN not in to
+    after = to[late[0] :]
+    assert after.count(OTHER) <= 4
+    final = store.list_steps(statuses=None, limit=None)
+    assert {s.status for s in final if s.customer_id == "cus_Sx7bNn4gYh1CvE"} == {"sent"}
+    assert {(s.status, s.reason) for s in final if s.customer_id == PLAN} == {
+        ("skipped", "customer exempt: payment plan (by alice)")
+    }
+    other = Counter((s.status, s.reason) for s in final if s.customer_id == OTHER)
+    assert set(other) == {("sent", None), ("skipped", "customer exempt: VIP (by bob)")}
+    assert (
+        sum(s["exempt"] for s in summaries)
+        == 100 + other[("skipped", "customer exempt: VIP (by bob)")]
+    )
+    assert (
+        sum(s["sent"] for s in summaries)
+        == len(received)
+        == 300 - sum(s["exempt"] for s in summaries)
+    )
+    store.close()
