@@ -309,6 +309,11 @@ ID_OPTIONS = [
     (["reconcile", "--offline"], "--customer", "cus_"),
     (["dunning", "list"], "--invoice", "in_"),
 ]
+#: Commands whose argument is a customer id alone (``dunning exempt cus_…``).
+CUSTOMER_ARGUMENTS = [
+    ["dunning", "exempt", "--reason", "payment plan", "--yes"],
+    ["dunning", "unexempt", "--yes"],
+]
 ANY_ID_ARGUMENT = st.one_of(
     st.tuples(st.sampled_from(NUMBER_ARGUMENTS), BAD_NUMBER).map(
         lambda case: [*case[0], "--", case[1]]
@@ -322,6 +327,9 @@ ANY_ID_ARGUMENT = st.one_of(
             .flatmap(bad_stripe_id)
             .map(lambda value: [*command, "--", value])
         )
+    ),
+    st.tuples(st.sampled_from(CUSTOMER_ARGUMENTS), bad_stripe_id("cus_")).map(
+        lambda case: [*case[0], "--", case[1]]
     ),
 )
 
