@@ -130,7 +130,8 @@ def unexempt(
         console.print(
             f"{outcome.customer_id} is reminded again (was exempt, by {ended.actor} at "
             f"{when(ended.created_at)}: {ended.reason}); "
-            f"{plural(outcome.scheduled, 'scheduled step')} go out when due{soon}"
+            f"{plural(outcome.scheduled, 'scheduled step')} "
+            f"{'goes' if outcome.scheduled == 1 else 'go'} out when due{soon}"
         )
 
     emit(

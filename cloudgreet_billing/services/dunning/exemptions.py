@@ -105,7 +105,7 @@ def exempt(
             "exempt",
             customer_id,
             f"Exempt {customer_id} from dunning ({text})? Their {_reminders(pending)} "
-            "are skipped when due, until `dunning unexempt`.",
+            f"{'is' if pending == 1 else 'are'} skipped when due, until `dunning unexempt`.",
         ),
         nothing="the customer is not exempt",
     )
@@ -199,8 +199,8 @@ def unexempt(
                 store,
                 "unexempt",
                 customer_id,
-                f"End the exemption ({describe(current)})? Their {_reminders(pending)} go "
-                f"out when due{soon}.",
+                f"End the exemption ({describe(current)})? Their {_reminders(pending)} "
+                f"{'goes' if pending == 1 else 'go'} out when due{soon}.",
             ),
             nothing="the customer stays exempt",
         )
