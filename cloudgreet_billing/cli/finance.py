@@ -713,7 +713,7 @@ def _is_stdout(path: Path) -> bool:
     if not _has_descriptor(sys.stdout):
         return False
     try:
-        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+        return os.path.samestat(path.stat(), os.fstat(sys.stdout.fileno()))
     except OSError:
         return False
 
