@@ -16,7 +16,7 @@ import pytest
 from freezegun import freeze_time
 
 from tests.cli.helpers import run
-from tests.cli.hostile import json_refusal, refused
+from tests.cli.hostile import NUMBER_ID_COMMANDS, json_refusal, refused
 from tests.dunning.stripe_objects import CUSTOMER_ID, INVOICE_ID
 
 BEYOND_64_BITS = "99999999999999999999"
@@ -42,24 +42,8 @@ def ledger_add(*options: str) -> list[str]:
 # --- ids beyond 64 bits -----------------------------------------------------------
 
 
-ID_COMMANDS = [
-    ["alerts", "show"],
-    ["alerts", "ack"],
-    ["alerts", "resolve"],
-    ["dunning", "mark-sent"],
-    ["dunning", "requeue"],
-    ["dunning", "preview"],
-    ["retry", "--dry-run"],
-    ["resend-link", "--dry-run"],
-    ["portal", "--dry-run"],
-    ["quarantine", "show"],
-    ["quarantine", "dismiss", "--yes"],
-    ["quarantine", "retry"],
-]
-
-
 def test_a_number_id_out_of_range_is_refused_by_every_command(hostile_seeded):
-    for command in ID_COMMANDS:
+    for command in NUMBER_ID_COMMANDS:
         for number in [BEYOND_64_BITS, "9223372036854775808", "0", "²", "٣", "1" * 5000]:
             refused([*command, "--", number])
     refused(["alerts", "note", BEYOND_64_BITS, "called the owner"], "is not an alert id")
