@@ -53,6 +53,12 @@ STRIPE_ID_COMMANDS: list[list[str]] = [
 #: Commands whose id is followed by more arguments (``alerts note ID TEXT``), tested on
 #: their own.
 OTHER_ID_COMMANDS: list[list[str]] = [["alerts", "note"]]
+#: Commands whose ID argument is a customer id alone (``dunning exempt cus_…``), with the
+#: options they need besides; the id goes last, after ``--``.
+CUSTOMER_ID_COMMANDS: list[list[str]] = [
+    ["dunning", "exempt", "--reason", "payment plan", "--yes"],
+    ["dunning", "unexempt", "--yes"],
+]
 
 
 FINALIZED = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)

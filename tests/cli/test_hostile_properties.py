@@ -25,6 +25,7 @@ from cloudgreet_billing.domain.iso4217 import ISO_4217
 from cloudgreet_billing.services.ledger_csv import ALL_COLUMNS
 from tests.cli.helpers import run
 from tests.cli.hostile import (
+    CUSTOMER_ID_COMMANDS,
     NUMBER_ID_COMMANDS,
     OTHER_ID_COMMANDS,
     STRIPE_ID_COMMANDS,
@@ -302,11 +303,6 @@ ID_OPTIONS = [
     (["reconcile", "--offline"], "--customer", "cus_"),
     (["dunning", "list"], "--invoice", "in_"),
 ]
-#: Commands whose argument is a customer id alone (``dunning exempt cus_…``).
-CUSTOMER_ARGUMENTS = [
-    ["dunning", "exempt", "--reason", "payment plan", "--yes"],
-    ["dunning", "unexempt", "--yes"],
-]
 ANY_ID_ARGUMENT = st.one_of(
     st.tuples(st.sampled_from(NUMBER_ID_COMMANDS), BAD_NUMBER).map(
         lambda case: [*case[0], "--", case[1]]
@@ -321,7 +317,7 @@ ANY_ID_ARGUMENT = st.one_of(
             .map(lambda value: [*command, "--", value])
         )
     ),
-    st.tuples(st.sampled_from(CUSTOMER_ARGUMENTS), bad_stripe_id("cus_")).map(
+    st.tuples(st.sampled_from(CUSTOMER_ID_COMMANDS), bad_stripe_id("cus_")).map(
         lambda case: [*case[0], "--", case[1]]
     ),
 )
@@ -358,7 +354,7 @@ def test_every_id_argument_is_in_the_hostile_lists() -> None:
     listed = {
         tuple(part for part in command if not part.startswith("-"))
         for command in (*NUMBER_ID_COMMANDS, *OTHER_ID_COMMANDS)
-    }
+    } | {(group, name) for group, name, *_options in CUSTOMER_ID_COMMANDS}
     assert set(id_commands(root, ())) == listed
 
 
