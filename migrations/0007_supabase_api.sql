@@ -357,7 +357,9 @@ $$;
 
 -- A step as a run sees it: the row, its facts, and its invoice's timeline (_timelines of
 -- sql_dunning.py): "latest_due", the last day whose step is due at p_now or already out
--- (a catching-up run sends only that one), and "channels", those its steps use.
+-- (a catching-up run sends only that one), and "channels", those its steps use; and its
+-- customer's "exemption" from dunning (NULL when not exempt), read in the same
+-- transaction as the claim.
 CREATE OR REPLACE FUNCTION billing_api_dunning_claimed_json(
     p_step billing_dunning_events, p_now timestamptz
 ) RETURNS jsonb
@@ -369,7 +371,9 @@ LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
                          AND o.status IN ('scheduled', 'sending', 'sent')
                          AND o.due_at <= p_now),
         'channels', (SELECT jsonb_agg(DISTINCT o.channel) FROM billing_dunning_events o
-                     WHERE o.invoice_id = p_step.invoice_id))
+                     WHERE o.invoice_id = p_step.invoice_id),
+        'exemption', (SELECT to_jsonb(x) FROM billing_dunning_exemptions x
+                      WHERE x.customer_id = p_step.customer_id))
 $$;
 
 CREATE OR REPLACE FUNCTION billing_api_invoice_facts(p_invoice_id text) RETURNS jsonb
@@ -530,7 +534,9 @@ END
 $$;
 
 -- Count an attempt for each step (p_step_ids, a JSON array) the run still holds whose
--- invoice is unsettled, noting it confirmed and renewing its lease; those ids.
+-- invoice is unsettled and whose customer is not exempt, noting it confirmed and renewing
+-- its lease; those ids. An exemption committed since the claim stops the message here, as
+-- a payment does.
 CREATE OR REPLACE FUNCTION billing_api_confirm_sends(
     p_step_ids jsonb, p_run_id text, p_now timestamptz, p_lease_until timestamptz
 ) RETURNS jsonb
@@ -545,6 +551,8 @@ BEGIN
           AND d.claimed_by = p_run_id AND d.status = 'sending'
           AND NOT EXISTS (SELECT 1 FROM billing_invoices i WHERE i.id = d.invoice_id
                           AND i.status IN ('paid', 'void', 'uncollectible'))
+          AND NOT EXISTS (SELECT 1 FROM billing_dunning_exemptions x
+                          WHERE x.customer_id = d.customer_id)
         RETURNING d.id
     )
     SELECT coalesce(jsonb_agg(id ORDER BY id), '[]'::jsonb) INTO confirmed FROM held;
@@ -731,7 +739,7 @@ $$;
 -- --- dunning: escalation -------------------------------------------------------------
 
 -- Unsettled invoices with p_threshold or more sent/skipped steps and no dunning_exhausted
--- alert yet (in any status); paged by invoice id.
+-- alert yet (in any status), of customers not exempt now; paged by invoice id.
 CREATE OR REPLACE FUNCTION billing_api_escalation_candidates(
     p_threshold integer, p_after text, p_limit integer
 ) RETURNS jsonb
@@ -751,6 +759,9 @@ LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
         WHERE (i.status IS NULL OR i.status NOT IN ('paid', 'void', 'uncollectible'))
           AND NOT EXISTS (SELECT 1 FROM billing_alerts a WHERE a.type = 'dunning_exhausted'
                           AND a.invoice_id = done.invoice_id)
+          -- Whoever exempted the customer owns the follow-up while the exemption lasts.
+          AND NOT EXISTS (SELECT 1 FROM billing_dunning_exemptions x
+                          WHERE x.customer_id = done.customer_id)
         ORDER BY done.invoice_id
         LIMIT p_limit
     ) page
@@ -789,6 +800,106 @@ LANGUAGE sql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
     WHERE id = p_alert_id AND type = 'dunning_exhausted'
 $$;
 
+
+-- --- dunning exemptions (sql_exemptions.py) -----------------------------------------
+
+-- A time as domain.timefmt.iso_z writes it in the audit log: 2026-11-24T09:00:00Z, with
+-- microseconds only when there are some.
+CREATE OR REPLACE FUNCTION billing_api_iso_z(p_moment timestamptz) RETURNS text
+LANGUAGE sql IMMUTABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT to_char(p_moment AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+        || CASE WHEN date_part('microseconds', p_moment)::bigint % 1000000 = 0 THEN ''
+                ELSE to_char(p_moment AT TIME ZONE 'UTC', '.US') END
+        || 'Z'
+$$;
+
+-- Exempt a customer, audited in the same transaction: {"exemption": …, "created": bool}.
+-- One already exempt keeps the first reason, actor and time (audited as already_exempt).
+-- Tried three times: a concurrent unexempt can delete the row an insert just met.
+CREATE OR REPLACE FUNCTION billing_api_exempt_customer(
+    p_customer_id text, p_reason text, p_actor text, p_now timestamptz
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+    kept billing_dunning_exemptions;
+BEGIN
+    FOR attempt IN 1..3 LOOP
+        INSERT INTO billing_dunning_exemptions (customer_id, reason, actor, created_at)
+        VALUES (p_customer_id, p_reason, p_actor, p_now)
+        ON CONFLICT (customer_id) DO NOTHING
+        RETURNING * INTO kept;
+        IF FOUND THEN
+            INSERT INTO billing_audit_log (occurred_at, actor, action, target, outcome, details)
+            VALUES (p_now, p_actor, 'dunning.exempt', p_customer_id, 'exempted',
+                    jsonb_build_object('reason', p_reason));
+            RETURN jsonb_build_object('exemption', to_jsonb(kept), 'created', true);
+        END IF;
+        SELECT * INTO kept FROM billing_dunning_exemptions WHERE customer_id = p_customer_id;
+        IF FOUND THEN
+            INSERT INTO billing_audit_log (occurred_at, actor, action, target, outcome, details)
+            VALUES (p_now, p_actor, 'dunning.exempt', p_customer_id, 'already_exempt',
+                    jsonb_build_object('reason', p_reason, 'exempt_reason', kept.reason,
+                                       'exempted_by', kept.actor,
+                                       'exempted_at', billing_api_iso_z(kept.created_at)));
+            RETURN jsonb_build_object('exemption', to_jsonb(kept), 'created', false);
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION 'exempting % raced an unexempt 3 times', p_customer_id;
+END
+$$;
+
+-- End a customer's exemption, audited in the same transaction; the exemption ended, NULL
+-- (audited as not_exempt) when there was none.
+CREATE OR REPLACE FUNCTION billing_api_unexempt_customer(
+    p_customer_id text, p_actor text, p_now timestamptz
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+    ended billing_dunning_exemptions;
+BEGIN
+    DELETE FROM billing_dunning_exemptions WHERE customer_id = p_customer_id
+    RETURNING * INTO ended;
+    IF NOT FOUND THEN
+        INSERT INTO billing_audit_log (occurred_at, actor, action, target, outcome)
+        VALUES (p_now, p_actor, 'dunning.unexempt', p_customer_id, 'not_exempt');
+        RETURN NULL;
+    END IF;
+    INSERT INTO billing_audit_log (occurred_at, actor, action, target, outcome, details)
+    VALUES (p_now, p_actor, 'dunning.unexempt', p_customer_id, 'unexempted',
+            jsonb_build_object('exempt_reason', ended.reason, 'exempted_by', ended.actor,
+                               'exempted_at', billing_api_iso_z(ended.created_at)));
+    RETURN to_jsonb(ended);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION billing_api_get_exemption(p_customer_id text) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT to_jsonb(x) FROM billing_dunning_exemptions x WHERE x.customer_id = p_customer_id
+$$;
+
+-- Exemptions in force, oldest first (all, or those of p_customer_ids, a JSON array),
+-- paged by (created_at, customer_id).
+CREATE OR REPLACE FUNCTION billing_api_list_exemptions(
+    p_customer_ids jsonb, p_after jsonb, p_limit integer
+) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(to_jsonb(page) ORDER BY page.created_at, page.customer_id),
+                    '[]'::jsonb)
+    FROM (
+        SELECT x.* FROM billing_dunning_exemptions x
+        WHERE (p_customer_ids IS NULL
+               OR x.customer_id IN (SELECT jsonb_array_elements_text(p_customer_ids)))
+          AND (p_after IS NULL OR (x.created_at, x.customer_id)
+               > ((p_after ->> 'created_at')::timestamptz, p_after ->> 'customer_id'))
+        ORDER BY x.created_at, x.customer_id
+        LIMIT p_limit
+    ) page
+$$;
+
+CREATE OR REPLACE FUNCTION billing_api_count_exemptions() RETURNS bigint
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT count(*) FROM billing_dunning_exemptions
+$$;
 
 -- ==== end section: alerts, dunning ====
 
