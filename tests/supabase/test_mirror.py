@@ -317,3 +317,46 @@ def test_a_planner_whose_steps_do_not_follow_the_first_failure_is_refused(
         store.apply_event_plans([plan], planner=on_the_first_of_the_month, now=NOW)
     assert "BILLING_CONFIG" in (refused.value.hint or "")
     assert not store.event_processed(plan.event_id)
+
+
+def test_two_workers_settling_at_once_through_rest_agree_on_the_earliest_settlement(
+    store: Any, postgrest: Any, owner: PostgresStore
+) -> None:
+    """Two requests apply the invoice's two settling events at the same moment, the later
+    one committing first: the earlier one, waiting on the invoice's row inside its
+    function, still takes the credit for what the later one resolved and canceled."""
+    from cloudgreet_billing.adapters.store.protocol_alerts import AlertQuery
+
+    apply_events(store, [failed(1)], source="webhook", now=NOW)
+    obj = full_invoice(invoice_id(1), status="paid", created=T0 - 3600 + 1)
+    earlier = event("evt_1QpL8ILkdIwHu7ixAa1sUcc2", "invoice.paid", obj, T0 + 86_400)
+    later = event("evt_1QpL8ILkdIwHu7ixZz9pAid1", "invoice.payment_succeeded", obj, T0 + 86_400)
+
+    def waiting(count: int) -> None:
+        """Until ``count`` sessions wait for a lock (polled, no fixed sleep)."""
+        while True:
+            ((found,),) = postgrest.sql(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if found >= count:
+                return
+
+    def settle(settling: dict[str, Any]) -> None:
+        plan = plan_event(settling, "webhook")
+        store.rest.apply_event_plans([plan], planner=TimelinePlanner(), now=NOW)
+
+    with psycopg.connect(postgrest.database_url) as blocker:
+        blocker.execute("SELECT 1 FROM billing_invoices WHERE id = %s FOR UPDATE", (invoice_id(1),))
+        workers = [threading.Thread(target=settle, args=(e,)) for e in (later, earlier)]
+        workers[0].start()
+        waiting(1)  # the later settlement queues first for the invoice's row
+        workers[1].start()
+        waiting(2)
+    for worker in workers:
+        worker.join(timeout=30)
+    (alert,) = owner.list_alerts(AlertQuery(statuses=None, limit=None))
+    assert (alert.status, alert.resolution) == ("resolved", f"invoice paid ({earlier['id']})")
+    steps = owner.list_steps(invoice_id=invoice_id(1), limit=None)
+    assert {(s.status, s.reason) for s in steps} == {("canceled", alert.resolution)}
+    assert owner.get_invoice(invoice_id(1)).status == "paid"
