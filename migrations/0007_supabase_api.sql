@@ -582,7 +582,8 @@ DECLARE
     v_line text := btrim(coalesce(p_text, ''), E' \t\n\r\x0b\x0c');
 BEGIN
     -- Python's str.splitlines breaks at these.
-    v_line := (regexp_split_to_array(v_line, E'[\\n\\r\\x0b\\x0c\\x1c\\x1d\\x1e\\u0085\\u2028\\u2029]'))[1];
+    v_line := (regexp_split_to_array(
+        v_line, E'[\\n\\r\\x0b\\x0c\\x1c\\x1d\\x1e\\u0085\\u2028\\u2029]'))[1];
     IF v_line ~ E'[\\x01-\\x1f\\x7f]' THEN
         FOR code IN 1..127 LOOP
             CONTINUE WHEN code BETWEEN 32 AND 126;
@@ -815,6 +816,28 @@ BEGIN
 END
 $$;
 
+-- One event recorded as processed and applied, or a duplicate when it was processed
+-- before ({status: duplicate}); raises on a fault of the event, which the caller rolls back
+-- alone (BEGIN … EXCEPTION, as _apply_in_savepoint) and quarantines with
+-- billing_api_mirror_failure_reason (or, for SQLSTATE BLEVT, the message itself).
+CREATE OR REPLACE FUNCTION billing_api_mirror_apply_event(p_plan jsonb, p_now timestamptz)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+BEGIN
+    INSERT INTO billing_stripe_events (
+        id, type, stripe_created, livemode, outcome, source, processed_at
+    ) VALUES (
+        p_plan ->> 'event_id', p_plan ->> 'type', (p_plan ->> 'created')::timestamptz,
+        (p_plan ->> 'livemode')::boolean, p_plan ->> 'outcome', p_plan ->> 'source', p_now
+    )
+    ON CONFLICT (id) DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('status', 'duplicate');
+    END IF;
+    RETURN billing_api_mirror_apply_plan(p_plan, p_now);
+END
+$$;
+
 -- MirrorOps.apply_event_plans: a batch of events in one transaction, each with the record
 -- that it was processed (billing_stripe_events), then the rejected events (ones that
 -- could not be planned) quarantined. One result per plan, in order, then one per
@@ -859,7 +882,8 @@ BEGIN
             ON CONFLICT (id) DO NOTHING
             RETURNING id
         )
-        SELECT array_agg(recorded.id IS NOT NULL ORDER BY plans.n), bool_or(recorded.id IS NOT NULL)
+        SELECT array_agg(recorded.id IS NOT NULL ORDER BY plans.n),
+            bool_or(recorded.id IS NOT NULL)
         INTO v_fresh, v_any_fresh
         FROM jsonb_array_elements(p_plans) WITH ORDINALITY AS plans (plan, n)
         LEFT JOIN firsts ON firsts.n = plans.n
@@ -870,9 +894,11 @@ BEGIN
             ORDER BY n
         LOOP
             IF v_fresh[v_n] THEN
-                v_results := array_append(v_results, billing_api_mirror_apply_plan(v_plan, p_now));
+                v_results := array_append(v_results,
+                    billing_api_mirror_apply_plan(v_plan, p_now));
             ELSE
-                v_results := array_append(v_results, jsonb_build_object('status', 'duplicate'));
+                v_results := array_append(v_results,
+                    jsonb_build_object('status', 'duplicate'));
             END IF;
         END LOOP;
         FOR v_rejected IN
@@ -897,19 +923,7 @@ BEGIN
         ORDER BY n
     LOOP
         BEGIN
-            INSERT INTO billing_stripe_events (
-                id, type, stripe_created, livemode, outcome, source, processed_at
-            ) VALUES (
-                v_plan ->> 'event_id', v_plan ->> 'type', (v_plan ->> 'created')::timestamptz,
-                (v_plan ->> 'livemode')::boolean, v_plan ->> 'outcome', v_plan ->> 'source',
-                p_now
-            )
-            ON CONFLICT (id) DO NOTHING;
-            IF FOUND THEN
-                v_results := array_append(v_results, billing_api_mirror_apply_plan(v_plan, p_now));
-            ELSE
-                v_results := array_append(v_results, jsonb_build_object('status', 'duplicate'));
-            END IF;
+            v_results := array_append(v_results, billing_api_mirror_apply_event(v_plan, p_now));
         EXCEPTION
             WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded
                 OR SQLSTATE 'BLEVT' THEN
