@@ -360,3 +360,60 @@ def test_two_workers_settling_at_once_through_rest_agree_on_the_earliest_settlem
     steps = owner.list_steps(invoice_id=invoice_id(1), limit=None)
     assert {(s.status, s.reason) for s in steps} == {("canceled", alert.resolution)}
     assert owner.get_invoice(invoice_id(1)).status == "paid"
+
+
+_IDS = st.sampled_from(["di_1QpL8HLkdIwHu7ixQ4rT", "di_1QpL8HLkdIwHu7ixZ9wX", "", "di_0"])
+_DISCOUNT = st.one_of(
+    _IDS,
+    st.fixed_dictionaries(
+        {"id": st.one_of(_IDS, st.none(), st.integers(0, 2))},
+        optional={"coupon": st.fixed_dictionaries({"percent_off": st.integers(1, 100)})},
+    ),
+    st.integers(0, 3),
+)
+_DISCOUNTS = st.one_of(st.lists(_DISCOUNT, max_size=4), _IDS, st.none())
+
+
+def _holder() -> Any:
+    return st.fixed_dictionaries({}, optional={"discounts": _DISCOUNTS, "plan": st.just("p")})
+
+
+_SUBSCRIPTIONS = st.fixed_dictionaries(
+    {"id": st.just("sub_1QpL7xLkdIwHu7ixWq3bN2Zs")},
+    optional={
+        "discounts": _DISCOUNTS,
+        "items": st.one_of(
+            st.fixed_dictionaries(
+                {"object": st.just("list")},
+                optional={"data": st.one_of(st.lists(st.one_of(_holder(), _IDS), max_size=3))},
+            ),
+            st.none(),
+        ),
+    },
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(event_shape=_SUBSCRIPTIONS, previous=_SUBSCRIPTIONS)
+def test_known_discounts_are_kept_as_the_domain_keeps_them(
+    postgrest: Any, supabase_store: Any, event_shape: dict[str, Any], previous: dict[str, Any]
+) -> None:
+    """billing_api_mirror_with_known_discounts, called directly on PostgreSQL, against
+    domain.mirror.with_known_discounts on subscriptions of every shape."""
+    import json
+
+    from cloudgreet_billing.domain.mirror import unexpanded_discount_ids, with_known_discounts
+
+    ((merged, lists_ids),) = postgrest.sql(
+        "SELECT billing_api_mirror_with_known_discounts(%s::jsonb, %s::jsonb), "
+        "billing_api_mirror_lists_discount_ids(%s::jsonb)",
+        (json.dumps(event_shape), json.dumps(previous), json.dumps(event_shape)),
+    )
+    assert merged == with_known_discounts(event_shape, previous)
+    if not unexpanded_discount_ids(event_shape):
+        # Read only when the event lists an id; then nothing would change anyway.
+        assert not lists_ids or merged == event_shape

@@ -1,4 +1,5 @@
-"""The sync suites' store-level tests (tests/sync: events, quarantine, event order), run
+"""The sync suites' store-level tests (tests/sync: events, quarantine, event order; and
+the discounts an event must not erase, tests/finance), run
 again with the Supabase store: every operation it has goes through REST
 (``test_mirror.ThroughRest``), so each batch of events is one call of
 ``billing_api_apply_event_plans``. What these tests read back through other areas
@@ -15,6 +16,10 @@ from typing import Any
 
 import pytest
 
+from tests.finance.test_mrr_discounts_mirror import (  # noqa: F401 (collected here)
+    test_a_discount_the_mirror_never_saw_is_reported_with_the_fix,
+    test_an_event_keeps_the_coupons_backfill_expanded,
+)
 from tests.supabase.test_mirror import owner, store  # noqa: F401 (fixtures)
 from tests.sync.test_event_order import (  # noqa: F401 (collected here)
     test_a_canceled_subscription_stays_canceled,
