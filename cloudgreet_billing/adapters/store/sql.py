@@ -22,6 +22,7 @@ from cloudgreet_billing.adapters.store.sql_drift import DriftSql
 from cloudgreet_billing.adapters.store.sql_dunning import DunningSql
 from cloudgreet_billing.adapters.store.sql_finance import FinanceSql
 from cloudgreet_billing.adapters.store.sql_quarantine import QuarantineSql
+from cloudgreet_billing.adapters.store.sql_recovery import RecoverySql
 
 
 class _RolledBack(Exception):
@@ -30,8 +31,9 @@ class _RolledBack(Exception):
 
 # Finance reads the mirror and the ledger, so it brings MirrorSql and LedgerSql; alerts,
 # actions and the mirror each write the audit log, so AuditSql comes with them; quarantine
-# applies events as the mirror does, so it brings MirrorSql.
-class SqlStore(FinanceSql, AlertsSql, DunningSql, ActionsSql, QuarantineSql, DriftSql):
+# applies events as the mirror does, so it brings MirrorSql; recovery reads what finance
+# streams, so it brings FinanceSql.
+class SqlStore(RecoverySql, FinanceSql, AlertsSql, DunningSql, ActionsSql, QuarantineSql, DriftSql):
     """Every store operation over a DB-API connection; see ``SqliteStore``, ``PostgresStore``."""
 
     # --- schema -------------------------------------------------------------
