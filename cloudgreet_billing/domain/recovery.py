@@ -23,8 +23,9 @@ So, per currency, failed = recovered + partially paid + open + exhausted + unrec
 - **recovery rate**: recovered amount / failed amount, a percentage computed exactly in
   integers and shown with four places, half up (as ``reconcile``'s variance).
 - **exempt**: invoices of customers on the exemption list, exempted before the invoice
-  was paid or settled (or while it is unpaid), are counted apart: dunning did not chase
-  them, so they would flatter or spoil the rate.
+  was paid or settled (or while it is unpaid), are counted apart (a row of their own in
+  each currency that has any): dunning did not chase them, so they would flatter or
+  spoil the rate. Breakdowns cover the invoices dunning chased.
 - **last touch**: what came last before the payment: a manual ``retry`` that paid the
   invoice; else the latest dunning step sent (``day 3 email``) or pay link resent at or
   before the payment; else ``before any message`` (Stripe's own retries, or the customer).
@@ -145,6 +146,11 @@ class FailedInvoice:
             return None
         # A failure reported after the payment (Stripe keeps them apart) took no time.
         return max(self.paid_at - self.first_failed_at, timedelta(0))
+
+
+def whole_seconds(span: timedelta | None) -> int | None:
+    """A span in whole seconds (rounded down), as JSON and CSV give times to recover."""
+    return None if span is None else span // timedelta(seconds=1)
 
 
 def exact_pct(part: int, whole: int) -> Decimal | None:
@@ -346,7 +352,8 @@ def recovery_report(invoices: Iterable[FailedInvoice], window: Window) -> Recove
     for currency in sorted(currencies):
         figures = currencies[currency]
         rows.append(_row(currency, "dunned", "all", figures.dunned))
-        rows.append(_row(currency, "exempt", "all", figures.exempt))
+        if figures.exempt.failed_invoices:
+            rows.append(_row(currency, "exempt", "all", figures.exempt))
         for label in sorted(figures.by_touch, key=_touch_order):
             rows.append(
                 _row(
