@@ -238,8 +238,8 @@ def report(
 
     Example: cloudgreet-billing dunning report --days 30 --json
     """
-    from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.cli.output import note
+    from cloudgreet_billing.clock import utcnow
     from cloudgreet_billing.services.recovery import build_recovery_report, recovery_window
 
     window = recovery_window(utcnow(), days)

@@ -174,7 +174,7 @@ def _recovery_lines(store: Store, window: Window) -> Iterator[str]:
     for row in build_recovery_report(store, window).rows:
         currency = row.currency
 
-        def amount(minor: int | None) -> tuple[str, str]:
+        def amount(minor: int | None, currency: str = currency) -> tuple[str, str]:
             return number_cell(minor), major_cell(minor, currency)
 
         yield line(

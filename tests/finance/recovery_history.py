@@ -12,20 +12,20 @@ advice codes (``billing_invoices``, schema 6) and exemptions
 
 The window is the 30 days before ``NOW`` (2026-10-25 12:00 to 2026-11-24 12:00 UTC).
 
-| invoice | currency, customer | history | counted as |
+| | currency, amount | history (days before NOW) | counted as |
 |---|---|---|---|
-| A | usd 129.00 | fails −10d (insufficient_funds); day 0 email, day 1 SMS sent; paid −8d | recovered after day 1 sms, 2d |
-| B | usd 49.00 | fails −5d (insufficient_funds); paid 2h later, no step sent yet | recovered before any message, 2h |
-| C | usd 200.00 | fails −20d (stolen_card); all three steps sent; escalated −16d | exhausted |
-| D | usd 100.00 | fails −15d (expired_card); voided −12d | unrecoverable |
-| E | usd 300.00, 50.00 paid | fails −3d (insufficient_funds, advice try_again_later) | 50.00 partially paid, 250.00 open |
-| F | usd 75.00 | fails −7d (processing_error); day 0 email sent; manual retry pays −6d | recovered by manual retry, 1d |
-| G | usd 99.00, exempt since −40d | fails −9d; paid −4d | exempt: recovered, 5d |
-| H | usd 50.00 | fails −40d, outside the window; paid −2d | not counted |
-| I | eur 80.00 | fails −12d (do_not_honor); day 0, 1, 3 sent; paid a day after day 3 | recovered after day 3 email, 4d |
-| J | eur 60.00, exempt since −1d | fails −6d | exempt: open |
-| K | eur 40.00 | fails −2d (no decline code) | open |
-| L | jpy ¥5,000 | fails −4d (insufficient_funds); link resent 10 min later; paid 30 min after failing | recovered after pay link resent, 30m |
+| A | usd 129.00 | fails −10 (insufficient_funds); day 0, 1 sent; paid −8 | day 1 sms, 2d |
+| B | usd 49.00 | fails −5 (insufficient_funds); paid 2h later, none sent | before any message |
+| C | usd 200.00 | fails −20 (stolen_card); all three steps sent; escalated −16 | exhausted |
+| D | usd 100.00 | fails −15 (expired_card); voided −12 | unrecoverable |
+| E | usd 300.00 | fails −3 (insufficient_funds, try_again_later); 50 paid | 50 paid, 250 open |
+| F | usd 75.00 | fails −7 (processing_error); day 0 sent; a retry pays −6 | manual retry, 1d |
+| G | usd 99.00 | exempt since −40; fails −9; paid −4 | exempt, recovered, 5d |
+| H | usd 50.00 | fails −40, before the window; paid −2 | not counted |
+| I | eur 80.00 | fails −12 (do_not_honor); day 0, 1, 3 sent; paid a day later | day 3 email, 4d |
+| J | eur 60.00 | exempt since −1; fails −6 | exempt, open |
+| K | eur 40.00 | fails −2 (no decline code) | open |
+| L | jpy ¥5,000 | fails −4 (insufficient_funds); link resent at 10m; paid at 30m | pay link, 30m |
 
 Hand-computed, usd (not exempt: A–F): failed 6 invoices, $853.00; recovered A, B, F =
 $253.00, a rate of 253/853 = 29.6600%; partially paid $50.00; open $250.00; exhausted
@@ -115,7 +115,9 @@ class History:
     def _event(self, kind: str, obj: dict[str, Any], at: datetime) -> None:
         self.serial += 1
         event_id = _ids("evt_", f"{self.serial:02d}", 24)
-        report = apply_events(self.store, [event(event_id, kind, obj, unix(at))], source="file", now=at)
+        report = apply_events(
+            self.store, [event(event_id, kind, obj, unix(at))], source="file", now=at
+        )
         assert report.events_failed == 0, report.failures
 
     def fail(
@@ -130,7 +132,12 @@ class History:
         amount_paid: int = 0,
     ) -> None:
         obj = _invoice(
-            letter, currency=currency, amount=amount, status="open", failed_at=at, amount_paid=amount_paid
+            letter,
+            currency=currency,
+            amount=amount,
+            status="open",
+            failed_at=at,
+            amount_paid=amount_paid,
         )
         self._event("invoice.payment_failed", obj, at)
         # Filled from the failed payment by the decline capture; here as the row holds it.

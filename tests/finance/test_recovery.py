@@ -21,28 +21,64 @@ DAY = 86_400
 HOUR = 3_600
 AN_HOUR = timedelta(hours=1)
 
-#: (currency, scope, breakdown, touch, decline class, decline code, failed invoices, failed,
-#: recovered invoices, recovered, rate %, share %, partially paid, open, exhausted,
-#: unrecoverable, median s, p90 s): the sums in the history's docstring.
+
+def total(currency, scope, failed, recovered, rate, rest, times):
+    """An ``all`` row: (invoices, amount) failed and recovered, the rate, (partially paid,
+    open, exhausted, unrecoverable), (median, p90) in seconds."""
+    key = (currency, scope, "all", None, None, None)
+    return (*key, *failed, *recovered, rate, None, *rest, *times)
+
+
+def touch(currency, label, recovered, share, times):
+    """A ``touch`` row: only the recovered figures and their share apply."""
+    key = (currency, "dunned", "touch", label, None, None)
+    return (*key, None, None, *recovered, None, share, None, None, None, None, *times)
+
+
+def decline(currency, kind, code, failed, recovered, rate, rest, times):
+    """A ``decline`` row, with the figures of an ``all`` row."""
+    key = (currency, "dunned", "decline", None, kind, code)
+    return (*key, *failed, *recovered, rate, None, *rest, *times)
+
+
+NO_TIME = (None, None)
+#: The sums in the history's docstring, row by row.
 EXPECTED = [
-    ("eur", "dunned", "all", None, None, None, 2, 12000, 1, 8000, 66.6667, None, 0, 4000, 0, 0, 4 * DAY, 4 * DAY),
-    ("eur", "exempt", "all", None, None, None, 1, 6000, 0, 0, 0.0, None, 0, 6000, 0, 0, None, None),
-    ("eur", "dunned", "touch", "day 3 email", None, None, None, None, 1, 8000, None, 100.0, None, None, None, None, 4 * DAY, 4 * DAY),
-    ("eur", "dunned", "decline", None, "soft", "do_not_honor", 1, 8000, 1, 8000, 100.0, None, 0, 0, 0, 0, 4 * DAY, 4 * DAY),
-    ("eur", "dunned", "decline", None, "unknown", "none", 1, 4000, 0, 0, 0.0, None, 0, 4000, 0, 0, None, None),
-    ("jpy", "dunned", "all", None, None, None, 1, 5000, 1, 5000, 100.0, None, 0, 0, 0, 0, 1800, 1800),
-    ("jpy", "dunned", "touch", "pay link resent", None, None, None, None, 1, 5000, None, 100.0, None, None, None, None, 1800, 1800),
-    ("jpy", "dunned", "decline", None, "soft", "insufficient_funds", 1, 5000, 1, 5000, 100.0, None, 0, 0, 0, 0, 1800, 1800),
-    ("usd", "dunned", "all", None, None, None, 6, 85300, 3, 25300, 29.66, None, 5000, 25000, 20000, 10000, DAY, 2 * DAY),
-    ("usd", "exempt", "all", None, None, None, 1, 9900, 1, 9900, 100.0, None, 0, 0, 0, 0, 5 * DAY, 5 * DAY),
-    ("usd", "dunned", "touch", "before any message", None, None, None, None, 1, 4900, None, 19.3676, None, None, None, None, 2 * HOUR, 2 * HOUR),
-    ("usd", "dunned", "touch", "day 1 sms", None, None, None, None, 1, 12900, None, 50.9881, None, None, None, None, 2 * DAY, 2 * DAY),
-    ("usd", "dunned", "touch", "manual retry", None, None, None, None, 1, 7500, None, 29.6443, None, None, None, None, DAY, DAY),
-    ("usd", "dunned", "decline", None, "hard", "expired_card", 1, 10000, 0, 0, 0.0, None, 0, 0, 0, 10000, None, None),
-    ("usd", "dunned", "decline", None, "hard", "stolen_card", 1, 20000, 0, 0, 0.0, None, 0, 0, 20000, 0, None, None),
-    ("usd", "dunned", "decline", None, "soft", "insufficient_funds", 3, 47800, 2, 17800, 37.2385, None, 5000, 25000, 0, 0, 2 * HOUR, 2 * DAY),
-    ("usd", "dunned", "decline", None, "soft", "processing_error", 1, 7500, 1, 7500, 100.0, None, 0, 0, 0, 0, DAY, DAY),
-]  # fmt: skip
+    total("eur", "dunned", (2, 12000), (1, 8000), 66.6667, (0, 4000, 0, 0), (4 * DAY, 4 * DAY)),
+    total("eur", "exempt", (1, 6000), (0, 0), 0.0, (0, 6000, 0, 0), NO_TIME),
+    touch("eur", "day 3 email", (1, 8000), 100.0, (4 * DAY, 4 * DAY)),
+    decline(
+        "eur", "soft", "do_not_honor", (1, 8000), (1, 8000), 100.0, (0, 0, 0, 0), (4 * DAY, 4 * DAY)
+    ),
+    decline("eur", "unknown", "none", (1, 4000), (0, 0), 0.0, (0, 4000, 0, 0), NO_TIME),
+    total("jpy", "dunned", (1, 5000), (1, 5000), 100.0, (0, 0, 0, 0), (1800, 1800)),
+    touch("jpy", "pay link resent", (1, 5000), 100.0, (1800, 1800)),
+    decline(
+        "jpy", "soft", "insufficient_funds", (1, 5000), (1, 5000), 100.0, (0, 0, 0, 0), (1800, 1800)
+    ),
+    total(
+        "usd", "dunned", (6, 85300), (3, 25300), 29.66, (5000, 25000, 20000, 10000), (DAY, 2 * DAY)
+    ),
+    total("usd", "exempt", (1, 9900), (1, 9900), 100.0, (0, 0, 0, 0), (5 * DAY, 5 * DAY)),
+    touch("usd", "before any message", (1, 4900), 19.3676, (2 * HOUR, 2 * HOUR)),
+    touch("usd", "day 1 sms", (1, 12900), 50.9881, (2 * DAY, 2 * DAY)),
+    touch("usd", "manual retry", (1, 7500), 29.6443, (DAY, DAY)),
+    decline("usd", "hard", "expired_card", (1, 10000), (0, 0), 0.0, (0, 0, 0, 10000), NO_TIME),
+    decline("usd", "hard", "stolen_card", (1, 20000), (0, 0), 0.0, (0, 0, 20000, 0), NO_TIME),
+    decline(
+        "usd",
+        "soft",
+        "insufficient_funds",
+        (3, 47800),
+        (2, 17800),
+        37.2385,
+        (5000, 25000, 0, 0),
+        (2 * HOUR, 2 * DAY),
+    ),
+    decline(
+        "usd", "soft", "processing_error", (1, 7500), (1, 7500), 100.0, (0, 0, 0, 0), (DAY, DAY)
+    ),
+]
 
 FIELDS = (
     "currency",
@@ -154,7 +190,10 @@ def test_dunning_report_for_a_pipe_prints_whole_rows(store):
         "median",
         "p90",
     ]
-    assert "usd\tdunned\t$853.00\t6\t$253.00\t3\t29.66%\t$50.00\t$250.00\t$200.00\t$100.00\t1d\t2d" in lines
+    assert (
+        "usd\tdunned\t$853.00\t6\t$253.00\t3\t29.66%\t$50.00\t$250.00\t$200.00\t$100.00\t1d\t2d"
+        in lines
+    )
     assert "jpy\tdunned\t¥5,000\t1\t¥5,000\t1\t100.00%\t¥0\t¥0\t¥0\t¥0\t30m\t30m" in lines
     assert "usd\tbefore any message\t$49.00\t1\t19.37%\t2h" in lines
     assert "usd\tsoft\tinsufficient_funds\t$478.00\t3\t$178.00\t2\t37.24%" in lines

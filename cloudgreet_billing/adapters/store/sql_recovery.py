@@ -96,9 +96,7 @@ class RecoverySql(FinanceSql):
         from cloudgreet_billing.domain.recovery import Touch
 
         marks = ", ".join("?" for _ in invoice_ids)
-        rows = self._execute(
-            _TOUCHES.format(ids=marks), (*invoice_ids, *invoice_ids)
-        ).fetchall()
+        rows = self._execute(_TOUCHES.format(ids=marks), (*invoice_ids, *invoice_ids)).fetchall()
         touches: dict[str, list[Touch]] = {}
         for invoice_id, kind, day, channel, at in rows:
             touches.setdefault(invoice_id, []).append(
