@@ -365,8 +365,9 @@ def recovery_report(invoices: Iterable[FailedInvoice], window: Window) -> Recove
                     recovered_in_scope=figures.dunned.recovered_amount,
                 )
             )
-        for decline in sorted(figures.by_decline, key=lambda key: (_DECLINE_ORDER[key[0]], key[1])):
-            rows.append(
-                _row(currency, "dunned", "decline", figures.by_decline[decline], decline=decline)
-            )
+        for kind_and_code in sorted(
+            figures.by_decline, key=lambda key: (_DECLINE_ORDER[key[0]], key[1])
+        ):
+            tally = figures.by_decline[kind_and_code]
+            rows.append(_row(currency, "dunned", "decline", tally, decline=kind_and_code))
     return RecoveryReport(window=window, rows=tuple(rows))
