@@ -307,3 +307,37 @@ def test_a_decline_code_is_never_a_formula_in_the_export(store):
     assert decline["decline_code"] == '\'=HYPERLINK("x")'
     assert decline["currency"] == "eur"
     assert CUSTOMERS["K"] not in result.stdout  # figures, not customers
+
+
+def test_touches_stay_with_their_invoices_across_pages(store):
+    # More failed invoices than one page of touch lookups (IDS_PER_QUERY): each page's
+    # touches must come back on that page's invoices, and every invoice exactly once.
+    from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft
+    from cloudgreet_billing.adapters.store.sql_finance import IDS_PER_QUERY
+    from cloudgreet_billing.services.sync import apply_events
+    from tests.finance.factories import unix
+    from tests.sync.conftest import event, full_invoice
+
+    count = IDS_PER_QUERY + 3
+    failed_at = NOW - timedelta(days=2)
+    ids = [f"in_1QpL8HLkdIwHu7ix{serial:06d}" for serial in range(count)]
+    events = [
+        event(
+            f"evt_1QpL8HLkdIwHu7ix{serial:06d}",
+            "invoice.payment_failed",
+            full_invoice(invoice_id, created=unix(failed_at) - 3600),
+            unix(failed_at),
+        )
+        for serial, invoice_id in enumerate(ids)
+    ]
+    assert apply_events(store, events, source="file", now=NOW).events_failed == 0
+    last = ids[-1]  # on the second page
+    store.append_audit(
+        AuditDraft(actor="tester@ci", action="resend-link", target=last, outcome="sent"),
+        failed_at + AN_HOUR,
+    )
+    read = list(store.failed_invoices(recovery_window(NOW)))
+    assert [invoice.id for invoice in read] == sorted(ids)
+    touched = {invoice.id: invoice.touches for invoice in read if invoice.touches}
+    assert list(touched) == [last]
+    assert [touch.label for touch in touched[last]] == ["pay link resent"]
