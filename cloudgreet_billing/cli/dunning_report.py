@@ -126,12 +126,12 @@ def _print_report(report: RecoveryReport, days: int | None, console: Console) ->
             Column("recovered", "money"),
             Column("paid", "number"),
             Column("rate", "number"),
-            Column("partially paid", "money", drop=2),
+            Column("partially paid", "money", drop=1),
             Column("open", "money"),
             Column("exhausted", "money"),
             Column("unrecoverable", "money"),
-            Column("median", "number", drop=1),
-            Column("p90", "number", drop=1),
+            Column("median", "number", drop=2),
+            Column("p90", "number", drop=2),
         ],
         [
             [
