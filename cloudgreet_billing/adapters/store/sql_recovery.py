@@ -1,9 +1,10 @@
 """The recovery figures' reads, shared by SQLite and PostgreSQL.
 
-One streamed query reads the window's failed invoices with their settlement, escalation
-and exemption; their touches are read a page of invoices at a time (by id, from the
-indexes on ``billing_dunning_events`` and ``billing_audit_log``), so memory stays flat
-however long the window. The figures themselves are ``domain.recovery``'s.
+The window's failed invoices are read a page at a time by key (``id > last id``, never an
+offset, as the Supabase API functions of schema 7 page), each with its settlement,
+escalation and exemption, and then that page's touches (by id, from the indexes on
+``billing_dunning_events`` and ``billing_audit_log``), so memory stays flat however long
+the window. The figures themselves are ``domain.recovery``'s.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ _FAILED_INVOICES: Final = (
     "e.created_at, i.last_decline_code, i.last_advice_code "
     "FROM billing_invoices i "
     "LEFT JOIN billing_dunning_exemptions e ON e.customer_id = i.customer_id "
-    "WHERE i.first_failed_at >= ? AND i.first_failed_at < ? ORDER BY i.id"
+    "WHERE i.first_failed_at >= ? AND i.first_failed_at < ? AND i.id > ? "
+    "ORDER BY i.id LIMIT ?"
 )
 # The touches: steps sent (a ``mark-sent`` step too: someone sent it by hand), links
 # resent by ``resend-link``, and a ``retry`` that paid (audited on the invoice's id).
@@ -53,16 +55,25 @@ class RecoverySql(FinanceSql):
     """SQL for this area, shared by SQLite and PostgreSQL."""
 
     def failed_invoices(self, window: Window) -> Iterator[FailedInvoice]:
-        page: list[Sequence[Any]] = []
-        for row in self._stream(
-            _FAILED_INVOICES, (_PAID_RESOLUTION, _PAID_RESOLUTION, window.start, window.end)
-        ):
-            page.append(row)
-            if len(page) >= IDS_PER_QUERY:
-                yield from self._failed_page(page)
-                page = []
-        if page:
+        after = ""  # every invoice id sorts after the empty string
+        while True:
+            page = self._execute(
+                _FAILED_INVOICES,
+                (
+                    _PAID_RESOLUTION,
+                    _PAID_RESOLUTION,
+                    window.start,
+                    window.end,
+                    after,
+                    IDS_PER_QUERY,
+                ),
+            ).fetchall()
+            if not page:
+                return
             yield from self._failed_page(page)
+            if len(page) < IDS_PER_QUERY:
+                return
+            after = page[-1][0]
 
     def _failed_page(self, page: Sequence[Sequence[Any]]) -> list[FailedInvoice]:
         from cloudgreet_billing.domain.recovery import FailedInvoice
