@@ -7,9 +7,9 @@ The README's "Recovery figures" section is the user's copy of the definitions:
 - **failed**: invoices whose first failed payment (``first_failed_at``) lies in the
   window ``[start, end)``; the failed amount is their ``amount_due``.
 - **recovered**: a failed invoice paid in full (status ``paid``) before the window's end;
-  its recovered amount is its ``amount_due``. The payment time is the settling payment
-  event's time (``settled_at``), or Stripe's ``status_transitions.paid_at`` when no
-  settling payment event was seen (a backfill, a manual retry's read-back).
+  its recovered amount is its ``amount_due``. The payment time is the earliest event that
+  showed it paid (``settled_at``), or Stripe's ``status_transitions.paid_at`` when no
+  event settled it as paid (a backfill, a write-off collected later).
 - **partially paid**: ``amount_paid`` of failed invoices not paid in full (Stripe applied
   a customer balance or a partial payment); the rest is open, exhausted or unrecoverable.
 - **unrecoverable**: voided or marked uncollectible (settled) before the window's end:
