@@ -12,7 +12,7 @@ import pytest
 
 from cloudgreet_billing.services.recovery import recovery_window
 from tests.cli.helpers import data, error, run
-from tests.finance.factories import NOW
+from tests.finance.factories import NOW, unix
 from tests.finance.recovery_history import CUSTOMERS, INVOICES, History, apply_history
 
 pytestmark = pytest.mark.usefixtures("frozen")
@@ -20,6 +20,7 @@ pytestmark = pytest.mark.usefixtures("frozen")
 DAY = 86_400
 HOUR = 3_600
 AN_HOUR = timedelta(hours=1)
+AN_DAY = timedelta(days=1)
 
 
 def total(currency, scope, failed, recovered, rate, rest, times):
@@ -341,3 +342,27 @@ def test_touches_stay_with_their_invoices_across_pages(store):
     touched = {invoice.id: invoice.touches for invoice in read if invoice.touches}
     assert list(touched) == [last]
     assert [touch.label for touch in touched[last]] == ["pay link resent"]
+
+
+def test_a_write_off_collected_later_is_recovered_when_stripe_says_it_was_paid(store):
+    # Stripe can still collect an uncollectible invoice. The earliest settlement stays the
+    # write-off (the mirror never reopens), so the payment time comes from the invoice.
+    from tests.finance.recovery_history import _invoice
+
+    history = History(store)
+    failed_at = NOW - timedelta(days=9)
+    history.fail("D", "usd", 10000, failed_at, decline="insufficient_funds")
+    written_off = _invoice("D", currency="usd", amount=10000, status="open", failed_at=failed_at)
+    written_off["status"] = "uncollectible"
+    written_off["status_transitions"]["marked_uncollectible_at"] = unix(NOW - 5 * AN_DAY)
+    history._event("invoice.marked_uncollectible", written_off, NOW - 5 * AN_DAY)
+    before = data(run("dunning", "report", "--json"))["rows"][0]
+    assert (before["unrecoverable_amount"], before["recovered_amount"]) == (10000, 0)
+
+    history.pay("D", NOW - 2 * AN_DAY)
+    (invoice,) = store.failed_invoices(recovery_window(NOW))
+    assert (invoice.status, invoice.settled_at) == ("paid", NOW - 5 * AN_DAY)
+    assert invoice.paid_at == NOW - 2 * AN_DAY
+    after = data(run("dunning", "report", "--json"))["rows"][0]
+    assert (after["unrecoverable_amount"], after["recovered_amount"]) == (0, 10000)
+    assert after["median_time_to_recover_seconds"] == 7 * DAY
