@@ -82,7 +82,10 @@ class RecoverySql(FinanceSql):
         invoices = []
         for row in page:
             settled_at = self._optional_time(row[7])
-            paid_at = settled_at if row[8] else _paid_at(self._json_value(row[9]))
+            if row[8]:
+                paid_at = settled_at
+            else:
+                paid_at = None if row[9] is None else _paid_at(self._json_value(row[9]))
             invoices.append(
                 FailedInvoice(
                     id=row[0],
