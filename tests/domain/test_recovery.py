@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cloudgreet_billing.domain.reconciliation import Window
 from cloudgreet_billing.domain.recovery import (
@@ -165,3 +167,80 @@ def test_an_advice_code_decides_the_class_and_a_missing_code_is_shown_as_none():
         ("hard", "generic_decline"),
         ("unknown", "none"),
     ]
+
+
+_MOMENTS = st.integers(min_value=-40 * 24, max_value=10 * 24).map(lambda h: END + h * HOUR)
+
+
+@st.composite
+def failed_invoices(draw: st.DrawFn) -> FailedInvoice:
+    """Any invoice a mirror could hold, consistent or not in its times."""
+    amount_due = draw(st.integers(min_value=0, max_value=10**9))
+    status = draw(st.sampled_from(["open", "paid", "void", "uncollectible"]))
+    settled = draw(st.none() | _MOMENTS) if status != "open" else None
+    touches = draw(
+        st.lists(
+            st.builds(
+                Touch,
+                kind=st.sampled_from(["step", "pay_link", "manual_retry"]),
+                at=_MOMENTS,
+                day=st.sampled_from([0, 1, 3]),
+                channel=st.sampled_from(["email", "sms"]),
+            ),
+            max_size=4,
+        )
+    )
+    return FailedInvoice(
+        id="in_1QpL8HLkdIwHu7ixl4OzzPMv",
+        customer_id="cus_RiJ2m0yQbTgC4x",
+        currency=draw(st.sampled_from(["usd", "eur", "jpy"])),
+        status=status,
+        amount_due=amount_due,
+        amount_paid=amount_due
+        if status == "paid"
+        else draw(st.integers(min_value=0, max_value=amount_due)),
+        first_failed_at=draw(_MOMENTS),
+        settled_at=settled,
+        paid_at=draw(st.none() | _MOMENTS) if status == "paid" else None,
+        exhausted_at=draw(st.none() | _MOMENTS),
+        exempt_since=draw(st.none() | _MOMENTS),
+        decline_code=draw(st.sampled_from([None, "stolen_card", "insufficient_funds", "new"])),
+        advice_code=draw(st.sampled_from([None, "do_not_try_again", "try_again_later"])),
+        touches=tuple(touches),
+    )
+
+
+@given(st.lists(failed_invoices(), max_size=30))
+def test_every_failed_amount_is_counted_once_per_currency(invoices):
+    report = recovery_report(invoices, WINDOW)
+    counted = [invoice for invoice in invoices if invoice.first_failed_at in WINDOW]
+    assert set(report.currencies) == {invoice.currency for invoice in counted}
+    for row in report.rows:
+        if row.breakdown == "touch":
+            continue
+        assert row.failed_amount == (
+            row.recovered_amount
+            + row.partially_paid_amount
+            + row.open_amount
+            + row.exhausted_amount
+            + row.unrecoverable_amount
+        )
+        assert row.failed_invoices == (
+            row.recovered_invoices
+            + row.open_invoices
+            + row.exhausted_invoices
+            + row.unrecoverable_invoices
+        )
+    for currency in report.currencies:
+        mine = [invoice for invoice in counted if invoice.currency == currency]
+        dunned = report.total(currency)
+        exempt = [row for row in report.rows if row.scope == "exempt" and row.currency == currency]
+        assert dunned.failed_amount + sum(row.failed_amount for row in exempt) == sum(
+            invoice.amount_due for invoice in mine
+        )
+        touches = [r for r in report.rows if r.currency == currency and r.breakdown == "touch"]
+        declines = [r for r in report.rows if r.currency == currency and r.breakdown == "decline"]
+        assert sum(row.recovered_amount for row in touches) == dunned.recovered_amount
+        assert sum(row.failed_amount or 0 for row in declines) == dunned.failed_amount
+        if dunned.median_time_to_recover is not None:
+            assert dunned.median_time_to_recover <= dunned.p90_time_to_recover
