@@ -5,10 +5,10 @@ Failures and payments arrive as Stripe events (``invoice.payment_failed``, ``inv
 timeline (day 0 email, day 1 SMS, day 3 email). Steps go out by ``mark_step_sent`` at the
 moment given, a manual retry settles through ``settle_paid_invoice`` with its audit line,
 as ``retry`` does, a resent link is its ``resend-link`` audit line, an escalation is
-``open_exhaustion_alert``. Two things are written straight into their rows, as the store
-holds them, because the code that fills them is built elsewhere: the last decline and
-advice codes (``billing_invoices``, schema 6) and exemptions
-(``billing_dunning_exemptions``).
+``open_exhaustion_alert``, an exemption is ``exempt_customer`` (``dunning exempt``). The
+last decline and advice codes (``billing_invoices``, schema 6) are written straight into
+the invoice's row, as the store holds them, because the code that fills them from the
+failed payment is built elsewhere.
 
 The window is the 30 days before ``NOW`` (2026-10-25 12:00 to 2026-11-24 12:00 UTC).
 
@@ -204,13 +204,11 @@ class History:
         assert self.store.open_exhaustion_alert(candidate, {"completed": 3}, at) is not None
 
     def exempt(self, letter: str, at: datetime) -> None:
-        # Written by ``dunning exempt`` (built elsewhere); here as the row holds it.
-        with self.store._transaction():
-            self.store._execute(
-                "INSERT INTO billing_dunning_exemptions (customer_id, reason, actor, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                (CUSTOMERS[letter], "payment plan agreed", "finance@cloudgreet", at),
-            )
+        """``dunning exempt``'s store operation."""
+        outcome = self.store.exempt_customer(
+            CUSTOMERS[letter], reason="payment plan agreed", actor="finance@cloudgreet", now=at
+        )
+        assert outcome.created
 
 
 def apply_history(store: Any) -> None:
