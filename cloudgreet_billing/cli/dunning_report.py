@@ -2,8 +2,8 @@
 
 Registered on the ``dunning`` group (``cli/__init__.py`` loads the group from here), in a
 module of its own so that the group's other commands and this report change apart. The
-dashboard's recovery line and the recovery export share its shapes (``recovery_json``,
-``recovery_line``).
+dashboard's recovery line and field use its shapes (``recovery_line``, ``row_json``); the
+recovery export writes the same rows as CSV (``services.export``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from cloudgreet_billing.domain.recovery import RecoveryReport, RecoveryRow
 
-__all__ = ["app", "duration", "recovery_json", "recovery_line", "row_json"]
+__all__ = ["app", "duration", "pct_text", "recovery_json", "recovery_line", "row_json"]
 
 
 def duration(span: timedelta | None) -> str:
