@@ -1857,6 +1857,10 @@ $$;
 
 -- ==== end section: ledger, finance, audit ====
 
+-- ==== section: exemptions, recovery (adapters/store/supabase/recovery.py) ====
+
+-- ==== end section: exemptions, recovery ====
+
 -- Only service_role may call the API: revoke EXECUTE on every billing_api_ function from
 -- PUBLIC and the API roles, then grant it to service_role (when the roles exist; a plain
 -- PostgreSQL has none of them).
