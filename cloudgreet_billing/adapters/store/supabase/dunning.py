@@ -1,6 +1,7 @@
-"""The alerts and dunning areas of the Supabase store (AlertsOps, DunningOps, and the
-dunning exemptions' ExemptionsOps), over the functions of 0007_supabase_api.sql's section
-"alerts, dunning".
+"""The alerts and dunning areas of the Supabase store (AlertsOps, DunningOps), over the
+functions of 0007_supabase_api.sql's section "alerts, dunning". A claim reads its steps'
+exemptions and a confirmation refuses exempt customers, as ``sql_dunning.py`` does;
+exempting and unexempting (ExemptionsOps) are the "exemptions, recovery" area's.
 
 Every write is one function call, so one transaction, with its audit rows inside it, as
 ``sql_alerts.py`` and ``sql_dunning.py`` write them. ``claim_due_steps`` is one call that
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
         StepDraft,
         StepOutcome,
     )
-    from cloudgreet_billing.domain.exemptions import Exemption, ExemptOutcome
+    from cloudgreet_billing.domain.exemptions import Exemption
 
 Row = dict[str, Any]
 
@@ -65,6 +66,18 @@ def _optional_int(value: Any) -> int | None:
 def _texts(values: Sequence[str] | None) -> list[str] | None:
     """A filter of values as the functions take it: a JSON array, or null for "any"."""
     return None if values is None else list(values)
+
+
+def _exemption(row: Row) -> Exemption:
+    """A ``billing_dunning_exemptions`` row (``to_jsonb``), as a claim carries it."""
+    from cloudgreet_billing.domain.exemptions import Exemption
+
+    return Exemption(
+        customer_id=row["customer_id"],
+        reason=row["reason"],
+        actor=row["actor"],
+        created_at=_time(row["created_at"]),
+    )
 
 
 def _by_time_and_id(column: str) -> Callable[[Row], Any]:
@@ -367,7 +380,7 @@ class SupabaseDunning(SupabaseBase):
             invoice=self._facts(step.invoice_id, step.customer_id, row["facts"]),
             superseded=latest_due is not None and step.day < int(latest_due),
             channels=frozenset(channels) if channels else frozenset({step.channel}),
-            exemption=None if exemption is None else self._exemption(exemption),
+            exemption=None if exemption is None else _exemption(exemption),
         )
 
     # --- dunning: scheduling ------------------------------------------------------------
@@ -675,62 +688,3 @@ class SupabaseDunning(SupabaseBase):
             "billing_api_update_alert_details",
             {"p_alert_id": alert_id, "p_details": dict(details), "p_now": iso(now)},
         )
-
-    # --- dunning exemptions -------------------------------------------------------------
-    @staticmethod
-    def _exemption(row: Row) -> Exemption:
-        from cloudgreet_billing.domain.exemptions import Exemption
-
-        return Exemption(
-            customer_id=row["customer_id"],
-            reason=row["reason"],
-            actor=row["actor"],
-            created_at=_time(row["created_at"]),
-        )
-
-    def exempt_customer(
-        self, customer_id: str, *, reason: str, actor: str, now: datetime
-    ) -> ExemptOutcome:
-        from cloudgreet_billing.domain.exemptions import ExemptOutcome
-
-        outcome = self._api.rpc(
-            "billing_api_exempt_customer",
-            {"p_customer_id": customer_id, "p_reason": reason, "p_actor": actor, "p_now": iso(now)},
-        )
-        return ExemptOutcome(
-            self._exemption(outcome["exemption"]), created=bool(outcome["created"])
-        )
-
-    def unexempt_customer(self, customer_id: str, *, actor: str, now: datetime) -> Exemption | None:
-        ended = self._api.rpc(
-            "billing_api_unexempt_customer",
-            {"p_customer_id": customer_id, "p_actor": actor, "p_now": iso(now)},
-        )
-        return None if ended is None else self._exemption(ended)
-
-    def get_exemption(self, customer_id: str) -> Exemption | None:
-        found = self._api.rpc("billing_api_get_exemption", {"p_customer_id": customer_id})
-        return None if found is None else self._exemption(found)
-
-    def list_exemptions(
-        self, *, customer_ids: Sequence[str] | None = None, limit: int | None = None
-    ) -> list[Exemption]:
-        def key(row: Row) -> Any:
-            return {"created_at": row["created_at"], "customer_id": row["customer_id"]}
-
-        if customer_ids is None:
-            rows = self._paged("billing_api_list_exemptions", {"p_customer_ids": None}, key, limit)
-            return [self._exemption(row) for row in rows]
-        found: list[Exemption] = []
-        unique = sorted(set(customer_ids))
-        for start in range(0, len(unique), ID_BATCH):
-            batch = {"p_customer_ids": unique[start : start + ID_BATCH]}
-            found.extend(
-                self._exemption(row)
-                for row in self._paged("billing_api_list_exemptions", batch, key)
-            )
-        found.sort(key=lambda exemption: (exemption.created_at, exemption.customer_id))
-        return found if limit is None else found[:limit]
-
-    def count_exemptions(self) -> int:
-        return int(self._api.rpc("billing_api_count_exemptions"))
