@@ -239,7 +239,7 @@ BEGIN
         END IF;
         RAISE EXCEPTION 'ledger import % is not staging: idle for over an hour, it was cleaned up',
             p_import_id
-            USING ERRCODE = 'P0002', HINT = 'run the import again';
+            USING ERRCODE = 'P0001', HINT = 'run the import again';
     END IF;
     INSERT INTO billing_ledger_import_rows (import_id, seq, customer_id, kind, amount,
         currency, occurred_at, invoice_id, description, external_id)
@@ -281,7 +281,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'ledger import % is not staging: idle for over an hour, it was cleaned up',
             p_import_id
-            USING ERRCODE = 'P0002', HINT = 'run the import again';
+            USING ERRCODE = 'P0001', HINT = 'run the import again';
     END IF;
     IF staging.status <> 'staging' THEN
         RETURN staging.result;
@@ -291,7 +291,7 @@ BEGIN
     IF staged <> p_rows OR last_seq <> p_rows THEN
         RAISE EXCEPTION 'ledger import % holds % staged rows, not the % sent', p_import_id,
             staged, p_rows
-            USING ERRCODE = 'P0003', HINT = 'run the import again';
+            USING ERRCODE = 'P0001', HINT = 'run the import again';
     END IF;
     BEGIN
         SELECT coalesce(max(id), 0) INTO last_id_before FROM billing_usage_ledger;
@@ -304,14 +304,24 @@ BEGIN
         GET DIAGNOSTICS inserted = ROW_COUNT;
         IF inserted < staged THEN
             -- After the insert, so that an entry another session committed meanwhile (which
-            -- ON CONFLICT waited for and skipped) is judged too. An entry with an id past
-            -- last_id_before created at p_now came from this import's own earlier row.
+            -- ON CONFLICT waited for and skipped) is judged too. The earlier version is the
+            -- import's own first row of that external_id when the entry came from this
+            -- insert (an id past last_id_before, created at p_now) and that row holds the
+            -- entry's facts; else the recorded entry. (PostgresStore asks only the first
+            -- two, so it names a row when a rival import with the same now won the race.)
             SELECT coalesce(jsonb_agg(jsonb_build_object(
                     'given_row', c.seq,
                     'entry_id', c.entry_id,
                     'recorded_row', CASE WHEN c.from_import THEN (
                         SELECT min(s.seq) FROM billing_ledger_import_rows s
-                        WHERE s.import_id = p_import_id AND s.external_id = c.external_id)
+                        WHERE s.import_id = p_import_id AND s.external_id = c.external_id
+                          AND s.seq < c.seq
+                          AND s.customer_id = (c.recorded->>'customer_id')
+                          AND s.kind = (c.recorded->>'kind')
+                          AND s.amount = (c.recorded->>'amount')::bigint
+                          AND s.currency = (c.recorded->>'currency')
+                          AND s.occurred_at = (c.recorded->>'occurred_at')::timestamptz
+                          AND s.invoice_id IS NOT DISTINCT FROM (c.recorded->>'invoice_id'))
                     END,
                     'external_id', c.external_id,
                     'recorded', c.recorded,
