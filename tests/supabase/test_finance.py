@@ -102,9 +102,7 @@ def test_an_import_larger_than_one_request_is_staged_then_committed_by_one_call(
     assert staged_rows(postgrest) == 0
     entries = supabase_store.list_ledger(LedgerQuery(limit=1_000))
     # Each row is a minute earlier than the one before it: newest first is the file's order.
-    assert [e.external_id for e in entries] == [
-        f"bk_2026_11_{n:05d}" for n in range(230)
-    ]
+    assert [e.external_id for e in entries] == [f"bk_2026_11_{n:05d}" for n in range(230)]
     assert {e.created_at for e in entries} == {NOW}
 
 
@@ -265,8 +263,13 @@ def test_an_abandoned_staging_is_cleaned_up_by_the_next_import(supabase_store, p
     for import_id in (abandoned, recent):
         supabase_store._api.rpc(
             "billing_api_ledger_import_stage",
-            {"p_import_id": import_id, "p_first_seq": 1, "p_rows": [[CUSTOMER, "booking_fee",
-             100, "usd", NOW.isoformat(), None, None, None]]},
+            {
+                "p_import_id": import_id,
+                "p_first_seq": 1,
+                "p_rows": [
+                    [CUSTOMER, "booking_fee", 100, "usd", NOW.isoformat(), None, None, None]
+                ],
+            },
         )
     # The process staging `abandoned` died two hours ago; `recent` is still being read.
     postgrest.sql(
@@ -315,8 +318,9 @@ def test_two_sessions_committing_one_external_id_race_and_the_second_is_refused(
         def second() -> None:
             with psycopg.connect(postgrest.database_url, autocommit=True) as conn:
                 verdicts.append(
-                    conn.execute(call, (uuid.uuid4(), psycopg.types.json.Jsonb(rival), NOW))
-                    .fetchone()[0]  # type: ignore[index]
+                    conn.execute(
+                        call, (uuid.uuid4(), psycopg.types.json.Jsonb(rival), NOW)
+                    ).fetchone()[0]  # type: ignore[index]
                 )
 
         racing = threading.Thread(target=second)
@@ -383,14 +387,14 @@ def test_exports_larger_than_the_cap_lose_nothing(supabase_store, owner_store, p
     steps = list(supabase_store.stream_dunning(window))
     assert steps == list(owner_store.stream_dunning(window))
     assert len(steps) == 130
-    counts = {name: supabase_store.export_row_count(name, window) for name in
-              ("ledger", "alerts", "dunning", "reconciliation")}
+    counts = {
+        name: supabase_store.export_row_count(name, window)
+        for name in ("ledger", "alerts", "dunning", "reconciliation")
+    }
     assert counts == {"ledger": 2_345, "alerts": 120, "dunning": 130, "reconciliation": None}
 
 
-def test_the_ledger_export_is_the_ledger_as_it_was_when_it_started(
-    supabase_store, monkeypatch
-):
+def test_the_ledger_export_is_the_ledger_as_it_was_when_it_started(supabase_store, monkeypatch):
     monkeypatch.setattr(finance, "EXPORT_PAGE_ROWS", 2)
     for n in range(6):
         supabase_store.record_ledger_entry(draft(n, occurred_at=NOW - timedelta(hours=6 - n)), NOW)

@@ -373,9 +373,7 @@ class SupabaseFinance(SupabaseBase):
 
     # --- finance: dashboard -----------------------------------------------------------
     def ledger_kind_totals(self, window: Window, kind: str) -> dict[str, int]:
-        rows = self._api.rpc(
-            "billing_api_ledger_kind_totals", {**_window(window), "p_kind": kind}
-        )
+        rows = self._api.rpc("billing_api_ledger_kind_totals", {**_window(window), "p_kind": kind})
         return {currency: int(total) for currency, total in rows}
 
     def open_alert_counts(self) -> dict[str, int]:
@@ -430,9 +428,7 @@ class SupabaseFinance(SupabaseBase):
             if not rows:
                 return
             yield from map(_entry, rows)
-            after = _key("occurred_at", "customer_id", "currency", "amount", "kind", "id")(
-                rows[-1]
-            )
+            after = _key("occurred_at", "customer_id", "currency", "amount", "kind", "id")(rows[-1])
 
     def ledger_csv_chunks(self, window: Window) -> Iterator[tuple[str, int]]:
         """The lines are built by the database (``billing_api_ledger_csv_page``), one page
