@@ -396,6 +396,29 @@ BEGIN
 END
 $$;
 
+-- Where an import stands, for a caller whose commit got no answer (a timeout, a dropped
+-- connection, a gateway error): {"status", "result": the verdict once there is one,
+-- "committing": whether a commit holds the import now}. A running commit holds the
+-- import's row lock, which SKIP LOCKED finds without waiting for it. VOLATILE: FOR UPDATE
+-- needs a read-write transaction.
+CREATE OR REPLACE FUNCTION billing_api_ledger_import_state(p_import_id uuid) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+    found_status text;
+    found_result jsonb;
+BEGIN
+    SELECT status, result INTO found_status, found_result
+    FROM billing_ledger_imports WHERE import_id = p_import_id;
+    IF found_status IS NULL OR found_status <> 'staging' THEN
+        RETURN jsonb_build_object('status', found_status, 'result', found_result,
+            'committing', false);
+    END IF;
+    PERFORM 1 FROM billing_ledger_imports WHERE import_id = p_import_id
+    FOR UPDATE SKIP LOCKED;
+    RETURN jsonb_build_object('status', found_status, 'result', NULL, 'committing', NOT FOUND);
+END
+$$;
+
 -- An import given up by its caller (its rows failed to read): its staging goes at once.
 CREATE OR REPLACE FUNCTION billing_api_ledger_import_discard(p_import_id uuid) RETURNS void
 LANGUAGE sql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$

@@ -40,6 +40,7 @@ INVOICE = "in_1QpL8HLkdIwHu7ixl4OzzPMv"
 STAGE = "^/rpc/billing_api_ledger_import_stage$"
 COMMIT = "^/rpc/billing_api_ledger_import_commit$"
 ONE_CALL = "^/rpc/billing_api_import_ledger$"
+STATE = "^/rpc/billing_api_ledger_import_state$"
 #: Rows per staging request in these tests, so that 230 rows take five.
 STAGE_ROWS = 50
 
@@ -159,16 +160,55 @@ def test_an_import_whose_last_row_the_database_refuses_leaves_nothing(supabase_s
 
 
 @pytest.mark.usefixtures("small_stages")
-def test_a_commit_whose_answer_is_lost_is_sent_again_and_records_once(
-    supabase_store, postgrest, pauses
-):
+def test_a_commit_whose_answer_is_lost_is_looked_up_not_repeated(supabase_store, postgrest, pauses):
     postgrest.inject(Fault(method="POST", path=COMMIT, after_commit=True, drop=True))
     outcome = supabase_store.import_ledger(batches_of(draft(n) for n in range(230)), NOW)
-    # The second commit finds the first one's verdict: the same counts, nothing twice.
+    # The import's state holds the verdict of the commit that did happen.
     assert (outcome.inserted, outcome.duplicates) == (230, 0)
-    assert [r.status for r in postgrest.requests_to(COMMIT)] == [None, 200]
-    assert pauses == [0.5]
+    assert [r.status for r in postgrest.requests_to(COMMIT)] == [None]
+    assert len(postgrest.requests_to(STATE)) == 1
     assert ledger_rows(postgrest) == 230
+
+
+@pytest.mark.usefixtures("small_stages")
+def test_a_commit_outliving_the_clients_timeout_is_waited_for(postgrest, supabase_store, pauses):
+    """Another session holds the ledger, so the commit waits inside its transaction past
+    the client's timeout; the store sees it still committing and waits for its verdict."""
+    impatient = SupabaseStore(postgrest.url, postgrest.keys.secret, timeout=0.5)
+    blocker = psycopg.connect(postgrest.database_url)
+    blocker.execute("LOCK TABLE billing_usage_ledger IN SHARE MODE")
+    released: list[bool] = []
+
+    def pause(self: Any, seconds: float) -> None:
+        pauses.append(seconds)
+        if not released:
+            released.append(True)
+            blocker.rollback()  # the commit may go on now
+        time.sleep(0.05)
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(finance.SupabaseFinance, "_pause", pause)
+            outcome = impatient.import_ledger(batches_of(draft(n) for n in range(120)), NOW)
+    finally:
+        blocker.close()
+        impatient._api.close()
+    assert (outcome.inserted, outcome.duplicates) == (120, 0)
+    assert len(postgrest.requests_to(COMMIT)) == 1  # waited for, never sent again
+    assert pauses[0] == finance.COMMIT_POLL_SECONDS
+    assert ledger_rows(postgrest) == 120
+
+
+@pytest.mark.usefixtures("small_stages")
+def test_a_commit_that_never_runs_is_sent_twice_then_refused_leaving_nothing(
+    supabase_store, postgrest, pauses
+):
+    postgrest.inject(Fault(method="POST", path=COMMIT, status=503, times=2))
+    with pytest.raises(StoreError, match="nothing was recorded") as failed:
+        supabase_store.import_ledger(batches_of(draft(n) for n in range(230)), NOW)
+    assert "BILLING_DATABASE_URL" in (failed.value.hint or "")
+    assert [r.status for r in postgrest.requests_to(COMMIT)] == [503, 503]
+    assert (ledger_rows(postgrest), staged_rows(postgrest)) == (0, 0)
 
 
 @pytest.mark.usefixtures("small_stages")
@@ -183,19 +223,19 @@ def test_a_stage_whose_answer_is_lost_is_sent_again_and_stages_once(
 
 
 def test_an_import_that_times_out_is_repeated_and_records_once(postgrest, supabase_store, pauses):
-    """The first request is held past the client's timeout and then runs anyway, as a
-    slow gateway does; the retry and the late original record the rows once between them."""
-    impatient = SupabaseStore(postgrest.url, postgrest.keys.secret, timeout=0.3)
-    postgrest.inject(Fault(method="POST", path=ONE_CALL, delay=1.0))
+    """The first request is held past the client's timeout and only then runs, as behind a
+    slow gateway: no commit holds the import meanwhile, so it is sent again; the late
+    original then finds the verdict and records nothing."""
+    impatient = SupabaseStore(postgrest.url, postgrest.keys.secret, timeout=0.5)
+    postgrest.inject(Fault(method="POST", path=ONE_CALL, delay=1.5))
     outcome = impatient.import_ledger(batches_of(draft(n) for n in range(40)), NOW)
     assert (outcome.inserted, outcome.duplicates) == (40, 0)
     deadline = time.monotonic() + 10
     while len(postgrest.requests_to(ONE_CALL)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)  # the late original is still held by the stand-in
-    time.sleep(0.1)
+        time.sleep(0.05)  # the stand-in still holds the original request
     impatient._api.close()
+    assert [r.status for r in postgrest.requests_to(ONE_CALL)] == [200, 200]
     assert ledger_rows(postgrest) == 40
-    assert pauses == [0.5]
 
 
 @pytest.mark.usefixtures("small_stages")

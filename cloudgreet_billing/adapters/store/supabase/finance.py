@@ -6,7 +6,8 @@ audit".
   staged under an import id, ``STAGE_ROWS`` rows per request, then committed by one call
   that judges every external_id and moves the rows in one transaction: the ledger gets
   the whole import or nothing. Every call is keyed (import id, row numbers), so a call
-  whose answer was lost is sent again (``IMPORT_ATTEMPTS``) without writing twice.
+  whose answer was lost is sent again without writing twice; a commit whose answer was
+  lost is looked up (``billing_api_ledger_import_state``) and waited for while it runs.
 - Reads of any size go page by key (``SupabaseApi.pages``); the ledger export pages are
   bounded by the highest entry id when the export started, so it shows the ledger as it
   was then, however many pages it takes.
@@ -35,7 +36,7 @@ from cloudgreet_billing.domain.ledger_identity import (
 )
 from cloudgreet_billing.domain.money import THREE_DECIMAL, ZERO_DECIMAL
 from cloudgreet_billing.domain.statuses import COUNTED_STATUSES, NOT_BILLED_STATUSES
-from cloudgreet_billing.errors import Unavailable
+from cloudgreet_billing.errors import StoreError, Unavailable
 
 if TYPE_CHECKING:
     from cloudgreet_billing.adapters.store.protocol_finance import (
@@ -49,10 +50,16 @@ if TYPE_CHECKING:
 
 #: Ledger rows per staging request: about 0.7 MB of JSON, inserted in well under a second.
 STAGE_ROWS: Final = 5_000
-#: Tries of each import call (staging, commit) when its answer is lost or the API is busy.
+#: Tries of each staging call when its answer is lost or the API is busy.
 IMPORT_ATTEMPTS: Final = 4
 #: Seconds to wait before each retry.
 RETRY_PAUSES: Final = (0.5, 2.0, 5.0)
+#: Times a commit is sent when no commit holds the import after an unanswered one.
+COMMIT_SENDS: Final = 2
+#: Seconds between looks at a commit still running, and how many looks: its statement
+#: timeout (10 minutes, set on the function) and a little more.
+COMMIT_POLL_SECONDS: Final = 2.0
+COMMIT_POLLS: Final = 330
 #: Lines per ledger export page: one text, so larger pages than a list's cost nothing.
 EXPORT_PAGE_ROWS: Final = 2_000
 #: Invoice ids per call of ``ledger_sums_by_invoice``.
@@ -164,43 +171,41 @@ class SupabaseFinance(SupabaseBase):
         import_id = str(uuid.uuid4())
         pending: list[list[Any]] = []
         staged = 0
+        sent = False  # whether the server may hold a staging of this import
         try:
             for batch in batches:
                 pending.extend(_staged_rows(batch))
                 while len(pending) > STAGE_ROWS:
+                    sent = True
                     self._stage(import_id, staged + 1, pending[:STAGE_ROWS])
                     staged += STAGE_ROWS
                     del pending[:STAGE_ROWS]
+            sent = True
             if staged == 0:
-                verdict = self._retried(
-                    lambda: self._api.rpc(
-                        "billing_api_import_ledger",
-                        {
-                            "p_import_id": import_id,
-                            "p_rows": pending,
-                            "p_now": iso(now),
-                            "p_dry_run": dry_run,
-                        },
-                    )
+                verdict = self._commit(
+                    "billing_api_import_ledger",
+                    {
+                        "p_import_id": import_id,
+                        "p_rows": pending,
+                        "p_now": iso(now),
+                        "p_dry_run": dry_run,
+                    },
                 )
             else:
                 if pending:
                     self._stage(import_id, staged + 1, pending)
                     staged += len(pending)
-                total = staged
-                verdict = self._retried(
-                    lambda: self._api.rpc(
-                        "billing_api_ledger_import_commit",
-                        {
-                            "p_import_id": import_id,
-                            "p_rows": total,
-                            "p_now": iso(now),
-                            "p_dry_run": dry_run,
-                        },
-                    )
+                verdict = self._commit(
+                    "billing_api_ledger_import_commit",
+                    {
+                        "p_import_id": import_id,
+                        "p_rows": staged,
+                        "p_now": iso(now),
+                        "p_dry_run": dry_run,
+                    },
                 )
         except Exception:
-            if staged:
+            if sent:
                 self._discard(import_id)
             raise
         if verdict["conflicts"]:
@@ -229,16 +234,54 @@ class SupabaseFinance(SupabaseBase):
             return
 
     def _retried(self, call: Callable[[], _T]) -> _T:
-        """``call`` again when the API did not answer or was busy: the import's calls are
-        idempotent (keyed by import id and row numbers), and postgrest-py never retries a
-        POST. A commit whose first try still runs makes the retry wait for it, then
-        answers with its verdict."""
+        """``call`` again when the API did not answer or was busy: staging is idempotent
+        (keyed by import id and row numbers), and postgrest-py never retries a POST."""
         for pause in RETRY_PAUSES[: IMPORT_ATTEMPTS - 1]:
             try:
                 return call()
             except Unavailable:
                 self._pause(pause)
         return call()
+
+    def _commit(self, fn: str, args: Mapping[str, Any]) -> Any:
+        """The verdict of the commit call ``fn``. When its answer does not come, the import's
+        state says what happened: a verdict is taken as the answer; a commit still running
+        (a long one outlives the client's timeout) is waited for; an import no commit
+        holds (the request never ran, or rolled back) is sent once more. A repeated
+        commit returns the first one's verdict, so nothing is recorded twice."""
+        for _ in range(COMMIT_SENDS):
+            try:
+                return self._api.rpc(fn, args)
+            except Unavailable:
+                verdict = self._committed(str(args["p_import_id"]))
+                if verdict is not None:
+                    return verdict
+        raise StoreError(
+            f"Supabase ({self._api.location}) did not finish committing the ledger import; "
+            "nothing was recorded",
+            hint="retry; if it fails again, the file may be too large for one transaction "
+            "through the REST API (see README, Supabase): split it, or import with "
+            "BILLING_DATABASE_URL set",
+        )
+
+    def _committed(self, import_id: str) -> Any:
+        """The import's verdict once a running commit has given it; None when no commit
+        holds the import."""
+        for _ in range(COMMIT_POLLS):
+            state = self._retried(
+                lambda: self._api.rpc("billing_api_ledger_import_state", {"p_import_id": import_id})
+            )
+            if state["result"] is not None:
+                return state["result"]
+            if not state["committing"]:
+                return None
+            self._pause(COMMIT_POLL_SECONDS)
+        raise Unavailable(
+            f"the ledger import's commit is still running in Supabase ({self._api.location})",
+            hint="check the ledger in a few minutes (ledger list); running the file again "
+            "skips the rows it committed, by external_id",
+            code="store_unavailable",
+        )
 
     def _pause(self, seconds: float) -> None:
         time.sleep(seconds)
