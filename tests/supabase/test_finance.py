@@ -212,6 +212,17 @@ def test_a_commit_that_never_runs_is_sent_twice_then_refused_leaving_nothing(
 
 
 @pytest.mark.usefixtures("small_stages")
+def test_a_commit_whose_fate_cannot_be_learned_says_so(supabase_store, postgrest, pauses):
+    postgrest.inject(Fault(method="POST", path=COMMIT, after_commit=True, drop=True))
+    postgrest.inject(Fault(method="POST", path=STATE, status=503, times=4))
+    with pytest.raises(Unavailable, match="may or may not be recorded") as unknown:
+        supabase_store.import_ledger(batches_of(draft(n) for n in range(230)), NOW)
+    assert "ledger list" in (unknown.value.hint or "")
+    # It was: the commit ran before its answer was lost, and the staging is gone with it.
+    assert (ledger_rows(postgrest), staged_rows(postgrest)) == (230, 0)
+
+
+@pytest.mark.usefixtures("small_stages")
 def test_a_stage_whose_answer_is_lost_is_sent_again_and_stages_once(
     supabase_store, postgrest, pauses
 ):

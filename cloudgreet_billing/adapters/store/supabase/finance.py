@@ -253,7 +253,16 @@ class SupabaseFinance(SupabaseBase):
             try:
                 return self._api.rpc(fn, args)
             except Unavailable:
-                verdict = self._committed(str(args["p_import_id"]))
+                try:
+                    verdict = self._committed(str(args["p_import_id"]))
+                except Unavailable:
+                    raise Unavailable(
+                        f"Supabase ({self._api.location}) stopped answering while committing "
+                        "the ledger import: it may or may not be recorded",
+                        hint="once Supabase answers, check with ledger list; running the file "
+                        "again skips the rows it recorded, by external_id",
+                        code="store_unavailable",
+                    ) from None
                 if verdict is not None:
                     return verdict
         raise StoreError(
