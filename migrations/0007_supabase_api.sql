@@ -217,7 +217,9 @@ $$;
 CREATE OR REPLACE FUNCTION billing_api_ledger_import_stage(
     p_import_id uuid, p_first_seq bigint, p_rows jsonb
 ) RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+-- Past the role's 8 s: the first stage may delete a large abandoned staging.
+SET search_path = public, pg_temp SET statement_timeout = '2min' AS $$
 DECLARE
     current_status text;
     staged bigint;
