@@ -253,16 +253,7 @@ class SupabaseFinance(SupabaseBase):
             try:
                 return self._api.rpc(fn, args)
             except Unavailable:
-                try:
-                    verdict = self._committed(str(args["p_import_id"]))
-                except Unavailable:
-                    raise Unavailable(
-                        f"Supabase ({self._api.location}) stopped answering while committing "
-                        "the ledger import: it may or may not be recorded",
-                        hint="once Supabase answers, check with ledger list; running the file "
-                        "again skips the rows it recorded, by external_id",
-                        code="store_unavailable",
-                    ) from None
+                verdict = self._committed(str(args["p_import_id"]))
                 if verdict is not None:
                     return verdict
         raise StoreError(
@@ -277,16 +268,28 @@ class SupabaseFinance(SupabaseBase):
         """The import's verdict once a running commit has given it; None when no commit
         holds the import."""
         for _ in range(COMMIT_POLLS):
-            state = self._retried(
-                lambda: self._api.rpc("billing_api_ledger_import_state", {"p_import_id": import_id})
-            )
+            try:
+                state = self._retried(
+                    lambda: self._api.rpc(
+                        "billing_api_ledger_import_state", {"p_import_id": import_id}
+                    )
+                )
+            except Unavailable:
+                raise Unavailable(
+                    f"Supabase ({self._api.location}) stopped answering while committing "
+                    "the ledger import: it may or may not be recorded",
+                    hint="once Supabase answers, check with ledger list; running the file "
+                    "again skips the rows it recorded, by external_id",
+                    code="store_unavailable",
+                ) from None
             if state["result"] is not None:
                 return state["result"]
             if not state["committing"]:
                 return None
             self._pause(COMMIT_POLL_SECONDS)
         raise Unavailable(
-            f"the ledger import's commit is still running in Supabase ({self._api.location})",
+            f"the ledger import's commit is still running in Supabase ({self._api.location}): "
+            "it may or may not be recorded",
             hint="check the ledger in a few minutes (ledger list); running the file again "
             "skips the rows it committed, by external_id",
             code="store_unavailable",
