@@ -42,6 +42,11 @@ TABLES: tuple[str, ...] = (
     "billing_quarantined_events",
     "billing_dunning_exemptions",
 )
+#: Tables only the Supabase REST store uses, PostgreSQL only (0007_supabase_api.sql): a
+#: ledger import too large for one request waits there until one call commits it. They
+#: hold no billing state, so they are not in ``TABLES``: ``db status`` counts the ledger's
+#: entries, never rows staged but not yet (or never to be) committed.
+STAGING_TABLES: tuple[str, ...] = ("billing_ledger_imports", "billing_ledger_import_rows")
 
 
 @dataclass(frozen=True)
