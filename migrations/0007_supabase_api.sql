@@ -69,6 +69,21 @@ LANGUAGE sql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
     UPDATE billing_settings SET key = key WHERE false
 $$;
 
+-- What doctor shows of the API: the schema version and every billing_api_ function the
+-- project has, so that a function a later release added (0007 applied by an older
+-- release) is named as missing rather than found at its first call.
+CREATE OR REPLACE FUNCTION billing_api_health() RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT jsonb_build_object(
+        'schema_version', (SELECT max(version) FROM billing_schema_version),
+        'functions', (
+            SELECT coalesce(jsonb_agg(DISTINCT p.proname ORDER BY p.proname), '[]'::jsonb)
+            FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+            WHERE n.nspname = 'public' AND p.proname LIKE 'billing\_api\_%'
+        )
+    )
+$$;
+
 
 -- ==== end section: settings and schema ====
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from cloudgreet_billing.adapters.files import write_file
+from cloudgreet_billing.errors import StoreError
 
 BASE_MIGRATION = "CREATE_BILLING_INFRASTRUCTURE.sql"
 _NUMBERED = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
@@ -76,6 +77,24 @@ def postgres_migrations() -> list[Migration]:
             raise RuntimeError(f"two migration files claim schema version {migration.version}")
         seen.add(migration.version)
     return [Migration(1, BASE_MIGRATION.removesuffix(".sql"), folder / BASE_MIGRATION), *numbered]
+
+
+def pending_migrations(
+    version: int | None, migrations: Sequence[Migration] | None = None
+) -> list[Migration]:
+    """The migrations a schema at ``version`` (None: not installed) still needs, in order."""
+    migrations = postgres_migrations() if migrations is None else migrations
+    return [migration for migration in migrations if migration.version > (version or 0)]
+
+
+class MigrateByHand(StoreError):
+    """A store that cannot run DDL (the Supabase REST store: PostgREST runs functions and
+    table statements only). ``db migrate`` answers it with the files to apply, in order,
+    and the routes that can apply them."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.code = "migrate_by_hand"
 
 
 def write_sql_for_pasting(out: TextIO, migrations: Sequence[Migration] | None = None) -> None:
