@@ -9,6 +9,7 @@ databases start empty and the clock is injected."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import pytest
 from cloudgreet_billing.adapters.store.migrations import TABLES
 from cloudgreet_billing.adapters.store.postgres import PostgresStore
 from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft
+from cloudgreet_billing.adapters.store.supabase.errors import DataRefused
 from cloudgreet_billing.domain.dunning import StepDraft, TimelinePlanner
 from cloudgreet_billing.domain.mirror import parse_invoice, parse_subscription
 from cloudgreet_billing.domain.quarantine import reject
@@ -504,3 +506,53 @@ def test_a_retry_through_rest_is_refused_whole_until_the_mirror_can_apply_it(twi
             actor="alice@ops",
         )
     assert twins.rest.get_quarantined(1).status == "quarantined"
+
+
+# --- one transaction per call -------------------------------------------------------------
+
+
+def test_a_call_that_fails_part_way_writes_nothing(twins):
+    _, alert_id = twins.seed(seed_mirror, seed_alert)
+    before = snapshot(twins.rest_url)
+    # The alert's count is raised first; the note then breaks billing_alert_notes' CHECK
+    # (a note has a body), and the whole call is rolled back.
+    with pytest.raises(DataRefused) as refused:
+        twins.rest.record_failed_attempt(
+            alert_id,
+            attempt_count=4,
+            failure="card_declined",
+            note="",
+            audit=audit("retry", "declined"),
+            now=NOW,
+        )
+    assert refused.value.sqlstate == "23514"
+    assert snapshot(twins.rest_url) == before
+
+
+def test_two_operators_dismissing_one_event_settle_it_once(twins, postgrest):
+    """The function called directly on PostgreSQL, as PostgREST runs it: the first call's
+    row lock makes the second wait, then see the row settled."""
+    twins.seed(seed_quarantine)
+    dismiss = "SELECT billing_api_dismiss_quarantined(1, %s, %s, %s)"
+    with psycopg.connect(postgrest.database_url) as first:
+        held = first.execute(dismiss, ("a test event", "alice@ops", NOW)).fetchone()
+        assert held is not None and held[0]["outcome"] == "dismissed"
+        answers: list[Any] = []
+
+        def second() -> None:
+            with psycopg.connect(postgrest.database_url) as other:
+                answers.append(other.execute(dismiss, (None, "bob@ops", NOW)).fetchone())
+
+        waiting = threading.Thread(target=second)
+        waiting.start()
+        waiting.join(timeout=1)
+        assert waiting.is_alive()  # blocked on the row lock
+        first.commit()
+        waiting.join(timeout=10)
+    assert answers == [({"outcome": "already_settled", "status": "dismissed"},)]
+    dismissals = [
+        line
+        for line in twins.owner.audit_trail("quarantine:1")
+        if line.action == "quarantine.dismiss"
+    ]
+    assert [line.actor for line in dismissals] == ["alice@ops"]
