@@ -39,6 +39,9 @@ class Diagnosis:
     """What the checks found, shared between them (a later check may need the store)."""
 
     settings: Settings | None = None
+    #: Why the store did not answer, when it did not: the checks that read it then say
+    #: so at once rather than wait out the client's retries once more each.
+    store_unreachable: str | None = None
 
 
 Check = Callable[[Diagnosis], CheckResult]
@@ -74,6 +77,8 @@ def check_store(diagnosis: Diagnosis) -> CheckResult:
             return _check_rest_store(store, settings)
         return _check_open_store(store)
     except BillingError as error:
+        if error.exit_code == ExitCode.UNAVAILABLE:
+            diagnosis.store_unreachable = error.message
         return CheckResult("store", "fail", f"{store.backend} {store.location}: {_said(error)}")
     finally:
         store.close()
@@ -370,6 +375,8 @@ def _with_store(
     from cloudgreet_billing.bootstrap import open_store
 
     not_ready = CheckResult(name, "fail", "skipped: the store is not ready (see store)")
+    if diagnosis.store_unreachable is not None:
+        return not_ready
     new = CheckResult(name, "ok", "a new store: nothing to look at yet")
     if settings.store_kind == "sqlite" and not settings.sqlite_path.exists():
         # Opening would create it; ``check_store`` says whether it can be.

@@ -239,3 +239,30 @@ def test_supabase_cli_dir_writes_files_that_sort_in_version_order(rest_env, tmp_
     assert names[0] == "20260101000001_cloudgreet_billing_create_billing_infrastructure.sql"
     assert len(names) == len(postgres_migrations())
     assert not rest_env.requests_to(".")
+
+
+def test_doctor_with_the_project_unreachable_fails_its_store_check_in_one_line(project):
+    url = project.url
+    project.stop()
+    result = run("doctor", "--json")
+    assert result.exit_code == ExitCode.FAILED
+    store = {c["name"]: c for c in json.loads(result.stdout)["data"]["checks"]}["store"]
+    assert store["status"] == "fail"
+    assert f"cannot reach Supabase at {url}" in store["detail"]
+    # The checks that read the store do not each wait out the client's GET retries again.
+    skipped = {c["name"]: c["detail"] for c in json.loads(result.stdout)["data"]["checks"]}
+    assert skipped["quarantine"] == "skipped: the store is not ready (see store)"
+    assert_no_key(result, project)
+
+
+def test_a_refused_key_in_json_mode_is_never_echoed(supabase_store, postgrest, monkeypatch):
+    other = postgrest.keys.service_role.rsplit(".", 1)[0] + ".c2lnbmVkQnlBbm90aGVyUHJvamVjdA"
+    monkeypatch.setenv("SUPABASE_URL", postgrest.url)
+    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", other)
+    result = run("db", "status", "--json")
+    assert result.exit_code == ExitCode.BAD_INPUT
+    refused = json.loads(result.stdout)["error"]
+    assert refused["code"] == "config"
+    assert "refused the key" in refused["message"]
+    assert other not in printed(result)
+    assert other.rsplit(".", 1)[1] not in printed(result)
