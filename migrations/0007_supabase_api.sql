@@ -285,6 +285,76 @@ BEGIN
 END
 $$;
 
+-- quarantine retry (sql_quarantine.retry_quarantined), in one transaction: the row locked
+-- (two operators settle it one after the other), the event's plan applied as
+-- billing_api_apply_event_plans applies one event (recorded as processed, then the
+-- mirror's billing_api_mirror_apply_plan; an event processed meanwhile is a duplicate),
+-- inside a subtransaction so that a fault of the event rolls back only its own work; the
+-- row settled with the outcome; the audit line. p_plan is null when the payload could not
+-- be planned: p_reason says why, and the row stays quarantined with it. Answers the
+-- mirror's result ({status, alerts_opened, …}) with the reason a row kept in quarantine
+-- has ("error"), or {"status": "not_found"}.
+CREATE OR REPLACE FUNCTION billing_api_retry_quarantined(
+    p_id bigint, p_event_id text, p_plan jsonb, p_reason text, p_actor text, p_now timestamptz
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+    v_result jsonb := jsonb_build_object('status', 'quarantined');
+    v_reason text := p_reason;
+    v_state text;
+    v_message text;
+BEGIN
+    PERFORM 1 FROM billing_quarantined_events WHERE id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('status', 'not_found');
+    END IF;
+    IF p_plan IS NOT NULL THEN
+        BEGIN
+            INSERT INTO billing_stripe_events (
+                id, type, stripe_created, livemode, outcome, source, processed_at
+            ) VALUES (
+                p_plan ->> 'event_id', p_plan ->> 'type', (p_plan ->> 'created')::timestamptz,
+                (p_plan ->> 'livemode')::boolean, p_plan ->> 'outcome', p_plan ->> 'source',
+                p_now
+            )
+            ON CONFLICT (id) DO NOTHING;
+            IF FOUND THEN
+                v_result := billing_api_mirror_apply_plan(p_plan, p_now);
+            ELSE
+                v_result := jsonb_build_object('status', 'duplicate');
+            END IF;
+        EXCEPTION
+            -- The event's own fault, as billing_api_apply_event_plans tells it from the
+            -- store's (which fails the call, and nothing is written).
+            WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded
+                OR SQLSTATE 'BLEVT' THEN
+                GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+                v_reason := CASE WHEN v_state = 'BLEVT' THEN v_message
+                                 ELSE billing_api_mirror_failure_reason(v_state, v_message) END;
+                v_result := jsonb_build_object('status', 'quarantined');
+        END;
+    END IF;
+    IF v_result ->> 'status' = 'quarantined' THEN
+        UPDATE billing_quarantined_events SET status = 'quarantined', reason = v_reason,
+            resolved_at = NULL, resolved_by = NULL, resolution = NULL
+        WHERE id = p_id;
+        v_result := v_result || jsonb_build_object('error', v_reason);
+    ELSE
+        v_reason := NULL;
+        UPDATE billing_quarantined_events SET status = 'applied', resolved_at = p_now,
+            resolved_by = p_actor,
+            resolution = CASE WHEN v_result ->> 'status' = 'duplicate'
+                              THEN 'already processed' ELSE 'applied by retry' END
+        WHERE id = p_id;
+    END IF;
+    PERFORM billing_api_ops_audit(jsonb_build_object(
+        'actor', p_actor, 'action', 'quarantine.retry', 'target', 'quarantine:' || p_id,
+        'outcome', v_result ->> 'status',
+        'details', jsonb_build_object('event', p_event_id, 'reason', v_reason)), p_now);
+    RETURN v_result;
+END
+$$;
+
 -- sync --verify: the mirror's invoices Stripe created in [p_since, p_until), by id, a
 -- page at a time.
 CREATE OR REPLACE FUNCTION billing_api_mirrored_invoices_created(

@@ -9,7 +9,7 @@ Every operation that writes is one function call, so one transaction, as the SQL
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,24 @@ if TYPE_CHECKING:
     from cloudgreet_billing.domain.events import EventPlan, EventResult
     from cloudgreet_billing.domain.mirror import MirroredInvoice, MirroredSubscription
     from cloudgreet_billing.domain.quarantine import QuarantinedEvent, RejectedEvent
+
+
+def _mirror_plan_json() -> Callable[[EventPlan, DunningPlanner], dict[str, Any]]:
+    """The mirror's ``plan_json`` (``event_plans.py``): a retry sends its plan as a sync
+    batch does. Looked up by name while the areas are merged one by one (TEMPORARY): where
+    the mirror's module is missing, a retry is refused whole, before anything is sent."""
+    import importlib
+
+    try:
+        module = importlib.import_module("cloudgreet_billing.adapters.store.supabase.event_plans")
+    except ModuleNotFoundError:
+        raise StoreError(
+            "quarantine retry is not available through the Supabase REST store yet",
+            hint="set BILLING_DATABASE_URL to the project's Postgres connection string for "
+            "this command",
+        ) from None
+    plan_json: Callable[[EventPlan, DunningPlanner], dict[str, Any]] = module.plan_json
+    return plan_json
 
 
 def _statuses(statuses: Sequence[str] | None) -> list[str] | None:
@@ -240,12 +258,41 @@ class SupabaseOperations(SupabaseBase):
         now: datetime,
         actor: str,
     ) -> EventResult:
-        # Applying the plan is the mirror's batch function's work, in the same transaction
-        # as the row's settlement; until that function exists, a retry is refused whole.
-        raise StoreError(
-            "quarantine retry is not available through the Supabase REST store yet",
-            hint="set BILLING_DATABASE_URL to the project's Postgres connection string for "
-            "this command, or dismiss the event after applying its fix by hand",
+        from cloudgreet_billing.domain.events import EventPlan, EventResult
+        from cloudgreet_billing.errors import NotFound
+
+        plan: dict[str, Any] | None = None
+        reason: str | None = None
+        if isinstance(attempt, EventPlan):
+            plan = _mirror_plan_json()(attempt, planner)
+        else:
+            reason = attempt.reason
+        answer = self._api.rpc(
+            "billing_api_retry_quarantined",
+            {
+                "p_id": quarantine_id,
+                "p_event_id": attempt.event_id,
+                "p_plan": plan,
+                "p_reason": reason,
+                "p_actor": actor,
+                "p_now": iso(now),
+            },
+        )
+        if answer["status"] == "not_found":
+            raise NotFound(
+                f"no quarantined event {quarantine_id}",
+                hint="see: cloudgreet-billing quarantine list --status all",
+            )
+        return EventResult(
+            attempt.event_id,
+            answer["status"],
+            attempt.created,
+            error=answer.get("error"),
+            quarantine_id=quarantine_id,
+            alerts_opened=int(answer.get("alerts_opened", 0)),
+            alerts_resolved=int(answer.get("alerts_resolved", 0)),
+            dunning_scheduled=int(answer.get("dunning_scheduled", 0)),
+            dunning_canceled=int(answer.get("dunning_canceled", 0)),
         )
 
     def dismiss_quarantined(
