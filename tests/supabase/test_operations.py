@@ -620,3 +620,15 @@ def test_two_operators_dismissing_one_event_settle_it_once(twins, postgrest):
         if line.action == "quarantine.dismiss"
     ]
     assert [line.actor for line in dismissals] == ["alice@ops"]
+
+
+def test_times_come_back_in_utc_whatever_the_projects_time_zone(twins, postgrest):
+    postgrest.sql("ALTER ROLE service_role SET timezone = 'America/New_York'")
+    try:
+        twins.seed(seed_quarantine)
+        row = twins.rest.get_quarantined(1)
+        assert row.first_seen_at == OBSERVED
+        assert row.first_seen_at.utcoffset() == timedelta(0)
+        assert row == twins.sql.get_quarantined(1)
+    finally:
+        postgrest.sql("ALTER ROLE service_role RESET timezone")

@@ -10,7 +10,7 @@ Every operation that writes is one function call, so one transaction, as the SQL
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase, iso, parse_time
@@ -48,8 +48,15 @@ def _statuses(statuses: Sequence[str] | None) -> list[str] | None:
     return None if statuses is None else list(statuses)
 
 
-def _time(value: str) -> datetime:
+def _moment(value: str | None) -> datetime | None:
+    """A ``timestamptz`` from ``to_jsonb``, which writes it in the session's time zone
+    (UTC on Supabase, but a project may change it), as the SQL stores return it: UTC."""
     moment = parse_time(value)
+    return None if moment is None else moment.astimezone(UTC)
+
+
+def _time(value: str) -> datetime:
+    moment = _moment(value)
     assert moment is not None  # a NOT NULL column
     return moment
 
@@ -115,19 +122,19 @@ def invoice_of(row: Mapping[str, Any]) -> MirroredInvoice:
         ),
         attempt_count=int(row["attempt_count"]),
         attempted=bool(row["attempted"]),
-        next_payment_attempt=parse_time(row["next_payment_attempt"]),
-        due_date=parse_time(row["due_date"]),
+        next_payment_attempt=_moment(row["next_payment_attempt"]),
+        due_date=_moment(row["due_date"]),
         hosted_invoice_url=row["hosted_invoice_url"],
         livemode=bool(row["livemode"]),
         raw=row["raw"],
         stripe_created=_time(row["stripe_created"]),
-        first_failed_at=parse_time(row["first_failed_at"]),
+        first_failed_at=_moment(row["first_failed_at"]),
         last_failure_code=row["last_failure_code"],
         last_failure_message=row["last_failure_message"],
         customer_email=row["customer_email"],
         customer_phone=row["customer_phone"],
         customer_name=row["customer_name"],
-        finalized_at=parse_time(row["finalized_at"]),
+        finalized_at=_moment(row["finalized_at"]),
     )
 
 
@@ -155,11 +162,11 @@ def subscription_of(row: Mapping[str, Any]) -> MirroredSubscription:
         status=row["status"],
         currency=row["currency"],
         cancel_at_period_end=bool(row["cancel_at_period_end"]),
-        current_period_end=parse_time(row["current_period_end"]),
+        current_period_end=_moment(row["current_period_end"]),
         collection_paused=bool(row["collection_paused"]),
         livemode=bool(row["livemode"]),
         raw=row["raw"],
-        stripe_created=parse_time(row["stripe_created"]),
+        stripe_created=_moment(row["stripe_created"]),
     )
 
 
@@ -170,7 +177,7 @@ def quarantined_of(row: Mapping[str, Any]) -> QuarantinedEvent:
         id=int(row["id"]),
         event_id=row["event_id"],
         type=row["type"],
-        stripe_created=parse_time(row["stripe_created"]),
+        stripe_created=_moment(row["stripe_created"]),
         livemode=bool(row["livemode"]),
         source=row["source"],
         reason=row["reason"],
@@ -179,7 +186,7 @@ def quarantined_of(row: Mapping[str, Any]) -> QuarantinedEvent:
         times_seen=int(row["times_seen"]),
         first_seen_at=_time(row["first_seen_at"]),
         last_seen_at=_time(row["last_seen_at"]),
-        resolved_at=parse_time(row["resolved_at"]),
+        resolved_at=_moment(row["resolved_at"]),
         resolved_by=row["resolved_by"],
         resolution=row["resolution"],
     )
