@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 
 import pytest
 
 from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION, postgres_migrations
+from cloudgreet_billing.adapters.store.postgres import PostgresStore
+from cloudgreet_billing.domain.dunning import TimelinePlanner
+from cloudgreet_billing.domain.quarantine import reject
 from cloudgreet_billing.errors import ExitCode
 from tests.cli.helpers import run
 from tests.postgrest.server import Fault
+from tests.sync.conftest import full_invoice
 
 pytestmark = pytest.mark.postgres
 
@@ -266,3 +271,36 @@ def test_a_refused_key_in_json_mode_is_never_echoed(supabase_store, postgrest, m
     assert "refused the key" in refused["message"]
     assert other not in printed(result)
     assert other.rsplit(".", 1)[1] not in printed(result)
+
+
+def test_quarantine_list_and_retry_through_rest(project):
+    bad = {
+        "id": "evt_1QpL8ILkdIwHu7ixAbCdEf00",
+        "object": "event",
+        "type": "invoice.payment_failed",
+        "created": 1_763_900_000,
+        "livemode": False,
+        "data": {"object": {**full_invoice("in_1QpL8HLkdIwHu7ixl4OzzPMv"), "amount_due": [1]}},
+    }
+    owner = PostgresStore(project.database_url)
+    try:
+        owner.apply_event_plans(
+            [],
+            planner=TimelinePlanner(),
+            now=datetime(2026, 11, 24, 9, 0, tzinfo=UTC),
+            rejected=[reject(bad, "amount_due is not an integer", "webhook")],
+        )
+    finally:
+        owner.close()
+    listed = run("quarantine", "list", "--json")
+    assert listed.exit_code == 0, printed(listed)
+    (row,) = json.loads(listed.stdout)["data"]
+    assert (row["event_id"], row["status"]) == ("evt_1QpL8ILkdIwHu7ixAbCdEf00", "quarantined")
+    assert project.requests_to("^/rpc/billing_api_list_quarantined", "POST")
+    # Today's code still cannot plan it: the row stays, with today's reason; exit 4.
+    still = run("quarantine", "retry", str(row["id"]), "--json")
+    assert still.exit_code == ExitCode.NEEDS_ATTENTION, printed(still)
+    assert json.loads(still.stdout)["data"]["results"][0]["status"] == "quarantined"
+    assert project.requests_to("^/rpc/billing_api_retry_quarantined", "POST")
+    assert_no_key(listed, project)
+    assert_no_key(still, project)
