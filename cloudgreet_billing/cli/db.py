@@ -15,8 +15,8 @@ from cloudgreet_billing.errors import ExitCode
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from cloudgreet_billing.adapters.store.migrations import MigrateByHand
     from cloudgreet_billing.adapters.store.protocol import Store
-    from cloudgreet_billing.errors import BillingError
 
 app = typer.Typer(
     help="Create, upgrade and inspect the billing schema.\n\nExample: cloudgreet-billing db status",
@@ -103,22 +103,24 @@ SUPABASE_CLI_ROUTE = (
 )
 
 
-def _migrate_by_hand(store: Store, refusal: BillingError) -> None:
+def _migrate_by_hand(store: Store, refusal: MigrateByHand) -> None:
     """What a store that cannot run DDL needs applied, in order, and how; exit 4 while
     anything is missing (a human must apply it), 0 when the schema is current."""
-    from cloudgreet_billing.adapters.store.migrations import (
-        LATEST_SCHEMA_VERSION,
-        pending_migrations,
-    )
+    from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION
+    from cloudgreet_billing.domain.words import plural
 
-    version = store.schema_version()
-    pending = pending_migrations(version)
+    version, pending, missing = refusal.version, refusal.pending, refusal.missing_functions
 
     def human(console: Console) -> None:
         if not pending:
             console.print(f"schema is up to date (version {version}); nothing to apply")
             return
         state = "not installed" if version is None else f"at version {version}"
+        if missing:
+            shown = ", ".join(missing[:3]) + (
+                f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            )
+            state += f" but lacks {plural(len(missing), 'API function')} of this release ({shown})"
         console.print(
             f"{refusal.message}: {store.location} has the schema {state}, this toolkit needs "
             f"{LATEST_SCHEMA_VERSION}; apply these files in this order (each is safe to run "
@@ -139,6 +141,7 @@ def _migrate_by_hand(store: Store, refusal: BillingError) -> None:
             "pending": [
                 {"version": m.version, "file": m.path.name, "path": str(m.path)} for m in pending
             ],
+            "missing_functions": list(missing),
             "routes": {"sql_editor": SQL_EDITOR_ROUTE, "supabase_cli": SUPABASE_CLI_ROUTE},
         },
         human,

@@ -304,3 +304,20 @@ def test_quarantine_list_and_retry_through_rest(project):
     assert project.requests_to("^/rpc/billing_api_retry_quarantined", "POST")
     assert_no_key(listed, project)
     assert_no_key(still, project)
+
+
+def test_db_migrate_names_0007_again_when_an_older_release_applied_it(project):
+    """0007 grows with each release (CREATE OR REPLACE): a project at version 7 may still
+    lack a function this release calls."""
+    project.sql("DROP FUNCTION billing_api_count_quarantined(jsonb)")
+    result = run("db", "migrate", "--json")
+    assert result.exit_code == ExitCode.NEEDS_ATTENTION, printed(result)
+    plan = json.loads(result.stdout)["data"]
+    assert plan["schema_version"] == LATEST_SCHEMA_VERSION
+    assert plan["missing_functions"] == ["billing_api_count_quarantined"]
+    assert [p["file"] for p in plan["pending"]] == ["0007_supabase_api.sql"]
+    human = run("db", "migrate")
+    assert "lacks 1 API function of this release (billing_api_count_quarantined)" in human.stdout
+    # Applied again (safe: every function is CREATE OR REPLACE), nothing is left to do.
+    project.sql(next(m for m in postgres_migrations() if m.version == 7).path.read_text())
+    assert run("db", "migrate").exit_code == 0

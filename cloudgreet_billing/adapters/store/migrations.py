@@ -89,12 +89,28 @@ def pending_migrations(
 
 class MigrateByHand(StoreError):
     """A store that cannot run DDL (the Supabase REST store: PostgREST runs functions and
-    table statements only). ``db migrate`` answers it with the files to apply, in order,
-    and the routes that can apply them."""
+    table statements only), with what it still needs: ``db migrate`` answers it with the
+    files to apply, in order, and the routes that can apply them.
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    ``pending`` is empty when the schema is current; ``missing_functions`` names the API
+    functions of this release that a project at the latest version still lacks (its
+    migration was applied by an older release), whose migration is then pending again.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        version: int | None = None,
+        pending: Sequence[Migration] = (),
+        missing_functions: Sequence[str] = (),
+    ) -> None:
         super().__init__(message, hint)
         self.code = "migrate_by_hand"
+        self.version = version
+        self.pending = list(pending)
+        self.missing_functions = tuple(missing_functions)
 
 
 def write_sql_for_pasting(out: TextIO, migrations: Sequence[Migration] | None = None) -> None:

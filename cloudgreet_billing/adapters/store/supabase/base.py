@@ -8,9 +8,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cloudgreet_billing.adapters.store.migrations import TABLES, MigrateByHand, migrations_dir
+from cloudgreet_billing.adapters.store.migrations import (
+    TABLES,
+    MigrateByHand,
+    migrations_dir,
+    pending_migrations,
+    postgres_migrations,
+)
 from cloudgreet_billing.adapters.store.supabase.client import SupabaseApi
-from cloudgreet_billing.adapters.store.supabase.errors import API_MIGRATION, MIGRATE_HINT
+from cloudgreet_billing.adapters.store.supabase.errors import (
+    API_MIGRATION,
+    MIGRATE_HINT,
+    MissingFunction,
+)
 from cloudgreet_billing.errors import BillingError, StoreError
 
 
@@ -78,9 +88,26 @@ class SupabaseBase:
         return max(versions) if versions else None
 
     def migrate(self) -> list[int]:
+        """Refused: what the project still needs is raised instead (``MigrateByHand``)."""
+        version = self.schema_version()
+        pending = pending_migrations(version)
+        missing: tuple[str, ...] = ()
+        if not pending:
+            try:
+                missing = self.api_health().missing_functions
+            except MissingFunction:
+                # billing_api_health itself is missing: an older release's 0007.
+                missing = tuple(api_functions())
+            if missing:
+                every = postgres_migrations()
+                api = next(m.version for m in every if m.path.name == API_MIGRATION)
+                pending = [m for m in every if m.version >= api]
         raise MigrateByHand(
             "the Supabase REST API cannot change the schema",
             hint=MIGRATE_HINT,
+            version=version,
+            pending=pending,
+            missing_functions=missing,
         )
 
     def api_health(self) -> ApiHealth:
