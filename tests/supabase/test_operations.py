@@ -28,7 +28,8 @@ from cloudgreet_billing.domain.dunning import StepDraft, TimelinePlanner
 from cloudgreet_billing.domain.events import plan_event
 from cloudgreet_billing.domain.mirror import parse_invoice, parse_subscription
 from cloudgreet_billing.domain.quarantine import reject
-from cloudgreet_billing.errors import BadInput, NotFound, StoreError
+from cloudgreet_billing.errors import BadInput, NotFound, StoreError, Unavailable
+from tests.postgrest.server import Fault
 
 pytestmark = pytest.mark.postgres
 
@@ -632,3 +633,32 @@ def test_times_come_back_in_utc_whatever_the_projects_time_zone(twins, postgrest
         assert row == twins.sql.get_quarantined(1)
     finally:
         postgrest.sql("ALTER ROLE service_role RESET timezone")
+
+
+def test_an_answer_lost_after_the_commit_is_safe_to_send_again(twins, postgrest):
+    """postgrest-py never retries a POST: a settlement whose answer is lost is the caller's
+    to repeat, and repeating it leaves what settling twice leaves on the SQL store."""
+    twins.seed(seed_mirror, seed_alert)
+    paid = parse_invoice(invoice("paid", attempt_count=2))
+
+    def settle(store: Any) -> Any:
+        return store.settle_paid_invoice(
+            paid, resolution="paid by retry", audit=audit("retry", "paid"), now=NOW
+        )
+
+    settle(twins.sql)
+    postgrest.inject(
+        Fault(
+            method="POST",
+            path="^/rpc/billing_api_settle_paid_invoice",
+            drop=True,
+            after_commit=True,
+        )
+    )
+    with pytest.raises(Unavailable, match="cannot reach Supabase"):
+        settle(twins.rest)
+    again = twins.same(settle)
+    assert again.resolved_alert_ids == ()
+    assert [
+        line.details["resolved_alerts"] for line in twins.rest.action_audit(INVOICE_ID, "retry")
+    ] == [[1], []]
