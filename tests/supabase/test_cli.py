@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -321,3 +322,13 @@ def test_db_migrate_names_0007_again_when_an_older_release_applied_it(project):
     # Applied again (safe: every function is CREATE OR REPLACE), nothing is left to do.
     project.sql(next(m for m in postgres_migrations() if m.version == 7).path.read_text())
     assert run("db", "migrate").exit_code == 0
+
+
+def test_a_key_in_the_env_file_overridden_by_the_environment_is_named_redacted(project):
+    # The app's .env holds the legacy JWT; the shell exports the new secret key.
+    Path(".env").write_text(f"SUPABASE_SECRET_KEY={project.keys.service_role}\n")
+    result = run("db", "status")
+    assert result.exit_code == 0, printed(result)
+    assert "SUPABASE_SECRET_KEY from the environment (sb_secret_…" in result.stderr
+    assert "wins over .env (…" in result.stderr
+    assert_no_key(result, project)
