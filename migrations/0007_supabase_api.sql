@@ -469,13 +469,46 @@ $$;
 
 -- retry's decline: the alert kept open with the attempt counted (at least p_attempt_count,
 -- and one more than it held: Stripe counts only the first manual attempt), its failure
--- and a note, then the audit line (sql_actions.record_failed_attempt).
+-- and a note, then the audit line (sql_actions.record_failed_attempt). p_declined, when
+-- given ({invoice_id, code, message, decline_code, advice_code, payment_method, known}),
+-- is recorded first on the mirrored invoice as a failure observed now by no event, as
+-- sql_mirror's RECORD_FAILURE records one: the first failure is the earliest, and the
+-- last failure's columns are those of the largest (attempt_count, time, carries a
+-- decline, event id), so the next retry knows the decline.
 CREATE OR REPLACE FUNCTION billing_api_record_failed_attempt(
     p_alert_id bigint, p_attempt_count integer, p_failure text, p_note text,
-    p_audit jsonb, p_now timestamptz
+    p_audit jsonb, p_now timestamptz, p_declined jsonb
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
 BEGIN
+    IF p_declined IS NOT NULL THEN
+        UPDATE billing_invoices SET
+            first_failed_at = CASE WHEN first_failed_at IS NULL OR first_failed_at > p_now
+                                   THEN p_now ELSE first_failed_at END,
+            (last_failure_code, last_failure_message, last_decline_code, last_advice_code,
+             last_failure_payment_method, last_failure_attempt, last_failure_at,
+             last_failure_event_id) = (
+                SELECT CASE WHEN later THEN p_declined ->> 'code' ELSE last_failure_code END,
+                    CASE WHEN later THEN p_declined ->> 'message' ELSE last_failure_message END,
+                    CASE WHEN later THEN p_declined ->> 'decline_code'
+                         ELSE last_decline_code END,
+                    CASE WHEN later THEN p_declined ->> 'advice_code' ELSE last_advice_code END,
+                    CASE WHEN later THEN p_declined ->> 'payment_method'
+                         ELSE last_failure_payment_method END,
+                    CASE WHEN later THEN p_attempt_count ELSE last_failure_attempt END,
+                    CASE WHEN later THEN p_now ELSE last_failure_at END,
+                    CASE WHEN later THEN '' ELSE last_failure_event_id END
+                FROM (SELECT last_failure_at IS NULL
+                    OR (p_attempt_count, p_now,
+                        CASE WHEN (p_declined ->> 'known')::boolean THEN 1 ELSE 0 END,
+                        ''::text COLLATE "C")
+                     > (last_failure_attempt, last_failure_at,
+                        CASE WHEN last_decline_code IS NOT NULL OR last_advice_code IS NOT NULL
+                             THEN 1 ELSE 0 END,
+                        last_failure_event_id COLLATE "C")
+                    AS later) AS failure)
+        WHERE id = p_declined ->> 'invoice_id';
+    END IF;
     IF p_alert_id IS NOT NULL THEN
         UPDATE billing_alerts SET
             attempt_count = CASE WHEN attempt_count + 1 > p_attempt_count

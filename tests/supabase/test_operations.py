@@ -662,3 +662,46 @@ def test_an_answer_lost_after_the_commit_is_safe_to_send_again(twins, postgrest)
     assert [
         line.details["resolved_alerts"] for line in twins.rest.action_audit(INVOICE_ID, "retry")
     ] == [[1], []]
+
+
+def failure_columns(store: PostgresStore) -> tuple[Any, ...]:
+    row = store._execute(
+        "SELECT first_failed_at, last_failure_code, last_failure_message, last_failure_attempt, "
+        "last_failure_at, last_failure_event_id FROM billing_invoices WHERE id = ?",
+        (INVOICE_ID,),
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_a_manual_decline_is_recorded_on_the_invoice_as_a_failure_observed_now(twins):
+    from cloudgreet_billing.domain.events import InvoiceFailure
+
+    _, alert_id = twins.seed(seed_mirror, seed_alert)
+    declined = InvoiceFailure("card_declined", "Your card has insufficient funds.")
+
+    def decline(attempt_count: int, at: datetime, note: str = "retry declined") -> None:
+        twins.rest.record_failed_attempt(
+            alert_id,
+            attempt_count=attempt_count,
+            failure="card_declined: insufficient_funds",
+            note=note,
+            audit=audit("retry", "declined"),
+            now=at,
+            declined=(INVOICE_ID, declined),
+        )
+
+    decline(2, NOW)
+    assert failure_columns(twins.owner) == (
+        NOW, "card_declined", "Your card has insufficient funds.", 2, NOW, "",
+    )  # fmt: skip
+    # A lower attempt count observed later is an older failure: the last one stays.
+    decline(1, NOW + timedelta(hours=1))
+    assert failure_columns(twins.owner)[1:4] == (
+        "card_declined", "Your card has insufficient funds.", 2,
+    )  # fmt: skip
+    # All or nothing: a note the database refuses takes the recorded failure with it.
+    before = snapshot(twins.rest_url)
+    with pytest.raises(DataRefused):
+        decline(5, NOW + timedelta(hours=2), note="")
+    assert snapshot(twins.rest_url) == before

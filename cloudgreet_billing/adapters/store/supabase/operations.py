@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from cloudgreet_billing.adapters.store.protocol_actions import Settlement
     from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft, AuditRecord
     from cloudgreet_billing.domain.dunning import DunningPlanner
-    from cloudgreet_billing.domain.events import EventPlan, EventResult
+    from cloudgreet_billing.domain.events import EventPlan, EventResult, InvoiceFailure
     from cloudgreet_billing.domain.mirror import MirroredInvoice, MirroredSubscription
     from cloudgreet_billing.domain.quarantine import QuarantinedEvent, RejectedEvent
 
@@ -70,6 +70,25 @@ def audit_json(entry: AuditDraft) -> dict[str, Any]:
         "outcome": entry.outcome,
         "idempotency_key": entry.idempotency_key,
         "details": dict(entry.details),
+    }
+
+
+def declined_json(invoice_id: str, failure: InvoiceFailure) -> dict[str, Any]:
+    """A manual charge's decline (``record_failed_attempt``'s ``declined``) as the function
+    takes it. Its decline code, advice code and card are read by name: the domain carries
+    them on ``InvoiceFailure.decline`` (schema 6) once the decline work is merged, and
+    until then they are None."""
+    decline = getattr(failure, "decline", None)
+    parts = {
+        name: getattr(decline, name, None)
+        for name in ("decline_code", "advice_code", "payment_method")
+    }
+    return {
+        "invoice_id": invoice_id,
+        "code": failure.code,
+        "message": failure.message,
+        **parts,
+        "known": parts["decline_code"] is not None or parts["advice_code"] is not None,
     }
 
 
@@ -397,6 +416,7 @@ class SupabaseOperations(SupabaseBase):
         note: str,
         audit: AuditDraft,
         now: datetime,
+        declined: tuple[str, InvoiceFailure] | None = None,
     ) -> None:
         self._api.rpc(
             "billing_api_record_failed_attempt",
@@ -407,6 +427,7 @@ class SupabaseOperations(SupabaseBase):
                 "p_note": note,
                 "p_audit": audit_json(audit),
                 "p_now": iso(now),
+                "p_declined": None if declined is None else declined_json(*declined),
             },
         )
 
