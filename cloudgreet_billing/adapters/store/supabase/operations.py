@@ -121,11 +121,24 @@ def invoice_json(invoice: MirroredInvoice) -> dict[str, Any]:
     }
 
 
+#: Schema 6's columns of an invoice, which ``MirroredInvoice`` reads once the decline work
+#: gives it the fields (read by name until then, as the mirror area reads them).
+_SCHEMA6_INVOICE = ("last_decline_code", "last_advice_code", "last_failure_payment_method")
+
+
 def invoice_of(row: Mapping[str, Any]) -> MirroredInvoice:
     """A ``billing_invoices`` row as ``to_jsonb`` writes it."""
+    from dataclasses import fields
+
     from cloudgreet_billing.domain.mirror import MirroredInvoice
 
+    schema6 = {
+        field.name: row.get(field.name)
+        for field in fields(MirroredInvoice)
+        if field.name in _SCHEMA6_INVOICE
+    }
     return MirroredInvoice(
+        **schema6,
         id=row["id"],
         customer_id=row["customer_id"],
         subscription_id=row["subscription_id"],
