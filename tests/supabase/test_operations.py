@@ -705,3 +705,39 @@ def test_a_manual_decline_is_recorded_on_the_invoice_as_a_failure_observed_now(t
     with pytest.raises(DataRefused):
         decline(5, NOW + timedelta(hours=2), note="")
     assert snapshot(twins.rest_url) == before
+
+
+def test_a_retry_and_a_dismissal_at_once_settle_the_row_one_after_the_other(twins, postgrest):
+    """Both functions take the row lock first: a dismissal sent while a retry holds it
+    waits, then sees what the retry left (still quarantined, with today's reason)."""
+    twins.seed(seed_quarantine)
+    with psycopg.connect(postgrest.database_url) as first:
+        kept = first.execute(
+            "SELECT billing_api_retry_quarantined(1, %s, NULL, %s, %s, %s)",
+            (FAILED_EVENT_ID, "amount_due is still a list", "alice@ops", NOW),
+        ).fetchone()
+        assert kept is not None and kept[0]["status"] == "quarantined"
+        answers: list[Any] = []
+
+        def dismiss() -> None:
+            with psycopg.connect(postgrest.database_url) as other:
+                answers.append(
+                    other.execute(
+                        "SELECT billing_api_dismiss_quarantined(1, %s, %s, %s)",
+                        ("given up", "bob@ops", NOW),
+                    ).fetchone()[0]["outcome"]
+                )
+
+        waiting = threading.Thread(target=dismiss)
+        waiting.start()
+        waiting.join(timeout=1)
+        assert waiting.is_alive()
+        first.commit()
+        waiting.join(timeout=10)
+    assert answers == ["dismissed"]
+    row = twins.rest.get_quarantined(1)
+    assert (row.status, row.reason, row.resolution) == (
+        "dismissed",
+        "amount_due is still a list",
+        "given up",
+    )
