@@ -287,9 +287,9 @@ $$;
 
 -- quarantine retry (sql_quarantine.retry_quarantined), in one transaction: the row locked
 -- (two operators settle it one after the other), the event's plan applied as
--- billing_api_apply_event_plans applies one event (recorded as processed, then the
--- mirror's billing_api_mirror_apply_plan; an event processed meanwhile is a duplicate),
--- inside a subtransaction so that a fault of the event rolls back only its own work; the
+-- billing_api_apply_event_plans applies one event (the mirror's
+-- billing_api_mirror_apply_event: recorded as processed, then applied; an event processed
+-- meanwhile is a duplicate), inside a subtransaction so that a fault of the event rolls back only its own work; the
 -- row settled with the outcome; the audit line. p_plan is null when the payload could not
 -- be planned: p_reason says why, and the row stays quarantined with it. Answers the
 -- mirror's result ({status, alerts_opened, …}) with the reason a row kept in quarantine
@@ -310,19 +310,7 @@ BEGIN
     END IF;
     IF p_plan IS NOT NULL THEN
         BEGIN
-            INSERT INTO billing_stripe_events (
-                id, type, stripe_created, livemode, outcome, source, processed_at
-            ) VALUES (
-                p_plan ->> 'event_id', p_plan ->> 'type', (p_plan ->> 'created')::timestamptz,
-                (p_plan ->> 'livemode')::boolean, p_plan ->> 'outcome', p_plan ->> 'source',
-                p_now
-            )
-            ON CONFLICT (id) DO NOTHING;
-            IF FOUND THEN
-                v_result := billing_api_mirror_apply_plan(p_plan, p_now);
-            ELSE
-                v_result := jsonb_build_object('status', 'duplicate');
-            END IF;
+            v_result := billing_api_mirror_apply_event(p_plan, p_now);
         EXCEPTION
             -- The event's own fault, as billing_api_apply_event_plans tells it from the
             -- store's (which fails the call, and nothing is written).
