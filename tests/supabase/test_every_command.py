@@ -24,6 +24,7 @@ import pytest
 from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION
 from cloudgreet_billing.errors import ExitCode
 from tests.cli.helpers import run
+from tests.actions.conftest import ACCOUNT
 from tests.dunning.stripe_objects import (
     CUSTOMER_ID,
     INVOICE_ID,
@@ -32,6 +33,7 @@ from tests.dunning.stripe_objects import (
     invoice_object,
     ndjson,
 )
+from tests.stripe_fake import FakeStripe, Recorded, Reply, fake_stripe, stripe_env  # noqa: F401
 
 pytestmark = pytest.mark.postgres
 
@@ -174,3 +176,290 @@ def test_alerts_list_show_ack_note_resolve(cli: Session) -> None:
     assert "called the practice manager" in text and "resolved" in text
     assert [a["invoice_id"] for a in cli.json("alerts", "list")] == [SECOND_INVOICE]
     assert len(cli.json("alerts", "list", "--status", "all")) == 2
+
+
+def quarantined_event(event_id: str) -> dict[str, Any]:
+    """A payment failure whose amount Stripe would never send: the sync quarantines it."""
+    invoice = invoice_object(invoice_id="in_1QpLAaLkdIwHu7ixZz9Yx8Wv", finalized_at=FAILED_AT)
+    invoice["amount_due"] = [1]
+    return event(event_id, "invoice.payment_failed", invoice, FAILED_AT)
+
+
+def test_quarantine_list_show_retry_dismiss(cli: Session) -> None:
+    first, second = "evt_1QpLAbLkdIwHu7ixQuar0001", "evt_1QpLAbLkdIwHu7ixQuar0002"
+    summary = cli.json(
+        "sync", "--events-file", "-", input=ndjson(quarantined_event(first), quarantined_event(second)),
+        code=ExitCode.NEEDS_ATTENTION,
+    )
+    assert summary["events_seen"] == 2
+    listed = cli.json("quarantine", "list")
+    assert sorted(row["event_id"] for row in listed) == [first, second]
+    assert {row["status"] for row in listed} == {"quarantined"}
+    by_event = {row["event_id"]: row for row in listed}
+    shown = cli.json("quarantine", "show", first)
+    assert shown["event_id"] == first
+    assert "amount_due" in json.dumps(shown)
+    retried = cli.json("quarantine", "retry", str(by_event[first]["id"]), code=ExitCode.NEEDS_ATTENTION)
+    assert retried["results"][0]["status"] == "quarantined"
+    dismissed = cli.json(
+        "quarantine", "dismiss", str(by_event[second]["id"]), "--reason", "fixture event", "--yes"
+    )
+    assert dismissed["status"] == "dismissed"
+    assert cli.sql(
+        "SELECT event_id, status FROM billing_quarantined_events ORDER BY event_id"
+    ) == [(first, "quarantined"), (second, "dismissed")]
+    assert [row["event_id"] for row in cli.json("quarantine", "list")] == [first]
+
+
+def undeliverable_events() -> list[dict[str, Any]]:
+    """The second customer left no email and no phone anywhere."""
+    invoice = invoice_object(
+        invoice_id=SECOND_INVOICE, customer_id=SECOND_CUSTOMER, finalized_at=FAILED_AT,
+        email=None, phone=None,
+    )
+    return [
+        event("evt_1QpL8ILkdIwHu7ixCust000B", "customer.updated",
+              customer_object(customer_id=SECOND_CUSTOMER, email=None, phone=None), FAILED_AT),
+        event("evt_1QpL8ILkdIwHu7ixFinal00B", "invoice.finalized", invoice, FAILED_AT),
+        event("evt_1QpL8ILkdIwHu7ixFail000B", "invoice.payment_failed", invoice, FAILED_AT),
+    ]
+
+
+def steps(cli: Session, invoice_id: str) -> list[dict[str, Any]]:
+    return sorted(cli.json("dunning", "list", "--invoice", invoice_id), key=lambda s: s["day"])
+
+
+def test_dunning_run_list_preview_mark_unmark_requeue_pause_resume(
+    cli: Session, tmp_path: Path
+) -> None:
+    cli.json("sync", "--events-file", "-", input=ndjson(*failed_invoice_events(), *undeliverable_events()))
+    preview = cli("dunning", "preview", INVOICE_ID)
+    assert "Bright Smile Dental" in preview.stdout or "$149.00" in preview.stdout
+    planned = cli.json("dunning", "run", "--dry-run")
+    assert (planned["due"], planned["sent"], planned["would_send"]) == (2, 0, 1)
+    assert cli.sql("SELECT count(*) FROM billing_dunning_events WHERE status = 'scheduled'")[0][0] == 6
+
+    ran = cli.json("dunning", "run", code=ExitCode.NEEDS_ATTENTION)
+    assert (ran["due"], ran["sent"], ran["skipped"], ran["undeliverable"]) == (2, 1, 1, 1)
+    [email] = list((tmp_path / "outbox").glob("*.eml"))
+    assert "To: billing@brightsmile-dental.example" in email.read_text()
+    day0, day1, day3 = steps(cli, INVOICE_ID)
+    assert (day0["status"], day0["channel"], day0["attempts"]) == ("sent", "email", 1)
+    assert day0["sent_at"].endswith("Z")
+    assert (day1["status"], day3["status"]) == ("scheduled", "scheduled")
+    skipped = steps(cli, SECOND_INVOICE)[0]
+    assert skipped["status"] == "skipped"
+    # A second run has nothing left to send.
+    assert cli.json("dunning", "run", code=ExitCode.NEEDS_ATTENTION)["sent"] == 0
+    pending = cli.json("dunning", "list")
+    assert {s["status"] for s in pending} == {"scheduled"}
+    assert day1["id"] in {s["id"] for s in pending}
+
+    marked = cli.json("dunning", "mark-sent", str(day1["id"]), "--reason", "phoned", "--force", "--yes")
+    assert marked["status"] == "sent"
+    assert cli.sql("SELECT status FROM billing_dunning_events WHERE id = %s", (day1["id"],)) == [("sent",)]
+    unmarked = cli.json("dunning", "unmark-sent", str(day1["id"]), "--yes")
+    assert unmarked["status"] == "scheduled"
+    assert cli.sql("SELECT status FROM billing_dunning_events WHERE id = %s", (day1["id"],)) == [
+        ("scheduled",)
+    ]
+    requeued = cli.json("dunning", "requeue", str(skipped["id"]), "--yes")
+    assert requeued["status"] == "scheduled"
+
+    paused = cli.json("dunning", "pause", "--reason", "Stripe incident INC-42")
+    assert paused["paused"] is True
+    assert cli.json("dunning", "run", code=ExitCode.UNAVAILABLE)
+    assert cli.json("dashboard")["paused"] is True
+    resumed = cli.json("dunning", "resume")
+    assert resumed["paused"] is False
+    actions = {row[0] for row in cli.sql("SELECT action FROM billing_audit_log")}
+    assert {"dunning.mark_sent", "dunning.unmark_sent", "dunning.requeue"} <= actions
+
+
+def test_ledger_add_import_list(cli: Session, tmp_path: Path) -> None:
+    added = cli.json(
+        "ledger", "add", "--customer", CUSTOMER_ID, "--kind", "subscription", "--amount", "149.00",
+        "--occurred-at", (NOW - timedelta(days=1)).isoformat(), "--invoice", INVOICE_ID,
+        "--external-id", "sub-2026-12",
+    )
+    assert (added["amount"], added["currency"], added["kind"]) == (14900, "usd", "subscription")
+    usage = tmp_path / "usage.csv"
+    day = (NOW - timedelta(days=2)).date().isoformat()
+    usage.write_text(
+        "customer_id,kind,amount,currency,occurred_at,external_id\n"
+        f"{CUSTOMER_ID},booking_fee,2.50,usd,{day},bk-1\n"
+        f"{CUSTOMER_ID},booking_fee,2.50,usd,{day},bk-2\n"
+        f"{CUSTOMER_ID},credit_adjustment,-1.25,usd,{day},cr-1\n"
+    )
+    dry = cli.json("ledger", "import", str(usage), "--dry-run")
+    assert cli.sql("SELECT count(*) FROM billing_usage_ledger")[0][0] == 1
+    assert dry.get("inserted", 0) in (0, None) or dry.get("dry_run") is True
+    imported = cli.json("ledger", "import", str(usage))
+    assert imported["inserted"] == 3
+    again = cli.json("ledger", "import", str(usage))
+    assert again["inserted"] == 0
+    listed = cli.json("ledger", "list", "--customer", CUSTOMER_ID)
+    assert sorted(e["external_id"] for e in listed) == ["bk-1", "bk-2", "cr-1", "sub-2026-12"]
+    assert sorted(e["amount"] for e in listed) == [-125, 250, 250, 14900]
+    assert cli.sql("SELECT sum(amount) FROM billing_usage_ledger")[0][0] == 14900 + 500 - 125
+    bad = tmp_path / "bad.csv"
+    bad.write_text("customer_id,kind,amount,currency,occurred_at\n" f"{CUSTOMER_ID},booking_fee,1.001,usd,{day}\n")
+    refused = cli("ledger", "import", str(bad), code=ExitCode.BAD_INPUT)
+    assert "line 2" in refused.stderr
+    assert cli.sql("SELECT count(*) FROM billing_usage_ledger")[0][0] == 4
+
+
+def test_reconcile_offline_from_a_file_and_from_stripe(
+    cli: Session, fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    synced(cli)
+    cli.json(
+        "ledger", "add", "--customer", CUSTOMER_ID, "--kind", "subscription", "--amount", "149.00",
+        "--occurred-at", FAILED_AT.isoformat(), "--external-id", "sub-1",
+    )
+    offline = cli.json("reconcile", "--offline", code=ExitCode.NEEDS_ATTENTION)
+    rows = {(r["customer_id"], r["currency"]): r for r in offline["rows"]}
+    assert rows[(CUSTOMER_ID, "usd")]["stripe_total"] == 14900
+    assert rows[(CUSTOMER_ID, "usd")]["ledger_total"] == 14900
+    assert rows[(CUSTOMER_ID, "usd")]["status"] == "match"
+    assert rows[(SECOND_CUSTOMER, "usd")]["status"] == "mismatch"
+    assert rows[(SECOND_CUSTOMER, "usd")]["ledger_total"] == 0
+    assert offline["mismatches"] == 1
+    assert len(offline["open_alerts"]) == 2
+
+    saved = tmp_path / "invoices.json"
+    saved.write_text(json.dumps([invoice_object(finalized_at=FAILED_AT)]))
+    from_file = cli.json("reconcile", "--invoices-file", str(saved))
+    assert [(r["customer_id"], r["status"]) for r in from_file["rows"]] == [(CUSTOMER_ID, "match")]
+
+    stripe_env(monkeypatch, fake_stripe)
+    fake_stripe.reply("GET", "/v1/account", ACCOUNT)
+    fake_stripe.paginate("/v1/invoices", [invoice_object(finalized_at=FAILED_AT)])
+    from_api = cli.json("reconcile")
+    assert from_api["rows"] == from_file["rows"]
+    assert fake_stripe.requests_to("GET", "/v1/invoices")
+
+
+def test_dashboard_and_export_csv_of_every_dataset(cli: Session, tmp_path: Path) -> None:
+    synced(cli)
+    cli.json(
+        "ledger", "add", "--customer", CUSTOMER_ID, "--kind", "booking_fee", "--amount", "2.50",
+        "--occurred-at", FAILED_AT.isoformat(), "--external-id", "bk-1",
+    )
+    board = cli.json("dashboard")
+    assert board["booking_fees_30d"] == {"usd": 250}
+    assert board["open_alerts"] == {"invoice_failed": 2}
+    assert board["paused"] is False
+    assert board["last_sync_at"] is None or board["last_sync_at"].endswith("Z")
+    assert board["dunning_due"] == 2
+    human = cli("dashboard")
+    assert "$2.50" in human.stdout
+
+    def exported(dataset: str) -> list[dict[str, str]]:
+        result = cli("export-csv", "--dataset", dataset, "--days", "7")
+        return list(csv.DictReader(io.StringIO(result.stdout)))
+
+    [entry] = exported("ledger")
+    assert (entry["customer_id"], entry["amount_minor"], entry["amount_major"]) == (
+        CUSTOMER_ID, "250", "2.50"
+    )
+    alerts = exported("alerts")
+    assert sorted(a["invoice_id"] for a in alerts) == sorted([INVOICE_ID, SECOND_INVOICE])
+    assert {a["amount_due_minor"] for a in alerts} == {"14900"}
+    dunning = exported("dunning")
+    assert len(dunning) == 6 and {d["status"] for d in dunning} == {"scheduled"}
+    reconciliation = {r["customer_id"]: r for r in exported("reconciliation")}
+    assert reconciliation[CUSTOMER_ID]["stripe_total_minor"] == "14900"
+    assert reconciliation[CUSTOMER_ID]["ledger_total_minor"] == "0"
+    target = tmp_path / "ledger.csv"
+    written = cli("export-csv", "-o", str(target))
+    assert written.stdout == ""
+    assert "2.50" in target.read_text()
+
+
+def paid(invoice: dict[str, Any]) -> dict[str, Any]:
+    return {**invoice, "status": "paid", "amount_paid": invoice["amount_due"], "amount_remaining": 0}
+
+
+def test_retry_resend_link_portal_dry_and_against_stripe(
+    cli: Session, fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced(cli)
+    [alert] = [a for a in cli.json("alerts", "list") if a["invoice_id"] == INVOICE_ID]
+    monkeypatch.setenv("APP_URL", "https://app.cloudgreet.example")
+    # Dry runs need no Stripe key and send nothing.
+    for command in (("retry", INVOICE_ID), ("resend-link", INVOICE_ID), ("portal", CUSTOMER_ID)):
+        dry = cli(*command, "--dry-run")
+        assert "POST" in dry.stdout and "/v1/" in dry.stdout, dry.stdout
+    assert fake_stripe.requests == []
+
+    stripe_env(monkeypatch, fake_stripe)
+    fake_stripe.reply("GET", "/v1/account", ACCOUNT)
+    open_invoice = invoice_object(finalized_at=FAILED_AT)
+    fake_stripe.reply("GET", f"/v1/invoices/{INVOICE_ID}", open_invoice)
+    fake_stripe.reply("POST", f"/v1/invoices/{INVOICE_ID}/send", open_invoice)
+    sent = cli.json("resend-link", str(alert["id"]), "--yes")
+    assert (sent["invoice_id"], sent["sent"]) == (INVOICE_ID, True)
+
+    fake_stripe.reply(
+        "POST", "/v1/billing_portal/sessions",
+        lambda request: Reply(200, {
+            "id": "bps_1QpLCcLkdIwHu7ixPortal01", "object": "billing_portal.session",
+            "customer": CUSTOMER_ID, "return_url": request.form["return_url"],
+            "url": "https://billing.stripe.com/p/session/test_YWNjdF8xUXBMOEhMa2RJd0h1N2l4",
+            "livemode": False, "created": int(NOW.timestamp()),
+        }),
+    )
+    portal = cli.json("portal", CUSTOMER_ID)
+    assert portal["url"].startswith("https://billing.stripe.com/p/session/")
+    assert portal["return_url"] == "https://app.cloudgreet.example/admin/billing"
+
+    fake_stripe.reply("POST", f"/v1/invoices/{INVOICE_ID}/pay", paid(open_invoice))
+    retried = cli.json("retry", str(alert["id"]), "--yes")
+    assert (retried["status"], retried["alert_status"], retried["amount_paid"]) == (
+        "paid", "resolved", 14900
+    )
+    assert cli.sql("SELECT status FROM billing_invoices WHERE id = %s", (INVOICE_ID,)) == [("paid",)]
+    assert {row[0] for row in cli.sql(
+        "SELECT status FROM billing_dunning_events WHERE invoice_id = %s", (INVOICE_ID,)
+    )} == {"canceled"}
+    story = cli.sql(
+        "SELECT action, outcome FROM billing_audit_log WHERE target IN (%s, %s) ORDER BY id",
+        (INVOICE_ID, CUSTOMER_ID),
+    )
+    assert ("retry", "paid") in story and ("resend-link", "sent") in story
+    assert ("portal", "created") in story
+
+
+def test_incident_summary(cli: Session) -> None:
+    synced(cli)
+    [alert] = [a for a in cli.json("alerts", "list") if a["invoice_id"] == INVOICE_ID]
+    cli.json("alerts", "ack", str(alert["id"]))
+    cli.json("dunning", "pause", "--reason", "Stripe incident INC-42")
+    summary = cli.json("incident", "summary", "--since", "3h")
+    assert sorted(a["invoice_id"] for a in summary["failed"]) == sorted([INVOICE_ID, SECOND_INVOICE])
+    assert summary["dunning_paused"]
+    assert "INC-42" in summary["markdown"]
+    assert len(summary["still_open"]) == 2
+    human = cli("incident", "summary", "--since", "3h")
+    assert INVOICE_ID in human.stdout
+
+
+def test_sync_verify_against_stripe(
+    cli: Session, fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced(cli)
+    stripe_env(monkeypatch, fake_stripe)
+    fake_stripe.reply("GET", "/v1/account", ACCOUNT)
+    first = invoice_object(finalized_at=FAILED_AT)
+    second = invoice_object(invoice_id=SECOND_INVOICE, customer_id=SECOND_CUSTOMER, finalized_at=FAILED_AT)
+    fake_stripe.paginate("/v1/invoices", [paid(first), second])
+    fake_stripe.paginate("/v1/subscriptions", [])
+    found = cli.json("sync", "--verify", code=ExitCode.NEEDS_ATTENTION)
+    problems = {(d["id"], d["field"]) for d in found["differences"]}
+    assert (INVOICE_ID, "status") in problems
+    assert SECOND_INVOICE not in {d["id"] for d in found["differences"]}
+    assert cli.sql("SELECT status FROM billing_invoices WHERE id = %s", (INVOICE_ID,)) == [("open",)]
+    repaired = cli.json("sync", "--verify", "--repair", code=ExitCode.NEEDS_ATTENTION)
+    assert repaired["repaired"] >= 1
+    assert cli.sql("SELECT status FROM billing_invoices WHERE id = %s", (INVOICE_ID,)) == [("paid",)]
