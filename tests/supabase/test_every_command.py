@@ -14,6 +14,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -89,7 +93,7 @@ def cli(supabase_store: Any, postgrest: Any, monkeypatch: pytest.MonkeyPatch, tm
     session = Session(postgrest)
     yield session
     session.assert_no_key()
-    assert "BILLING_DATABASE_URL" not in __import__("os").environ
+    assert "BILLING_DATABASE_URL" not in os.environ
 
 
 def failed_invoice_events(
@@ -463,3 +467,67 @@ def test_sync_verify_against_stripe(
     repaired = cli.json("sync", "--verify", "--repair", code=ExitCode.NEEDS_ATTENTION)
     assert repaired["repaired"] >= 1
     assert cli.sql("SELECT status FROM billing_invoices WHERE id = %s", (INVOICE_ID,)) == [("paid",)]
+
+
+WEBHOOK_SECRET = "whsec_8fJ2kLqP0vXz3mN5bR7tY9wC1dE4gH6a"
+
+
+def test_serve_applies_one_signed_webhook(cli: Session, tmp_path: Path) -> None:
+    """The installed console script, as a process manager runs it, with the Supabase
+    variables and the webhook secret only."""
+    import httpx
+    import stripe
+
+    from tests.stripe_fake import unused_port
+
+    port = unused_port()
+    script = Path(sys.executable).parent / "cloudgreet-billing"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "SUPABASE_URL": cli.project.url,
+        "SUPABASE_SECRET_KEY": cli.project.keys.secret,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "BILLING_ACTOR": "webhook@ci",
+    }
+    server = subprocess.Popen(
+        [str(script), "serve", "--port", str(port)],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(base + "/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, server.communicate()
+                assert time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.2)
+        assert health.status_code == 200 and health.json()["ok"] is True
+        failure = failed_invoice_events()[2]
+        payload = json.dumps(failure)
+        header = stripe.WebhookSignature.generate_signature_header(payload, WEBHOOK_SECRET)
+        answer = httpx.post(
+            base + "/api/internal/stripe/alerts", content=payload, timeout=30,
+            headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"received": True, "id": failure["id"], "status": "applied"}
+        forged = httpx.post(
+            base + "/api/internal/stripe/alerts", content=payload, timeout=30,
+            headers={"Stripe-Signature": header.replace("v1=", "v1=0"), "Content-Type": "application/json"},
+        )
+        assert forged.status_code == 400
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=30)
+    cli.outputs.append(out + err)
+    assert cli.sql("SELECT type, status, invoice_id FROM billing_alerts") == [
+        ("invoice_failed", "open", INVOICE_ID)
+    ]
+    assert cli.sql("SELECT count(*) FROM billing_dunning_events WHERE invoice_id = %s", (INVOICE_ID,)) == [(3,)]
+    assert f"supabase {cli.project.url}" in err
+    assert WEBHOOK_SECRET not in out + err
