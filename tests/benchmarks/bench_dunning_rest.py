@@ -102,7 +102,9 @@ def main() -> None:
                     "SUPABASE_SECRET_KEY": standin.keys.secret,
                 }
                 rest_seconds, rest = run(env)
-                sent = standin.sql("SELECT count(*) FROM billing_dunning_events WHERE status = 'sent'")
+                sent = standin.sql(
+                    "SELECT count(*) FROM billing_dunning_events WHERE status = 'sent'"
+                )
                 written = len(list((tmp / "rest").glob("*.eml")))
                 assert rest["sent"] == args.steps == sent[0][0] == written, (rest, sent, written)
                 calls = collections.Counter(
@@ -118,7 +120,10 @@ def main() -> None:
 
     steps = args.steps
     print(f"{'dunning run (file)':<22}{'steps':>8}{'seconds':>9}{'steps/s':>10}{'requests':>10}")
-    print(f"{'postgres (direct)':<22}{steps:>8}{direct_seconds:>9.1f}{steps / direct_seconds:>10,.0f}{'-':>10}")
+    print(
+        f"{'postgres (direct)':<22}{steps:>8}{direct_seconds:>9.1f}"
+        f"{steps / direct_seconds:>10,.0f}{'-':>10}"
+    )
     print(
         f"{'supabase (REST)':<22}{steps:>8}{rest_seconds:>9.1f}{steps / rest_seconds:>10,.0f}"
         f"{sum(calls.values()):>10}"

@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,8 @@ import pytest
 
 from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION
 from cloudgreet_billing.errors import ExitCode
-from tests.cli.helpers import run
 from tests.actions.conftest import ACCOUNT
+from tests.cli.helpers import run
 from tests.dunning.stripe_objects import (
     CUSTOMER_ID,
     INVOICE_ID,
@@ -37,7 +36,7 @@ from tests.dunning.stripe_objects import (
     invoice_object,
     ndjson,
 )
-from tests.stripe_fake import FakeStripe, Recorded, Reply, fake_stripe, stripe_env  # noqa: F401
+from tests.stripe_fake import FakeStripe, Reply, fake_stripe, stripe_env  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.postgres
 
@@ -102,8 +101,12 @@ def failed_invoice_events(
     """A customer, then their invoice finalized and failed in the same second."""
     invoice = invoice_object(invoice_id=invoice_id, customer_id=customer_id, finalized_at=FAILED_AT)
     return [
-        event(f"evt_1QpL8ILkdIwHu7ixCust000{suffix}", "customer.updated",
-              customer_object(customer_id=customer_id), FAILED_AT),
+        event(
+            f"evt_1QpL8ILkdIwHu7ixCust000{suffix}",
+            "customer.updated",
+            customer_object(customer_id=customer_id),
+            FAILED_AT,
+        ),
         event(f"evt_1QpL8ILkdIwHu7ixFinal00{suffix}", "invoice.finalized", invoice, FAILED_AT),
         event(f"evt_1QpL8ILkdIwHu7ixFail000{suffix}", "invoice.payment_failed", invoice, FAILED_AT),
     ]
@@ -136,13 +139,17 @@ def test_sync_from_a_file_mirrors_opens_alerts_and_schedules_dunning(cli: Sessio
     assert summary["events_applied"] == 6
     assert summary["alerts_opened"] == 2
     assert summary["dunning_scheduled"] == 6
-    assert cli.sql("SELECT status, amount_due FROM billing_invoices WHERE id = %s", (INVOICE_ID,)) == [
-        ("open", 14900)
-    ]
+    assert cli.sql(
+        "SELECT status, amount_due FROM billing_invoices WHERE id = %s", (INVOICE_ID,)
+    ) == [("open", 14900)]
     assert cli.sql("SELECT count(*) FROM billing_dunning_events")[0][0] == 6
     # The same events again change nothing.
     again = synced(cli)
-    assert (again["events_applied"], again["alerts_opened"], again["dunning_scheduled"]) == (0, 0, 0)
+    assert (again["events_applied"], again["alerts_opened"], again["dunning_scheduled"]) == (
+        0,
+        0,
+        0,
+    )
     assert cli.sql("SELECT count(*) FROM billing_alerts")[0][0] == 2
     assert cli.project.requests_to("^/rpc/billing_api_", "POST")
 
@@ -153,7 +160,10 @@ def test_alerts_list_show_ack_note_resolve(cli: Session) -> None:
     assert sorted(a["invoice_id"] for a in listed) == sorted([INVOICE_ID, SECOND_INVOICE])
     first = next(a for a in listed if a["invoice_id"] == INVOICE_ID)
     assert (first["type"], first["status"], first["amount_due"], first["currency"]) == (
-        "invoice_failed", "open", 14900, "usd"
+        "invoice_failed",
+        "open",
+        14900,
+        "usd",
     )
     alert_id = str(first["id"])
     shown = cli.json("alerts", "show", alert_id)
@@ -169,12 +179,12 @@ def test_alerts_list_show_ack_note_resolve(cli: Session) -> None:
     resolved = cli.json("alerts", "resolve", alert_id, "--reason", "paid by check", "--yes")
     assert resolved["status"] == "resolved"
 
-    assert cli.sql("SELECT status, resolution FROM billing_alerts WHERE id = %s", (int(alert_id),)) == [
-        ("resolved", "paid by check")
-    ]
-    assert cli.sql("SELECT author, body FROM billing_alert_notes WHERE alert_id = %s", (int(alert_id),)) == [
-        ("tester@ci", "called the practice manager")
-    ]
+    assert cli.sql(
+        "SELECT status, resolution FROM billing_alerts WHERE id = %s", (int(alert_id),)
+    ) == [("resolved", "paid by check")]
+    assert cli.sql(
+        "SELECT author, body FROM billing_alert_notes WHERE alert_id = %s", (int(alert_id),)
+    ) == [("tester@ci", "called the practice manager")]
     shown = cli.json("alerts", "show", alert_id)
     text = json.dumps(shown)
     assert "called the practice manager" in text and "resolved" in text
@@ -192,7 +202,10 @@ def quarantined_event(event_id: str) -> dict[str, Any]:
 def test_quarantine_list_show_retry_dismiss(cli: Session) -> None:
     first, second = "evt_1QpLAbLkdIwHu7ixQuar0001", "evt_1QpLAbLkdIwHu7ixQuar0002"
     summary = cli.json(
-        "sync", "--events-file", "-", input=ndjson(quarantined_event(first), quarantined_event(second)),
+        "sync",
+        "--events-file",
+        "-",
+        input=ndjson(quarantined_event(first), quarantined_event(second)),
         code=ExitCode.NEEDS_ATTENTION,
     )
     assert summary["events_seen"] == 2
@@ -203,27 +216,37 @@ def test_quarantine_list_show_retry_dismiss(cli: Session) -> None:
     shown = cli.json("quarantine", "show", first)
     assert shown["event_id"] == first
     assert "amount_due" in json.dumps(shown)
-    retried = cli.json("quarantine", "retry", str(by_event[first]["id"]), code=ExitCode.NEEDS_ATTENTION)
+    retried = cli.json(
+        "quarantine", "retry", str(by_event[first]["id"]), code=ExitCode.NEEDS_ATTENTION
+    )
     assert retried["results"][0]["status"] == "quarantined"
     dismissed = cli.json(
         "quarantine", "dismiss", str(by_event[second]["id"]), "--reason", "fixture event", "--yes"
     )
     assert dismissed["status"] == "dismissed"
-    assert cli.sql(
-        "SELECT event_id, status FROM billing_quarantined_events ORDER BY event_id"
-    ) == [(first, "quarantined"), (second, "dismissed")]
+    assert cli.sql("SELECT event_id, status FROM billing_quarantined_events ORDER BY event_id") == [
+        (first, "quarantined"),
+        (second, "dismissed"),
+    ]
     assert [row["event_id"] for row in cli.json("quarantine", "list")] == [first]
 
 
 def undeliverable_events() -> list[dict[str, Any]]:
     """The second customer left no email and no phone anywhere."""
     invoice = invoice_object(
-        invoice_id=SECOND_INVOICE, customer_id=SECOND_CUSTOMER, finalized_at=FAILED_AT,
-        email=None, phone=None,
+        invoice_id=SECOND_INVOICE,
+        customer_id=SECOND_CUSTOMER,
+        finalized_at=FAILED_AT,
+        email=None,
+        phone=None,
     )
     return [
-        event("evt_1QpL8ILkdIwHu7ixCust000B", "customer.updated",
-              customer_object(customer_id=SECOND_CUSTOMER, email=None, phone=None), FAILED_AT),
+        event(
+            "evt_1QpL8ILkdIwHu7ixCust000B",
+            "customer.updated",
+            customer_object(customer_id=SECOND_CUSTOMER, email=None, phone=None),
+            FAILED_AT,
+        ),
         event("evt_1QpL8ILkdIwHu7ixFinal00B", "invoice.finalized", invoice, FAILED_AT),
         event("evt_1QpL8ILkdIwHu7ixFail000B", "invoice.payment_failed", invoice, FAILED_AT),
     ]
@@ -236,12 +259,19 @@ def steps(cli: Session, invoice_id: str) -> list[dict[str, Any]]:
 def test_dunning_run_list_preview_mark_unmark_requeue_pause_resume(
     cli: Session, tmp_path: Path
 ) -> None:
-    cli.json("sync", "--events-file", "-", input=ndjson(*failed_invoice_events(), *undeliverable_events()))
+    cli.json(
+        "sync",
+        "--events-file",
+        "-",
+        input=ndjson(*failed_invoice_events(), *undeliverable_events()),
+    )
     preview = cli("dunning", "preview", INVOICE_ID)
     assert "Bright Smile Dental" in preview.stdout or "$149.00" in preview.stdout
     planned = cli.json("dunning", "run", "--dry-run")
     assert (planned["due"], planned["sent"], planned["would_send"]) == (2, 0, 1)
-    assert cli.sql("SELECT count(*) FROM billing_dunning_events WHERE status = 'scheduled'")[0][0] == 6
+    assert (
+        cli.sql("SELECT count(*) FROM billing_dunning_events WHERE status = 'scheduled'")[0][0] == 6
+    )
 
     ran = cli.json("dunning", "run", code=ExitCode.NEEDS_ATTENTION)
     assert (ran["due"], ran["sent"], ran["skipped"], ran["undeliverable"]) == (2, 1, 1, 1)
@@ -259,9 +289,13 @@ def test_dunning_run_list_preview_mark_unmark_requeue_pause_resume(
     assert {s["status"] for s in pending} == {"scheduled"}
     assert day1["id"] in {s["id"] for s in pending}
 
-    marked = cli.json("dunning", "mark-sent", str(day1["id"]), "--reason", "phoned", "--force", "--yes")
+    marked = cli.json(
+        "dunning", "mark-sent", str(day1["id"]), "--reason", "phoned", "--force", "--yes"
+    )
     assert marked["status"] == "sent"
-    assert cli.sql("SELECT status FROM billing_dunning_events WHERE id = %s", (day1["id"],)) == [("sent",)]
+    assert cli.sql("SELECT status FROM billing_dunning_events WHERE id = %s", (day1["id"],)) == [
+        ("sent",)
+    ]
     unmarked = cli.json("dunning", "unmark-sent", str(day1["id"]), "--yes")
     assert unmarked["status"] == "scheduled"
     assert cli.sql("SELECT status FROM billing_dunning_events WHERE id = %s", (day1["id"],)) == [
@@ -282,9 +316,20 @@ def test_dunning_run_list_preview_mark_unmark_requeue_pause_resume(
 
 def test_ledger_add_import_list(cli: Session, tmp_path: Path) -> None:
     added = cli.json(
-        "ledger", "add", "--customer", CUSTOMER_ID, "--kind", "subscription", "--amount", "149.00",
-        "--occurred-at", (NOW - timedelta(days=1)).isoformat(), "--invoice", INVOICE_ID,
-        "--external-id", "sub-2026-12",
+        "ledger",
+        "add",
+        "--customer",
+        CUSTOMER_ID,
+        "--kind",
+        "subscription",
+        "--amount",
+        "149.00",
+        "--occurred-at",
+        (NOW - timedelta(days=1)).isoformat(),
+        "--invoice",
+        INVOICE_ID,
+        "--external-id",
+        "sub-2026-12",
     )
     assert (added["amount"], added["currency"], added["kind"]) == (14900, "usd", "subscription")
     usage = tmp_path / "usage.csv"
@@ -307,19 +352,34 @@ def test_ledger_add_import_list(cli: Session, tmp_path: Path) -> None:
     assert sorted(e["amount"] for e in listed) == [-125, 250, 250, 14900]
     assert cli.sql("SELECT sum(amount) FROM billing_usage_ledger")[0][0] == 14900 + 500 - 125
     bad = tmp_path / "bad.csv"
-    bad.write_text("customer_id,kind,amount,currency,occurred_at\n" f"{CUSTOMER_ID},booking_fee,1.001,usd,{day}\n")
+    bad.write_text(
+        f"customer_id,kind,amount,currency,occurred_at\n{CUSTOMER_ID},booking_fee,1.001,usd,{day}\n"
+    )
     refused = cli("ledger", "import", str(bad), code=ExitCode.BAD_INPUT)
     assert "line 2" in refused.stderr
     assert cli.sql("SELECT count(*) FROM billing_usage_ledger")[0][0] == 4
 
 
 def test_reconcile_offline_from_a_file_and_from_stripe(
-    cli: Session, fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    cli: Session,
+    fake_stripe: FakeStripe,  # noqa: F811 (the fixture)
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     synced(cli)
     cli.json(
-        "ledger", "add", "--customer", CUSTOMER_ID, "--kind", "subscription", "--amount", "149.00",
-        "--occurred-at", FAILED_AT.isoformat(), "--external-id", "sub-1",
+        "ledger",
+        "add",
+        "--customer",
+        CUSTOMER_ID,
+        "--kind",
+        "subscription",
+        "--amount",
+        "149.00",
+        "--occurred-at",
+        FAILED_AT.isoformat(),
+        "--external-id",
+        "sub-1",
     )
     offline = cli.json("reconcile", "--offline", code=ExitCode.NEEDS_ATTENTION)
     rows = {(r["customer_id"], r["currency"]): r for r in offline["rows"]}
@@ -347,8 +407,18 @@ def test_reconcile_offline_from_a_file_and_from_stripe(
 def test_dashboard_and_export_csv_of_every_dataset(cli: Session, tmp_path: Path) -> None:
     synced(cli)
     cli.json(
-        "ledger", "add", "--customer", CUSTOMER_ID, "--kind", "booking_fee", "--amount", "2.50",
-        "--occurred-at", FAILED_AT.isoformat(), "--external-id", "bk-1",
+        "ledger",
+        "add",
+        "--customer",
+        CUSTOMER_ID,
+        "--kind",
+        "booking_fee",
+        "--amount",
+        "2.50",
+        "--occurred-at",
+        FAILED_AT.isoformat(),
+        "--external-id",
+        "bk-1",
     )
     board = cli.json("dashboard")
     assert board["booking_fees_30d"] == {"usd": 250}
@@ -365,7 +435,9 @@ def test_dashboard_and_export_csv_of_every_dataset(cli: Session, tmp_path: Path)
 
     [entry] = exported("ledger")
     assert (entry["customer_id"], entry["amount_minor"], entry["amount_major"]) == (
-        CUSTOMER_ID, "250", "2.50"
+        CUSTOMER_ID,
+        "250",
+        "2.50",
     )
     alerts = exported("alerts")
     assert sorted(a["invoice_id"] for a in alerts) == sorted([INVOICE_ID, SECOND_INVOICE])
@@ -382,11 +454,18 @@ def test_dashboard_and_export_csv_of_every_dataset(cli: Session, tmp_path: Path)
 
 
 def paid(invoice: dict[str, Any]) -> dict[str, Any]:
-    return {**invoice, "status": "paid", "amount_paid": invoice["amount_due"], "amount_remaining": 0}
+    return {
+        **invoice,
+        "status": "paid",
+        "amount_paid": invoice["amount_due"],
+        "amount_remaining": 0,
+    }
 
 
 def test_retry_resend_link_portal_dry_and_against_stripe(
-    cli: Session, fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPatch
+    cli: Session,
+    fake_stripe: FakeStripe,  # noqa: F811 (the fixture)
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     synced(cli)
     [alert] = [a for a in cli.json("alerts", "list") if a["invoice_id"] == INVOICE_ID]
@@ -406,13 +485,20 @@ def test_retry_resend_link_portal_dry_and_against_stripe(
     assert (sent["invoice_id"], sent["sent"]) == (INVOICE_ID, True)
 
     fake_stripe.reply(
-        "POST", "/v1/billing_portal/sessions",
-        lambda request: Reply(200, {
-            "id": "bps_1QpLCcLkdIwHu7ixPortal01", "object": "billing_portal.session",
-            "customer": CUSTOMER_ID, "return_url": request.form["return_url"],
-            "url": "https://billing.stripe.com/p/session/test_YWNjdF8xUXBMOEhMa2RJd0h1N2l4",
-            "livemode": False, "created": int(NOW.timestamp()),
-        }),
+        "POST",
+        "/v1/billing_portal/sessions",
+        lambda request: Reply(
+            200,
+            {
+                "id": "bps_1QpLCcLkdIwHu7ixPortal01",
+                "object": "billing_portal.session",
+                "customer": CUSTOMER_ID,
+                "return_url": request.form["return_url"],
+                "url": "https://billing.stripe.com/p/session/test_YWNjdF8xUXBMOEhMa2RJd0h1N2l4",
+                "livemode": False,
+                "created": int(NOW.timestamp()),
+            },
+        ),
     )
     portal = cli.json("portal", CUSTOMER_ID)
     assert portal["url"].startswith("https://billing.stripe.com/p/session/")
@@ -421,12 +507,19 @@ def test_retry_resend_link_portal_dry_and_against_stripe(
     fake_stripe.reply("POST", f"/v1/invoices/{INVOICE_ID}/pay", paid(open_invoice))
     retried = cli.json("retry", str(alert["id"]), "--yes")
     assert (retried["status"], retried["alert_status"], retried["amount_paid"]) == (
-        "paid", "resolved", 14900
+        "paid",
+        "resolved",
+        14900,
     )
-    assert cli.sql("SELECT status FROM billing_invoices WHERE id = %s", (INVOICE_ID,)) == [("paid",)]
-    assert {row[0] for row in cli.sql(
-        "SELECT status FROM billing_dunning_events WHERE invoice_id = %s", (INVOICE_ID,)
-    )} == {"canceled"}
+    assert cli.sql("SELECT status FROM billing_invoices WHERE id = %s", (INVOICE_ID,)) == [
+        ("paid",)
+    ]
+    assert {
+        row[0]
+        for row in cli.sql(
+            "SELECT status FROM billing_dunning_events WHERE invoice_id = %s", (INVOICE_ID,)
+        )
+    } == {"canceled"}
     story = cli.sql(
         "SELECT action, outcome FROM billing_audit_log WHERE target IN (%s, %s) ORDER BY id",
         (INVOICE_ID, CUSTOMER_ID),
@@ -441,7 +534,9 @@ def test_incident_summary(cli: Session) -> None:
     cli.json("alerts", "ack", str(alert["id"]))
     cli.json("dunning", "pause", "--reason", "Stripe incident INC-42")
     summary = cli.json("incident", "summary", "--since", "3h")
-    assert sorted(a["invoice_id"] for a in summary["failed"]) == sorted([INVOICE_ID, SECOND_INVOICE])
+    assert sorted(a["invoice_id"] for a in summary["failed"]) == sorted(
+        [INVOICE_ID, SECOND_INVOICE]
+    )
     assert summary["dunning_paused"]
     assert "INC-42" in summary["markdown"]
     assert len(summary["still_open"]) == 2
@@ -450,23 +545,31 @@ def test_incident_summary(cli: Session) -> None:
 
 
 def test_sync_verify_against_stripe(
-    cli: Session, fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPatch
+    cli: Session,
+    fake_stripe: FakeStripe,  # noqa: F811 (the fixture)
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     synced(cli)
     stripe_env(monkeypatch, fake_stripe)
     fake_stripe.reply("GET", "/v1/account", ACCOUNT)
     first = invoice_object(finalized_at=FAILED_AT)
-    second = invoice_object(invoice_id=SECOND_INVOICE, customer_id=SECOND_CUSTOMER, finalized_at=FAILED_AT)
+    second = invoice_object(
+        invoice_id=SECOND_INVOICE, customer_id=SECOND_CUSTOMER, finalized_at=FAILED_AT
+    )
     fake_stripe.paginate("/v1/invoices", [paid(first), second])
     fake_stripe.paginate("/v1/subscriptions", [])
     found = cli.json("sync", "--verify", code=ExitCode.NEEDS_ATTENTION)
     problems = {(d["id"], d["field"]) for d in found["differences"]}
     assert (INVOICE_ID, "status") in problems
     assert SECOND_INVOICE not in {d["id"] for d in found["differences"]}
-    assert cli.sql("SELECT status FROM billing_invoices WHERE id = %s", (INVOICE_ID,)) == [("open",)]
+    assert cli.sql("SELECT status FROM billing_invoices WHERE id = %s", (INVOICE_ID,)) == [
+        ("open",)
+    ]
     repaired = cli.json("sync", "--verify", "--repair", code=ExitCode.NEEDS_ATTENTION)
     assert repaired["repaired"] >= 1
-    assert cli.sql("SELECT status FROM billing_invoices WHERE id = %s", (INVOICE_ID,)) == [("paid",)]
+    assert cli.sql("SELECT status FROM billing_invoices WHERE id = %s", (INVOICE_ID,)) == [
+        ("paid",)
+    ]
 
 
 WEBHOOK_SECRET = "whsec_8fJ2kLqP0vXz3mN5bR7tY9wC1dE4gH6a"
@@ -493,7 +596,11 @@ def test_serve_applies_one_signed_webhook(cli: Session, tmp_path: Path) -> None:
     }
     server = subprocess.Popen(
         [str(script), "serve", "--port", str(port)],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -511,14 +618,21 @@ def test_serve_applies_one_signed_webhook(cli: Session, tmp_path: Path) -> None:
         payload = json.dumps(failure)
         header = stripe.WebhookSignature.generate_signature_header(payload, WEBHOOK_SECRET)
         answer = httpx.post(
-            base + "/api/internal/stripe/alerts", content=payload, timeout=30,
+            base + "/api/internal/stripe/alerts",
+            content=payload,
+            timeout=30,
             headers={"Stripe-Signature": header, "Content-Type": "application/json"},
         )
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"received": True, "id": failure["id"], "status": "applied"}
         forged = httpx.post(
-            base + "/api/internal/stripe/alerts", content=payload, timeout=30,
-            headers={"Stripe-Signature": header.replace("v1=", "v1=0"), "Content-Type": "application/json"},
+            base + "/api/internal/stripe/alerts",
+            content=payload,
+            timeout=30,
+            headers={
+                "Stripe-Signature": header.replace("v1=", "v1=0"),
+                "Content-Type": "application/json",
+            },
         )
         assert forged.status_code == 400
     finally:
@@ -528,6 +642,8 @@ def test_serve_applies_one_signed_webhook(cli: Session, tmp_path: Path) -> None:
     assert cli.sql("SELECT type, status, invoice_id FROM billing_alerts") == [
         ("invoice_failed", "open", INVOICE_ID)
     ]
-    assert cli.sql("SELECT count(*) FROM billing_dunning_events WHERE invoice_id = %s", (INVOICE_ID,)) == [(3,)]
+    assert cli.sql(
+        "SELECT count(*) FROM billing_dunning_events WHERE invoice_id = %s", (INVOICE_ID,)
+    ) == [(3,)]
     assert f"supabase {cli.project.url}" in err
     assert WEBHOOK_SECRET not in out + err
