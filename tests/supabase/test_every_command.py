@@ -167,7 +167,16 @@ def test_alerts_list_show_ack_note_resolve(cli: Session) -> None:
     )
     alert_id = str(first["id"])
     shown = cli.json("alerts", "show", alert_id)
-    assert shown["alert"]["id"] == first["id"] if "alert" in shown else shown["id"] == first["id"]
+    assert (shown["id"], shown["invoice"]["id"], shown["invoice"]["amount_due"]) == (
+        first["id"],
+        INVOICE_ID,
+        14900,
+    )
+    assert [(s["day"], s["channel"], s["status"]) for s in shown["dunning_steps"]] == [
+        (0, "email", "scheduled"),
+        (1, "sms", "scheduled"),
+        (3, "email", "scheduled"),
+    ]
     human = cli("alerts", "list")
     assert INVOICE_ID in human.stdout and "$149.00" in human.stdout
 
@@ -266,7 +275,9 @@ def test_dunning_run_list_preview_mark_unmark_requeue_pause_resume(
         input=ndjson(*failed_invoice_events(), *undeliverable_events()),
     )
     preview = cli("dunning", "preview", INVOICE_ID)
-    assert "Bright Smile Dental" in preview.stdout or "$149.00" in preview.stdout
+    assert "day 0 email" in preview.stdout
+    assert "to billing@brightsmile-dental.example" in preview.stdout
+    assert "We tried to collect $149.00" in preview.stdout
     planned = cli.json("dunning", "run", "--dry-run")
     assert (planned["due"], planned["sent"], planned["would_send"]) == (2, 0, 1)
     assert (
@@ -305,11 +316,18 @@ def test_dunning_run_list_preview_mark_unmark_requeue_pause_resume(
     assert requeued["status"] == "scheduled"
 
     paused = cli.json("dunning", "pause", "--reason", "Stripe incident INC-42")
-    assert paused["paused"] is True
-    assert cli.json("dunning", "run", code=ExitCode.UNAVAILABLE)
+    assert (paused["paused"], paused["reason"], paused["actor"]) == (
+        True,
+        "Stripe incident INC-42",
+        "tester@ci",
+    )
+    # Paused, the requeued step is due but nothing is sent.
+    refused = cli.json("dunning", "run", code=ExitCode.UNAVAILABLE)
+    assert "paused" in json.dumps(refused).lower()
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
     assert cli.json("dashboard")["paused"] is True
     resumed = cli.json("dunning", "resume")
-    assert resumed["paused"] is False
+    assert (resumed["paused"], resumed["was_paused"]) == (False, True)
     actions = {row[0] for row in cli.sql("SELECT action FROM billing_audit_log")}
     assert {"dunning.mark_sent", "dunning.unmark_sent", "dunning.requeue"} <= actions
 
@@ -342,7 +360,7 @@ def test_ledger_add_import_list(cli: Session, tmp_path: Path) -> None:
     )
     dry = cli.json("ledger", "import", str(usage), "--dry-run")
     assert cli.sql("SELECT count(*) FROM billing_usage_ledger")[0][0] == 1
-    assert dry.get("inserted", 0) in (0, None) or dry.get("dry_run") is True
+    assert (dry["dry_run"], dry["would_insert"], dry["inserted"]) == (True, 3, 0)
     imported = cli.json("ledger", "import", str(usage))
     assert imported["inserted"] == 3
     again = cli.json("ledger", "import", str(usage))
