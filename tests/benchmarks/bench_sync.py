@@ -198,12 +198,15 @@ def full_subscription(
 
 
 def history(count: int, seed: int = 11) -> list[dict[str, Any]]:
-    """``count`` events of a billing cycle, in delivery order.
+    """``count`` events of a monthly billing cycle, oldest first, as the Events API or a
+    replay gives them.
 
-    Per customer: ``customer.updated`` and ``customer.subscription.updated`` now and then;
-    an invoice goes created (draft) → finalized (open) → paid for 70% of them; the other
-    30% fail once (half of those twice, the subscription then ``past_due``) before most are
-    paid. Pairs such as finalized + paid or failed + subscription update share a second.
+    Invoices are created every 10 to 25 minutes (about 2,400 a month). Per customer:
+    ``customer.updated`` and ``customer.subscription.updated`` now and then; an invoice
+    goes created (draft) → finalized (open, an hour later) → paid for 70% of them; the
+    other 30% fail once (half of those again three days later, the subscription then
+    ``past_due``) before most are paid. Pairs such as finalized + paid or failed +
+    subscription update share a second.
     """
     ids = Ids(seed)
     shuffle = random.Random(seed)
@@ -246,7 +249,9 @@ def history(count: int, seed: int = 11) -> list[dict[str, Any]]:
             subscription = full_subscription(subscription_id, customer_id, "active", t)
             add("customer.subscription.updated", subscription, t + 5 * 86400 + 1)
         n += 1
-        t += 7
+        t += shuffle.randint(600, 1500)
+    # Stable: events of the same second keep the order they were sent in.
+    events.sort(key=lambda item: item["created"])
     return events[:count]
 
 

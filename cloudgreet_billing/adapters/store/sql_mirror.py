@@ -212,6 +212,39 @@ def failure_reason(exc: BaseException) -> str:
     return one_line(f"{type(exc).__name__}: {one_line(str(exc))}".rstrip(": "))
 
 
+#: The object stored for an invoice observation that a later statement of the same
+#: transaction is certain to replace (``_superseded_invoices``): never committed.
+_SUPERSEDED_RAW: Mapping[str, Any] = {}
+
+
+def _superseded_invoices(plans: Sequence[EventPlan], fresh: Sequence[bool]) -> set[int]:
+    """The positions of the batch's new invoice events whose object is certainly not the
+    one shown once the batch commits: another new event of the batch observes the same
+    invoice under a larger merge key (``domain.merge.invoice_key``). Encoding such an
+    object (JSON of about 3 KB, the largest cost of an invoice event) is wasted.
+
+    Only the key's first parts, status rank, event time and attempt count, decide here:
+    the last one, the event id, PostgreSQL compares in the database's collation, which
+    Python's string order need not match. Whether the batch commits as a whole or is redone
+    event by event (where every object is stored), only the shown object is kept."""
+    newest: dict[str, tuple[int, datetime, int]] = {}
+    keys: list[tuple[int, datetime, int] | None] = []
+    for plan, new in zip(plans, fresh, strict=True):
+        invoice = plan.invoice if new and plan.outcome == "applied" else None
+        if invoice is None:
+            keys.append(None)
+            continue
+        key = (INVOICE_STATUS_RANK[invoice.status], plan.created, invoice.attempt_count)
+        keys.append(key)
+        if invoice.id not in newest or key > newest[invoice.id]:
+            newest[invoice.id] = key
+    return {
+        n
+        for n, (plan, key) in enumerate(zip(plans, keys, strict=True))
+        if key is not None and plan.invoice is not None and key < newest[plan.invoice.id]
+    }
+
+
 class _ReadRows(Cursor):
     """Rows already read from a cursor, read again the same way."""
 
@@ -579,9 +612,12 @@ class MirrorSql(AuditSql):
         try:
             with self._event_batch():
                 fresh = self._record_events_in_tx(plans, now)
+                superseded = _superseded_invoices(plans, fresh)
                 sent = [
-                    self._send_event_in_tx(plan, planner, now) if new else None
-                    for plan, new in zip(plans, fresh, strict=True)
+                    self._send_event_in_tx(plan, planner, now, shown=n not in superseded)
+                    if new
+                    else None
+                    for n, (plan, new) in enumerate(zip(plans, fresh, strict=True))
                 ]
                 results = [
                     self._finish_event_in_tx(plan, work, now)
@@ -693,11 +729,14 @@ class MirrorSql(AuditSql):
             self._execute("RELEASE SAVEPOINT billing_event")
 
     def _send_event_in_tx(
-        self, plan: EventPlan, planner: DunningPlanner, now: datetime
+        self, plan: EventPlan, planner: DunningPlanner, now: datetime, *, shown: bool = True
     ) -> _SentEvent:
         """The effects of an event just recorded as new, merged by ``domain.merge``'s rules
         so that the order of events does not matter. Only what decides the next step is
-        read here; the rest is read by ``_finish_event_in_tx``."""
+        read here; the rest is read by ``_finish_event_in_tx``.
+
+        ``shown=False``: another event of the transaction shows the invoice instead
+        (``_superseded_invoices``), so its object is not encoded to be stored."""
         work = _SentEvent()
         if plan.outcome == "skipped":
             return work
@@ -724,7 +763,8 @@ class MirrorSql(AuditSql):
                         relabel,
                         (plan.resolve[1], now, invoice_id, invoice_id, observed, event_id),
                     )
-            params = self._invoice_params(plan.invoice, observed, now, event_id, plan.resolve)
+            invoice = plan.invoice if shown else replace(plan.invoice, raw=_SUPERSEDED_RAW)
+            params = self._invoice_params(invoice, observed, now, event_id, plan.resolve)
             self._execute(UPSERT_INVOICE, params)
             if plan.failure is not None:
                 key = (plan.invoice.attempt_count, observed, event_id)
