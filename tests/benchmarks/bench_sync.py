@@ -20,10 +20,12 @@ Each round times two processes on the same file, alternating which goes first:
    ``billing_invoices`` (an upsert that keeps the latest) in one transaction, through
    ``sqlite3`` or ``psycopg``, into a store migrated the same way.
 
-Printed per backend: the median of each over ``--rounds`` rounds and their ratio (target:
-under 2x on SQLite), plus events/s. PostgreSQL runs when ``BILLING_TEST_DATABASE_URL`` is
-set (or a throwaway local cluster can be started). Other processes on the machine slow
-both sides alike, so the ratio is the number to read; the load average is printed beside it.
+Printed per backend: the median wall-clock time of each over ``--rounds`` rounds and their
+ratio (target: under 2x on SQLite), events/s, and the ratio of their CPU time (user +
+system of the process; on PostgreSQL the server's work is not in it). Other processes on
+the machine slow both sides, the longer one more: on a busy machine read the CPU ratio
+beside the wall-clock one; the load average is printed too. PostgreSQL runs when
+``BILLING_TEST_DATABASE_URL`` is set (or a throwaway local cluster can be started).
 
 ``--profile`` instead runs the CLI's sync once in this process under cProfile and prints
 the top functions by own time and by cumulative time.
@@ -35,6 +37,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -53,6 +56,7 @@ sys.path.insert(0, str(REPO))
 from tests.sync.conftest import T0, event, full_invoice  # noqa: E402
 
 TARGET_RATIO = 2.0
+SYNC = ("sync", "--events-file")
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -223,15 +227,8 @@ def history(count: int, seed: int = 11) -> list[dict[str, Any]]:
         fate = shuffle.random()
         if n % 3 == 0:
             add("customer.updated", full_customer(customer_id, n, T0 - 86400 * 90), t)
-        base = {"customer": customer_id, "subscription": subscription_id, "created": t}
-
-        def invoice(status: str, attempts: int, **shape: Any) -> dict[str, Any]:
-            obj = full_invoice(invoice_id, status=status, attempt_count=attempts, **shape)
-            obj["customer_email"] = f"billing+{n}@practice{n}.example"
-            obj["customer_name"] = f"Practice {n} Dental"
-            obj["number"] = f"CG{n:05d}-0008"
-            return obj
-
+        base = {"invoice_id": invoice_id, "n": n, "customer": customer_id}
+        base.update(subscription=subscription_id, created=t)
         add("invoice.created", invoice("draft", 0, **base), t)
         t += 1
         add("invoice.finalized", invoice("open", 0, **base), t + 3600)
@@ -253,6 +250,15 @@ def history(count: int, seed: int = 11) -> list[dict[str, Any]]:
     # Stable: events of the same second keep the order they were sent in.
     events.sort(key=lambda item: item["created"])
     return events[:count]
+
+
+def invoice(status: str, attempts: int, *, invoice_id: str, n: int, **shape: Any) -> dict[str, Any]:
+    """A whole invoice of customer ``n`` (its contacts copied on, as Stripe does)."""
+    obj = full_invoice(invoice_id, status=status, attempt_count=attempts, **shape)
+    obj["customer_email"] = f"billing+{n}@practice{n}.example"
+    obj["customer_name"] = f"Practice {n} Dental"
+    obj["number"] = f"CG{n:05d}-0008"
+    return obj
 
 
 # --- the two processes -----------------------------------------------------------------
@@ -320,37 +326,53 @@ def _environment(url: str, workdir: Path) -> dict[str, str]:
     return env
 
 
-def time_cli(url: str, path: Path, workdir: Path) -> tuple[float, dict[str, Any]]:
+class Timed:
+    """Wall-clock and CPU seconds (user + system) of the child processes run inside."""
+
+    def __enter__(self) -> Timed:
+        self._cpu = _children_cpu()
+        self._wall = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = _children_cpu() - self._cpu
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_cli(url: str, path: Path, workdir: Path) -> tuple[Timed, dict[str, Any]]:
     """The real command, start-up included."""
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "cloudgreet_billing", "sync", "--events-file", str(path), "--json"],
-        env=_environment(url, workdir),
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    elapsed = time.perf_counter() - started
+    with Timed() as timed:
+        result = subprocess.run(
+            [sys.executable, "-m", "cloudgreet_billing", *SYNC, str(path), "--json"],
+            env=_environment(url, workdir),
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if result.returncode != 0:
         raise SystemExit(f"sync failed ({result.returncode}): {result.stdout}{result.stderr}")
-    return elapsed, json.loads(result.stdout)["data"]
+    return timed, json.loads(result.stdout)["data"]
 
 
-def time_baseline(kind: str, target: str, path: Path, workdir: Path) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-c", BASELINE, kind, target, str(path)],
-        env=_environment("", workdir),
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    elapsed = time.perf_counter() - started
+def time_baseline(kind: str, target: str, path: Path, workdir: Path) -> Timed:
+    with Timed() as timed:
+        result = subprocess.run(
+            [sys.executable, "-c", BASELINE, kind, target, str(path)],
+            env=_environment("", workdir),
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if result.returncode != 0:
         raise SystemExit(f"baseline failed ({result.returncode}): {result.stderr}")
-    return elapsed
+    return timed
 
 
 # --- fresh stores for each run ---------------------------------------------------------
@@ -439,28 +461,36 @@ def postgres_server() -> tuple[str | None, Any]:
 
 
 def measure(stores: Any, path: Path, events: int, rounds: int, workdir: Path) -> None:
-    cli_times: list[float] = []
-    baseline_times: list[float] = []
+    cli: list[Timed] = []
+    baseline: list[Timed] = []
     for round_number in range(rounds):
         runs = ["cli", "baseline"] if round_number % 2 == 0 else ["baseline", "cli"]
         for which in runs:
             with stores.fresh() as (url, target):
                 if which == "cli":
-                    elapsed, report = time_cli(url, path, workdir)
+                    timed, report = time_cli(url, path, workdir)
                     assert report["events_seen"] == events, report
                     assert report["events_failed"] == 0, report["failures"]
-                    cli_times.append(elapsed)
+                    cli.append(timed)
                 else:
-                    baseline_times.append(time_baseline(stores.kind, target, path, workdir))
-    cli, baseline = statistics.median(cli_times), statistics.median(baseline_times)
-    ratio = cli / baseline
+                    baseline.append(time_baseline(stores.kind, target, path, workdir))
+    wall = statistics.median(t.wall for t in cli)
+    base_wall = statistics.median(t.wall for t in baseline)
+    cpu = statistics.median(t.cpu for t in cli)
+    base_cpu = statistics.median(t.cpu for t in baseline)
+    ratio = wall / base_wall
     verdict = "" if stores.kind != "sqlite" else (" ok" if ratio < TARGET_RATIO else " SLOW")
     print(
-        f"{stores.kind:<10}{events:>8,}{cli:>9.2f}s{events / cli:>10,.0f}"
-        f"{baseline:>11.2f}s{events / baseline:>10,.0f}{ratio:>8.2f}x{verdict}"
-        f"   load {os.getloadavg()[0]:.2f}"
-        f"   (cli {', '.join(f'{t:.2f}' for t in cli_times)};"
-        f" baseline {', '.join(f'{t:.2f}' for t in baseline_times)})",
+        f"{stores.kind:<10}{events:>8,}{wall:>9.2f}s{events / wall:>10,.0f}"
+        f"{base_wall:>11.2f}s{events / base_wall:>10,.0f}{ratio:>8.2f}x{verdict:<5}"
+        f"{cpu / base_cpu:>8.2f}x{os.getloadavg()[0]:>7.2f}",
+        flush=True,
+    )
+    print(
+        f"{'':<10}wall: sync {', '.join(f'{t.wall:.2f}' for t in cli)};"
+        f" baseline {', '.join(f'{t.wall:.2f}' for t in baseline)}"
+        f"  cpu: sync {', '.join(f'{t.cpu:.2f}' for t in cli)};"
+        f" baseline {', '.join(f'{t.cpu:.2f}' for t in baseline)}",
         flush=True,
     )
 
@@ -513,7 +543,7 @@ def main() -> None:
             return
         print(
             f"{'backend':<10}{'events':>8}{'sync':>10}{'ev/s':>10}"
-            f"{'baseline':>12}{'ev/s':>10}{'ratio':>9}"
+            f"{'baseline':>12}{'ev/s':>10}{'ratio':>9}{'':<5}{'cpu ratio':>9}{'load':>7}"
         )
         for kind in args.backends or ["sqlite", "postgres"]:
             if kind == "sqlite":

@@ -215,20 +215,24 @@ def failure_reason(exc: BaseException) -> str:
 #: The object stored for an invoice observation that a later statement of the same
 #: transaction is certain to replace (``_superseded_invoices``): never committed.
 _SUPERSEDED_RAW: Mapping[str, Any] = {}
+_ShownKey = tuple[int, datetime, int]
 
 
-def _superseded_invoices(plans: Sequence[EventPlan], fresh: Sequence[bool]) -> set[int]:
-    """The positions of the batch's new invoice events whose object is certainly not the
-    one shown once the batch commits: another new event of the batch observes the same
-    invoice under a larger merge key (``domain.merge.invoice_key``). Encoding such an
-    object (JSON of about 3 KB, the largest cost of an invoice event) is wasted.
+def _superseded_invoices(plans: Sequence[EventPlan], fresh: Sequence[bool]) -> dict[int, bool]:
+    """The batch's new invoice events whose object is certainly not the one shown once the
+    batch commits, by position: another new event of the batch observes the same invoice
+    under a larger merge key (``domain.merge.invoice_key``). Encoding such an object (JSON
+    of about 3 KB, the largest cost of an invoice event) is wasted.
 
-    Only the key's first parts, status rank, event time and attempt count, decide here:
-    the last one, the event id, PostgreSQL compares in the database's collation, which
-    Python's string order need not match. Whether the batch commits as a whole or is redone
-    event by event (where every object is stored), only the shown object is kept."""
-    newest: dict[str, tuple[int, datetime, int]] = {}
-    keys: list[tuple[int, datetime, int] | None] = []
+    Each maps to whether the event's whole upsert is subsumed: it carries nothing but the
+    invoice (no failure, alert or settlement), and the event shown has at least its
+    ``attempt_count`` and ``attempted``, so once both are applied the row is the same with
+    or without it. Only the key's first parts, status rank, event time and attempt count,
+    decide: the last one, the event id, PostgreSQL compares in the database's collation,
+    which Python's string order need not match. A batch redone event by event (after a
+    failure) stores every object."""
+    shown: dict[str, tuple[_ShownKey, MirroredInvoice]] = {}
+    keys: list[_ShownKey | None] = []
     for plan, new in zip(plans, fresh, strict=True):
         invoice = plan.invoice if new and plan.outcome == "applied" else None
         if invoice is None:
@@ -236,13 +240,22 @@ def _superseded_invoices(plans: Sequence[EventPlan], fresh: Sequence[bool]) -> s
             continue
         key = (INVOICE_STATUS_RANK[invoice.status], plan.created, invoice.attempt_count)
         keys.append(key)
-        if invoice.id not in newest or key > newest[invoice.id]:
-            newest[invoice.id] = key
-    return {
-        n
-        for n, (plan, key) in enumerate(zip(plans, keys, strict=True))
-        if key is not None and plan.invoice is not None and key < newest[plan.invoice.id]
-    }
+        if invoice.id not in shown or key > shown[invoice.id][0]:
+            shown[invoice.id] = (key, invoice)
+    superseded: dict[int, bool] = {}
+    for n, (plan, key) in enumerate(zip(plans, keys, strict=True)):
+        if key is None or plan.invoice is None:
+            continue
+        top_key, top = shown[plan.invoice.id]
+        if key < top_key:
+            superseded[n] = (
+                plan.failure is None
+                and plan.alert is None
+                and plan.resolve is None
+                and top.attempt_count >= plan.invoice.attempt_count
+                and (top.attempted or not plan.invoice.attempted)
+            )
+    return superseded
 
 
 class _ReadRows(Cursor):
@@ -341,6 +354,13 @@ REPLAN_STEP = (
 
 class MirrorSql(AuditSql):
     """SQL for this area, shared by SQLite and PostgreSQL."""
+
+    #: Whether no other writer can commit while a transaction of this store is open
+    #: (SQLite's ``BEGIN IMMEDIATE``). Then an invoice event whose upsert another event of
+    #: the batch subsumes is not sent at all: nothing reads the row between the two but the
+    #: batch itself. On PostgreSQL the first upsert takes the row's lock, which a worker
+    #: applying the same invoice's settlement meanwhile waits for (``LOCK_INVOICE``).
+    _single_writer: bool = False
 
     if TYPE_CHECKING:
         # Provided by ``SqlStore`` (core), ``AlertsSql``, ``DunningSql`` and the dialects.
@@ -614,9 +634,11 @@ class MirrorSql(AuditSql):
                 fresh = self._record_events_in_tx(plans, now)
                 superseded = _superseded_invoices(plans, fresh)
                 sent = [
-                    self._send_event_in_tx(plan, planner, now, shown=n not in superseded)
-                    if new
-                    else None
+                    None
+                    if not new
+                    else _SentEvent()
+                    if superseded.get(n) and self._single_writer
+                    else self._send_event_in_tx(plan, planner, now, shown=n not in superseded)
                     for n, (plan, new) in enumerate(zip(plans, fresh, strict=True))
                 ]
                 results = [

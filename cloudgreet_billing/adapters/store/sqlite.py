@@ -222,6 +222,8 @@ def _read_only(path: Path) -> StoreError:
 
 class SqliteStore(SqlStore):
     backend = "sqlite"
+    # BEGIN IMMEDIATE takes the one write lock for the whole transaction.
+    _single_writer = True
 
     def __init__(
         self, path: Path, *, busy_timeout_ms: int | None = None, create_folder: bool = False
