@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cloudgreet_billing.adapters.store.sql_audit import AuditSql
-from cloudgreet_billing.adapters.store.sql_base import Cursor
+from cloudgreet_billing.adapters.store.sql_base import Cursor, chunked
 from cloudgreet_billing.domain.merge import (
     INVOICE_STATUS_RANK,
     NO_EVENT,
@@ -212,6 +212,8 @@ def failure_reason(exc: BaseException) -> str:
     return one_line(f"{type(exc).__name__}: {one_line(str(exc))}".rstrip(": "))
 
 
+#: Invoice ids per read of ``MirrorSql._known_invoices`` (SQLite allows 32,766 parameters).
+KNOWN_INVOICES_PER_READ = 500
 #: The object stored for an invoice observation that a later statement of the same
 #: transaction is certain to replace (``_superseded_invoices``): never committed.
 _SUPERSEDED_RAW: Mapping[str, Any] = {}
@@ -256,6 +258,20 @@ def _superseded_invoices(plans: Sequence[EventPlan], fresh: Sequence[bool]) -> d
                 and (top.attempted or not plan.invoice.attempted)
             )
     return superseded
+
+
+@dataclass
+class _KnownInvoices:
+    """What a store with a single writer (``_single_writer``) knows of the invoices a batch
+    settles, so that a settling event leaves out the statements certain to change nothing:
+    relabelling for an invoice no event has settled yet, and resolving alerts and
+    canceling steps for one that has neither. Read once per batch, then kept up to date as
+    the batch's events are sent; on such a store nothing else writes meanwhile."""
+
+    #: Invoices that may carry a settlement (``settled_at``).
+    settled: set[str]
+    #: Invoices that may have alerts or dunning steps.
+    followed: set[str]
 
 
 class _ReadRows(Cursor):
@@ -633,12 +649,15 @@ class MirrorSql(AuditSql):
             with self._event_batch():
                 fresh = self._record_events_in_tx(plans, now)
                 superseded = _superseded_invoices(plans, fresh)
+                known = self._known_invoices(plans, fresh) if self._single_writer else None
                 sent = [
                     None
                     if not new
                     else _SentEvent()
-                    if superseded.get(n) and self._single_writer
-                    else self._send_event_in_tx(plan, planner, now, shown=n not in superseded)
+                    if superseded.get(n) and known is not None
+                    else self._send_event_in_tx(
+                        plan, planner, now, shown=n not in superseded, known=known
+                    )
                     for n, (plan, new) in enumerate(zip(plans, fresh, strict=True))
                 ]
                 results = [
@@ -750,15 +769,54 @@ class MirrorSql(AuditSql):
         else:
             self._execute("RELEASE SAVEPOINT billing_event")
 
+    def _known_invoices(self, plans: Sequence[EventPlan], fresh: Sequence[bool]) -> _KnownInvoices:
+        """``_KnownInvoices`` of the invoices the batch's new events settle: two reads."""
+        settling = sorted(
+            {
+                plan.resolve[0]
+                for plan, new in zip(plans, fresh, strict=True)
+                if new and plan.resolve
+            }
+        )
+        known = _KnownInvoices(settled=set(), followed=set())
+        for part in chunked(settling, KNOWN_INVOICES_PER_READ):
+            marks = ", ".join("?" for _ in part)
+            known.settled.update(
+                row[0]
+                for row in self._execute(
+                    f"SELECT id FROM billing_invoices WHERE id IN ({marks}) "
+                    "AND settled_at IS NOT NULL",
+                    part,
+                ).fetchall()
+            )
+            known.followed.update(
+                row[0]
+                for row in self._execute(
+                    f"SELECT invoice_id FROM billing_alerts WHERE invoice_id IN ({marks}) "
+                    "UNION SELECT invoice_id FROM billing_dunning_events "
+                    f"WHERE invoice_id IN ({marks})",
+                    [*part, *part],
+                ).fetchall()
+            )
+        return known
+
     def _send_event_in_tx(
-        self, plan: EventPlan, planner: DunningPlanner, now: datetime, *, shown: bool = True
+        self,
+        plan: EventPlan,
+        planner: DunningPlanner,
+        now: datetime,
+        *,
+        shown: bool = True,
+        known: _KnownInvoices | None = None,
     ) -> _SentEvent:
         """The effects of an event just recorded as new, merged by ``domain.merge``'s rules
         so that the order of events does not matter. Only what decides the next step is
         read here; the rest is read by ``_finish_event_in_tx``.
 
         ``shown=False``: another event of the transaction shows the invoice instead
-        (``_superseded_invoices``), so its object is not encoded to be stored."""
+        (``_superseded_invoices``), so its object is not encoded to be stored. With ``known``
+        (a store with a single writer), a settlement leaves out the statements that
+        ``known`` shows cannot change anything."""
         work = _SentEvent()
         if plan.outcome == "skipped":
             return work
@@ -775,16 +833,22 @@ class MirrorSql(AuditSql):
         first_failed_at: datetime | None = None
         if plan.invoice is not None:
             invoice_id = plan.invoice.id
-            if plan.resolve is not None:
+            if plan.resolve is not None and (known is None or invoice_id in known.settled):
                 # The invoice's row lock first: a settlement another worker commits
                 # meanwhile is then seen by the relabelling (PostgreSQL reads each
                 # statement afresh; SQLite writes one transaction at a time).
-                self._execute(LOCK_INVOICE, (invoice_id,))
+                if known is None:
+                    self._execute(LOCK_INVOICE, (invoice_id,))
                 for relabel in (RELABEL_RESOLVED_ALERTS, RELABEL_CANCELED_STEPS):
                     self._execute(
                         relabel,
                         (plan.resolve[1], now, invoice_id, invoice_id, observed, event_id),
                     )
+            if known is not None:
+                if plan.resolve is not None:
+                    known.settled.add(invoice_id)
+                if plan.alert is not None:
+                    known.followed.add(invoice_id)
             invoice = plan.invoice if shown else replace(plan.invoice, raw=_SUPERSEDED_RAW)
             params = self._invoice_params(invoice, observed, now, event_id, plan.resolve)
             self._execute(UPSERT_INVOICE, params)
@@ -820,7 +884,7 @@ class MirrorSql(AuditSql):
             self._send_event_alert(
                 plan, planner, now, work, invoice_status, settled_by, first_failed_at
             )
-        if plan.resolve is not None:
+        if plan.resolve is not None and (known is None or plan.resolve[0] in known.followed):
             invoice_id = plan.resolve[0]
             work.resolved = self._answer_later(
                 self._execute(RESOLVE_SETTLED_ALERTS, (now, invoice_id, now, invoice_id))
