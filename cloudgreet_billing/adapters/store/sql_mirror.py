@@ -245,11 +245,11 @@ def _superseded_invoices(plans: Sequence[EventPlan], fresh: Sequence[bool]) -> d
         if invoice.id not in shown or key > shown[invoice.id][0]:
             shown[invoice.id] = (key, invoice)
     superseded: dict[int, bool] = {}
-    for n, (plan, key) in enumerate(zip(plans, keys, strict=True)):
-        if key is None or plan.invoice is None:
+    for n, (plan, observed) in enumerate(zip(plans, keys, strict=True)):
+        if observed is None or plan.invoice is None:
             continue
         top_key, top = shown[plan.invoice.id]
-        if key < top_key:
+        if observed < top_key:
             superseded[n] = (
                 plan.failure is None
                 and plan.alert is None
