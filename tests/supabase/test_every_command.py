@@ -295,7 +295,7 @@ def test_dunning_run_list_preview_mark_unmark_requeue_pause_resume(
     skipped = steps(cli, SECOND_INVOICE)[0]
     assert skipped["status"] == "skipped"
     # A second run has nothing left to send.
-    assert cli.json("dunning", "run", code=ExitCode.NEEDS_ATTENTION)["sent"] == 0
+    assert cli.json("dunning", "run")["due"] == 0
     pending = cli.json("dunning", "list")
     assert {s["status"] for s in pending} == {"scheduled"}
     assert day1["id"] in {s["id"] for s in pending}
@@ -461,13 +461,16 @@ def test_dashboard_and_export_csv_of_every_dataset(cli: Session, tmp_path: Path)
     assert sorted(a["invoice_id"] for a in alerts) == sorted([INVOICE_ID, SECOND_INVOICE])
     assert {a["amount_due_minor"] for a in alerts} == {"14900"}
     dunning = exported("dunning")
-    assert len(dunning) == 6 and {d["status"] for d in dunning} == {"scheduled"}
+    # Steps due in the window: the day-0 emails (the later ones are due in the future).
+    assert sorted((d["invoice_id"], d["day"], d["status"]) for d in dunning) == sorted(
+        [(INVOICE_ID, "0", "scheduled"), (SECOND_INVOICE, "0", "scheduled")]
+    )
     reconciliation = {r["customer_id"]: r for r in exported("reconciliation")}
     assert reconciliation[CUSTOMER_ID]["stripe_total_minor"] == "14900"
-    assert reconciliation[CUSTOMER_ID]["ledger_total_minor"] == "0"
+    assert reconciliation[CUSTOMER_ID]["ledger_total_minor"] == "250"  # the booking fee
     target = tmp_path / "ledger.csv"
     written = cli("export-csv", "-o", str(target))
-    assert written.stdout == ""
+    assert "wrote 1 ledger row" in written.stdout + written.stderr
     assert "2.50" in target.read_text()
 
 
@@ -665,3 +668,62 @@ def test_serve_applies_one_signed_webhook(cli: Session, tmp_path: Path) -> None:
     ) == [(3,)]
     assert f"supabase {cli.project.url}" in err
     assert WEBHOOK_SECRET not in out + err
+
+
+def test_exempt_exemptions_unexempt_report_and_the_recovery_export(
+    cli: Session,
+    fake_stripe: FakeStripe,  # noqa: F811 (the fixture)
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    synced(cli)
+    exempt = cli.json("dunning", "exempt", SECOND_CUSTOMER, "--reason", "payment plan", "--yes")
+    assert (exempt["customer_id"], exempt["reason"], exempt["actor"]) == (
+        SECOND_CUSTOMER,
+        "payment plan",
+        "tester@ci",
+    )
+    assert exempt["already_exempt"] is False
+    [listed] = cli.json("dunning", "exemptions")
+    assert (listed["customer_id"], listed["reason"]) == (SECOND_CUSTOMER, "payment plan")
+    assert cli.sql("SELECT customer_id, reason FROM billing_dunning_exemptions") == [
+        (SECOND_CUSTOMER, "payment plan")
+    ]
+    ran = cli.json("dunning", "run")
+    assert (ran["due"], ran["sent"], ran["skipped"], ran["exempt"]) == (2, 1, 1, 1)
+    [day0] = [s for s in steps(cli, SECOND_INVOICE) if s["day"] == 0]
+    assert day0["status"] == "skipped"
+    assert day0["exempt_reason"] == "payment plan"
+    unexempt = cli.json("dunning", "unexempt", SECOND_CUSTOMER, "--yes")
+    assert (unexempt["exempt"], unexempt["was_exempt"], unexempt["scheduled"]) == (False, True, 2)
+    assert unexempt["ended"]["reason"] == "payment plan"
+    assert cli.json("dunning", "exemptions") == []
+    assert cli.sql("SELECT count(*) FROM billing_dunning_exemptions") == [(0,)]
+    typo = cli.json("dunning", "exempt", "cus_NoSuchCustomer01", "--reason", "x", "--yes", code=2)
+    assert typo["code"] == "not_found"
+
+    # The first invoice is paid after its day-0 email: dunning recovered it.
+    stripe_env(monkeypatch, fake_stripe)
+    fake_stripe.reply("GET", "/v1/account", ACCOUNT)
+    open_invoice = invoice_object(finalized_at=FAILED_AT)
+    fake_stripe.reply("GET", f"/v1/invoices/{INVOICE_ID}", open_invoice)
+    fake_stripe.reply("POST", f"/v1/invoices/{INVOICE_ID}/pay", paid(open_invoice))
+    cli.json("retry", INVOICE_ID, "--yes")
+    report = cli.json("dunning", "report", "--days", "7")
+    [total] = [r for r in report["rows"] if r["breakdown"] == "all" and r["scope"] == "dunned"]
+    assert (total["currency"], total["failed_invoices"], total["failed_amount"]) == (
+        "usd",
+        2,
+        29800,
+    )
+    assert (total["recovered_invoices"], total["recovered_amount"]) == (1, 14900)
+    assert total["recovery_rate_pct"] == 50
+    touches = {r["touch"]: r for r in report["rows"] if r["breakdown"] == "touch"}
+    assert touches["manual retry"]["recovered_amount"] == 14900
+    exported = cli("export-csv", "--dataset", "recovery", "--days", "7")
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    [line] = [r for r in rows if r["breakdown"] == "all" and r["scope"] == "dunned"]
+    assert (line["failed_minor"], line["recovered_minor"], line["recovered_major"]) == (
+        "29800",
+        "14900",
+        "149.00",
+    )
