@@ -727,3 +727,52 @@ def test_exempt_exemptions_unexempt_report_and_the_recovery_export(
         "14900",
         "149.00",
     )
+
+
+def test_sync_from_the_events_api_moves_the_cursor_and_backfill_lists_everything(
+    cli: Session,
+    fake_stripe: FakeStripe,  # noqa: F811 (the fixture)
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stripe_env(monkeypatch, fake_stripe)
+    fake_stripe.reply("GET", "/v1/account", ACCOUNT)
+    events = failed_invoice_events()
+    fake_stripe.paginate("/v1/events", events)
+    first = cli.json("sync")
+    assert (first["events_applied"], first["alerts_opened"], first["dunning_scheduled"]) == (
+        3,
+        1,
+        3,
+    )
+    assert first["cursor"] == FAILED_AT.strftime("%Y-%m-%dT%H:%M:%SZ")
+    again = cli.json("sync")
+    assert (again["events_applied"], again["alerts_opened"]) == (0, 0)
+    assert fake_stripe.requests_to("GET", "/v1/events")[-1].query["created[gte]"] == str(
+        int(FAILED_AT.timestamp())
+    )
+    assert cli.sql("SELECT count(*) FROM billing_stripe_events") == [(3,)]
+
+    second = invoice_object(
+        invoice_id=SECOND_INVOICE, customer_id=SECOND_CUSTOMER, finalized_at=FAILED_AT
+    )
+    fake_stripe.paginate("/v1/customers", [customer_object(customer_id=SECOND_CUSTOMER)])
+    fake_stripe.paginate("/v1/invoices", [second, invoice_object(finalized_at=FAILED_AT)])
+    fake_stripe.paginate("/v1/subscriptions", [])
+    backfilled = cli.json("sync", "--backfill")
+    assert (
+        backfilled["customers_backfilled"],
+        backfilled["invoices_backfilled"],
+        backfilled["subscriptions_backfilled"],
+    ) == (1, 2, 0)
+    assert cli.sql("SELECT id, status FROM billing_invoices ORDER BY id") == sorted(
+        [(INVOICE_ID, "open"), (SECOND_INVOICE, "open")]
+    )
+    assert cli.sql("SELECT count(*) FROM billing_customers") == [(2,)]
+
+
+def test_demo_keeps_to_its_own_workspace(cli: Session, tmp_path: Path) -> None:
+    """The Supabase variables set, the demo still touches nothing but its own folder."""
+    shown = cli("demo", "--dir", str(tmp_path / "demo"))
+    assert "demo" in shown.stdout.lower()
+    assert cli.sql("SELECT count(*) FROM billing_alerts") == [(0,)]
+    assert cli.sql("SELECT count(*) FROM billing_usage_ledger") == [(0,)]
