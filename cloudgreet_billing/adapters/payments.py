@@ -96,6 +96,12 @@ class PaymentGateway(Protocol):
 
     def retrieve_customer(self, customer_id: str) -> StripeObject: ...
 
+    def retrieve_payment_intent(self, payment_intent_id: str) -> StripeObject: ...
+
+    def invoice_of_payment_intent(self, payment_intent_id: str) -> str | None:
+        """The invoice a PaymentIntent pays, from its invoice payment; None when it pays none."""
+        ...
+
     def list_events(
         self, *, created_after: datetime | None = None, on_page: PagesRead | None = None
     ) -> Iterator[StripeObject]:

@@ -278,6 +278,34 @@ class StripeGateway:
             )
         )
 
+    def retrieve_payment_intent(self, payment_intent_id: str) -> StripeObject:
+        # last_payment_error.payment_method comes expanded (API reference, PaymentIntent).
+        return _plain(
+            self._call(
+                f"retrieve payment intent {payment_intent_id}",
+                lambda: self._client.v1.payment_intents.retrieve(payment_intent_id),
+            )
+        )
+
+    def invoice_of_payment_intent(self, payment_intent_id: str) -> str | None:
+        # GET /v1/invoice_payments?payment[type]=payment_intent&payment[payment_intent]=pi_…:
+        # from API 2025-03-31.basil a PaymentIntent no longer names its invoice; the invoice
+        # payment joining the two does (API reference, "List all payments for an invoice").
+        params: Any = {
+            "payment": {"type": "payment_intent", "payment_intent": payment_intent_id},
+            "limit": 1,
+        }
+        page = self._call(
+            f"find the invoice of payment intent {payment_intent_id}",
+            lambda: self._client.v1.invoice_payments.list(params),
+        )
+        for payment in page.data:
+            invoice = _plain(payment).get("invoice")
+            invoice_id = invoice.get("id") if isinstance(invoice, Mapping) else invoice
+            if isinstance(invoice_id, str) and invoice_id.startswith("in_"):
+                return invoice_id
+        return None
+
     def list_events(
         self, *, created_after: datetime | None = None, on_page: PagesRead | None = None
     ) -> Iterator[StripeObject]:
