@@ -34,6 +34,8 @@ class PaymentDeclined(BillingError):
         decline_code: str | None,
         stripe_code: str | None,
         hint: str | None = None,
+        advice_code: str | None = None,
+        payment_method: str | None = None,
     ) -> None:
         super().__init__(
             message,
@@ -44,6 +46,9 @@ class PaymentDeclined(BillingError):
         )
         self.decline_code = decline_code
         self.stripe_code = stripe_code
+        #: The issuer's advice and the card that was declined, where Stripe's error says.
+        self.advice_code = advice_code
+        self.payment_method = payment_method
 
     @property
     def requires_action(self) -> bool:

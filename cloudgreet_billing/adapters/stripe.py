@@ -493,10 +493,19 @@ def _translate(exc: Exception, what: str, key_shown: str, api_base: str) -> Bill
         )
     decline_code = getattr(error, "decline_code", None) if error is not None else None
     if isinstance(exc, stripe.CardError) or code in _DECLINE_CODES:
+        from cloudgreet_billing.domain.failed_payment import payment_method_id
+
+        # A card error names the issuer's advice and the declined PaymentMethod
+        # (https://docs.stripe.com/api/errors: advice_code, payment_method).
+        method = getattr(error, "payment_method", None) if error is not None else None
+        advice = getattr(error, "advice_code", None) if error is not None else None
         return PaymentDeclined(
             f"Stripe declined to {what}: {message}",
             decline_code=decline_code,
             stripe_code=code,
+            advice_code=advice if isinstance(advice, str) else None,
+            # The PaymentMethod comes expanded (a StripeObject): its id, else the value.
+            payment_method=payment_method_id(getattr(method, "id", method)),
         )
     return StripeRequestFailed(
         f"Stripe refused to {what}: {message}",

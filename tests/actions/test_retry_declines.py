@@ -302,3 +302,40 @@ def test_a_dry_run_shows_stripes_next_attempt(stripe: FakeStripe, seeded: Any) -
     assert result.exit_code == 0, result.output
     assert "Stripe's next own attempt: 2026-11-25 09:00 UTC" in result.stdout
     assert data(as_json)["stripe_retries_at"] == "2026-11-25T09:00:00Z"
+
+
+def test_a_hard_decline_of_a_retry_is_kept_and_refuses_the_next_one(
+    stripe: FakeStripe, seeded: Any
+) -> None:
+    # With invoice events alone (API 2026-10-28) the mirror knows no decline: the first
+    # manual charge tells it, and the next retry on the same card is refused.
+    from tests.stripe_fake import Reply, error_body
+
+    declined = error_body(
+        "Your card was declined.",
+        type_="card_error",
+        code="card_declined",
+        decline_code="lost_card",
+    )
+    declined["error"]["advice_code"] = "do_not_try_again"
+    declined["error"]["payment_method"] = {
+        "id": FAILED_CARD,
+        "object": "payment_method",
+        "type": "card",
+    }
+    stripe.reply("GET", GET, invoice("open"))
+    stripe.reply("POST", PAY, Reply(402, declined))
+    cards(stripe, FAILED_CARD)
+
+    first = run("retry", "1", "--yes")
+    second = run("retry", "1", "--yes")
+
+    assert (first.exit_code, second.exit_code) == (1, 3)
+    mirrored = seeded.get_invoice(INVOICE_ID)
+    assert (
+        mirrored.last_decline_code,
+        mirrored.last_advice_code,
+        mirrored.last_failure_payment_method,
+    ) == ("lost_card", "do_not_try_again", FAILED_CARD)
+    assert "declined with lost_card (advice do_not_try_again)" in second.stderr
+    assert len(stripe.requests_to("POST", PAY)) == 1

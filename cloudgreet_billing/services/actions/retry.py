@@ -16,6 +16,8 @@ from cloudgreet_billing.adapters.store.protocol import Store
 from cloudgreet_billing.config import DEFAULT_RETRY_RACE_WINDOW, duration_text
 from cloudgreet_billing.domain.declines import classify_decline
 from cloudgreet_billing.domain.dunning import PAUSE_SETTING, PauseState
+from cloudgreet_billing.domain.events import InvoiceFailure
+from cloudgreet_billing.domain.failed_payment import Decline, decline_code_of
 from cloudgreet_billing.domain.mirror import MirroredInvoice, parse_invoice
 from cloudgreet_billing.domain.retry_rules import (
     card_to_charge,
@@ -525,9 +527,15 @@ def _declined(
                 "hosted_invoice_url": link,
             },
         )
+    decline = Decline(
+        decline_code_of(declined.stripe_code, declined.decline_code),
+        declined.advice_code,
+        declined.payment_method,
+    )
     store.record_failed_attempt(
         target.alert_id,
         attempt_count=invoice.attempt_count,
+        declined=(invoice.id, InvoiceFailure(reason, declined.message, decline)),
         failure=f"{reason}: {declined.message}",
         note=f"manual retry by {story.actor} declined ({reason}): {declined.message}",
         audit=story.draft("declined", idempotency_key=key, **audit_details),
