@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -10,6 +11,7 @@ from cloudgreet_billing.adapters.payments import (
     PaymentDeclined,
     PaymentGateway,
     RequestPreview,
+    StripeObject,
     StripeRequestFailed,
 )
 from cloudgreet_billing.adapters.store.protocol import Store
@@ -300,8 +302,9 @@ def _card_now(store: Store, gateway: PaymentGateway | None, invoice: MirroredInv
     customer: Any = None
     if gateway is not None:
         if invoice.subscription_id is not None:
-            subscription = gateway.retrieve_subscription(invoice.subscription_id)
-        customer = gateway.retrieve_customer(invoice.customer_id)
+            subscription_id = invoice.subscription_id
+            subscription = _unless_missing(lambda: gateway.retrieve_subscription(subscription_id))
+        customer = _unless_missing(lambda: gateway.retrieve_customer(invoice.customer_id))
     else:
         mirrored = (
             store.get_subscription(invoice.subscription_id) if invoice.subscription_id else None
@@ -315,6 +318,17 @@ def _card_now(store: Store, gateway: PaymentGateway | None, invoice: MirroredInv
             else {"invoice_settings": {"default_payment_method": known.default_payment_method}}
         )
     return card_to_charge(invoice.raw, subscription, customer)
+
+
+def _unless_missing(read: Callable[[], StripeObject]) -> StripeObject | None:
+    """An object Stripe no longer has (``resource_missing``: a deleted customer or
+    subscription) names no card: None, which counts as unknown."""
+    try:
+        return read()
+    except StripeRequestFailed as error:
+        if error.stripe_code == "resource_missing":
+            return None
+        raise
 
 
 def _refuse_hard_decline(
