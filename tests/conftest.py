@@ -111,4 +111,5 @@ from tests.postgrest.fixtures import (  # noqa: E402
     postgrest,  # noqa: F401
     supabase_db,  # noqa: F401
     supabase_roles,  # noqa: F401
+    supabase_store,  # noqa: F401
 )

@@ -1,12 +1,13 @@
-"""``dunning run | list | preview | mark-sent | unmark-sent | requeue | pause | resume``."""
+"""``dunning run | list | preview | mark-sent | unmark-sent | requeue | pause | resume``,
+and (from ``cli/dunning_exemptions.py``) ``exempt | unexempt | exemptions``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cloudgreet_billing.cli import params
+from cloudgreet_billing.cli import dunning_exemptions, params
 from cloudgreet_billing.cli.actions import YesFlag, confirm_gate
 from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.output import JsonFlag, emit
@@ -15,9 +16,12 @@ from cloudgreet_billing.cli.render import dunning_step_json, when
 from cloudgreet_billing.domain.words import plural
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from rich.console import Console
 
     from cloudgreet_billing.domain.dunning import DunningConfig, DunningStep
+    from cloudgreet_billing.domain.exemptions import Exemption
     from cloudgreet_billing.services.dunning.run import RunSummary
 
 app = typer.Typer(
@@ -28,6 +32,10 @@ app = typer.Typer(
 
 #: Below this many due steps a progress bar is noise.
 PROGRESS_THRESHOLD = 200
+
+app.command("exempt")(dunning_exemptions.exempt)
+app.command("unexempt")(dunning_exemptions.unexempt)
+app.command("exemptions")(dunning_exemptions.exemptions)
 
 StepId = Annotated[
     int,
@@ -109,8 +117,9 @@ def run(
         if summary.dry_run:
             _print_plan(console, summary)
             return
+        exempt = f" ({summary.exempt} exempt)" if summary.exempt else ""
         console.print(
-            f"{summary.due} due: {summary.sent} sent, {summary.skipped} skipped, "
+            f"{summary.due} due: {summary.sent} sent, {summary.skipped} skipped{exempt}, "
             f"{summary.failed} failed, {summary.canceled} canceled; "
             f"{summary.escalated} escalated"
             + ("; stopped: dunning was paused" if summary.paused else "")
@@ -160,7 +169,8 @@ def _print_plan(console: Console, summary: RunSummary) -> None:
     print_table(columns, rows, console=console)
     console.print(
         f"dry run, nothing sent or changed: {summary.due} due; {summary.would_send} "
-        f"would be sent, {summary.skipped} skipped ({summary.undeliverable} undeliverable), "
+        f"would be sent, {summary.skipped} skipped ({summary.undeliverable} undeliverable"
+        f"{f', {summary.exempt} exempt' if summary.exempt else ''}), "
         f"{summary.failed} failed, {summary.canceled} canceled; "
         f"{summary.escalated} would escalate"
     )
@@ -244,6 +254,7 @@ def list_(
         now=utcnow(),
     )
     steps = listing.steps
+    exempt = listing.exemptions
     left_out(len(steps), listing.total)
 
     def human(console: Console) -> None:
@@ -258,6 +269,7 @@ def list_(
             Column("sent", "time", drop=2),
             Column("may be sent", "text"),
             Column("note", "prose", drop=1),
+            Column("exempt", "prose", drop=1),
         ]
         rows = [
             [
@@ -271,12 +283,23 @@ def list_(
                 step.sent_at,
                 may_be_sent(step),
                 step.last_error if step.status == "failed" else step.reason,
+                exempt[step.customer_id].label if step.customer_id in exempt else None,
             ]
             for step in steps
         ]
         print_table(columns, rows, console=console, empty="no dunning steps match")
 
-    emit([dunning_step_json(step) for step in steps], human)
+    emit([{**dunning_step_json(step), **_exemption_fields(step, exempt)} for step in steps], human)
+
+
+def _exemption_fields(step: DunningStep, exempt: Mapping[str, Exemption]) -> dict[str, Any]:
+    """``dunning list``'s fields beside the contract's: whether the step's customer is
+    exempt from dunning now, why and by whom (both null when not)."""
+    exemption = exempt.get(step.customer_id)
+    return {
+        "exempt_reason": None if exemption is None else exemption.reason,
+        "exempt_by": None if exemption is None else exemption.actor,
+    }
 
 
 def may_be_sent(step: DunningStep) -> str:

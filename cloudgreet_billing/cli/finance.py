@@ -594,7 +594,8 @@ def export_csv(
 
     if dataset not in DATASETS:
         raise BadInput(f"--dataset {shown(dataset)} is not one of {', '.join(DATASETS)}")
-    if output is None and json_mode():
+    to_stdout = output is None or _is_stdout(output)
+    if to_stdout and json_mode():
         raise BadInput(
             "export-csv writes the CSV itself to stdout; --json needs -o FILE",
             hint="add -o export.csv to get a JSON summary",
@@ -625,7 +626,9 @@ def export_csv(
             rows = _export(chunks, output, advance, protected)
     if rows is None:
         return
-    if output is None:
+    if to_stdout:
+        # -o /dev/stdout (or a file that is stdout) carries the CSV: the summary goes to
+        # stderr, as without -o, so that it cannot end up inside the data.
         note(
             f"exported {plural(rows, dataset + ' row')} ({when(window.start)} → {when(window.end)})"
         )
@@ -702,6 +705,17 @@ def _export(
         if close is not None:
             close()
     return rows
+
+
+def _is_stdout(path: Path) -> bool:
+    """Whether ``path`` is where stdout goes (``/dev/stdout``, ``/dev/fd/1``, or the very
+    file stdout was redirected to)."""
+    if not _has_descriptor(sys.stdout):
+        return False
+    try:
+        return os.path.samestat(path.stat(), os.fstat(sys.stdout.fileno()))
+    except OSError:
+        return False
 
 
 def _has_descriptor(stream: TextIO) -> bool:

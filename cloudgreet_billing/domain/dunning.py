@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from cloudgreet_billing.config import read_config_file
+from cloudgreet_billing.domain.exemptions import Exemption
 from cloudgreet_billing.domain.statuses import (
     SETTLED_INVOICE_STATUSES,
 )
@@ -383,13 +384,14 @@ class InvoiceReach:
 
 @dataclass(frozen=True, slots=True)
 class ClaimedStep:
-    """A due step as a run sees it: the row, its invoice, whether a later step is due, and
-    the channels the invoice's steps use."""
+    """A due step as a run sees it: the row, its invoice, whether a later step is due, the
+    channels the invoice's steps use, and its customer's exemption from dunning, if any."""
 
     step: DunningStep
     invoice: InvoiceFacts
     superseded: bool = False
     channels: frozenset[str] = frozenset(CHANNELS)
+    exemption: Exemption | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,12 +406,15 @@ class StepOutcome:
     #: A ``skipped`` step that no channel could deliver: the store opens the invoice's
     #: ``dunning_undeliverable`` alert with it.
     undeliverable: bool = False
+    #: A ``skipped`` step whose customer is exempt from dunning.
+    exempt: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """``send``; or ``skip``, ``cancel``, ``fail`` or ``undeliverable`` with the reason.
-    An undeliverable step is recorded as skipped, and a person is told."""
+    """``send``; or ``skip``, ``exempt``, ``cancel``, ``fail`` or ``undeliverable`` with the
+    reason. An exempt step is recorded as skipped; so is an undeliverable one, and a person
+    is told."""
 
     action: str
     reason: str | None = None
@@ -419,6 +424,9 @@ def decide(claimed: ClaimedStep) -> Decision:
     """What a run does with a due step, before any message is built."""
     if claimed.invoice.settled:
         return Decision("cancel", f"invoice is {claimed.invoice.status}")
+    if claimed.exemption is not None:
+        # A person decided this customer is not reminded (a payment plan, a VIP).
+        return Decision("exempt", claimed.exemption.skip_reason)
     if claimed.superseded:
         # Cron was down or the failure was learned late: only the latest due step goes out.
         return Decision("skip", SUPERSEDED)

@@ -304,7 +304,9 @@ def paid_event(invoice_id: str, n: int) -> dict[str, Any]:
                 "total": 12345,
                 "attempt_count": 2,
                 "attempted": True,
-                "created": 1,
+                # A real creation time: one before 2000 is refused (and quarantined) as
+                # out of range, and the payment would then never reach the mirror.
+                "created": created - 86_400,
                 "status_transitions": {"paid_at": created},
             }
         },
@@ -344,6 +346,7 @@ def bench_window(
             }
             ids = sorted(order)
             paid_at: dict[str, float] = {}
+            refused: list[str] = []
             payers: list[threading.Thread] = []
 
             def pay_next(step_id: int) -> None:
@@ -355,10 +358,13 @@ def bench_window(
 
                 def pay() -> None:
                     time.sleep(delay)
-                    apply_events(
+                    report = apply_events(
                         webhook, [paid_event(invoice_id, position)], source="webhook", now=utcnow()
                     )
                     paid_at[invoice_id] = time.time()
+                    if report.events_applied != 1:
+                        # A payment that did not apply would measure nothing: say so.
+                        refused.append(f"{invoice_id}: {report.failures}")
 
                 payer = threading.Thread(target=pay)
                 payers.append(payer)
@@ -384,6 +390,8 @@ def bench_window(
             webhook.close()
     finally:
         controller.stop()
+    if refused:
+        raise SystemExit(f"payments that did not apply: {refused[:3]}")
     after_payment = [
         email.handed[step_id] - paid_at[order[step_id]]
         for step_id in email.handed

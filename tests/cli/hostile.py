@@ -26,6 +26,41 @@ from tests.dunning.stripe_objects import (
     ndjson,
 )
 
+#: Every command whose ID argument is a number (an alert, a step, a quarantined event),
+#: as typed before the id; ``test_every_id_argument_is_in_the_hostile_lists`` keeps it
+#: complete. The id goes last, after ``--``.
+NUMBER_ID_COMMANDS: list[list[str]] = [
+    ["alerts", "show"],
+    ["alerts", "ack"],
+    ["alerts", "resolve"],
+    ["dunning", "mark-sent"],
+    ["dunning", "requeue"],
+    ["dunning", "unmark-sent"],
+    ["dunning", "preview"],
+    ["retry", "--dry-run"],
+    ["resend-link", "--dry-run"],
+    ["portal", "--dry-run"],
+    ["quarantine", "show"],
+    ["quarantine", "dismiss", "--yes"],
+    ["quarantine", "retry"],
+]
+#: Of those, the commands that also take a Stripe id (``in_…``, ``cus_…``).
+STRIPE_ID_COMMANDS: list[list[str]] = [
+    ["retry", "--dry-run"],
+    ["resend-link", "--dry-run"],
+    ["portal", "--dry-run"],
+]
+#: Commands whose id is followed by more arguments (``alerts note ID TEXT``), tested on
+#: their own.
+OTHER_ID_COMMANDS: list[list[str]] = [["alerts", "note"]]
+#: Commands whose ID argument is a customer id alone (``dunning exempt cus_…``), with the
+#: options they need besides; the id goes last, after ``--``.
+CUSTOMER_ID_COMMANDS: list[list[str]] = [
+    ["dunning", "exempt", "--reason", "payment plan", "--yes"],
+    ["dunning", "unexempt", "--yes"],
+]
+
+
 FINALIZED = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 #: The longest line a refusal may print: a bad value is quoted shortened, never whole.
 MAX_LINE = 400

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import stat
 import subprocess
@@ -291,7 +292,16 @@ def test_a_descriptor_path_is_the_pipe_it_names(script_env, tmp_path):
     result = script("export-csv", "-o", "/dev/fd/1", env=script_env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].startswith("id,occurred_at,customer_id")
-    assert len(result.stdout.splitlines()) == 4 + 1  # the CSV, then the summary line
+    # Only the CSV: the summary goes to stderr, where it cannot end up inside the data.
+    assert len(result.stdout.splitlines()) == 4
+    assert "exported 3 ledger rows" in result.stderr
+
+
+def test_a_json_summary_cannot_share_stdout_with_the_csv(script_env, tmp_path):
+    result = script("export-csv", "-o", "/dev/fd/1", "--json", env=script_env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "id,occurred_at" not in result.stdout
+    assert json.loads(result.stdout)["error"]["message"].endswith("--json needs -o FILE")
 
 
 def test_stdout_appended_to_the_store_is_refused(sqlite_store, tmp_path):

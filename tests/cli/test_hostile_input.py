@@ -16,7 +16,7 @@ import pytest
 from freezegun import freeze_time
 
 from tests.cli.helpers import run
-from tests.cli.hostile import json_refusal, refused
+from tests.cli.hostile import NUMBER_ID_COMMANDS, json_refusal, refused
 from tests.dunning.stripe_objects import CUSTOMER_ID, INVOICE_ID
 
 BEYOND_64_BITS = "99999999999999999999"
@@ -42,24 +42,8 @@ def ledger_add(*options: str) -> list[str]:
 # --- ids beyond 64 bits -----------------------------------------------------------
 
 
-ID_COMMANDS = [
-    ["alerts", "show"],
-    ["alerts", "ack"],
-    ["alerts", "resolve"],
-    ["dunning", "mark-sent"],
-    ["dunning", "requeue"],
-    ["dunning", "preview"],
-    ["retry", "--dry-run"],
-    ["resend-link", "--dry-run"],
-    ["portal", "--dry-run"],
-    ["quarantine", "show"],
-    ["quarantine", "dismiss", "--yes"],
-    ["quarantine", "retry"],
-]
-
-
 def test_a_number_id_out_of_range_is_refused_by_every_command(hostile_seeded):
-    for command in ID_COMMANDS:
+    for command in NUMBER_ID_COMMANDS:
         for number in [BEYOND_64_BITS, "9223372036854775808", "0", "²", "٣", "1" * 5000]:
             refused([*command, "--", number])
     refused(["alerts", "note", BEYOND_64_BITS, "called the owner"], "is not an alert id")
@@ -138,6 +122,8 @@ def test_control_characters_in_ids_and_text_are_refused_by_every_command(hostile
         ["alerts", "note", "1", "called\nthe owner"],
         ["alerts", "resolve", "1", "--reason", "paid\x1b[2J"],
         ["dunning", "pause", "--reason", "INC-42\nINC-43"],
+        ["dunning", "exempt", CUSTOMER_ID, "--reason", "plan\x1b[2J", "--yes"],
+        ["dunning", "unexempt", "cus_1\x00", "--yes"],
         ["quarantine", "dismiss", "1", "--reason", "x\x00", "--yes"],
         ["alerts", "list", "--customer", "cus_\x07"],
         ["dunning", "list", "--invoice", "in_1\x00"],
@@ -171,6 +157,7 @@ def test_an_id_longer_than_255_characters_is_refused(hostile_seeded):
         ledger_add("--external-id=" + "e" * 256),
         ["retry", "--dry-run", "in_" + "a" * 253],
         ["portal", "--dry-run", "cus_" + "a" * 252],
+        ["dunning", "exempt", "cus_" + "a" * 252, "--reason", "VIP", "--yes"],
         ["dunning", "list", "--invoice", "in_" + "a" * 253],
         ["alerts", "list", "--customer", "cus_" + "a" * 10_000],
     ]:
@@ -192,6 +179,8 @@ def test_an_id_without_its_prefix_is_refused(hostile_seeded):
         (["portal", "--dry-run", "sub_1QpL7wLkdIwHu7ixmD2ZbV4q"], "cus_"),
         (["retry", "--dry-run", "in_"], "in_"),
         (["dunning", "preview", "ch_3QpL9"], "in_"),
+        (["dunning", "exempt", "RkS5AtmBK5hCeq", "--reason", "VIP", "--yes"], "cus_"),
+        (["dunning", "unexempt", "sub_1QpL7wLkdIwHu7ixmD2ZbV4q", "--yes"], "cus_"),
         (["quarantine", "show", "evt"], "evt_"),
     ]:
         refused(args, needle)

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from freezegun import freeze_time
@@ -23,7 +24,14 @@ from hypothesis import strategies as st
 from cloudgreet_billing.domain.iso4217 import ISO_4217
 from cloudgreet_billing.services.ledger_csv import ALL_COLUMNS
 from tests.cli.helpers import run
-from tests.cli.hostile import assert_refused, row_counts
+from tests.cli.hostile import (
+    CUSTOMER_ID_COMMANDS,
+    NUMBER_ID_COMMANDS,
+    OTHER_ID_COMMANDS,
+    STRIPE_ID_COMMANDS,
+    assert_refused,
+    row_counts,
+)
 from tests.dunning.stripe_objects import CUSTOMER_ID, INVOICE_ID, customer_object, invoice_object
 
 #: Examples per property and backend: enough to meet every family, quick in CI.
@@ -289,20 +297,6 @@ def test_sync_refuses_any_file_that_holds_no_events(hostile_seeded, tmp_path, bo
 
 # --- every id argument ------------------------------------------------------------------
 
-NUMBER_ARGUMENTS = [
-    ["alerts", "show"],
-    ["alerts", "ack"],
-    ["alerts", "resolve"],
-    ["dunning", "mark-sent"],
-    ["dunning", "requeue"],
-    ["dunning", "preview"],
-    ["retry", "--dry-run"],
-    ["resend-link", "--dry-run"],
-    ["portal", "--dry-run"],
-    ["quarantine", "show"],
-    ["quarantine", "dismiss", "--yes"],
-    ["quarantine", "retry"],
-]
 ID_OPTIONS = [
     (["alerts", "list"], "--customer", "cus_"),
     (["ledger", "list"], "--customer", "cus_"),
@@ -310,18 +304,21 @@ ID_OPTIONS = [
     (["dunning", "list"], "--invoice", "in_"),
 ]
 ANY_ID_ARGUMENT = st.one_of(
-    st.tuples(st.sampled_from(NUMBER_ARGUMENTS), BAD_NUMBER).map(
+    st.tuples(st.sampled_from(NUMBER_ID_COMMANDS), BAD_NUMBER).map(
         lambda case: [*case[0], "--", case[1]]
     ),
     st.sampled_from(ID_OPTIONS).flatmap(
         lambda case: bad_stripe_id(case[2]).map(lambda value: [*case[0], f"{case[1]}={value}"])
     ),
-    st.sampled_from(NUMBER_ARGUMENTS[6:9]).flatmap(
+    st.sampled_from(STRIPE_ID_COMMANDS).flatmap(
         lambda command: (
             st.sampled_from(["in_", "cus_"])
             .flatmap(bad_stripe_id)
             .map(lambda value: [*command, "--", value])
         )
+    ),
+    st.tuples(st.sampled_from(CUSTOMER_ID_COMMANDS), bad_stripe_id("cus_")).map(
+        lambda case: [*case[0], "--", case[1]]
     ),
 )
 
@@ -332,6 +329,33 @@ ANY_ID_ARGUMENT = st.one_of(
 def test_every_id_argument_refuses_any_bad_id(hostile_seeded, args):
     assert_refused(run(*args))
     assert row_counts() == hostile_seeded
+
+
+def test_every_id_argument_is_in_the_hostile_lists() -> None:
+    """A new command with an ID argument joins these tests, or this fails."""
+    from typer._click import Context
+    from typer.main import get_command
+
+    from cloudgreet_billing.cli import app
+
+    root = get_command(app)
+    context = Context(root)
+
+    def id_commands(command: object, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+        names = command.list_commands(context) if hasattr(command, "list_commands") else []
+        for name in names:
+            yield from id_commands(command.get_command(context, name), (*path, name))
+        arguments = [
+            p for p in getattr(command, "params", []) if type(p).__name__ == "TyperArgument"
+        ]
+        if any((p.metavar or "").endswith("ID") for p in arguments):
+            yield path
+
+    listed = {
+        tuple(part for part in command if not part.startswith("-"))
+        for command in (*NUMBER_ID_COMMANDS, *OTHER_ID_COMMANDS)
+    } | {(group, name) for group, name, *_options in CUSTOMER_ID_COMMANDS}
+    assert set(id_commands(root, ())) == listed
 
 
 def test_the_strategies_make_only_bad_values() -> None:

@@ -171,6 +171,7 @@ def run_counts(**counts: Any) -> dict[str, Any]:
         "needs_review": 0,
         "leases_expired": 0,
         "undeliverable": 0,
+        "exempt": 0,
         "escalation_failures": 0,
         "undeliverable_steps": [],
     }

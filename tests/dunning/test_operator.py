@@ -51,6 +51,8 @@ def test_list_shows_unfinished_steps_by_default_and_all_for_one_invoice(store: A
         "reason": None,
         "provider_message_id": None,
         "may_have_been_sent": None,
+        "exempt_reason": None,
+        "exempt_by": None,
     }
     _, body = invoke("dunning", "list", "--invoice", "in_2")
     assert [s["status"] for s in body["data"]] == ["canceled"] * 3

@@ -3,12 +3,14 @@
 - ``supabase_db``: a fresh database on the test server, set up as a hosted Supabase
   project's (roles, grants, default privileges, UTC); its superuser URL.
 - ``postgrest``: a running ``PostgrestStandin`` on that database, with fresh keys.
+- ``supabase_store``: a ``SupabaseStore`` on ``postgrest``, schema applied by the owner.
 - ``no_retry_sleep``: postgrest-py's retry back-off (1 s, 2 s, 4 s) without the sleeping.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -57,3 +59,18 @@ def no_retry_sleep(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(request_builder, "get_retry_delay", recorded)
     return delays
+
+
+@pytest.fixture
+def supabase_store(postgrest: Any) -> Iterator[object]:
+    """A ``SupabaseStore`` on the stand-in: the schema applied by the project's owner (as
+    the SQL editor or ``supabase db push`` would), then reached with the secret key."""
+    from cloudgreet_billing.adapters.store.postgres import PostgresStore
+    from cloudgreet_billing.adapters.store.supabase.store import SupabaseStore
+
+    owner = PostgresStore(postgrest.database_url)
+    owner.migrate()
+    owner.close()
+    opened = SupabaseStore(postgrest.url, postgrest.keys.secret)
+    yield opened
+    opened._api.close()

@@ -16,6 +16,7 @@ from cloudgreet_billing.adapters.store.protocol_alerts import AlertsOps
 from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft, AuditOps, AuditRecord
 from cloudgreet_billing.adapters.store.protocol_drift import DriftOps
 from cloudgreet_billing.adapters.store.protocol_dunning import DunningOps
+from cloudgreet_billing.adapters.store.protocol_exemptions import ExemptionsOps
 from cloudgreet_billing.adapters.store.protocol_finance import FinanceOps
 from cloudgreet_billing.adapters.store.protocol_ledger import ImportOutcome, LedgerOps, LedgerQuery
 from cloudgreet_billing.adapters.store.protocol_mirror import MirrorOps
@@ -30,6 +31,7 @@ class Store(
     MirrorOps,
     AlertsOps,
     DunningOps,
+    ExemptionsOps,
     FinanceOps,
     AuditOps,
     ActionsOps,

@@ -24,9 +24,10 @@ class DunningOps(Protocol):
     A run's protocol, safe with any number of concurrent runs: ``claim_due_steps`` moves due
     steps to ``sending`` under the run's id and a lease; ``confirm_sends`` re-checks a claim
     immediately before its message is handed over (a payment recorded by then has canceled
-    the step, and the confirmation fails); ``record_step_outcomes`` records what happened,
-    only for steps the run still holds. Steps whose lease runs out become ``needs_review``
-    (``expire_leases``), saying whether they had been confirmed.
+    the step, or an exemption committed by then stands, and the confirmation fails);
+    ``record_step_outcomes`` records what happened, only for steps the run still holds.
+    Steps whose lease runs out become ``needs_review`` (``expire_leases``), saying whether
+    they had been confirmed.
     """
 
     def schedule_steps(self, steps: Sequence[StepDraft], now: datetime) -> int:
@@ -58,7 +59,8 @@ class DunningOps(Protocol):
         self, *, now: datetime, lease_until: datetime, run_id: str, limit: int
     ) -> list[ClaimedStep]:
         """Atomically move up to ``limit`` due steps to ``sending`` for ``run_id``; concurrent
-        claimers never receive the same step."""
+        claimers never receive the same step. Each comes with its customer's exemption,
+        read in the same transaction."""
         ...
 
     def confirm_sends(
@@ -68,10 +70,10 @@ class DunningOps(Protocol):
         now: datetime,
         lease_until: datetime | None = None,
     ) -> set[int]:
-        """Count an attempt for each step the run still holds whose invoice is unsettled,
-        noting it confirmed (``confirmed_at``) and renewing its lease to ``lease_until``;
-        returns those ids. Only they may be sent. A run confirms one step, by its id,
-        immediately before handing its message over."""
+        """Count an attempt for each step the run still holds whose invoice is unsettled
+        and whose customer is not exempt, noting it confirmed (``confirmed_at``) and
+        renewing its lease to ``lease_until``; returns those ids. Only they may be sent. A
+        run confirms one step, by its id, immediately before handing its message over."""
         ...
 
     def record_step_outcomes(
@@ -152,7 +154,7 @@ class DunningOps(Protocol):
 
     def escalation_candidates(self, threshold: int) -> list[EscalationCandidate]:
         """Unsettled invoices with ``threshold`` or more sent/skipped steps and no
-        ``dunning_exhausted`` alert yet (in any status)."""
+        ``dunning_exhausted`` alert yet (in any status), of customers not exempt now."""
         ...
 
     def open_exhaustion_alert(

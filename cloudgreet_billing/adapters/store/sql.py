@@ -20,6 +20,7 @@ from cloudgreet_billing.adapters.store.sql_actions import ActionsSql
 from cloudgreet_billing.adapters.store.sql_alerts import AlertsSql
 from cloudgreet_billing.adapters.store.sql_drift import DriftSql
 from cloudgreet_billing.adapters.store.sql_dunning import DunningSql
+from cloudgreet_billing.adapters.store.sql_exemptions import ExemptionsSql
 from cloudgreet_billing.adapters.store.sql_finance import FinanceSql
 from cloudgreet_billing.adapters.store.sql_quarantine import QuarantineSql
 
@@ -30,8 +31,11 @@ class _RolledBack(Exception):
 
 # Finance reads the mirror and the ledger, so it brings MirrorSql and LedgerSql; alerts,
 # actions and the mirror each write the audit log, so AuditSql comes with them; quarantine
-# applies events as the mirror does, so it brings MirrorSql.
-class SqlStore(FinanceSql, AlertsSql, DunningSql, ActionsSql, QuarantineSql, DriftSql):
+# applies events as the mirror does, so it brings MirrorSql; a run's claim reads the
+# exemptions, so DunningSql brings ExemptionsSql.
+class SqlStore(
+    FinanceSql, AlertsSql, DunningSql, ExemptionsSql, ActionsSql, QuarantineSql, DriftSql
+):
     """Every store operation over a DB-API connection; see ``SqliteStore``, ``PostgresStore``."""
 
     # --- schema -------------------------------------------------------------

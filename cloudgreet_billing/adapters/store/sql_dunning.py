@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from cloudgreet_billing.adapters.store.sql_audit import AuditSql
 from cloudgreet_billing.adapters.store.sql_base import Cursor, chunked
+from cloudgreet_billing.adapters.store.sql_exemptions import ExemptionsSql
 from cloudgreet_billing.domain.statuses import (
     COMPLETED_STATUSES,
     PENDING_STATUSES,
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         StepDraft,
         StepOutcome,
     )
+    from cloudgreet_billing.domain.exemptions import Exemption
 
     #: Per invoice: the last due day, and the channels its steps use.
     _Timelines = tuple[dict[str, int], dict[str, frozenset[str]]]
@@ -98,6 +99,11 @@ REVIEW_CONFIRMED = (
     "the provider's log, then mark-sent or requeue"
 )
 REVIEW_UNCONFIRMED = "the run stopped before handing this message to any provider: requeue sends it"
+#: The step's customer is exempt from dunning now (``billing_dunning_exemptions``).
+CUSTOMER_EXEMPT = (
+    "EXISTS (SELECT 1 FROM billing_dunning_exemptions x "
+    "WHERE x.customer_id = billing_dunning_events.customer_id)"
+)
 
 
 def _step_row(step: StepDraft, now: datetime) -> tuple[Any, ...]:
@@ -114,7 +120,7 @@ def _step_row(step: StepDraft, now: datetime) -> tuple[Any, ...]:
     )
 
 
-class DunningSql(AuditSql):
+class DunningSql(ExemptionsSql):
     """SQL for this area, shared by SQLite and PostgreSQL."""
 
     # --- the seam used by event processing (call inside the caller's transaction) ---
@@ -238,7 +244,9 @@ class DunningSql(AuditSql):
             advice_code=facts[19],
         )
 
-    def _claimed(self, row: Sequence[Any], timelines: _Timelines) -> ClaimedStep:
+    def _claimed(
+        self, row: Sequence[Any], timelines: _Timelines, exemptions: Mapping[str, Exemption]
+    ) -> ClaimedStep:
         from cloudgreet_billing.domain.dunning import ClaimedStep
 
         step = self._step(row)
@@ -248,6 +256,7 @@ class DunningSql(AuditSql):
             invoice=self._facts(step.invoice_id, step.customer_id, row[STEP_WIDTH:]),
             superseded=step.day < latest_due.get(step.invoice_id, step.day),
             channels=channels.get(step.invoice_id, frozenset({step.channel})),
+            exemption=exemptions.get(step.customer_id),
         )
 
     def _timelines(self, invoice_ids: set[str], now: datetime) -> _Timelines:
@@ -270,8 +279,13 @@ class DunningSql(AuditSql):
         return latest, channels
 
     def _claimed_steps(self, rows: Sequence[Sequence[Any]], now: datetime) -> list[ClaimedStep]:
+        """The rows as a run sees them, read in the claim's transaction: with each
+        invoice's timeline and each customer's exemption, if any."""
+        if not rows:
+            return []
         timelines = self._timelines({row[1] for row in rows}, now)
-        return [self._claimed(row, timelines) for row in rows]
+        exemptions = self._exemptions_in_tx({row[2] for row in rows})
+        return [self._claimed(row, timelines, exemptions) for row in rows]
 
     # --- a run -----------------------------------------------------------------
     def expire_leases(self, now: datetime) -> int:
@@ -348,13 +362,15 @@ class DunningSql(AuditSql):
             return set()
         # Renewing the lease here means a slow provider cannot let another run expire a
         # step this run is about to send. ``confirmed_at`` tells a step left mid-send that
-        # may have gone out from one that never left.
+        # may have gone out from one that never left. An exemption committed since the
+        # claim stops the message here, as a payment does.
         rows = self._execute(
             f"{UPDATE_HELD}attempts = attempts + 1, confirmed_at = ?, updated_at = ?, "
             "lease_expires_at = COALESCE(?, lease_expires_at) "
             f"WHERE id IN ({_marks(step_ids)}) AND claimed_by = ? AND status = 'sending' "
             "AND NOT EXISTS (SELECT 1 FROM billing_invoices i "
             f"WHERE i.id = billing_dunning_events.invoice_id AND i.status IN {_SETTLED}) "
+            f"AND NOT {CUSTOMER_EXEMPT} "
             "RETURNING id",
             (now, now, lease_until, *step_ids, run_id, *SETTLED_INVOICE_STATUSES),
         ).fetchall()
@@ -613,7 +629,10 @@ class DunningSql(AuditSql):
             "LEFT JOIN billing_invoices i ON i.id = done.invoice_id "
             f"WHERE (i.status IS NULL OR i.status NOT IN {_SETTLED}) "
             "AND NOT EXISTS (SELECT 1 FROM billing_alerts a WHERE a.type = 'dunning_exhausted' "
-            "AND a.invoice_id = done.invoice_id) ORDER BY done.invoice_id",
+            "AND a.invoice_id = done.invoice_id) "
+            # Whoever exempted the customer owns the follow-up while the exemption lasts.
+            "AND NOT EXISTS (SELECT 1 FROM billing_dunning_exemptions x "
+            "WHERE x.customer_id = done.customer_id) ORDER BY done.invoice_id",
             (*COMPLETED_STATUSES, threshold, *SETTLED_INVOICE_STATUSES),
         ).fetchall()
         return [

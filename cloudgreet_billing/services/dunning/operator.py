@@ -7,7 +7,7 @@ Each is audited. Those that change what reaches a customer are confirmed first
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
@@ -19,6 +19,7 @@ from cloudgreet_billing.domain.dunning import (
     InvoiceFacts,
     PauseState,
 )
+from cloudgreet_billing.domain.exemptions import Exemption
 from cloudgreet_billing.domain.inputs import parse_target, shown
 from cloudgreet_billing.domain.statuses import (
     MARK_SENT_FROM,
@@ -176,10 +177,12 @@ def resume(store: Store, *, actor: str, now: datetime) -> tuple[PauseState, Paus
 
 @dataclass(frozen=True)
 class StepListing:
-    """The steps ``dunning list`` shows, and how many matched before ``--limit``."""
+    """The steps ``dunning list`` shows, how many matched before ``--limit``, and the
+    exemptions in force of their customers, by customer."""
 
     steps: list[DunningStep]
     total: int
+    exemptions: Mapping[str, Exemption] = field(default_factory=dict)
 
 
 def list_steps(
@@ -219,6 +222,7 @@ def list_steps(
     }
     steps = store.list_steps(**filters, limit=limit)
     total = store.count_steps(**filters) if len(steps) >= limit else len(steps)
+    exempt = store.list_exemptions(customer_ids=sorted({step.customer_id for step in steps}))
     _audit(
         store,
         actor,
@@ -229,7 +233,7 @@ def list_steps(
         status=status,
         count=len(steps),
     )
-    return StepListing(steps, total)
+    return StepListing(steps, total, {exemption.customer_id: exemption for exemption in exempt})
 
 
 # --- preview ----------------------------------------------------------------------

@@ -3,8 +3,8 @@
 Safe with concurrent runs (claims are atomic and exclusive) and after crashes (a step
 whose run died in ``sending`` becomes ``needs_review`` once its lease runs out, and is
 never resent on its own). Each message is confirmed, by its step's id, immediately before
-it is handed to a provider, so a payment recorded by then stops it however slow the
-messages before it were.
+it is handed to a provider, so a payment or an exemption recorded by then stops it however
+slow the messages before it were.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ MAX_LISTED_UNDELIVERABLE = 100
 #: The status a step takes for each decision that sends nothing.
 OUTCOME_STATUS = {
     "skip": "skipped",
+    "exempt": "skipped",
     "undeliverable": "skipped",
     "cancel": "canceled",
     "fail": "failed",
@@ -79,7 +80,8 @@ class RunSummary:
 
     ``needs_review`` is the number of steps waiting for review now, whichever run left them;
     ``leases_expired`` is how many this run moved there. ``undeliverable`` counts the skipped
-    steps that no channel could deliver. A dry run counts what it would do, except that
+    steps that no channel could deliver, ``exempt`` those of customers exempt from dunning
+    (``dunning exempt``). A dry run counts what it would do, except that
     messages it would send are ``would_send``, never ``sent``.
     """
 
@@ -94,6 +96,7 @@ class RunSummary:
     needs_review: int = 0
     escalation_failures: int = 0
     undeliverable: int = 0
+    exempt: int = 0
     leases_expired: int = 0
     would_send: int = 0
     run_id: str = ""
@@ -123,6 +126,7 @@ class RunSummary:
             "needs_review": self.needs_review,
             "leases_expired": self.leases_expired,
             "undeliverable": self.undeliverable,
+            "exempt": self.exempt,
             "escalation_failures": self.escalation_failures,
             "run_id": self.run_id,
             "errors": self.errors,
@@ -139,6 +143,7 @@ class RunSummary:
         elif outcome.status == "skipped":
             self.skipped += 1
             self.undeliverable += outcome.undeliverable
+            self.exempt += outcome.exempt
         elif outcome.status == "canceled":
             self.canceled += 1
         elif outcome.status == "failed":
@@ -229,6 +234,11 @@ class _Sender:
         # before it took: one UPDATE by primary key. A payment recorded by now has canceled
         # the step, and then nothing is sent for it.
         if not self.store.confirm_sends([step_id], self.run_id, now, now + self.lease):
+            exemption = self.store.get_exemption(claimed.step.customer_id)
+            if exemption is not None:
+                # Exempted since the claim: skipped, like the customer's other due steps.
+                self._finish(_outcome(step_id, "exempt", exemption.skip_reason))
+                return
             self._finish(
                 # Not held any more: the invoice was settled, or the claim was lost.
                 StepOutcome(step_id, "canceled", reason="claim withdrawn before the send")
@@ -289,6 +299,7 @@ def _outcome(step_id: int, action: str, reason: str | None) -> StepOutcome:
         reason=None if status == "failed" else reason,
         error=reason if status == "failed" else None,
         undeliverable=action == "undeliverable",
+        exempt=action == "exempt",
     )
 
 
