@@ -139,3 +139,32 @@ def test_a_portal_link_that_is_not_https_is_refused_with_the_fix(
     assert result.stderr.count("\n") <= 2, "one line and its hint"
     assert "dunning.portal_url must be an https:// link" in result.stderr
     assert "Customer portal" in result.stderr
+
+
+def test_dunning_run_sends_the_hard_copy_with_the_portal_link(
+    store: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from email import message_from_bytes
+    from email.policy import default
+
+    outbox = tmp_path / "outbox"
+    monkeypatch.setenv("BILLING_EMAIL_BACKEND", "file")
+    monkeypatch.setenv("BILLING_SMS_BACKEND", "file")
+    monkeypatch.setenv("BILLING_OUTBOX_DIR", str(outbox))
+    monkeypatch.setenv("EMAIL_FROM", "billing@cloudgreet.test")
+    config = tmp_path / "billing.toml"
+    config.write_text(f'[dunning]\nportal_url = "{PORTAL}"\n')
+    monkeypatch.setenv("BILLING_CONFIG", str(config))
+    synced(tmp_path, failed_invoice("stolen_card"))
+
+    with freeze_time(FAILED_AT + timedelta(hours=1)):
+        result = CliRunner().invoke(app, ["dunning", "run", "--json"], catch_exceptions=False)
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["data"]["sent"] == 1
+    [sent] = sorted(outbox.glob("*.eml"))
+    message = message_from_bytes(sent.read_bytes(), policy=default)
+    assert message["Subject"] == (
+        "Your card was declined for invoice CG-7F3A-0042 — please add a new card"
+    )
+    assert PORTAL in message.get_content()
