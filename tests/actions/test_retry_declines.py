@@ -233,6 +233,7 @@ def test_a_script_does_not_race_stripes_retry_without_force(
     )
     assert body["stripe_retries_at"] == "2026-11-24T05:00:00Z"
     assert body["invoice_id"] == INVOICE_ID and body["outcome"] == "refused"
+    assert body["decline_code"] is None, "the contract's field, with no decline known"
     assert stripe.requests_to("POST", PAY) == []
     assert seeded.audit_trail(INVOICE_ID)[-1].details["reason"] == "Stripe retries soon"
 

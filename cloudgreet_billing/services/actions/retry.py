@@ -33,6 +33,7 @@ from cloudgreet_billing.services.actions.common import (
     FROM_STRIPE,
     ActionTarget,
     AuditStory,
+    Banner,
     Safety,
     ask,
     confirmation,
@@ -281,8 +282,11 @@ def retry_payment(
         return _result(target, answer, "submitted", key=key, amount=invoice.amount_owed)
 
 
-def _refusal_fields(target: ActionTarget, invoice: MirroredInvoice) -> dict[str, Any]:
-    """The contract's retry fields, for a refusal's ``--json`` error."""
+def _refusal_fields(
+    target: ActionTarget, invoice: MirroredInvoice, **judged: Any
+) -> dict[str, Any]:
+    """The contract's retry fields for a refusal's ``--json`` error, and what it judged."""
+    mirrored = target.invoice
     return {
         "invoice_id": target.invoice_id or invoice.id,
         "status": invoice.status,
@@ -290,8 +294,10 @@ def _refusal_fields(target: ActionTarget, invoice: MirroredInvoice) -> dict[str,
         "currency": invoice.currency,
         "alert_id": target.alert_id,
         "alert_status": target.alert.status if target.alert else None,
+        "decline_code": None if mirrored is None else mirrored.last_decline_code,
         "outcome": "refused",
         "amount": invoice.amount_owed,
+        **judged,
     }
 
 
@@ -369,11 +375,14 @@ def _refuse_hard_decline(
         hint=f"send the customer the portal link to add a new card: cloudgreet-billing "
         f"portal {invoice_id} --send (or pass --force to charge the same card anyway)",
         code="hard_decline",
-        **_refusal_fields(target, invoice),
-        decline_code=refusal.decline_code,
-        advice_code=refusal.advice_code,
-        failed_payment_method=refusal.failed_payment_method,
-        payment_method=refusal.payment_method,
+        **_refusal_fields(
+            target,
+            invoice,
+            decline_code=refusal.decline_code,
+            advice_code=refusal.advice_code,
+            failed_payment_method=refusal.failed_payment_method,
+            payment_method=refusal.payment_method,
+        ),
     )
 
 
@@ -385,7 +394,7 @@ def _wait_for_stripe(
     target: ActionTarget,
     invoice: MirroredInvoice,
     window: timedelta,
-    banner: Any,
+    banner: Banner,
 ) -> None:
     """When Stripe charges the invoice itself within ``window``: ask on a terminal, and
     refuse (exit 3) where nobody can be asked; ``--force`` skips this."""
@@ -419,8 +428,7 @@ def _wait_for_stripe(
         f"BILLING_RETRY_RACE_WINDOW ({duration_text(window)}); not charging it first",
         hint="let Stripe's retry run, or pass --force to charge now",
         code="stripe_retries_soon",
-        **_refusal_fields(target, invoice),
-        stripe_retries_at=iso_z(retries_at),
+        **_refusal_fields(target, invoice, stripe_retries_at=iso_z(retries_at)),
     )
 
 
