@@ -215,11 +215,13 @@ def payment_failure_plan(
 ) -> EventPlan:
     """A failed PaymentIntent's or Charge's event as a failure of ``invoice`` (Stripe's
     object, read when the event was applied): the same plan as ``invoice.payment_failed``,
-    with the payment's own decline and message."""
+    with the payment's own decline and message. An invoice settled since is not settled
+    by this event: its own settling event does that (``domain.merge``), and a failure of an
+    invoice Stripe already shows paid opens no alert."""
     applied = _invoice_plan(plan, "invoice.payment_failed", invoice)
     assert applied.alert is not None and applied.invoice is not None
     alert = replace(applied.alert, last_failure=failure.summary())
-    return replace(applied, failure=failure, alert=alert, payment_failure=None)
+    return replace(applied, failure=failure, alert=alert, payment_failure=None, resolve=None)
 
 
 def _invoice_plan(base: EventPlan, event_type: str, obj: Mapping[str, Any]) -> EventPlan:

@@ -246,3 +246,41 @@ def test_the_intents_failure_and_the_invoices_in_one_second_in_either_order(
             (mirrored.last_decline_code, mirrored.last_failure_message, mirrored.attempt_count)
         )
     assert seen == [("stolen_card", "Your card was declined.", 1)] * 2
+
+
+def test_an_invoice_paid_since_is_not_settled_by_the_payments_failure(
+    fake: FakeStripe, store: Any
+) -> None:
+    # A sync replays an old payment_intent.payment_failed; the invoice Stripe has now is
+    # paid. The failure is recorded, and only invoice.paid names the settlement.
+    paid_now = full_invoice(INVOICE, status="paid")
+    fake.paginate(
+        "/v1/events",
+        [
+            event(
+                "evt_3QpL8ILkdIwHu7ix1Xr2pQ9a",
+                "payment_intent.payment_failed",
+                declined_intent(),
+                T0,
+            ),
+            event("evt_1QpL8ILkdIwHu7ixPd5dOg3E", "invoice.paid", paid_now, T0 + 86400),
+        ],
+    )
+    fake.reply(
+        "GET",
+        "/v1/invoice_payments",
+        list_page(basil_invoice()["payments"]["data"], "/v1/invoice_payments", False),
+    )
+    fake.reply("GET", f"/v1/invoices/{INVOICE}", paid_now)
+
+    data(cli("sync", "--json"))
+
+    mirrored = store.get_invoice(INVOICE)
+    assert (mirrored.status, mirrored.last_decline_code) == ("paid", "stolen_card")
+    # Nothing to act on: no alert is opened for a failure Stripe already shows paid, and
+    # none claims to be resolved by the PaymentIntent's event.
+    assert store.list_alerts(AlertQuery(statuses=None, limit=None)) == []
+    settled = store._execute(
+        "SELECT settled_event_id FROM billing_invoices WHERE id = ?", (INVOICE,)
+    ).fetchone()
+    assert settled[0] == "evt_1QpL8ILkdIwHu7ixPd5dOg3E"
