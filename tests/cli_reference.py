@@ -26,6 +26,8 @@ HELP_ENV = {
     "COLUMNS": "100",
     "NO_COLOR": "1",
     "TERM": "dumb",
+    # A worktree's checkout is found through PYTHONPATH, not the venv's editable install.
+    **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
 }
 
 

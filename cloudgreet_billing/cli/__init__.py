@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("db", "app"),
     "ledger": ("ledger", "app"),
-    "dunning": ("dunning", "app"),
+    # The group's module is dunning.py; dunning_report.py adds ``report`` to it.
+    "dunning": ("dunning_report", "app"),
     "doctor": ("doctor", "doctor"),
     "sync": ("sync", "sync"),
     "serve": ("serve", "serve"),

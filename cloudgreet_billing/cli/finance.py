@@ -442,11 +442,41 @@ def _dashboard_json(board: Dashboard) -> dict[str, Any]:
         "quarantined_events": board.quarantined_events,
         "warnings": board.warnings,
         "mrr_notes": board.mrr_notes,
+        "recovery_30d": _recovery_json(board),
+    }
+
+
+def _recovery_json(board: Dashboard) -> dict[str, Any]:
+    """Per currency, the recovery figures ``dunning report`` gives (exempt customers apart)."""
+    from cloudgreet_billing.cli.dunning_report import row_json
+
+    if board.recovery is None:
+        return {}
+    fields = (
+        "failed_invoices",
+        "failed_amount",
+        "recovered_invoices",
+        "recovered_amount",
+        "recovery_rate_pct",
+    )
+    return {
+        currency: {
+            name: value
+            for name, value in row_json(board.recovery.total(currency)).items()
+            if name in fields
+        }
+        for currency in board.recovery.currencies
     }
 
 
 def _amounts(amounts: dict[str, int]) -> str:
     return ", ".join(money(amount, currency) for currency, amount in amounts.items()) or "none"
+
+
+def _recovery_line(board: Dashboard) -> str:
+    from cloudgreet_billing.cli.dunning_report import recovery_line
+
+    return "not computed" if board.recovery is None else recovery_line(board.recovery)
 
 
 def _print_dashboard(board: Dashboard, console: Console) -> None:
@@ -474,6 +504,7 @@ def _print_dashboard(board: Dashboard, console: Console) -> None:
             if board.pause.paused
             else "no",
         ],
+        ["recovery (30 days)", _recovery_line(board)],
         ["last sync", when(board.last_sync_at) or "never"],
         [
             "quarantined events",
@@ -512,7 +543,9 @@ def export_csv(
     dataset: Annotated[
         str,
         typer.Option(
-            "--dataset", help="ledger, alerts, dunning or reconciliation.", metavar="NAME"
+            "--dataset",
+            help="ledger, alerts, dunning, reconciliation or recovery.",
+            metavar="NAME",
         ),
     ] = "ledger",
     days: Annotated[
@@ -521,7 +554,8 @@ def export_csv(
             "--days",
             parser=params.days,
             help=f"The last N days up to now (default {EXPORT_DAYS}; "
-            f"{RECONCILIATION_DAYS} for reconciliation, as reconcile).",
+            f"{RECONCILIATION_DAYS} for reconciliation and recovery, as reconcile and "
+            "dunning report).",
         ),
     ] = None,
     since: Annotated[
@@ -567,6 +601,16 @@ def export_csv(
       window_from, window_to, customer_id, currency, stripe_total_minor,
       stripe_total_major, ledger_total_minor, ledger_total_major,
       variance_minor, variance_major, variance_pct, status
+    recovery (dunning report's rows: payments first failed in the window):
+      window_from, window_to, currency, scope, breakdown, touch,
+      decline_class, decline_code, failed_invoices, failed_minor,
+      failed_major, recovered_invoices, recovered_minor, recovered_major,
+      recovery_rate_pct, share_of_recovered_pct, partially_paid_minor,
+      partially_paid_major, open_invoices, open_minor, open_major,
+      exhausted_invoices, exhausted_minor, exhausted_major,
+      unrecoverable_invoices, unrecoverable_minor, unrecoverable_major,
+      median_time_to_recover_seconds, p90_time_to_recover_seconds,
+      recovered_time_unknown
 
     *_minor: integer in the currency's minor unit; *_major: the same amount
     as an exact decimal in major units. Times: ISO 8601 UTC, fixed width

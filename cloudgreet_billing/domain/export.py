@@ -23,7 +23,7 @@ from typing import Final
 from cloudgreet_billing.domain.ledger import LedgerEntry
 from cloudgreet_billing.domain.money import to_major_string
 
-DATASETS: Final = ("ledger", "alerts", "dunning", "reconciliation")
+DATASETS: Final = ("ledger", "alerts", "dunning", "reconciliation", "recovery")
 #: Text starting with one of these is a formula to a spreadsheet.
 FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
 _NEEDS_QUOTES: Final = ('"', ",", "\r", "\n")
@@ -90,11 +90,45 @@ RECONCILIATION_COLUMNS: Final = (
     "variance_pct",
     "status",
 )
+#: ``dunning report``'s rows (``domain.recovery.RecoveryRow``), one line each.
+RECOVERY_COLUMNS: Final = (
+    "window_from",
+    "window_to",
+    "currency",
+    "scope",
+    "breakdown",
+    "touch",
+    "decline_class",
+    "decline_code",
+    "failed_invoices",
+    "failed_minor",
+    "failed_major",
+    "recovered_invoices",
+    "recovered_minor",
+    "recovered_major",
+    "recovery_rate_pct",
+    "share_of_recovered_pct",
+    "partially_paid_minor",
+    "partially_paid_major",
+    "open_invoices",
+    "open_minor",
+    "open_major",
+    "exhausted_invoices",
+    "exhausted_minor",
+    "exhausted_major",
+    "unrecoverable_invoices",
+    "unrecoverable_minor",
+    "unrecoverable_major",
+    "median_time_to_recover_seconds",
+    "p90_time_to_recover_seconds",
+    "recovered_time_unknown",
+)
 HEADERS: Final = {
     "ledger": LEDGER_COLUMNS,
     "alerts": ALERT_COLUMNS,
     "dunning": DUNNING_COLUMNS,
     "reconciliation": RECONCILIATION_COLUMNS,
+    "recovery": RECOVERY_COLUMNS,
 }
 
 

@@ -12,3 +12,5 @@ from typing import Final
 RECONCILIATION_DAYS: Final = 30
 #: The other exports (ledger, alerts, dunning): the weekly file for finance.
 EXPORT_DAYS: Final = 7
+#: ``dunning report``, the dashboard's recovery line and the recovery export.
+RECOVERY_DAYS: Final = 30

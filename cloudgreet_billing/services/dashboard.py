@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cloudgreet_billing.adapters.store.protocol import Store
 from cloudgreet_billing.domain.dunning import PAUSE_SETTING, PauseState
@@ -14,7 +14,11 @@ from cloudgreet_billing.domain.timefmt import parse_instant
 from cloudgreet_billing.domain.words import plural
 from cloudgreet_billing.errors import BadInput
 from cloudgreet_billing.services.dunning.reach import unreachable_invoices
+from cloudgreet_billing.services.recovery import build_recovery_report, recovery_window
 from cloudgreet_billing.services.sync import LAST_SYNC_KEY
+
+if TYPE_CHECKING:
+    from cloudgreet_billing.domain.recovery import RecoveryReport
 
 #: Where a completed ``sync`` run may record its time; without it, the newest processed
 #: event (any source: API, webhook, file, backfill) tells when the mirror last moved.
@@ -45,6 +49,8 @@ class Dashboard:
     quarantined_events: int = 0
     warnings: list[str] = field(default_factory=list)
     mrr_notes: list[str] = field(default_factory=list)
+    #: ``dunning report``'s figures over the last 30 days (``services.recovery``).
+    recovery: RecoveryReport | None = None
 
     @property
     def last_sync_age(self) -> timedelta | None:
@@ -127,4 +133,5 @@ def build_dashboard(store: Store, *, now: datetime) -> Dashboard:
         quarantined_events=quarantined,
         warnings=warnings,
         mrr_notes=notes,
+        recovery=build_recovery_report(store, recovery_window(now)),
     )

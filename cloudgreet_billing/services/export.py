@@ -32,10 +32,12 @@ from cloudgreet_billing.domain.reconciliation import (
     Window,
     shown_pct,
 )
+from cloudgreet_billing.domain.recovery import whole_seconds
 from cloudgreet_billing.domain.timefmt import iso_z
-from cloudgreet_billing.domain.windows import EXPORT_DAYS, RECONCILIATION_DAYS
+from cloudgreet_billing.domain.windows import EXPORT_DAYS, RECONCILIATION_DAYS, RECOVERY_DAYS
 from cloudgreet_billing.errors import BadInput
 from cloudgreet_billing.services.reconcile import reconcile, window_ending
+from cloudgreet_billing.services.recovery import build_recovery_report
 
 #: Lines gathered before one write, for the datasets formatted in Python.
 LINES_PER_CHUNK: Final = 2_000
@@ -52,8 +54,11 @@ class ExportResult:
 
 
 def default_days(dataset: str) -> int:
-    """Seven days, except the reconciliation, which looks back as far as ``reconcile``."""
-    return RECONCILIATION_DAYS if dataset == "reconciliation" else EXPORT_DAYS
+    """Seven days, except the reconciliation and the recovery figures, which look back as
+    far as ``reconcile`` and ``dunning report``."""
+    if dataset == "reconciliation":
+        return RECONCILIATION_DAYS
+    return RECOVERY_DAYS if dataset == "recovery" else EXPORT_DAYS
 
 
 def export_window(
@@ -164,6 +169,46 @@ def _pct_cell(pct: Decimal) -> str:
     return format(shown_pct(pct), "f")
 
 
+def _recovery_lines(store: Store, window: Window) -> Iterator[str]:
+    """``dunning report``'s rows over the window: failures in it, as they stood at its end."""
+    for row in build_recovery_report(store, window).rows:
+        currency = row.currency
+
+        def amount(minor: int | None, currency: str = currency) -> tuple[str, str]:
+            return number_cell(minor), major_cell(minor, currency)
+
+        yield line(
+            (
+                time_cell(window.start),
+                time_cell(window.end),
+                text_cell(currency),
+                text_cell(row.scope),
+                text_cell(row.breakdown),
+                text_cell(row.touch),
+                text_cell(row.decline_class),
+                text_cell(row.decline_code),
+                number_cell(row.failed_invoices),
+                *amount(row.failed_amount),
+                number_cell(row.recovered_invoices),
+                *amount(row.recovered_amount),
+                "" if row.recovery_rate_pct is None else format(row.recovery_rate_pct, "f"),
+                ""
+                if row.share_of_recovered_pct is None
+                else format(row.share_of_recovered_pct, "f"),
+                *amount(row.partially_paid_amount),
+                number_cell(row.open_invoices),
+                *amount(row.open_amount),
+                number_cell(row.exhausted_invoices),
+                *amount(row.exhausted_amount),
+                number_cell(row.unrecoverable_invoices),
+                *amount(row.unrecoverable_amount),
+                number_cell(whole_seconds(row.median_time_to_recover)),
+                number_cell(whole_seconds(row.p90_time_to_recover)),
+                number_cell(row.recovered_time_unknown),
+            )
+        )
+
+
 def _chunked_lines(lines: Iterable[str]) -> Iterator[CsvChunk]:
     batch: list[str] = []
     for text in lines:
@@ -188,13 +233,15 @@ def export_chunks(
         yield from _chunked_lines(_alert_line(alert) for alert in store.stream_alerts(window))
     elif dataset == "dunning":
         yield from _chunked_lines(_dunning_line(step) for step in store.stream_dunning(window))
+    elif dataset == "recovery":
+        yield from _chunked_lines(_recovery_lines(store, window))
     else:
         yield from _chunked_lines(_reconciliation_lines(store, window, now))
 
 
 def export_size(store: Store, dataset: str, window: Window) -> int | None:
     """The rows an export will hold, counted before it streams, for a progress bar (None
-    for the reconciliation, a handful of rows computed at once)."""
+    for the reconciliation and the recovery figures, a handful of rows computed at once)."""
     return store.export_row_count(dataset, window)
 
 

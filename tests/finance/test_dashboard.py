@@ -137,6 +137,8 @@ def test_dashboard_figures(store):
             "channels (alerts list --type dunning_undeliverable)"
         ],
         "mrr_notes": [],
+        # No payment failed here as an event reports it (test_recovery.py has those).
+        "recovery_30d": {},
     }
 
 

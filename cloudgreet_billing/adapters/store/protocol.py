@@ -21,6 +21,7 @@ from cloudgreet_billing.adapters.store.protocol_finance import FinanceOps
 from cloudgreet_billing.adapters.store.protocol_ledger import ImportOutcome, LedgerOps, LedgerQuery
 from cloudgreet_billing.adapters.store.protocol_mirror import MirrorOps
 from cloudgreet_billing.adapters.store.protocol_quarantine import QuarantineOps
+from cloudgreet_billing.adapters.store.protocol_recovery import RecoveryOps
 from cloudgreet_billing.errors import BillingError
 
 __all__ = ["TABLES", "AuditDraft", "AuditRecord", "ImportOutcome", "LedgerQuery", "Store"]
@@ -37,6 +38,7 @@ class Store(
     ActionsOps,
     QuarantineOps,
     DriftOps,
+    RecoveryOps,
     Protocol,
 ):
     """Billing state: schema, ledger, audit log, shared settings, and the areas above."""

@@ -23,6 +23,7 @@ from cloudgreet_billing.adapters.store.sql_dunning import DunningSql
 from cloudgreet_billing.adapters.store.sql_exemptions import ExemptionsSql
 from cloudgreet_billing.adapters.store.sql_finance import FinanceSql
 from cloudgreet_billing.adapters.store.sql_quarantine import QuarantineSql
+from cloudgreet_billing.adapters.store.sql_recovery import RecoverySql
 
 
 class _RolledBack(Exception):
@@ -32,9 +33,17 @@ class _RolledBack(Exception):
 # Finance reads the mirror and the ledger, so it brings MirrorSql and LedgerSql; alerts,
 # actions and the mirror each write the audit log, so AuditSql comes with them; quarantine
 # applies events as the mirror does, so it brings MirrorSql; a run's claim reads the
-# exemptions, so DunningSql brings ExemptionsSql.
+# exemptions, so DunningSql brings ExemptionsSql; recovery reads what finance streams, so
+# it brings FinanceSql.
 class SqlStore(
-    FinanceSql, AlertsSql, DunningSql, ExemptionsSql, ActionsSql, QuarantineSql, DriftSql
+    RecoverySql,
+    FinanceSql,
+    AlertsSql,
+    DunningSql,
+    ExemptionsSql,
+    ActionsSql,
+    QuarantineSql,
+    DriftSql,
 ):
     """Every store operation over a DB-API connection; see ``SqliteStore``, ``PostgresStore``."""
 

@@ -1,10 +1,205 @@
 """The mirror area of the Supabase store (MirrorOps), over the functions of
-0007_supabase_api.sql's section "mirror"."""
+0007_supabase_api.sql's section "mirror".
+
+Each operation is one function call, so one transaction: a batch of events is applied
+with its processed markers, alerts, dunning steps, audit lines and quarantined events by
+``billing_api_apply_event_plans`` (``sync``'s batches of 500 events are one request each);
+a batch with a bad event quarantines that one inside the same call and applies the rest.
+The functions port ``sql_mirror.py``'s statements, so both stores merge by the same rules
+(``domain.merge``). A call may be repeated after a timeout: the events it recorded are
+duplicates the second time, and listings merge to the same rows.
+"""
 
 from __future__ import annotations
 
-from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase, iso
+from cloudgreet_billing.adapters.store.supabase.event_plans import (
+    customer_json,
+    event_results,
+    invoice_json,
+    known_fields,
+    plan_json,
+    rejected_json,
+    subscription_json,
+    utc_time,
+)
+
+if TYPE_CHECKING:
+    from cloudgreet_billing.domain.dunning import DunningPlanner
+    from cloudgreet_billing.domain.events import EventPlan, EventResult
+    from cloudgreet_billing.domain.mirror import (
+        MirroredCustomer,
+        MirroredInvoice,
+        MirroredSubscription,
+    )
+    from cloudgreet_billing.domain.quarantine import RejectedEvent
+
+#: Columns of schema 6 that the mirrored records take once the domain has them.
+_INVOICE_SCHEMA6 = ("last_decline_code", "last_advice_code", "last_failure_payment_method")
+_CUSTOMER_SCHEMA6 = ("default_payment_method",)
+
+
+def _time(value: str) -> datetime:
+    moment = utc_time(value)
+    assert moment is not None
+    return moment
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 class SupabaseMirror(SupabaseBase):
-    pass
+    # --- mirrored objects ---------------------------------------------------------
+    def upsert_invoice(
+        self, invoice: MirroredInvoice, observed_at: datetime, now: datetime
+    ) -> bool:
+        return self.upsert_invoices([invoice], observed_at, now) == 1
+
+    def upsert_invoices(
+        self, invoices: Iterable[MirroredInvoice], observed_at: datetime, now: datetime
+    ) -> int:
+        listed = [invoice_json(invoice) for invoice in invoices]
+        if not listed:
+            return 0
+        changed = self._api.rpc(
+            "billing_api_upsert_invoices",
+            {"p_invoices": listed, "p_observed": iso(observed_at), "p_now": iso(now)},
+        )
+        return int(changed)
+
+    def upsert_subscription(
+        self, subscription: MirroredSubscription, observed_at: datetime, now: datetime
+    ) -> bool:
+        shown = self._api.rpc(
+            "billing_api_upsert_subscription",
+            {
+                "p_subscription": subscription_json(subscription),
+                "p_observed": iso(observed_at),
+                "p_now": iso(now),
+            },
+        )
+        return bool(shown)
+
+    def upsert_customer(
+        self, customer: MirroredCustomer, observed_at: datetime, now: datetime
+    ) -> bool:
+        shown = self._api.rpc(
+            "billing_api_upsert_customer",
+            {
+                "p_customer": customer_json(customer),
+                "p_observed": iso(observed_at),
+                "p_now": iso(now),
+            },
+        )
+        return bool(shown)
+
+    def get_invoice(self, invoice_id: str) -> MirroredInvoice | None:
+        from cloudgreet_billing.domain.mirror import MirroredInvoice
+
+        row = self._api.rpc("billing_api_get_invoice", {"p_id": invoice_id})
+        if row is None:
+            return None
+        return MirroredInvoice(
+            id=row["id"],
+            customer_id=row["customer_id"],
+            subscription_id=row["subscription_id"],
+            number=row["number"],
+            status=row["status"],
+            currency=row["currency"],
+            amount_due=int(row["amount_due"]),
+            amount_paid=int(row["amount_paid"]),
+            amount_remaining=int(row["amount_remaining"]),
+            total=int(row["total"]),
+            total_excluding_tax=_int(row["total_excluding_tax"]),
+            attempt_count=int(row["attempt_count"]),
+            attempted=bool(row["attempted"]),
+            next_payment_attempt=utc_time(row["next_payment_attempt"]),
+            due_date=utc_time(row["due_date"]),
+            hosted_invoice_url=row["hosted_invoice_url"],
+            livemode=bool(row["livemode"]),
+            raw=row["raw"],
+            stripe_created=_time(row["stripe_created"]),
+            first_failed_at=utc_time(row["first_failed_at"]),
+            last_failure_code=row["last_failure_code"],
+            last_failure_message=row["last_failure_message"],
+            customer_email=row["customer_email"],
+            customer_phone=row["customer_phone"],
+            customer_name=row["customer_name"],
+            finalized_at=utc_time(row["finalized_at"]),
+            **known_fields(MirroredInvoice, _only(row, _INVOICE_SCHEMA6)),
+        )
+
+    def get_customer(self, customer_id: str) -> MirroredCustomer | None:
+        from cloudgreet_billing.domain.mirror import MirroredCustomer
+
+        row = self._api.rpc("billing_api_get_customer", {"p_id": customer_id})
+        if row is None:
+            return None
+        return MirroredCustomer(
+            id=row["id"],
+            email=row["email"],
+            name=row["name"],
+            phone=row["phone"],
+            currency=row["currency"],
+            delinquent=bool(row["delinquent"]),
+            deleted=bool(row["deleted"]),
+            livemode=bool(row["livemode"]),
+            raw=row["raw"],
+            stripe_created=utc_time(row["stripe_created"]),
+            **known_fields(MirroredCustomer, _only(row, _CUSTOMER_SCHEMA6)),
+        )
+
+    def get_subscription(self, subscription_id: str) -> MirroredSubscription | None:
+        from cloudgreet_billing.domain.mirror import MirroredSubscription
+
+        row = self._api.rpc("billing_api_get_subscription", {"p_id": subscription_id})
+        if row is None:
+            return None
+        return MirroredSubscription(
+            id=row["id"],
+            customer_id=row["customer_id"],
+            status=row["status"],
+            currency=row["currency"],
+            cancel_at_period_end=bool(row["cancel_at_period_end"]),
+            current_period_end=utc_time(row["current_period_end"]),
+            collection_paused=bool(row["collection_paused"]),
+            livemode=bool(row["livemode"]),
+            raw=row["raw"],
+            stripe_created=utc_time(row["stripe_created"]),
+        )
+
+    # --- Stripe events ----------------------------------------------------------------
+    def apply_event_plans(
+        self,
+        plans: Sequence[EventPlan],
+        *,
+        planner: DunningPlanner,
+        now: datetime,
+        rejected: Sequence[RejectedEvent] = (),
+    ) -> list[EventResult]:
+        if not plans and not rejected:
+            return []
+        answers = self._api.rpc(
+            "billing_api_apply_event_plans",
+            {
+                "p_plans": [plan_json(plan, planner) for plan in plans],
+                "p_rejected": [rejected_json(event) for event in rejected],
+                "p_now": iso(now),
+            },
+        )
+        return event_results(plans, answers)
+
+    def event_processed(self, event_id: str) -> bool:
+        return bool(self._api.rpc("billing_api_event_processed", {"p_event_id": event_id}))
+
+    def last_event_processed_at(self) -> datetime | None:
+        return utc_time(self._api.rpc("billing_api_last_event_processed_at"))
+
+
+def _only(row: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    return {name: row[name] for name in names if name in row}

@@ -7,9 +7,12 @@ from cloudgreet_billing.adapters.store.supabase.dunning import SupabaseDunning
 from cloudgreet_billing.adapters.store.supabase.finance import SupabaseFinance
 from cloudgreet_billing.adapters.store.supabase.mirror import SupabaseMirror
 from cloudgreet_billing.adapters.store.supabase.operations import SupabaseOperations
+from cloudgreet_billing.adapters.store.supabase.recovery import SupabaseRecovery
 
 
-class SupabaseStore(SupabaseMirror, SupabaseDunning, SupabaseFinance, SupabaseOperations):
+class SupabaseStore(
+    SupabaseMirror, SupabaseDunning, SupabaseFinance, SupabaseOperations, SupabaseRecovery
+):
     """Every store operation as calls of the project's ``billing_api_*`` functions."""
 
     def __init__(self, url: str, key: str, *, timeout: float = TIMEOUT_SECONDS) -> None:
