@@ -16,6 +16,7 @@ import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -43,6 +44,10 @@ DEFAULT_STRIPE_TIMEOUT = 20.0
 DEFAULT_STRIPE_BATCH_TIMEOUT = 300.0
 #: Who an incident summary tags in Slack unless ``SLACK_BILLING_OPS_HANDLE`` says.
 DEFAULT_BILLING_OPS_HANDLE = "@billing_ops"
+#: ``retry`` waits for Stripe's own next attempt when it is this close
+#: (``BILLING_RETRY_RACE_WINDOW``, ``domain.retry_rules``): within six hours is "soon", since
+#: Stripe's default Smart Retries schedule makes 8 tries in 2 weeks, one every ~42 hours.
+DEFAULT_RETRY_RACE_WINDOW = timedelta(hours=6)
 
 
 def redact(secret: str | None) -> str:
@@ -152,6 +157,7 @@ class Settings:
     slack_webhook_url: str | None = field(default=None, repr=False)
     billing_ops_handle: str = DEFAULT_BILLING_OPS_HANDLE
     finance_lead_email: str | None = None
+    retry_race_window: timedelta = DEFAULT_RETRY_RACE_WINDOW
     actor: str = field(default_factory=default_actor)
     config_path: Path | None = None
     debug: bool = False
@@ -222,6 +228,8 @@ class Settings:
                     value = redact_url(value) if attr != "slack_webhook_url" else "set (hidden)"
                 else:
                     value = redact(value)
+            if isinstance(value, timedelta):
+                value = duration_text(value)
             shown[variable] = f"{value:g}" if isinstance(value, float) else str(value)
         return shown
 
@@ -248,6 +256,7 @@ _ATTR_BY_VARIABLE: dict[str, str] = {
     "SLACK_WEBHOOK_URL": "slack_webhook_url",
     "SLACK_BILLING_OPS_HANDLE": "billing_ops_handle",
     "FINANCE_LEAD_EMAIL": "finance_lead_email",
+    "BILLING_RETRY_RACE_WINDOW": "retry_race_window",
     "BILLING_ACTOR": "actor",
     "BILLING_CONFIG": "config_path",
 }
@@ -256,6 +265,7 @@ _UNSET_DEFAULTS: dict[str, object] = {
     "billing_ops_handle": DEFAULT_BILLING_OPS_HANDLE,
     "stripe_timeout": DEFAULT_STRIPE_TIMEOUT,
     "stripe_batch_timeout": DEFAULT_STRIPE_BATCH_TIMEOUT,
+    "retry_race_window": DEFAULT_RETRY_RACE_WINDOW,
 }
 _SECRET_ATTRS = {
     "stripe_secret_key",
@@ -386,6 +396,36 @@ def _check_seconds(name: str, raw: str | None, default: float) -> float:
             hint=f"e.g. {name}={default:g}, or unset it for the default ({default:g} s)",
         )
     return seconds
+
+
+_DURATION = re.compile(r"(\d{1,4})\s*(h|m|min)?")
+
+
+def duration_text(window: timedelta) -> str:
+    """A window as ``BILLING_RETRY_RACE_WINDOW`` writes it: ``6h``, ``90m``, ``0``."""
+    minutes = int(window.total_seconds() // 60)
+    if minutes == 0:
+        return "0"
+    return f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes}m"
+
+
+def _check_race_window(raw: str | None) -> timedelta:
+    """Hours (``6h``) or minutes (``90m``), at most a week; ``0`` turns the check off."""
+    if raw is None:
+        return DEFAULT_RETRY_RACE_WINDOW
+    match = _DURATION.fullmatch(raw.strip().lower())
+    amount = int(match.group(1)) if match else -1
+    unit = match.group(2) if match else None
+    if match and amount == 0:
+        return timedelta(0)
+    window = timedelta(hours=amount) if unit == "h" else timedelta(minutes=amount)
+    if not match or unit is None or window > timedelta(days=7):
+        raise ConfigError(
+            f"BILLING_RETRY_RACE_WINDOW must be hours or minutes such as 6h or 90m, not {raw!r}",
+            hint="e.g. BILLING_RETRY_RACE_WINDOW=6h (at most 168h), 0 to turn the check off, "
+            "or unset it for the default (6h)",
+        )
+    return window
 
 
 def _check_database_url(url: str | None) -> str | None:
@@ -531,6 +571,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         slack_webhook_url=_check_http_url("SLACK_WEBHOOK_URL", _clean(env, "SLACK_WEBHOOK_URL")),
         billing_ops_handle=_check_slack_handle(_clean(env, "SLACK_BILLING_OPS_HANDLE")),
         finance_lead_email=_check_email("FINANCE_LEAD_EMAIL", _clean(env, "FINANCE_LEAD_EMAIL")),
+        retry_race_window=_check_race_window(_clean(env, "BILLING_RETRY_RACE_WINDOW")),
         actor=_clean(env, "BILLING_ACTOR") or default_actor(),
         config_path=Path(config_path) if config_path else None,
         debug=_clean(env, "BILLING_DEBUG") in ("1", "true", "yes"),

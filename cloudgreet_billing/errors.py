@@ -63,8 +63,10 @@ class ConfigError(BadInput):
 class Refused(BillingError):
     """Refused for safety: no ``--yes`` when not interactive, or a declined prompt."""
 
-    def __init__(self, message: str, hint: str | None = None, **details: Any) -> None:
-        super().__init__(message, hint, "refused", ExitCode.REFUSED, details)
+    def __init__(
+        self, message: str, hint: str | None = None, *, code: str = "refused", **details: Any
+    ) -> None:
+        super().__init__(message, hint, code, ExitCode.REFUSED, details)
 
 
 class Unavailable(BillingError):

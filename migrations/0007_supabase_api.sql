@@ -694,7 +694,8 @@ BEGIN
             v_resolution);
         IF v_failure IS NOT NULL THEN
             -- The earliest failure is kept (dunning counts from it); the last failure's
-            -- details are those of the largest (attempt_count, created, event id).
+            -- details are those of the largest (attempt_count, created, carries a
+            -- decline, event id), as in adapters/store/sql_mirror.py (domain.merge).
             v_attempt := (v_invoice ->> 'attempt_count')::integer;
             UPDATE billing_invoices SET
                 first_failed_at = CASE WHEN first_failed_at IS NULL
@@ -715,8 +716,14 @@ BEGIN
                         CASE WHEN later THEN v_created ELSE last_failure_at END,
                         CASE WHEN later THEN v_event ELSE last_failure_event_id END
                     FROM (SELECT last_failure_at IS NULL
-                        OR (v_attempt, v_created, v_event)
-                            > (last_failure_attempt, last_failure_at, last_failure_event_id)
+                        OR (v_attempt, v_created,
+                            CASE WHEN v_failure ->> 'decline_code' IS NOT NULL
+                                OR v_failure ->> 'advice_code' IS NOT NULL THEN 1 ELSE 0 END,
+                            v_event)
+                            > (last_failure_attempt, last_failure_at,
+                               CASE WHEN last_decline_code IS NOT NULL
+                                   OR last_advice_code IS NOT NULL THEN 1 ELSE 0 END,
+                               last_failure_event_id)
                         AS later) AS failure)
             WHERE id = v_invoice_id
             RETURNING status, first_failed_at, settled_resolution
@@ -1806,6 +1813,8 @@ LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
         'hosted_invoice_url', i.hosted_invoice_url, 'first_failed_at', i.first_failed_at,
         'customer_email', i.customer_email, 'customer_phone', i.customer_phone,
         'customer_name', i.customer_name, 'finalized_at', i.finalized_at,
+        'next_payment_attempt', i.next_payment_attempt,
+        'last_decline_code', i.last_decline_code, 'last_advice_code', i.last_advice_code,
         'customer', CASE WHEN c.id IS NULL THEN NULL ELSE jsonb_build_object(
             'email', c.email, 'phone', c.phone, 'name', c.name, 'deleted', c.deleted,
             'observed_at', c.stripe_updated_at) END)

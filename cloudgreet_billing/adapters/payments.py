@@ -34,6 +34,8 @@ class PaymentDeclined(BillingError):
         decline_code: str | None,
         stripe_code: str | None,
         hint: str | None = None,
+        advice_code: str | None = None,
+        payment_method: str | None = None,
     ) -> None:
         super().__init__(
             message,
@@ -44,6 +46,9 @@ class PaymentDeclined(BillingError):
         )
         self.decline_code = decline_code
         self.stripe_code = stripe_code
+        #: The issuer's advice and the card that was declined, where Stripe's error says.
+        self.advice_code = advice_code
+        self.payment_method = payment_method
 
     @property
     def requires_action(self) -> bool:
@@ -95,6 +100,12 @@ class PaymentGateway(Protocol):
     def retrieve_invoice(self, invoice_id: str) -> StripeObject: ...
 
     def retrieve_customer(self, customer_id: str) -> StripeObject: ...
+
+    def retrieve_payment_intent(self, payment_intent_id: str) -> StripeObject: ...
+
+    def invoice_of_payment_intent(self, payment_intent_id: str) -> str | None:
+        """The invoice a PaymentIntent pays, from its invoice payment; None when it pays none."""
+        ...
 
     def list_events(
         self, *, created_after: datetime | None = None, on_page: PagesRead | None = None

@@ -278,6 +278,34 @@ class StripeGateway:
             )
         )
 
+    def retrieve_payment_intent(self, payment_intent_id: str) -> StripeObject:
+        # last_payment_error.payment_method comes expanded (API reference, PaymentIntent).
+        return _plain(
+            self._call(
+                f"retrieve payment intent {payment_intent_id}",
+                lambda: self._client.v1.payment_intents.retrieve(payment_intent_id),
+            )
+        )
+
+    def invoice_of_payment_intent(self, payment_intent_id: str) -> str | None:
+        # GET /v1/invoice_payments?payment[type]=payment_intent&payment[payment_intent]=pi_…:
+        # from API 2025-03-31.basil a PaymentIntent no longer names its invoice; the invoice
+        # payment joining the two does (API reference, "List all payments for an invoice").
+        params: Any = {
+            "payment": {"type": "payment_intent", "payment_intent": payment_intent_id},
+            "limit": 1,
+        }
+        page = self._call(
+            f"find the invoice of payment intent {payment_intent_id}",
+            lambda: self._client.v1.invoice_payments.list(params),
+        )
+        for payment in page.data:
+            invoice = _plain(payment).get("invoice")
+            invoice_id = invoice.get("id") if isinstance(invoice, Mapping) else invoice
+            if isinstance(invoice_id, str) and invoice_id.startswith("in_"):
+                return invoice_id
+        return None
+
     def list_events(
         self, *, created_after: datetime | None = None, on_page: PagesRead | None = None
     ) -> Iterator[StripeObject]:
@@ -465,10 +493,19 @@ def _translate(exc: Exception, what: str, key_shown: str, api_base: str) -> Bill
         )
     decline_code = getattr(error, "decline_code", None) if error is not None else None
     if isinstance(exc, stripe.CardError) or code in _DECLINE_CODES:
+        from cloudgreet_billing.domain.failed_payment import payment_method_id
+
+        # A card error names the issuer's advice and the declined PaymentMethod
+        # (https://docs.stripe.com/api/errors: advice_code, payment_method).
+        method = getattr(error, "payment_method", None) if error is not None else None
+        advice = getattr(error, "advice_code", None) if error is not None else None
         return PaymentDeclined(
             f"Stripe declined to {what}: {message}",
             decline_code=decline_code,
             stripe_code=code,
+            advice_code=advice if isinstance(advice, str) else None,
+            # The PaymentMethod comes expanded (a StripeObject): its id, else the value.
+            payment_method=payment_method_id(getattr(method, "id", method)),
         )
     return StripeRequestFailed(
         f"Stripe refused to {what}: {message}",

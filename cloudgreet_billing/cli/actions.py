@@ -204,14 +204,21 @@ def retry(
     dry_run: DryRunFlag = False,
     yes: YesFlag = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Charge even while dunning is paused.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Charge even while dunning is paused, after a hard decline on an unchanged "
+            "card, or shortly before Stripe's own retry.",
+        ),
     ] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Charge an invoice now (invoices.pay), once: its idempotency key is fixed by the invoice.
 
     On success the alert is resolved and pending dunning canceled; a decline prints the
-    decline code and exits 1.
+    decline code and exits 1. Refused (exit 3) without --force: a hard decline whose card
+    has not changed (send the portal link instead), and a charge Stripe makes itself
+    within BILLING_RETRY_RACE_WINDOW (asked on a terminal).
 
     Example: cloudgreet-billing retry in_1PqR2sT3 --dry-run
     """
@@ -225,9 +232,12 @@ def retry(
         safety=_safety(context, dry_run=dry_run, yes=yes),
         actor=context.settings.actor,
         force=force,
+        race_window=context.settings.retry_race_window,
     )
 
     def human(console: Console) -> None:
+        from cloudgreet_billing.cli.render import when
+
         amount = money(result.amount, result.currency)
         if result.dry_run:
             if result.outcome == "already_paid":
@@ -240,6 +250,8 @@ def retry(
             _Preview(context, result).lines(console)
             if result.paused:
                 console.print("dunning is paused: --force charges anyway")
+            if result.stripe_retries_at is not None:
+                console.print(f"Stripe's next own attempt: {when(result.stripe_retries_at)}")
             return
         if result.outcome == "submitted":
             console.print(

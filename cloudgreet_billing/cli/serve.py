@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
+    from cloudgreet_billing.adapters.payments import PaymentGateway
     from cloudgreet_billing.adapters.store.protocol import Store
     from cloudgreet_billing.domain.dunning import DunningPlanner
 
@@ -89,8 +90,10 @@ def build_app(
     planner: DunningPlanner,
     clock: Callable[[], Any],
     max_body: int = MAX_BODY_BYTES,
+    gateway: Callable[[], PaymentGateway | None] = lambda: None,
 ) -> Starlette:
-    """The ASGI application (tests run it under uvicorn, as ``serve`` does)."""
+    """The ASGI application (tests run it under uvicorn, as ``serve`` does). ``gateway``
+    opens Stripe for an event whose decline must be read there (None: no key)."""
     import json
 
     from starlette.applications import Starlette
@@ -124,6 +127,18 @@ def build_app(
             return reject(event, exc.message, SOURCE)
 
     def apply(work: EventPlan | RejectedEvent) -> EventResult:
+        from cloudgreet_billing.services.payment_failures import complete_plan
+
+        needs_stripe = isinstance(work, EventPlan) and (
+            work.payment_failure is not None
+            or (work.failure is not None and not work.failure.decline.known)
+        )
+        if needs_stripe:
+            assert isinstance(work, EventPlan)
+            try:
+                work = complete_plan(work, gateway())
+            except BadInput as exc:
+                work = reject(work.event, exc.message, SOURCE)
         plans, rejected = ([work], []) if isinstance(work, EventPlan) else ([], [work])
         try:
             store = stores.get()
@@ -222,7 +237,7 @@ def serve(
     """
     import uvicorn
 
-    from cloudgreet_billing.bootstrap import open_store
+    from cloudgreet_billing.bootstrap import open_gateway, open_store
     from cloudgreet_billing.cli.sync import planner_for
     from cloudgreet_billing.clock import utcnow
 
@@ -237,6 +252,8 @@ def serve(
         secrets=settings.stripe_webhook_secrets,
         planner=planner_for(settings),
         clock=utcnow,
+        # One gateway per event that needs one: each has its own deadline.
+        gateway=lambda: open_gateway(settings) if settings.stripe_secret_key else None,
     )
     note(f"listening on http://{host}:{port}{WEBHOOK_PATH}")
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

@@ -186,6 +186,8 @@ def _from_file(
     value, read here) before the store is opened: a bad file is one line, nothing else."""
     from itertools import chain
 
+    from cloudgreet_billing.bootstrap import open_gateway
+    from cloudgreet_billing.cli.output import stripe_is_slow
     from cloudgreet_billing.errors import BadInput
     from cloudgreet_billing.services.events import read_events
     from cloudgreet_billing.services.sync import apply_events, stored_cursor
@@ -194,6 +196,12 @@ def _from_file(
         values = read_events(stream, source)
         first = next(values, None)
         store = context.store()
+        # With a key, a decline the events leave out is read from Stripe.
+        gateway = (
+            open_gateway(context.settings, batch=True, on_slow=stripe_is_slow)
+            if context.settings.stripe_secret_key
+            else None
+        )
         with progress_bar("events") as progress, _fewer_collections():
             report = apply_events(
                 store,
@@ -202,6 +210,7 @@ def _from_file(
                 now=now,
                 planner=planner,
                 progress=progress,
+                gateway=gateway,
             )
         # Files and webhooks may arrive out of order: they never move the API cursor.
         report.cursor = stored_cursor(store)

@@ -104,6 +104,10 @@ class DunningConfig:
     lease: timedelta = DEFAULT_LEASE
     #: Operations' own templates, searched before the packaged ones.
     templates_dir: Path | None = None
+    #: The customer portal's login page (Stripe dashboard: Settings → Billing → Customer
+    #: portal → "Login link"), where a customer adds a new card: a hard decline's messages
+    #: link it. Without one they link the invoice's payment page, which takes a new card too.
+    portal_url: str | None = None
 
     @property
     def planner(self) -> TimelinePlanner:
@@ -119,6 +123,7 @@ def load_dunning_config(path: Path | None) -> DunningConfig:
         escalate_after = 3          # completed steps before a dunning_exhausted alert
         lease_minutes = 10          # a step left in "sending" longer becomes needs_review
         templates_dir = "templates" # relative to this file; day0_email.txt, …
+        portal_url = "https://billing.stripe.com/p/login/…"  # a hard decline's new-card link
 
         [[dunning.steps]]
         day = 0
@@ -132,11 +137,12 @@ def load_dunning_config(path: Path | None) -> DunningConfig:
     if not isinstance(section, dict):
         raise ConfigError(f"BILLING_CONFIG {path}: [dunning] must be a table")
     where = f"BILLING_CONFIG {path}: dunning"
-    unknown = set(section) - {"steps", "escalate_after", "lease_minutes", "templates_dir"}
+    known = {"steps", "escalate_after", "lease_minutes", "templates_dir", "portal_url"}
+    unknown = set(section) - known
     if unknown:
         raise ConfigError(
             f"{where} has unknown keys: {', '.join(sorted(unknown))}",
-            hint="known keys: steps, escalate_after, lease_minutes, templates_dir",
+            hint=f"known keys: {', '.join(sorted(known))}",
         )
     timeline: tuple[TimelineStep, ...] = DEFAULT_TIMELINE
     if "steps" in section:
@@ -153,11 +159,21 @@ def load_dunning_config(path: Path | None) -> DunningConfig:
         templates_dir = (path.parent / raw).resolve()
         if not templates_dir.is_dir():
             raise ConfigError(f"{where}.templates_dir {templates_dir} is not a folder")
+    portal_url = section.get("portal_url")
+    if portal_url is not None and (
+        not isinstance(portal_url, str) or not portal_url.startswith("https://")
+    ):
+        raise ConfigError(
+            f"{where}.portal_url must be an https:// link, not {portal_url!r}",
+            hint="copy the customer portal's login link from the Stripe dashboard "
+            "(Settings → Billing → Customer portal)",
+        )
     return DunningConfig(
         timeline=timeline,
         escalate_after=escalate_after,
         lease=timedelta(minutes=lease_minutes),
         templates_dir=templates_dir,
+        portal_url=portal_url,
     )
 
 
@@ -310,6 +326,11 @@ class InvoiceFacts:
     email: str | None = None
     phone: str | None = None
     customer_deleted: bool = False
+    #: When Stripe charges the invoice again itself, and the last failure's decline: what
+    #: a message says to do (``services.dunning.messages``).
+    next_payment_attempt: datetime | None = None
+    decline_code: str | None = None
+    advice_code: str | None = None
 
     @property
     def mirrored(self) -> bool:

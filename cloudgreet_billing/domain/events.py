@@ -12,11 +12,19 @@ events about cards, tax ids and discounts, which are not customers.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final, Literal
 
 from cloudgreet_billing.domain.alerts import AlertDraft, invoice_alert
+from cloudgreet_billing.domain.failed_payment import (
+    NO_DECLINE,
+    Decline,
+    decline_of_charge,
+    decline_of_invoice,
+    decline_of_payment_intent,
+    invoice_payment_intents,
+)
 from cloudgreet_billing.domain.merge import settlement
 from cloudgreet_billing.domain.mirror import (
     MirroredCustomer,
@@ -41,9 +49,23 @@ class InvoiceFailure:
 
     code: str | None
     message: str
+    #: Its decline code, advice code and failing payment method, where Stripe gave them.
+    decline: Decline = NO_DECLINE
 
     def summary(self) -> str:
         return f"{self.code}: {self.message}" if self.code else self.message
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentFailure:
+    """A ``payment_intent.payment_failed`` or ``charge.failed`` event: a failed payment,
+    named by its PaymentIntent, and the invoice it is for when the object says so (API
+    versions before 2025-03-31.basil). ``services.sync`` turns it into the invoice's
+    failure when Stripe can be asked which invoice it is for, and what it looks like now."""
+
+    failure: InvoiceFailure
+    invoice_id: str | None
+    payment_intent_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +90,8 @@ class EventPlan:
     #: the invoice's unresolved alerts are resolved and its pending steps canceled, with
     #: the resolution of the invoice's earliest settling event (``domain.merge``).
     resolve: tuple[str, str] | None = None
+    #: A failed PaymentIntent or Charge, for ``services.sync`` to link to its invoice.
+    payment_failure: PaymentFailure | None = None
     #: The event as received, quarantined with its reason if the store cannot apply it.
     event: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -140,7 +164,67 @@ def plan_event(event: Any, source: EventSource) -> EventPlan:
         return plan(outcome="applied", customer=parse_customer(obj))
     if event_type == "billing.alert.triggered" and kind == "billing.alert_triggered":
         return plan(outcome="applied", alert=_usage_alert(event_id, obj))
+    if event_type == "payment_intent.payment_failed" and kind == "payment_intent":
+        return plan(outcome="skipped", payment_failure=_intent_failure(obj))
+    if event_type == "charge.failed" and kind == "charge":
+        return plan(outcome="skipped", payment_failure=_charge_failure(obj))
     return plan(outcome="skipped")
+
+
+def _linked_id(obj: Mapping[str, Any], key: str, prefix: str) -> str | None:
+    value = obj.get(key)
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    return value if is_stripe_id(value, prefix) else None
+
+
+def _intent_failure(intent: Mapping[str, Any]) -> PaymentFailure:
+    fields = Fields(intent, f"payment_intent {intent.get('id')}")
+    error = fields.nested("last_payment_error")
+    message = None if error is None else error.optional_string("message")
+    decline = decline_of_payment_intent(intent)
+    code = decline.decline_code or (None if error is None else error.optional_string("code"))
+    return PaymentFailure(
+        failure=InvoiceFailure(
+            code=code, message=message or str(code or "payment failed"), decline=decline
+        ),
+        invoice_id=_linked_id(intent, "invoice", "in_"),
+        payment_intent_id=_linked_id(intent, "id", "pi_"),
+    )
+
+
+def _charge_failure(charge: Mapping[str, Any]) -> PaymentFailure:
+    fields = Fields(charge, f"charge {charge.get('id')}")
+    decline = decline_of_charge(charge)
+    message = fields.optional_string("failure_message")
+    code = decline.decline_code or fields.optional_string("failure_code")
+    return PaymentFailure(
+        failure=InvoiceFailure(
+            code=code, message=message or str(code or "payment failed"), decline=decline
+        ),
+        invoice_id=_linked_id(charge, "invoice", "in_"),
+        payment_intent_id=_linked_id(charge, "payment_intent", "pi_"),
+    )
+
+
+def payment_failure_plan(
+    plan: EventPlan, invoice: Mapping[str, Any], failure: InvoiceFailure
+) -> EventPlan:
+    """A failed PaymentIntent's or Charge's event as a failure of ``invoice`` (Stripe's
+    object, read when the event was applied): the same plan as ``invoice.payment_failed``,
+    with the payment's own decline and message. An invoice settled since is not settled
+    by this event: its own settling event does that (``domain.merge``), and a failure of an
+    invoice Stripe already shows paid opens no alert."""
+
+    # Rare (one per failed payment, with a key): ``replace`` of the payment's own plan is
+    # cheap enough here.
+    def rebuilt(**carried: Any) -> EventPlan:
+        return replace(plan, **carried)
+
+    applied = _invoice_plan(rebuilt, plan.event_id, "invoice.payment_failed", invoice)
+    assert applied.alert is not None and applied.invoice is not None
+    alert = replace(applied.alert, last_failure=failure.summary())
+    return replace(applied, failure=failure, alert=alert, payment_failure=None, resolve=None)
 
 
 def _invoice_plan(
@@ -180,15 +264,17 @@ def _invoice_plan(
 def failure_of(invoice: Mapping[str, Any]) -> InvoiceFailure:
     """Why a payment failed, from whatever the invoice carries.
 
-    Webhook invoices rarely expand the payment: an expanded ``payment_intent`` (older
-    shape) gives the decline, else ``last_finalization_error``, else a generic line.
+    Webhook invoices rarely expand the payment: an expanded PaymentIntent (``payment_intent``
+    on older API versions, or one listed under ``payments``) gives the decline, else
+    ``last_finalization_error``, else a generic line.
     """
     fields = Fields(invoice, f"invoice {invoice.get('id')}")
-    intent = invoice.get("payment_intent")
+    intents = [i for i in invoice_payment_intents(invoice) if isinstance(i, Mapping)]
     sources = [
-        fields.nested("payment_intent") if isinstance(intent, Mapping) else None,
+        Fields(intents[0], fields.what, path="payment_intent.") if intents else None,
         fields,
     ]
+    decline = decline_of_invoice(invoice)
     for source, key in zip(sources, ("last_payment_error", "last_finalization_error"), strict=True):
         error = None if source is None else source.nested(key)
         if error is None:
@@ -196,9 +282,11 @@ def failure_of(invoice: Mapping[str, Any]) -> InvoiceFailure:
         message = error.optional_string("message")
         code = error.optional_string("decline_code") or error.optional_string("code")
         if message or code:
-            return InvoiceFailure(code=code, message=message or str(code))
+            return InvoiceFailure(code=code, message=message or str(code), decline=decline)
     attempts = fields.count("attempt_count") or 1
-    return InvoiceFailure(code=None, message=f"payment attempt {attempts} failed")
+    return InvoiceFailure(
+        code=decline.decline_code, message=f"payment attempt {attempts} failed", decline=decline
+    )
 
 
 def _usage_alert(event_id: str, obj: Mapping[str, Any]) -> AlertDraft:

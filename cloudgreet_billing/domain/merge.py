@@ -23,9 +23,14 @@ under a key that depends only on the event and its object, never on when it arri
   when it was read, with the empty event id: it loses a tie with any event.
 - **Counters never fall**: an invoice's ``attempt_count`` is the highest seen, and
   ``attempted`` stays true once seen true.
-- **Failures**: ``first_failed_at`` is the earliest failure's time; the last failure's code
-  and message come from the failure with the largest ``(attempt_count, event created,
-  event id)``, so a payment event arriving first (it carries no error) loses nothing.
+- **Failures**: ``first_failed_at`` is the earliest failure's time; the last failure's code,
+  message and decline (decline code, advice code, the card that failed) come from the
+  failure with the largest ``(attempt_count, event created, carries a decline, event id)``,
+  so a payment event arriving first (it carries no error) loses nothing, and of two reports
+  of one attempt in one second (``payment_intent.payment_failed`` and an
+  ``invoice.payment_failed`` without its PaymentIntent) the one with the decline wins. A
+  manual charge's decline (``retry``) is a failure observed when Stripe answered, with no
+  event id.
 - **Settlement**: an invoice event whose object is paid, void or uncollectible settles it.
   The settlement that counts is the earliest by ``(event created, event id)``: its
   resolution (``invoice paid (evt_…)``) is what every alert of the invoice resolved by an
@@ -91,7 +96,7 @@ assert set(SETTLEMENT_RESOLUTIONS) == set(SETTLED_INVOICE_STATUSES)
 InvoiceKey = tuple[int, datetime, int, str]
 SubscriptionKey = tuple[bool, datetime, datetime, int, str]
 CustomerKey = tuple[bool, datetime, str]
-FailureKey = tuple[int, datetime, str]
+FailureKey = tuple[int, datetime, int, str]
 SettlementKey = tuple[datetime, str]
 
 
@@ -121,9 +126,12 @@ def customer_key(deleted: bool, observed_at: datetime, event_id: str) -> Custome
     return (deleted, observed_at, event_id)
 
 
-def failure_key(attempt_count: int, created: datetime, event_id: str) -> FailureKey:
-    """The key of a failure (or of an event's alert content): the largest is the last."""
-    return (attempt_count, created, event_id)
+def failure_key(
+    attempt_count: int, created: datetime, event_id: str, *, carries_decline: bool = False
+) -> FailureKey:
+    """The key of a failure: the largest is the last. An event's alert content is merged
+    by the same key without the decline (``carries_decline`` False for every event)."""
+    return (attempt_count, created, int(carries_decline), event_id)
 
 
 def settlement_key(created: datetime, event_id: str) -> SettlementKey:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from cloudgreet_billing.domain.failed_payment import default_payment_method
 from cloudgreet_billing.domain.statuses import (
     INVOICE_STATUSES,
     SUBSCRIPTION_STATUSES,
@@ -52,6 +53,10 @@ class MirroredInvoice:
     customer_phone: str | None = None
     customer_name: str | None = None
     finalized_at: datetime | None = None
+    #: The last failure's decline (``domain.merge``: the failure of the highest attempt).
+    last_decline_code: str | None = None
+    last_advice_code: str | None = None
+    last_failure_payment_method: str | None = None
 
     @property
     def amount_owed(self) -> int:
@@ -91,6 +96,9 @@ class MirroredCustomer:
     livemode: bool
     stripe_created: datetime | None
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    #: ``invoice_settings.default_payment_method`` (else ``default_source``): the card
+    #: the customer's next invoice charge uses.
+    default_payment_method: str | None = None
 
 
 def _contact(fields: Fields, key: str) -> str | None:
@@ -268,4 +276,5 @@ def parse_customer(obj: Mapping[str, Any]) -> MirroredCustomer:
         livemode=fields.boolean("livemode"),
         stripe_created=fields.optional_time("created"),
         raw=obj,
+        default_payment_method=default_payment_method(obj),
     )

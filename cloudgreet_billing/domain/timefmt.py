@@ -82,3 +82,8 @@ def utc_from_unix(seconds: int) -> datetime:
 def from_unix(seconds: int | None) -> datetime | None:
     """Stripe's Unix timestamps to aware UTC; None stays None."""
     return None if seconds is None else utc_from_unix(seconds)
+
+
+def human_time(moment: datetime) -> str:
+    """The one format people read a time in: ``2026-11-24 01:27 UTC``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -34,6 +34,7 @@ from cloudgreet_billing.errors import BadInput, BillingError
 from cloudgreet_billing.services import Listing, Progress
 from cloudgreet_billing.services.dunning.reach import resolve_reached
 from cloudgreet_billing.services.events import UnreadableValue
+from cloudgreet_billing.services.payment_failures import complete_plan
 
 #: Events per transaction: large enough to amortise the commit, small enough that a crash
 #: loses little work and a webhook waiting on the write lock waits little.
@@ -159,9 +160,12 @@ def apply_events(
     planner: DunningPlanner | None = None,
     progress: Progress | None = None,
     report: SyncReport | None = None,
+    gateway: PaymentGateway | None = None,
 ) -> SyncReport:
     """Apply events in order, ``BATCH_SIZE`` per transaction; each value that is not an
-    event we can apply (``UnreadableValue`` included) is quarantined in its batch.
+    event we can apply (``UnreadableValue`` included) is quarantined in its batch. With a
+    ``gateway``, a decline the event leaves out is read from Stripe
+    (``services.payment_failures``).
 
     ``Unavailable`` when the store fails; the batches before it stay applied (and counted
     in ``report``, when given)."""
@@ -175,7 +179,7 @@ def apply_events(
                 rejected.append(reject_text(value.text, value.reason, source))
                 continue
             try:
-                plans.append(plan_event(value, source))
+                plans.append(complete_plan(plan_event(value, source), gateway))
             except BadInput as exc:
                 rejected.append(reject(value, exc.message, source))
         results = store.apply_event_plans(plans, planner=planner, now=now, rejected=rejected)
@@ -257,6 +261,7 @@ def sync_events(
             planner=planner,
             progress=progress,
             report=report,
+            gateway=gateway,
         )
     except BillingError:
         # Keep the batches committed before the failure; the store may refuse this too.

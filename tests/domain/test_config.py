@@ -129,3 +129,27 @@ def test_a_stripe_deadline_must_be_a_sane_number_of_seconds(value):
         f"STRIPE_TIMEOUT_SECONDS must be a number of seconds above 0, not {value!r}"
     )
     assert caught.value.exit_code == 2
+
+
+def test_the_retry_race_window_defaults_to_six_hours_and_takes_hours_or_minutes():
+    from datetime import timedelta
+
+    assert load_settings({}).retry_race_window == timedelta(hours=6)
+    assert load_settings({"BILLING_RETRY_RACE_WINDOW": "2h"}).retry_race_window == timedelta(
+        hours=2
+    )
+    window = load_settings({"BILLING_RETRY_RACE_WINDOW": "90m"})
+    assert window.retry_race_window == timedelta(minutes=90)
+    assert window.describe()["BILLING_RETRY_RACE_WINDOW"] == "90m"
+    assert "BILLING_RETRY_RACE_WINDOW" not in load_settings({}).describe()
+    assert load_settings({"BILLING_RETRY_RACE_WINDOW": "0"}).retry_race_window == timedelta(0)
+
+
+@pytest.mark.parametrize("value", ["6", "1.5h", "-1h", "169h", "six hours"])
+def test_a_retry_race_window_needs_a_unit_and_at_most_a_week(value):
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"BILLING_RETRY_RACE_WINDOW": value})
+    assert refused.value.message == (
+        f"BILLING_RETRY_RACE_WINDOW must be hours or minutes such as 6h or 90m, not {value!r}"
+    )
+    assert "168h" in (refused.value.hint or "")

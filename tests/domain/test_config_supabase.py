@@ -12,6 +12,7 @@ from tests.cli.helpers import run
 from tests.postgrest.auth import ProjectKeys
 
 URL = "https://qwertyuiopasdfghjklz.supabase.co"
+UNREACHABLE = "http://127.0.0.1:9"
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +116,11 @@ def test_keys_are_redacted_in_repr_describe_and_scrubbed_text(keys):
 
 
 @pytest.mark.parametrize("kind", ["secret", "service_role"])
-def test_no_command_prints_the_key(keys, kind, monkeypatch):
+def test_no_command_prints_the_key(keys, kind, monkeypatch, no_retry_sleep):
     key = getattr(keys, kind)
-    monkeypatch.setenv("SUPABASE_URL", URL)
+    # A project nothing answers at (the discard port): every command fails to reach it,
+    # and none may print the key while saying so.
+    monkeypatch.setenv("SUPABASE_URL", UNREACHABLE)
     monkeypatch.setenv("SUPABASE_SECRET_KEY", key)
     signature = key.rsplit(".", 1)[-1]
     for args in (["doctor"], ["doctor", "--json"], ["db", "status", "--json"], ["dashboard"],
@@ -127,5 +130,5 @@ def test_no_command_prints_the_key(keys, kind, monkeypatch):
         assert key not in output, args
         assert signature not in output, args
     store = run("db", "status")
-    assert store.exit_code == ExitCode.BAD_INPUT
-    assert f"the Supabase REST store ({URL}, {kind} key) is not available yet" in store.stderr
+    assert store.exit_code == ExitCode.UNAVAILABLE
+    assert f"cannot reach Supabase at {UNREACHABLE}" in store.stderr

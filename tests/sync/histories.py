@@ -37,7 +37,12 @@ DECLINES: Final = (
     ("card_declined", "generic_decline", "Your card was declined."),
     ("expired_card", None, "Your card has expired."),
     ("card_declined", "do_not_honor", "Your card was declined."),
+    ("card_declined", "stolen_card", "Your card was declined."),
 )
+#: The issuer's advice a decline may carry (``last_payment_error.advice_code``).
+ADVICE: Final = (None, None, "try_again_later", "do_not_try_again", "confirm_card_data")
+#: The cards a customer pays with: the one on file, then the one they change to.
+CARDS: Final = ("pm_1QpL8ILkdIwHu7ixVisa4242", "pm_1QpL9ZLkdIwHu7ixMcrd4444")
 
 
 def _stripe_id(prefix: str, serial: int, salt: str) -> str:
@@ -63,7 +68,9 @@ def wipe(store: Any) -> None:
                 store._execute(f"DELETE FROM {table}")  # noqa: S608
 
 
-def customer_object(customer_id: str, *, email: str | None, created: int) -> dict[str, Any]:
+def customer_object(
+    customer_id: str, *, email: str | None, created: int, card: str | None = None
+) -> dict[str, Any]:
     return {
         "id": customer_id,
         "object": "customer",
@@ -79,7 +86,7 @@ def customer_object(customer_id: str, *, email: str | None, created: int) -> dic
         "invoice_prefix": "CG0042",
         "invoice_settings": {
             "custom_fields": None,
-            "default_payment_method": None,
+            "default_payment_method": card,
             "footer": None,
             "rendering_options": None,
         },
@@ -189,7 +196,13 @@ def invoice_object(
     amount: int,
     decline: tuple[str, str | None, str] | None = None,
     email: str | None = "owner@brightsmiles.example",
+    advice: str | None = None,
+    card: str | None = None,
+    listed_payment: bool = False,
 ) -> dict[str, Any]:
+    """An invoice; with ``decline``, its PaymentIntent expanded with its last error, under
+    ``payment_intent`` (before API 2025-03-31.basil) or, ``listed_payment``, under
+    ``payments`` (from basil, ``payments.data[].payment.payment_intent``)."""
     obj = full_invoice(
         invoice_id,
         customer=customer_id,
@@ -211,19 +224,52 @@ def invoice_object(
     if status == "uncollectible":
         obj["status_transitions"]["marked_uncollectible_at"] = created + 10 * DAY
     if decline is not None:
-        # The older API shape: the payment, expanded, with its last error.
         code, decline_code, message = decline
-        obj["payment_intent"] = {
+        intent = {
             "id": "pi_3QpL8ILkdIwHu7ix0uJ5wQ2e",
             "object": "payment_intent",
             "status": "requires_payment_method",
+            "payment_method": None,
             "last_payment_error": {
+                "advice_code": advice,
                 "code": code,
                 "decline_code": decline_code,
+                "doc_url": f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}",
                 "message": message,
+                "network_advice_code": None,
+                "network_decline_code": None,
+                "param": None,
+                "payment_method": None
+                if card is None
+                else {"id": card, "object": "payment_method", "type": "card"},
+                "payment_method_type": "card",
                 "type": "card_error",
             },
         }
+        if listed_payment:
+            obj["payments"] = {
+                "object": "list",
+                "data": [
+                    {
+                        "id": "inpay_1QpL8ILkdIwHu7ixPaYmEnT0",
+                        "object": "invoice_payment",
+                        "amount_paid": None,
+                        "amount_requested": amount,
+                        "created": created + 3600,
+                        "currency": "usd",
+                        "invoice": invoice_id,
+                        "is_default": True,
+                        "livemode": False,
+                        "payment": {"type": "payment_intent", "payment_intent": intent},
+                        "status": "open",
+                        "status_transitions": {"canceled_at": None, "paid_at": None},
+                    }
+                ],
+                "has_more": False,
+                "url": f"/v1/invoice_payments?invoice={invoice_id}",
+            }
+        else:
+            obj["payment_intent"] = intent
     return obj
 
 
@@ -286,7 +332,12 @@ def _billing_cycle(draw: st.DrawFn, add: Add, n: int, salt: str) -> None:
         )
         add(kind, obj, moment)
 
-    add("customer.created", customer_object(customer_id, email=email, created=start), start)
+    first_card = draw(st.sampled_from([None, CARDS[0]]))
+    add(
+        "customer.created",
+        customer_object(customer_id, email=email, created=start, card=first_card),
+        start,
+    )
     sub("incomplete", start)
     sub("active", start + 5)
     inv("invoice.created", "draft", 0, start + 3600)
@@ -298,7 +349,16 @@ def _billing_cycle(draw: st.DrawFn, add: Add, n: int, salt: str) -> None:
             moment += draw(st.sampled_from([DAY, 3 * DAY, 5 * DAY]))
         decline = draw(st.sampled_from([None, *DECLINES]))
         # The first charge is made as the invoice is finalized: the same second.
-        inv("invoice.payment_failed", "open", attempt, moment, decline=decline)
+        inv(
+            "invoice.payment_failed",
+            "open",
+            attempt,
+            moment,
+            decline=decline,
+            advice=draw(st.sampled_from(ADVICE)),
+            card=draw(st.sampled_from([None, CARDS[0]])),
+            listed_payment=draw(st.booleans()),
+        )
         inv("invoice.updated", "open", attempt, moment)
         if attempt == 1:
             sub("past_due", moment)
@@ -306,9 +366,10 @@ def _billing_cycle(draw: st.DrawFn, add: Add, n: int, salt: str) -> None:
         inv("invoice.payment_action_required", "open", attempts, moment + 60)
     if draw(st.booleans()):
         new_email = draw(st.sampled_from(["billing@brightsmiles.example", None]))
+        new_card = draw(st.sampled_from([None, *CARDS]))
         add(
             "customer.updated",
-            customer_object(customer_id, email=new_email, created=start),
+            customer_object(customer_id, email=new_email, created=start, card=new_card),
             moment + draw(st.integers(0, 2 * DAY)),
         )
     # Usage past the plan's threshold, reported once or (a late meter event) twice.

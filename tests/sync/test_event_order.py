@@ -24,6 +24,7 @@ from cloudgreet_billing.adapters.store.protocol_alerts import AlertQuery
 from tests.cli.helpers import run as run_cli
 from tests.sync.conftest import T0, event, full_invoice
 from tests.sync.histories import (
+    CARDS,
     CUSTOMER,
     DAY,
     INVOICE,
@@ -96,6 +97,16 @@ def test_any_order_with_replays_gives_the_state_of_the_order_stripe_created(
     wipe(shared_store)
     apply(shared_store, *arrived)
     assert whole_state(shared_store) == expected
+    # Every column is compared, the decline and the customer's card with the rest.
+    for table, columns in _RECOVERY_COLUMNS.items():
+        assert all(columns <= set(row) for row in expected[table])
+
+
+#: Schema 6's columns, which the failures and customers of the histories fill.
+_RECOVERY_COLUMNS: Final = {
+    "billing_invoices": {"last_decline_code", "last_advice_code", "last_failure_payment_method"},
+    "billing_customers": {"default_payment_method"},
+}
 
 
 # --- one example per rule, each failing under "the last to arrive wins" ----------------
@@ -158,6 +169,7 @@ def test_attempt_count_never_falls_and_the_highest_attempt_names_the_failure(
     assert reversed_ == in_order
     mirrored = shared_store.get_invoice(INVOICE)
     assert (mirrored.attempt_count, mirrored.last_failure_code) == (2, "generic_decline")
+    assert mirrored.last_decline_code == "generic_decline"
     (alert,) = shared_store.list_alerts(AlertQuery(statuses=None, limit=None))
     assert (alert.attempt_count, alert.stripe_event_id) == (2, "evt_1QpL8ILkdIwHu7ixPf3bMe1C")
 
@@ -381,3 +393,76 @@ def test_two_workers_settling_at_once_agree_on_the_earliest_settlement(postgres_
     steps = setup.list_steps(invoice_id=INVOICE, limit=None)
     assert {(step.status, step.reason) for step in steps} == {("canceled", alert.resolution)}
     setup.close()
+
+
+def test_the_decline_of_the_highest_attempt_is_kept_with_its_card_and_advice(
+    shared_store: Any,
+) -> None:
+    stolen = ("card_declined", "stolen_card", "Your card was declined.")
+    events = [
+        inv(
+            "invoice.payment_failed",
+            "evt_1QpL8ILkdIwHu7ixPf2aLd0B",
+            T0,
+            decline=stolen,
+            advice="do_not_try_again",
+            card=CARDS[0],
+        ),
+        # The retry, on the newer API: the payment listed under payments, an older card.
+        inv(
+            "invoice.payment_failed",
+            "evt_1QpL8ILkdIwHu7ixPf3bMe1C",
+            T0 + DAY,
+            attempts=2,
+            decline=DECLINE,
+            advice="try_again_later",
+            card=CARDS[1],
+            listed_payment=True,
+        ),
+    ]
+    in_order, reversed_ = both_orders(shared_store, events)
+    assert reversed_ == in_order
+    mirrored = shared_store.get_invoice(INVOICE)
+    assert (
+        mirrored.last_decline_code,
+        mirrored.last_advice_code,
+        mirrored.last_failure_payment_method,
+    ) == ("insufficient_funds", "try_again_later", CARDS[1])
+
+
+def test_in_one_second_the_failure_that_carries_the_decline_wins(shared_store: Any) -> None:
+    # Stripe's invoice.payment_failed and another delivery of the same attempt, one with
+    # the payment expanded and one without: whatever their ids and arrival, the decline
+    # stays (the key ranks a failure carrying a decline above one without).
+    for with_decline, without in (
+        ("evt_1QpL8ILkdIwHu7ixAa1sUcc2", "evt_1QpL8ILkdIwHu7ixZz9pAid1"),
+        ("evt_1QpL8ILkdIwHu7ixZz9pAid1", "evt_1QpL8ILkdIwHu7ixAa1sUcc2"),
+    ):
+        events = [
+            inv("invoice.payment_failed", with_decline, T0, decline=DECLINE, card=CARDS[0]),
+            inv("invoice.payment_failed", without, T0),
+        ]
+        in_order, reversed_ = both_orders(shared_store, events)
+        assert reversed_ == in_order
+        mirrored = shared_store.get_invoice(INVOICE)
+        assert (mirrored.last_decline_code, mirrored.last_failure_payment_method) == (
+            "insufficient_funds",
+            CARDS[0],
+        )
+        assert mirrored.last_failure_message == "Your card has insufficient funds."
+
+
+def test_the_customers_card_follows_the_customer_row_shown(shared_store: Any) -> None:
+    before = customer_object(
+        CUSTOMER, email="owner@brightsmiles.example", created=T0 - DAY, card=CARDS[0]
+    )
+    after = customer_object(
+        CUSTOMER, email="owner@brightsmiles.example", created=T0 - DAY, card=CARDS[1]
+    )
+    events = [
+        event("evt_1QpL8ILkdIwHu7ixCu9hTk7I", "customer.updated", before, T0),
+        event("evt_1QpL8ILkdIwHu7ixCt0iUl8J", "customer.updated", after, T0 + 60),
+    ]
+    in_order, reversed_ = both_orders(shared_store, events)
+    assert reversed_ == in_order
+    assert shared_store.get_customer(CUSTOMER).default_payment_method == CARDS[1]

@@ -152,13 +152,22 @@ def test_a_customer_shows_the_observation_with_the_largest_key(
     attempts=st.lists(st.integers(1, 3), min_size=2, max_size=2),
     created=st.lists(seconds, min_size=2, max_size=2),
     ids=event_ids,
+    declines=st.lists(st.booleans(), min_size=2, max_size=2),
 )
 def test_the_last_failure_is_the_one_with_the_largest_key(
-    shared_store: Any, attempts: list[int], created: list[int], ids: list[str]
+    shared_store: Any,
+    attempts: list[int],
+    created: list[int],
+    ids: list[str],
+    declines: list[bool],
 ) -> None:
     observed = []
     for n in range(2):
-        decline = ("card_declined", f"decline_{n}", f"Declined, observation {n}.")
+        # A decline code, or only an error code (no decline: Stripe's generic refusal).
+        code = f"decline_{n}"
+        decline = ("card_declined", code, f"Declined, observation {n}.")
+        if not declines[n]:
+            decline = (code, None, f"Declined, observation {n}.")
         obj = invoice_object(
             INVOICE,
             CUSTOMER,
@@ -170,16 +179,22 @@ def test_the_last_failure_is_the_one_with_the_largest_key(
             decline=decline,
         )
         observed.append(event(ids[n], "invoice.payment_failed", obj, created[n]))
-    keys = [failure_key(attempts[n], at(created[n]), ids[n]) for n in range(2)]
+    keys = [
+        failure_key(attempts[n], at(created[n]), ids[n], carries_decline=declines[n])
+        for n in range(2)
+    ]
     winner = keys.index(max(keys))
+    alert_keys = [failure_key(attempts[n], at(created[n]), ids[n]) for n in range(2)]
+    alerted = alert_keys.index(max(alert_keys))
     for order in ((0, 1), (1, 0)):
         wipe(shared_store)
         apply(shared_store, *([observed[n]] for n in order))
         mirrored = shared_store.get_invoice(INVOICE)
         assert mirrored.last_failure_code == f"decline_{winner}"
+        assert mirrored.last_decline_code == (f"decline_{winner}" if declines[winner] else None)
         assert mirrored.first_failed_at == at(min(created))
         (alert,) = shared_store.list_alerts(AlertQuery(statuses=None, limit=None))
-        assert (alert.stripe_event_id, alert.attempt_count) == (ids[winner], max(attempts))
+        assert (alert.stripe_event_id, alert.attempt_count) == (ids[alerted], max(attempts))
 
 
 @KEY_SETTINGS

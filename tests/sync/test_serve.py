@@ -39,6 +39,13 @@ def server(store_env: str) -> Iterator[str]:
         clock=utcnow,
         max_body=64 * 1024,
     )
+    with uvicorn_serving(asgi) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def uvicorn_serving(asgi: Any) -> Iterator[str]:
+    """``asgi`` under a real uvicorn server on a free port, as ``serve`` runs it."""
     config = uvicorn.Config(asgi, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     instance = uvicorn.Server(config)
     thread = threading.Thread(target=instance.run, daemon=True)
@@ -46,9 +53,11 @@ def server(store_env: str) -> Iterator[str]:
     while not instance.started:
         time.sleep(0.01)
     port = instance.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=10)
 
 
 def signed(payload: str, secret: str = NEW_SECRET, at: int | None = None) -> dict[str, str]:
@@ -282,3 +291,41 @@ def test_a_signature_dated_ahead_is_refused_by_the_server(server: str) -> None:
         server + WEBHOOK_PATH, content=payload, headers=signed(payload, at=int(time.time()) + 200)
     )
     assert in_time.status_code == 200
+
+
+def test_a_payment_intents_failure_is_linked_to_its_invoice_through_stripe(
+    store_env: str, fake: Any
+) -> None:
+    # The webhook opens Stripe (the fake, through the real SDK) for the event that needs
+    # it: the invoice payment names the invoice, and the invoice is read as Stripe has it.
+    from cloudgreet_billing.bootstrap import open_gateway
+    from tests.stripe_fake import list_page
+    from tests.sync.conftest import event
+    from tests.sync.test_payment_declines import INTENT, basil_invoice, declined_intent
+
+    settings = load_settings()
+    asgi = build_app(
+        StorePerThread(lambda: open_store(settings)),
+        secrets=(NEW_SECRET,),
+        planner=TimelinePlanner(),
+        clock=utcnow,
+        gateway=lambda: open_gateway(settings),
+    )
+    fake.reply(
+        "GET",
+        "/v1/invoice_payments",
+        list_page(basil_invoice()["payments"]["data"], "/v1/invoice_payments", False),
+    )
+    fake.reply("GET", "/v1/invoices/in_1QpL8HLkdIwHu7ixl4OzzPMv", basil_invoice())
+    intent_failed = event(
+        "evt_3QpL8ILkdIwHu7ix1Xr2pQ9a", "payment_intent.payment_failed", declined_intent(), T0
+    )
+    payload = json.dumps(intent_failed)
+    with uvicorn_serving(asgi) as url:
+        response = httpx.post(url + WEBHOOK_PATH, content=payload, headers=signed(payload))
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "applied"
+    [alert] = open_alerts()
+    assert alert.last_failure == "stolen_card: Your card was declined."
+    lookups = fake.requests_to("GET", "/v1/invoice_payments")
+    assert [r.query["payment[payment_intent]"] for r in lookups] == [INTENT]

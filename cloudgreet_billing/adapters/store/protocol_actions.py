@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft, AuditRecord
+    from cloudgreet_billing.domain.events import InvoiceFailure
     from cloudgreet_billing.domain.mirror import MirroredInvoice
 
 
@@ -46,11 +47,14 @@ class ActionsOps(Protocol):
         note: str,
         audit: AuditDraft,
         now: datetime,
+        declined: tuple[str, InvoiceFailure] | None = None,
     ) -> None:
         """Keep the alert open with the attempt counted, its failure and a note; append
         ``audit``. Without an alert only the audit line is written. Stripe counts only the
         first manual attempt, so the alert's count is raised here: at least
-        ``attempt_count``, and one more than it held."""
+        ``attempt_count``, and one more than it held. ``declined`` (``invoice_id``, the
+        failure with its decline) is recorded on the mirrored invoice as a failure observed
+        ``now`` (``domain.merge``), so the next retry knows the decline."""
         ...
 
     def open_action_required_alert(

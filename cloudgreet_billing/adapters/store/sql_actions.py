@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft, AuditRecord
 from cloudgreet_billing.adapters.store.sql_audit import AuditSql
-from cloudgreet_billing.adapters.store.sql_mirror import UPSERT_INVOICE
+from cloudgreet_billing.adapters.store.sql_mirror import RECORD_FAILURE, UPSERT_INVOICE
+from cloudgreet_billing.domain.merge import NO_EVENT
 
 if TYPE_CHECKING:
     from cloudgreet_billing.adapters.store.protocol_actions import Settlement
     from cloudgreet_billing.adapters.store.protocol_alerts import RaisedAlert
     from cloudgreet_billing.domain.alerts import AlertDraft, AlertNote
+    from cloudgreet_billing.domain.events import InvoiceFailure
     from cloudgreet_billing.domain.mirror import MirroredInvoice
 
 
@@ -72,8 +74,11 @@ class ActionsSql(AuditSql):
         note: str,
         audit: AuditDraft,
         now: datetime,
+        declined: tuple[str, InvoiceFailure] | None = None,
     ) -> None:
         with self._transaction():
+            if declined is not None:
+                self._record_declined(declined[0], declined[1], attempt_count, now)
             if alert_id is not None:
                 self._execute(
                     "UPDATE billing_alerts SET attempt_count = "
@@ -83,6 +88,28 @@ class ActionsSql(AuditSql):
                 )
                 self.add_alert_note(alert_id, author=audit.actor, body=note, now=now)
             self._insert_audit(audit, now)
+
+    def _record_declined(
+        self, invoice_id: str, failure: InvoiceFailure, attempt_count: int, now: datetime
+    ) -> None:
+        """A manual charge's decline as a failure of the invoice observed ``now`` with no
+        event (``RECORD_FAILURE``'s key: attempt, time, carries a decline, event id)."""
+        decline = failure.decline
+        key = (attempt_count, now, int(decline.known), NO_EVENT)
+        values = (
+            failure.code,
+            failure.message,
+            decline.decline_code,
+            decline.advice_code,
+            decline.payment_method,
+            attempt_count,
+            now,
+            NO_EVENT,
+        )
+        self._execute(
+            RECORD_FAILURE,
+            (now, now, *(part for value in values for part in (*key, value)), invoice_id),
+        ).fetchall()
 
     def open_action_required_alert(
         self, invoice: MirroredInvoice, *, failure: str, note: str, audit: AuditDraft, now: datetime

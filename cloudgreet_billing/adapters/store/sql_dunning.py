@@ -50,7 +50,8 @@ STEP_WIDTH = STEP_COLUMNS.count(",") + 1
 FACT_COLUMNS = (
     "i.status, i.number, i.amount_due, i.amount_remaining, i.currency, i.hosted_invoice_url, "
     "i.first_failed_at, i.customer_email, i.customer_phone, i.customer_name, i.finalized_at, "
-    "c.id, c.email, c.phone, c.name, c.deleted, c.stripe_updated_at"
+    "c.id, c.email, c.phone, c.name, c.deleted, c.stripe_updated_at, "
+    "i.next_payment_attempt, i.last_decline_code, i.last_advice_code"
 )
 #: A later step of the same invoice in one of these, and due, makes a step redundant.
 SUPERSEDING_STATUSES = frozenset({"scheduled", "sending", "sent"})
@@ -238,6 +239,9 @@ class DunningSql(ExemptionsSql):
             email=contact.email,
             phone=contact.phone,
             customer_deleted=contact.customer_deleted,
+            next_payment_attempt=self._optional_time(facts[17]),
+            decline_code=facts[18],
+            advice_code=facts[19],
         )
 
     def _claimed(

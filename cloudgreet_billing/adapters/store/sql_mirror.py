@@ -35,7 +35,8 @@ INVOICE_COLUMNS = (
     "amount_remaining, total, total_excluding_tax, attempt_count, attempted, "
     "next_payment_attempt, due_date, hosted_invoice_url, livemode, raw, stripe_created, "
     "first_failed_at, last_failure_code, last_failure_message, "
-    "customer_email, customer_phone, customer_name, finalized_at"
+    "customer_email, customer_phone, customer_name, finalized_at, "
+    "last_decline_code, last_advice_code, last_failure_payment_method"
 )
 
 
@@ -140,7 +141,8 @@ SUBSCRIPTION_COLUMNS = (
     "collection_paused, livemode, raw, stripe_created"
 )
 CUSTOMER_COLUMNS = (
-    "id, email, name, phone, currency, delinquent, deleted, livemode, raw, stripe_created"
+    "id, email, name, phone, currency, delinquent, deleted, livemode, raw, stripe_created, "
+    "default_payment_method"
 )
 # domain.merge.subscription_key: (terminal, event created, period end, status rank, id).
 _TERMINAL = ", ".join(f"'{status}'" for status in sorted(TERMINAL_SUBSCRIPTION_STATUSES))
@@ -301,19 +303,26 @@ class _SentEvent:
     canceled: list[Cursor] = field(default_factory=list)
 
 
-# The earliest failure is kept (dunning counts from it). The last failure's code and message
-# are those of the failure with the largest (attempt_count, created, event id), whatever
-# the order of delivery (domain.merge.failure_key).
+# The earliest failure is kept (dunning counts from it). The last failure's code, message
+# and decline are those of the failure with the largest (attempt_count, created, carries a
+# decline, event id), whatever the order of delivery (domain.merge.failure_key). Every
+# column of the key is one the failure writes, so the stored row holds its own key.
 _FAILURE_COLUMNS = (
     "last_failure_code",
     "last_failure_message",
+    "last_decline_code",
+    "last_advice_code",
+    "last_failure_payment_method",
     "last_failure_attempt",
     "last_failure_at",
     "last_failure_event_id",
 )
+_STORED_DECLINE = (
+    "CASE WHEN last_decline_code IS NOT NULL OR last_advice_code IS NOT NULL THEN 1 ELSE 0 END"
+)
 _LATER_FAILURE = (
-    "(last_failure_at IS NULL OR "
-    "(?, ?, ?) > (last_failure_attempt, last_failure_at, last_failure_event_id))"
+    "(last_failure_at IS NULL OR (?, ?, ?, ?) > "
+    f"(last_failure_attempt, last_failure_at, {_STORED_DECLINE}, last_failure_event_id))"
 )
 RECORD_FAILURE = (
     "UPDATE billing_invoices SET "
@@ -534,6 +543,7 @@ class MirrorSql(AuditSql):
             customer.livemode,
             self._json_param(dict(customer.raw)),
             customer.stripe_created,
+            customer.default_payment_method,
             event_id,
             observed_at,
             now,
@@ -576,6 +586,9 @@ class MirrorSql(AuditSql):
             customer_phone=row[23],
             customer_name=row[24],
             finalized_at=self._optional_time(row[25]),
+            last_decline_code=row[26],
+            last_advice_code=row[27],
+            last_failure_payment_method=row[28],
         )
 
     def get_invoice(self, invoice_id: str) -> MirroredInvoice | None:
@@ -603,6 +616,7 @@ class MirrorSql(AuditSql):
             livemode=bool(row[7]),
             raw=self._json_value(row[8]),
             stripe_created=self._optional_time(row[9]),
+            default_payment_method=row[10],
         )
 
     def get_subscription(self, subscription_id: str) -> MirroredSubscription | None:
@@ -853,10 +867,14 @@ class MirrorSql(AuditSql):
             params = self._invoice_params(invoice, observed, now, event_id, plan.resolve)
             self._execute(UPSERT_INVOICE, params)
             if plan.failure is not None:
-                key = (plan.invoice.attempt_count, observed, event_id)
+                decline = plan.failure.decline
+                key = (plan.invoice.attempt_count, observed, int(decline.known), event_id)
                 values = (
                     plan.failure.code,
                     plan.failure.message,
+                    decline.decline_code,
+                    decline.advice_code,
+                    decline.payment_method,
                     plan.invoice.attempt_count,
                     observed,
                     event_id,

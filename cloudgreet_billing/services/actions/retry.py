@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from cloudgreet_billing.adapters.payments import (
     PaymentDeclined,
     PaymentGateway,
     RequestPreview,
+    StripeObject,
     StripeRequestFailed,
 )
 from cloudgreet_billing.adapters.store.protocol import Store
+from cloudgreet_billing.config import DEFAULT_RETRY_RACE_WINDOW, duration_text
+from cloudgreet_billing.domain.declines import classify_decline
 from cloudgreet_billing.domain.dunning import PAUSE_SETTING, PauseState
+from cloudgreet_billing.domain.events import InvoiceFailure
+from cloudgreet_billing.domain.failed_payment import Decline, decline_code_of
 from cloudgreet_billing.domain.mirror import MirroredInvoice, parse_invoice
-from cloudgreet_billing.errors import BillingError, ExitCode, Unavailable
+from cloudgreet_billing.domain.retry_rules import (
+    card_to_charge,
+    hard_decline_on_same_card,
+    in_words,
+    stripe_retries_soon,
+)
+from cloudgreet_billing.domain.timefmt import human_time, iso_z
+from cloudgreet_billing.errors import BillingError, ExitCode, Refused, Unavailable
 from cloudgreet_billing.services.actions.common import (
     FROM_STRIPE,
     ActionTarget,
     AuditStory,
+    Banner,
     Safety,
     ask,
     confirmation,
@@ -76,6 +91,8 @@ class RetryResult:
     dry_run: bool = False
     #: Where the checks read the invoice: ``stripe``, or ``mirror`` in a dry run with no key.
     source: str = FROM_STRIPE
+    #: When Stripe charges the invoice itself next (``next_payment_attempt``), if it will.
+    stripe_retries_at: datetime | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -88,6 +105,8 @@ class RetryResult:
             "decline_code": None,
             "outcome": self.outcome,
             "amount": self.amount,
+            # What the race check saw, for a dry run to show (``stripe_retries_soon``).
+            **({"stripe_retries_at": iso_z(self.stripe_retries_at)} if self.dry_run else {}),
         }
 
 
@@ -132,13 +151,17 @@ def retry_payment(
     safety: Safety,
     actor: str,
     force: bool = False,
+    race_window: timedelta = DEFAULT_RETRY_RACE_WINDOW,
 ) -> RetryResult:
     """Charge the invoice behind ``given`` (alert id or ``in_…``) now.
 
     Raises ``BillingError``: a decline or a needed authentication exits 1 with the retry's
     fields in its details; dunning paused without ``force`` exits 75; an invoice that is
-    not payable 2; no confirmation 3. A dry run (``gateway`` None: no key, judge the
-    mirror) raises the same errors and returns the request instead of sending it.
+    not payable 2; no confirmation 3. Without ``force``, a hard decline whose card has not
+    changed exits 3, and so does a charge Stripe will make itself within ``race_window``
+    unless the operator says yes at the terminal (``domain.retry_rules``). A dry run
+    (``gateway`` None: no key, judge the mirror) raises the same errors and returns the
+    request instead of sending it.
     """
     target = resolve_target(store, given)
     invoice_id = require_invoice(target, "retry")
@@ -185,6 +208,9 @@ def retry_payment(
                 ),
             )
             refuse_status(story, invoice_id, invoice.status, why, fix)
+        if not force:
+            _refuse_hard_decline(store, gateway, story, target, invoice)
+            _wait_for_stripe(store, gateway, story, safety, target, invoice, race_window, banner)
         attempt_count = invoice.attempt_count
         key = retry_key(invoice_id, attempt_count, _failed_here(store, invoice_id, attempt_count))
         story.base = {**story.base, "attempt_count": attempt_count}
@@ -199,6 +225,7 @@ def retry_payment(
                 paused=pause.paused,
                 dry_run=True,
                 source=source,
+                stripe_retries_at=invoice.next_payment_attempt,
             )
         assert gateway is not None
         ask(
@@ -253,6 +280,156 @@ def retry_payment(
             amount_paid=answer.amount_paid,
         )
         return _result(target, answer, "submitted", key=key, amount=invoice.amount_owed)
+
+
+def _refusal_fields(
+    target: ActionTarget, invoice: MirroredInvoice, **judged: Any
+) -> dict[str, Any]:
+    """The contract's retry fields for a refusal's ``--json`` error, and what it judged."""
+    mirrored = target.invoice
+    return {
+        "invoice_id": target.invoice_id or invoice.id,
+        "status": invoice.status,
+        "amount_paid": invoice.amount_paid,
+        "currency": invoice.currency,
+        "alert_id": target.alert_id,
+        "alert_status": target.alert.status if target.alert else None,
+        "decline_code": None if mirrored is None else mirrored.last_decline_code,
+        "outcome": "refused",
+        "amount": invoice.amount_owed,
+        **judged,
+    }
+
+
+def _card_now(store: Store, gateway: PaymentGateway | None, invoice: MirroredInvoice) -> str | None:
+    """The card a charge of ``invoice`` would use now: read from Stripe when there is a
+    key (the invoice is Stripe's already), else from the mirror."""
+    subscription: Any = None
+    customer: Any = None
+    if gateway is not None:
+        if invoice.subscription_id is not None:
+            subscription_id = invoice.subscription_id
+            subscription = _unless_missing(lambda: gateway.retrieve_subscription(subscription_id))
+        customer = _unless_missing(lambda: gateway.retrieve_customer(invoice.customer_id))
+    else:
+        mirrored = (
+            store.get_subscription(invoice.subscription_id) if invoice.subscription_id else None
+        )
+        subscription = None if mirrored is None else mirrored.raw
+        known = store.get_customer(invoice.customer_id)
+        # The mirror's column, which the merge keeps with the customer row it shows.
+        customer = (
+            None
+            if known is None
+            else {"invoice_settings": {"default_payment_method": known.default_payment_method}}
+        )
+    return card_to_charge(invoice.raw, subscription, customer)
+
+
+def _unless_missing(read: Callable[[], StripeObject]) -> StripeObject | None:
+    """An object Stripe no longer has (``resource_missing``: a deleted customer or
+    subscription) names no card: None, which counts as unknown."""
+    try:
+        return read()
+    except StripeRequestFailed as error:
+        if error.stripe_code == "resource_missing":
+            return None
+        raise
+
+
+def _refuse_hard_decline(
+    store: Store,
+    gateway: PaymentGateway | None,
+    story: AuditStory,
+    target: ActionTarget,
+    invoice: MirroredInvoice,
+) -> None:
+    """Exit 3 for a hard decline whose card has not changed: charging it again cannot
+    succeed and counts against the account with the card networks. The decline is the
+    mirror's (the last failure's, ``domain.merge``); the card is Stripe's now."""
+    mirrored = target.invoice
+    if mirrored is None:
+        return
+    decline, advice = mirrored.last_decline_code, mirrored.last_advice_code
+    # Only a hard decline needs the card read (and its Stripe calls made).
+    if classify_decline(decline, advice) != "hard":
+        return
+    refusal = hard_decline_on_same_card(
+        decline, advice, mirrored.last_failure_payment_method, _card_now(store, gateway, invoice)
+    )
+    if refusal is None:
+        return
+    invoice_id = target.invoice_id or invoice.id
+    story.record(
+        "refused",
+        reason="hard decline, card unchanged",
+        decline_code=refusal.decline_code,
+        advice_code=refusal.advice_code,
+        failed_payment_method=refusal.failed_payment_method,
+        payment_method=refusal.payment_method,
+    )
+    raise Refused(
+        f"invoice {invoice_id} was declined with {refusal.reason}, a hard decline, and "
+        f"{refusal.why_unchanged}: charging it again cannot succeed and counts against "
+        "the account with the card networks",
+        hint=f"send the customer the portal link to add a new card: cloudgreet-billing "
+        f"portal {invoice_id} --send (or pass --force to charge the same card anyway)",
+        code="hard_decline",
+        **_refusal_fields(
+            target,
+            invoice,
+            decline_code=refusal.decline_code,
+            advice_code=refusal.advice_code,
+            failed_payment_method=refusal.failed_payment_method,
+            payment_method=refusal.payment_method,
+        ),
+    )
+
+
+def _wait_for_stripe(
+    store: Store,
+    gateway: PaymentGateway | None,
+    story: AuditStory,
+    safety: Safety,
+    target: ActionTarget,
+    invoice: MirroredInvoice,
+    window: timedelta,
+    banner: Banner,
+) -> None:
+    """When Stripe charges the invoice itself within ``window``: ask on a terminal, and
+    refuse (exit 3) where nobody can be asked; ``--force`` skips this."""
+    now = safety.clock()
+    retries_at = invoice.next_payment_attempt
+    if retries_at is None or not stripe_retries_soon(retries_at, now, window):
+        return
+    invoice_id = target.invoice_id or invoice.id
+    when = f"{human_time(retries_at)} (in {in_words(retries_at - now)})"
+    if safety.interactive and not safety.assume_yes:
+        if safety.dry_run:
+            return  # the real run asks; a dry run asks nothing
+        assert gateway is not None
+        request = confirmation(
+            "retry",
+            f"Stripe charges invoice {invoice_id} itself at {when}. Charge it now anyway?",
+            store=store,
+            gateway=gateway,
+            banner=banner,
+            customer_id=invoice.customer_id,
+            invoice=invoice,
+        )
+        if safety.confirm(request):
+            story.base = {**story.base, "stripe_retries_at": iso_z(retries_at)}
+            return
+        story.record("declined_at_prompt", reason="Stripe retries soon")
+        raise Refused(f"retry canceled at the prompt; Stripe charges it at {when}")
+    story.record("refused", reason="Stripe retries soon", stripe_retries_at=iso_z(retries_at))
+    raise Refused(
+        f"Stripe charges invoice {invoice_id} itself at {when}, within "
+        f"BILLING_RETRY_RACE_WINDOW ({duration_text(window)}); not charging it first",
+        hint="let Stripe's retry run, or pass --force to charge now",
+        code="stripe_retries_soon",
+        **_refusal_fields(target, invoice, stripe_retries_at=iso_z(retries_at)),
+    )
 
 
 def _result(
@@ -372,9 +549,15 @@ def _declined(
                 "hosted_invoice_url": link,
             },
         )
+    decline = Decline(
+        decline_code_of(declined.stripe_code, declined.decline_code),
+        declined.advice_code,
+        declined.payment_method,
+    )
     store.record_failed_attempt(
         target.alert_id,
         attempt_count=invoice.attempt_count,
+        declined=(invoice.id, InvoiceFailure(reason, declined.message, decline)),
         failure=f"{reason}: {declined.message}",
         note=f"manual retry by {story.actor} declined ({reason}): {declined.message}",
         audit=story.draft("declined", idempotency_key=key, **audit_details),

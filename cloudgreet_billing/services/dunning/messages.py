@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from cloudgreet_billing.domain.declines import classify_decline
 from cloudgreet_billing.domain.dunning import DunningStep, InvoiceFacts
 from cloudgreet_billing.domain.money import format_money
+from cloudgreet_billing.domain.timefmt import human_time
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "dunning"
 #: Twilio refuses longer bodies.
@@ -97,15 +100,30 @@ class MessageBook:
         return problems
 
 
-def step_context(step: DunningStep, invoice: InvoiceFacts) -> dict[str, Any]:
+def step_context(
+    step: DunningStep,
+    invoice: InvoiceFacts,
+    *,
+    now: datetime | None = None,
+    portal_url: str | None = None,
+) -> dict[str, Any]:
     """What a step's template may name. Values the mirror lacks are left out, so a
-    template that needs them fails instead of printing a blank."""
+    template that needs them fails instead of printing a blank.
+
+    ``decline_class`` (``hard``, ``soft`` or ``unknown``, ``domain.declines``) picks the
+    copy: a hard decline asks for a new card (``portal_url``, else the pay page); a soft
+    one says when Stripe tries again (``next_attempt``, given only while it is after
+    ``now``); an unknown one keeps the general copy.
+    """
     context: dict[str, Any] = {
         "invoice_id": step.invoice_id,
         "customer_id": step.customer_id,
         "day": step.day,
         "channel": step.channel,
+        "decline_class": classify_decline(invoice.decline_code, invoice.advice_code),
     }
+    retry_at = invoice.next_payment_attempt
+    upcoming = retry_at is not None and (now is None or retry_at > now)
     # What is still owed; a partly paid invoice asks only for the rest.
     owed = invoice.amount_remaining if invoice.amount_remaining is not None else invoice.amount_due
     optional = {
@@ -122,6 +140,9 @@ def step_context(step: DunningStep, invoice: InvoiceFacts) -> dict[str, Any]:
         "first_failed_on": (
             invoice.first_failed_at.date().isoformat() if invoice.first_failed_at else None
         ),
+        "decline_code": invoice.decline_code,
+        "next_attempt": human_time(retry_at) if retry_at is not None and upcoming else None,
+        "portal_url": portal_url,
     }
     context.update({key: value for key, value in optional.items() if value is not None})
     return context
@@ -143,6 +164,10 @@ def sample_context() -> dict[str, Any]:
         "amount_due_minor": 12345,
         "amount_due": format_money(12345, "usd"),
         "first_failed_on": "2026-01-01",
+        "decline_class": "unknown",
+        "decline_code": "insufficient_funds",
+        "next_attempt": "2026-01-03 09:00 UTC",
+        "portal_url": "https://billing.stripe.com/p/login/sample",
         "completed": 3,
         "alert_id": 1,
     }

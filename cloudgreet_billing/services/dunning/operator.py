@@ -308,7 +308,8 @@ def preview(
     for step in steps:
         subject = body = error = None
         try:
-            rendered = book.render(step.template, step.channel, step_context(step, facts))
+            context = step_context(step, facts, now=now, portal_url=config.portal_url)
+            rendered = book.render(step.template, step.channel, context)
             subject, body = rendered.subject, rendered.body
         except MessageError as exc:
             error = str(exc)

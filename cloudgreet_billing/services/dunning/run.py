@@ -199,6 +199,7 @@ class _Sender:
         self.clock = clock
         self.summary = summary
         self.actor = actor
+        self.portal_url: str | None = None
         self.pending: list[StepOutcome] = []
         #: Claimed steps without an outcome yet, and the one being handed to a backend.
         self.held: set[int] = set()
@@ -216,7 +217,9 @@ class _Sender:
             self._finish(_outcome(step.id, decision.action, decision.reason))
             return
         try:
-            context = step_context(step, claimed.invoice)
+            context = step_context(
+                step, claimed.invoice, now=self.clock(), portal_url=self.portal_url
+            )
             message = self.book.render(step.template, step.channel, context)
         except MessageError as exc:
             self._finish(StepOutcome(step.id, "failed", error=str(exc)))
@@ -334,6 +337,7 @@ def run_dunning(
     # Contacts found since the last run (a sync, a fixed customer) close their alerts.
     resolve_reached(store, actor=actor, now=clock())
     sender = _Sender(store, channels, book, summary.run_id, clock, summary, config.lease, actor)
+    sender.portal_url = config.portal_url
     remaining = limit
     while remaining is None or remaining > 0:
         if pause_state(store).paused:
@@ -386,7 +390,8 @@ def _plan(
         summary.due += 1
         if action == "send":
             try:
-                book.render(step.template, step.channel, step_context(step, claimed.invoice))
+                context = step_context(step, claimed.invoice, now=now, portal_url=config.portal_url)
+                book.render(step.template, step.channel, context)
             except MessageError as exc:
                 action, reason = "fail", str(exc)
         recipient = claimed.invoice.contact(step.channel) if action == "send" else None

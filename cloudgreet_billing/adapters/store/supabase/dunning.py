@@ -364,6 +364,9 @@ class SupabaseDunning(SupabaseBase):
             email=contact.email,
             phone=contact.phone,
             customer_deleted=contact.customer_deleted,
+            next_payment_attempt=_optional_time(facts.get("next_payment_attempt")),
+            decline_code=facts.get("last_decline_code"),
+            advice_code=facts.get("last_advice_code"),
         )
 
     def _claimed(self, row: Row) -> ClaimedStep:

@@ -121,13 +121,13 @@ def customer_json(customer: MirroredCustomer) -> dict[str, Any]:
 
 
 def _failure_json(failure: InvoiceFailure, invoice: MirroredInvoice) -> dict[str, Any]:
+    decline = failure.decline
     return {
         "code": failure.code,
         "message": failure.message,
-        "decline_code": _schema6(failure, "decline_code") or _schema6(invoice, "last_decline_code"),
-        "advice_code": _schema6(failure, "advice_code") or _schema6(invoice, "last_advice_code"),
-        "payment_method": _schema6(failure, "payment_method")
-        or _schema6(invoice, "last_failure_payment_method"),
+        "decline_code": decline.decline_code,
+        "advice_code": decline.advice_code,
+        "payment_method": decline.payment_method,
     }
 
 
