@@ -36,7 +36,7 @@ from tests.dunning.stripe_objects import (
     invoice_object,
     ndjson,
 )
-from tests.stripe_fake import FakeStripe, Reply, fake_stripe, stripe_env  # noqa: F401 (fixture)
+from tests.stripe_fake import FakeStripe, Reply, card_declined, fake_stripe, stripe_env  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.postgres
 
@@ -541,6 +541,25 @@ def test_retry_resend_link_portal_dry_and_against_stripe(
             "SELECT status FROM billing_dunning_events WHERE invoice_id = %s", (INVOICE_ID,)
         )
     } == {"canceled"}
+    # The second customer's card is declined: exit 1, the code shown, the alert kept open.
+    second = invoice_object(
+        invoice_id=SECOND_INVOICE, customer_id=SECOND_CUSTOMER, finalized_at=FAILED_AT
+    )
+    fake_stripe.reply("GET", f"/v1/invoices/{SECOND_INVOICE}", second)
+    fake_stripe.reply("POST", f"/v1/invoices/{SECOND_INVOICE}/pay", card_declined())
+    declined = cli.json("retry", SECOND_INVOICE, "--yes", code=ExitCode.FAILED)
+    assert (declined["code"], declined["decline_code"], declined["alert_status"]) == (
+        "payment_declined",
+        "insufficient_funds",
+        "open",
+    )
+    assert cli.sql(
+        "SELECT status, attempt_count FROM billing_alerts WHERE invoice_id = %s",
+        (SECOND_INVOICE,),
+    ) == [("open", 2)]
+    assert ("retry", "declined") in cli.sql(
+        "SELECT action, outcome FROM billing_audit_log WHERE target = %s", (SECOND_INVOICE,)
+    )
     story = cli.sql(
         "SELECT action, outcome FROM billing_audit_log WHERE target IN (%s, %s) ORDER BY id",
         (INVOICE_ID, CUSTOMER_ID),
