@@ -1040,6 +1040,83 @@ $$;
 
 -- ==== section: exemptions, recovery (adapters/store/supabase/recovery.py) ====
 
+-- --- recovery (sql_recovery.py) -----------------------------------------------------
+
+-- The recovery figures' invoices (dunning report, the dashboard, export-csv --dataset
+-- recovery): those whose first failure lies in [p_start, p_end), by id, a page at a time
+-- (id > p_after, p_limit of them), each with its touches. One call reads a page and its
+-- touches in one snapshot, so a step sent between two calls is on its invoice's page or
+-- not at all, never half. The result is one jsonb value, which db-max-rows does not cut.
+--
+-- Each invoice, as sql_recovery.py's _FAILED_INVOICES reads it:
+-- * "paid_when_settled": paid, and its earliest settling event was the payment
+--   (settled_resolution is domain.merge's SETTLEMENT_RESOLUTIONS["paid"] + " (<event>)"),
+--   so settled_at is the payment time;
+-- * "stripe_paid_at": otherwise, for a paid invoice, Stripe's
+--   raw.status_transitions.paid_at as the object holds it (the caller keeps it only when
+--   it is a whole number of seconds), instead of the whole object;
+-- * "exhausted_at": when its first dunning_exhausted alert was opened; "exempt_since":
+--   when its customer was exempted, if they are exempt now;
+-- * "touches": the steps sent (a mark-sent step too), the links resent (resend-link,
+--   outcome sent) and a retry that paid it (audited on the invoice's id), by time.
+CREATE OR REPLACE FUNCTION billing_api_failed_invoices(
+    p_start timestamptz, p_end timestamptz, p_after text, p_limit integer
+) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+        'id', page.id,
+        'customer_id', page.customer_id,
+        'currency', page.currency,
+        'status', page.status,
+        'amount_due', page.amount_due,
+        'amount_paid', page.amount_paid,
+        'first_failed_at', page.first_failed_at,
+        'settled_at', page.settled_at,
+        'paid_when_settled', page.paid_when_settled,
+        'stripe_paid_at', page.stripe_paid_at,
+        'exhausted_at', page.exhausted_at,
+        'exempt_since', page.exempt_since,
+        'decline_code', page.last_decline_code,
+        'advice_code', page.last_advice_code,
+        'touches', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'kind', t.kind, 'day', t.day, 'channel', t.channel, 'at', t.at)
+                   ORDER BY t.at, t.kind, t.day, t.channel)
+            FROM (
+                SELECT 'step' AS kind, d.day, d.channel, d.sent_at AS at
+                FROM billing_dunning_events d
+                WHERE d.invoice_id = page.id AND d.status = 'sent' AND d.sent_at IS NOT NULL
+                UNION ALL
+                SELECT CASE WHEN a.action = 'retry' THEN 'manual_retry' ELSE 'pay_link' END,
+                       NULL, NULL, a.occurred_at
+                FROM billing_audit_log a
+                WHERE a.target = page.id
+                  AND ((a.action = 'retry' AND a.outcome = 'paid')
+                       OR (a.action = 'resend-link' AND a.outcome = 'sent'))
+            ) t
+        ), '[]'::jsonb)
+    ) ORDER BY page.id), '[]'::jsonb)
+    FROM (
+        SELECT i.id, i.customer_id, i.currency, i.status, i.amount_due, i.amount_paid,
+               i.first_failed_at, i.settled_at,
+               coalesce(i.status = 'paid' AND i.settled_resolution LIKE 'invoice paid (%',
+                        false) AS paid_when_settled,
+               CASE WHEN i.status = 'paid' AND (i.settled_resolution IS NULL
+                         OR i.settled_resolution NOT LIKE 'invoice paid (%')
+                    THEN i.raw -> 'status_transitions' -> 'paid_at' END AS stripe_paid_at,
+               (SELECT min(a.created_at) FROM billing_alerts a
+                WHERE a.type = 'dunning_exhausted' AND a.invoice_id = i.id) AS exhausted_at,
+               e.created_at AS exempt_since, i.last_decline_code, i.last_advice_code
+        FROM billing_invoices i
+        LEFT JOIN billing_dunning_exemptions e ON e.customer_id = i.customer_id
+        WHERE i.first_failed_at >= p_start AND i.first_failed_at < p_end
+          AND i.id > coalesce(p_after, '')
+        ORDER BY i.id
+        LIMIT p_limit
+    ) page
+$$;
+
+
 -- ==== end section: exemptions, recovery ====
 
 -- Only service_role may call the API: revoke EXECUTE on every billing_api_ function from
