@@ -216,13 +216,14 @@ def test_mirror_customers_and_subscriptions(store):
     assert store.get_invoice("in_missing") is None
 
 
-def test_dunning_seam_schedules_once_and_cancels_pending(store):
+def test_dunning_schedules_once_and_cancels_pending(store):
+    # Through the protocol (which the SQL stores run through their event-processing seam,
+    # _schedule_steps_in_tx and _cancel_pending_steps_in_tx), so every backend answers it.
     planner = TimelinePlanner()
     steps = planner(invoice_id="in_1", customer_id="cus_A", alert_id=None, first_failed_at=NOW)
-    with store._transaction():
-        assert store._schedule_steps_in_tx(steps, NOW) == 3
-    with store._transaction():
-        assert store._schedule_steps_in_tx(steps, NOW) == 0
-    with store._transaction():
-        assert store._cancel_pending_steps_in_tx("in_1", "invoice paid", NOW) == 3
+    assert store.schedule_steps(steps, NOW) == 3
+    assert store.schedule_steps(steps, NOW) == 0
+    assert store.cancel_pending_steps("in_1", "invoice paid", NOW) == 3
+    assert store.cancel_pending_steps("in_1", "invoice paid", NOW) == 0
     assert store.row_counts()["billing_dunning_events"] == 3
+    assert {step.status for step in store.list_steps(statuses=None, limit=None)} == {"canceled"}
