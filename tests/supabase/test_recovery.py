@@ -3,7 +3,7 @@
 month of ``tests.finance.recovery_history`` read as the PostgreSQL store reads it, the
 report's figures from it, Stripe's ``paid_at`` where no event settled the invoice, a
 window longer than the row cap read page by page with each page's touches, and the
-function's declaration.
+section's function declarations.
 
 The history is written by the project's owner (``owner``, the PostgreSQL store on the
 same database), as the other areas' writes are not all through REST yet and the history
@@ -12,8 +12,10 @@ writes the decline codes into the rows directly; what is under test is the read.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -196,18 +198,40 @@ def test_times_come_back_in_utc_whatever_the_projects_time_zone(
     assert {moment.utcoffset() for moment in moments} == {timedelta(0)}
 
 
-def test_the_function_reads_only_and_only_service_role_may_call_it(postgrest: Any) -> None:
-    from cloudgreet_billing.adapters.store.postgres import PostgresStore
+#: The section's functions that only read: STABLE, so PostgREST runs them READ ONLY.
+READS = {
+    "billing_api_failed_invoices",
+    "billing_api_exemption_time",
+    "billing_api_get_exemption",
+    "billing_api_list_exemptions",
+    "billing_api_count_exemptions",
+}
+WRITES = {"billing_api_exempt_customer", "billing_api_unexempt_customer"}
 
-    owner = PostgresStore(postgrest.database_url)
-    owner.migrate()
-    owner.close()
-    ((definer, volatility, config, anon, authenticated, service),) = postgrest.sql(
-        "SELECT p.prosecdef, p.provolatile, p.proconfig, "
+
+def section_functions() -> set[str]:
+    text = (Path(__file__).parents[2] / "migrations" / "0007_supabase_api.sql").read_text()
+    start = text.index("-- ==== section: exemptions, recovery")
+    section = text[start : text.index("-- ==== end section: exemptions, recovery", start)]
+    return set(re.findall(r"CREATE OR REPLACE FUNCTION (billing_api_\w+)", section))
+
+
+def test_the_sections_functions_run_as_the_caller_for_service_role_only(
+    supabase_store: Any, postgrest: Any
+) -> None:
+    assert section_functions() == READS | WRITES
+    rows = postgrest.sql(
+        "SELECT p.proname, p.prosecdef, p.provolatile, p.proconfig, "
         "has_function_privilege('anon', p.oid, 'EXECUTE'), "
         "has_function_privilege('authenticated', p.oid, 'EXECUTE'), "
         "has_function_privilege('service_role', p.oid, 'EXECUTE') "
-        "FROM pg_proc p WHERE p.proname = 'billing_api_failed_invoices'"
+        "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = 'public' AND p.proname = ANY(%s)",
+        (sorted(READS | WRITES),),
     )
-    assert (definer, volatility, config) == (False, "s", ["search_path=public, pg_temp"])
-    assert (anon, authenticated, service) == (False, False, True)
+    assert sorted(row[0] for row in rows) == sorted(READS | WRITES), "no overloads"
+    for name, definer, volatility, config, anon, authenticated, service in rows:
+        assert not definer, f"{name} must be SECURITY INVOKER"
+        assert config == ["search_path=public, pg_temp"], name
+        assert volatility == ("s" if name in READS else "v"), name
+        assert (anon, authenticated, service) == (False, False, True), name

@@ -1,0 +1,169 @@
+"""The Supabase store's dunning exemptions (ExemptionsOps) through the real ``supabase``
+client and the PostgREST stand-in on a real PostgreSQL, beyond the store contract
+(``tests/store/test_contract_exemptions.py``): listings past the row cap, an unknown or
+malformed customer refused with nothing written, an exempt whose answer is lost sent
+again, and exempts and unexempts racing on the functions themselves.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from cloudgreet_billing.adapters.store.postgres import PostgresStore
+from cloudgreet_billing.adapters.store.supabase.errors import DataRefused
+from cloudgreet_billing.domain.exemptions import Exemption
+from cloudgreet_billing.errors import NotFound, Unavailable
+from cloudgreet_billing.services.actions.common import Safety
+from cloudgreet_billing.services.dunning.exemptions import exempt, list_exemptions
+from tests.postgrest.server import Fault
+
+NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+PLAN = "cus_QpL8HLkdIwHu7i"
+EXEMPT = "^/rpc/billing_api_exempt_customer"
+LIST = "^/rpc/billing_api_list_exemptions"
+
+
+def customer_id(n: int) -> str:
+    return f"cus_QpL8HL{n:08d}"
+
+
+@pytest.fixture
+def owner(postgrest: Any, supabase_store: Any) -> Iterator[PostgresStore]:
+    """The project's database as its owner sees it (the SQL editor)."""
+    store = PostgresStore(postgrest.database_url)
+    yield store
+    store.close()
+
+
+def trail(owner: PostgresStore, target: str) -> list[tuple[str, str, str]]:
+    return [(a.action, a.outcome, a.actor) for a in owner.audit_trail(target)]
+
+
+def test_exemptions_are_listed_whole_past_the_row_cap(
+    supabase_store: Any, owner: PostgresStore, postgrest: Any
+) -> None:
+    # 620 exemptions under a row cap of 50, a second apart, the newest first in id order.
+    postgrest.max_rows = 50
+    count = 620
+    with psycopg.connect(postgrest.database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO billing_dunning_exemptions (customer_id, reason, actor, created_at) "
+            "SELECT 'cus_QpL8HL' || lpad(n::text, 8, '0'), 'payment plan', 'alice', "
+            "%s::timestamptz - n * interval '1 second' FROM generate_series(0, %s) n",
+            (NOW, count - 1),
+        )
+    listed = supabase_store.list_exemptions()
+    assert listed == owner.list_exemptions()
+    assert [e.customer_id for e in listed] == [customer_id(n) for n in reversed(range(count))]
+    assert listed[0].created_at == NOW - timedelta(seconds=count - 1)
+    assert supabase_store.list_exemptions(limit=70) == listed[:70]
+    # More ids than one call carries (500), most of them not exempt.
+    asked = [customer_id(n) for n in range(0, 2 * count, 2)]
+    assert supabase_store.list_exemptions(customer_ids=asked) == [
+        e for e in listed if e.customer_id in set(asked)
+    ]
+    assert supabase_store.count_exemptions() == count
+    shown = list_exemptions(supabase_store, limit=600)
+    assert (len(shown.exemptions), shown.total) == (600, count)
+
+
+def test_an_unknown_customer_is_refused_and_nothing_written(
+    supabase_store: Any, owner: PostgresStore, postgrest: Any
+) -> None:
+    # No mirrored customer and no dunning steps: more often a typo than a plan agreed.
+    with pytest.raises(NotFound, match=f"customer {PLAN} is not in supabase"):
+        exempt(
+            supabase_store,
+            PLAN,
+            reason="payment plan",
+            actor="alice",
+            now=NOW,
+            safety=Safety(assume_yes=True),
+        )
+    assert not postgrest.requests_to(EXEMPT)
+    assert owner.get_exemption(PLAN) is None
+    assert trail(owner, PLAN) == []
+
+
+def test_an_id_that_is_no_customer_is_refused_by_the_database_as_on_postgresql(
+    supabase_store: Any, owner: PostgresStore
+) -> None:
+    invoice = "in_1QpL8HLkdIwHu7ixl4OzzPMv"
+    with pytest.raises(DataRefused) as refused:
+        supabase_store.exempt_customer(invoice, reason="payment plan", actor="alice", now=NOW)
+    assert refused.value.sqlstate == "23514"  # the table's CHECK (customer_id LIKE 'cus\_%')
+    with pytest.raises(psycopg.errors.CheckViolation):
+        owner.exempt_customer(invoice, reason="payment plan", actor="alice", now=NOW)
+    assert owner.count_exemptions() == 0
+    assert trail(owner, invoice) == []
+
+
+def test_an_exempt_whose_answer_is_lost_is_safe_to_send_again(
+    supabase_store: Any, owner: PostgresStore, postgrest: Any
+) -> None:
+    # postgrest-py never retries a POST: the caller repeats it, and the repeat keeps the
+    # first exemption, audited as exempting twice is on the SQL store.
+    postgrest.inject(Fault(method="POST", path=EXEMPT, drop=True, after_commit=True))
+    with pytest.raises(Unavailable):
+        supabase_store.exempt_customer(PLAN, reason="payment plan", actor="alice", now=NOW)
+    again = supabase_store.exempt_customer(
+        PLAN, reason="payment plan", actor="alice", now=NOW + timedelta(seconds=30)
+    )
+    assert not again.created
+    assert again.exemption == Exemption(PLAN, "payment plan", "alice", NOW)
+    assert trail(owner, PLAN) == [
+        ("dunning.exempt", "exempted", "alice"),
+        ("dunning.exempt", "already_exempt", "alice"),
+    ]
+
+
+def test_exempts_and_unexempts_racing_leave_the_log_true_to_the_row(postgrest: Any) -> None:
+    # Eight sessions exempt and unexempt one customer at once, through the functions on
+    # PostgreSQL: each call ends (an exempt whose row an unexempt deleted tries again),
+    # and the audit log accounts for the row.
+    owner = PostgresStore(postgrest.database_url)
+    owner.migrate()
+    owner.close()
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def work(n: int) -> None:
+        try:
+            with psycopg.connect(postgrest.database_url, autocommit=True) as conn:
+                start.wait()
+                for round_ in range(25):
+                    at = NOW + timedelta(seconds=round_)
+                    if (n + round_) % 2:
+                        conn.execute(
+                            "SELECT billing_api_exempt_customer(%s, %s, %s, %s)",
+                            (PLAN, f"plan {n}", f"worker {n}", at),
+                        )
+                    else:
+                        conn.execute(
+                            "SELECT billing_api_unexempt_customer(%s, %s, %s)",
+                            (PLAN, f"worker {n}", at),
+                        )
+        except BaseException as exc:  # the assertion below names it
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert errors == []
+    rows = postgrest.sql(
+        "SELECT outcome FROM billing_audit_log WHERE target = %s ORDER BY id", (PLAN,)
+    )
+    assert len(rows) == 8 * 25
+    outcomes = [outcome for (outcome,) in rows]
+    assert set(outcomes) <= {"exempted", "already_exempt", "unexempted", "not_exempt"}
+    # Each exemption created is audited once and each ended once: what is left is the row.
+    held = postgrest.sql("SELECT count(*) FROM billing_dunning_exemptions")
+    assert held == [(outcomes.count("exempted") - outcomes.count("unexempted"),)]
