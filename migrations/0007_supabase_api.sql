@@ -69,6 +69,21 @@ LANGUAGE sql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
     UPDATE billing_settings SET key = key WHERE false
 $$;
 
+-- What doctor shows of the API: the schema version and every billing_api_ function the
+-- project has, so that a function a later release added (0007 applied by an older
+-- release) is named as missing rather than found at its first call.
+CREATE OR REPLACE FUNCTION billing_api_health() RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT jsonb_build_object(
+        'schema_version', (SELECT max(version) FROM billing_schema_version),
+        'functions', (
+            SELECT coalesce(jsonb_agg(DISTINCT p.proname ORDER BY p.proname), '[]'::jsonb)
+            FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+            WHERE n.nspname = 'public' AND p.proname LIKE 'billing\_api\_%'
+        )
+    )
+$$;
+
 
 -- ==== end section: settings and schema ====
 
@@ -1028,6 +1043,502 @@ $$;
 
 -- ==== section: quarantine, drift, actions (adapters/store/supabase/operations.py) ====
 
+-- Helpers of this section (billing_api_ops_*), called inside the functions below, in
+-- their transaction. Each ports one statement of the SQL stores, named where it comes from.
+
+-- An audit line beside the change it records (sql_audit.AuditSql._insert_audit).
+-- p_audit: {actor, action, target, outcome, idempotency_key, details}.
+CREATE OR REPLACE FUNCTION billing_api_ops_audit(p_audit jsonb, p_now timestamptz)
+RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    INSERT INTO billing_audit_log
+        (occurred_at, actor, action, target, outcome, idempotency_key, details)
+    VALUES (p_now, p_audit->>'actor', p_audit->>'action', p_audit->>'target',
+            p_audit->>'outcome', p_audit->>'idempotency_key',
+            coalesce(p_audit->'details', '{}'::jsonb))
+    RETURNING id
+$$;
+
+-- A note on an alert, with its audit line; false when there is no such alert
+-- (sql_alerts.AlertsSql.add_alert_note).
+CREATE OR REPLACE FUNCTION billing_api_ops_add_note(
+    p_alert_id bigint, p_author text, p_body text, p_now timestamptz
+) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+BEGIN
+    UPDATE billing_alerts SET updated_at = p_now WHERE id = p_alert_id;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO billing_alert_notes (alert_id, author, body, created_at)
+    VALUES (p_alert_id, p_author, p_body, p_now);
+    PERFORM billing_api_ops_audit(jsonb_build_object(
+        'actor', p_author, 'action', 'alert.note', 'target', 'alert:' || p_alert_id,
+        'outcome', 'noted'), p_now);
+    RETURN true;
+END
+$$;
+
+-- Resolve the invoice's unresolved alerts and cancel its pending dunning steps, with an
+-- audit line per alert resolved (sql_alerts.AlertsSql.resolve_invoice_alerts, with
+-- sql_dunning's CANCEL_PENDING): {"resolved": [alert ids, in order], "canceled": n}.
+CREATE OR REPLACE FUNCTION billing_api_ops_resolve_invoice(
+    p_invoice_id text, p_resolution text, p_actor text, p_now timestamptz
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+    resolved bigint[];
+    canceled integer;
+    alert_id bigint;
+BEGIN
+    WITH done AS (
+        UPDATE billing_alerts SET status = 'resolved', resolved_at = p_now,
+            resolution = p_resolution, updated_at = p_now
+        WHERE invoice_id = p_invoice_id AND status <> 'resolved' RETURNING id
+    )
+    SELECT coalesce(array_agg(id ORDER BY id), '{}') INTO resolved FROM done;
+    -- Steps in 'sending' too: the run holding one confirms it just before handing the
+    -- message over, so the cancellation stops the send (domain.statuses.PENDING_STATUSES).
+    UPDATE billing_dunning_events SET status = 'canceled', reason = p_resolution,
+        lease_expires_at = NULL, updated_at = p_now
+    WHERE invoice_id = p_invoice_id AND status IN ('scheduled', 'sending', 'failed');
+    GET DIAGNOSTICS canceled = ROW_COUNT;
+    FOREACH alert_id IN ARRAY resolved LOOP
+        PERFORM billing_api_ops_audit(jsonb_build_object(
+            'actor', p_actor, 'action', 'alert.resolve', 'target', 'alert:' || alert_id,
+            'outcome', 'resolved', 'details', jsonb_build_object('resolution', p_resolution)
+        ), p_now);
+    END LOOP;
+    RETURN jsonb_build_object('resolved', to_jsonb(resolved), 'canceled', canceled);
+END
+$$;
+
+-- Stripe's current invoice as observed now, by no event (a retry's answer, the drift
+-- check's read): sql_mirror's UPSERT_INVOICE with observed_at = now and event id ''
+-- (domain.merge.NO_EVENT). The columns shown come from the observation with the larger
+-- (status rank, observed, attempt_count, event id); attempt_count and attempted never
+-- fall; a settlement is never made here, so the settled_ columns stay as they are. The
+-- row lock is taken before comparing, as the upsert's ON CONFLICT takes it.
+CREATE OR REPLACE FUNCTION billing_api_ops_observe_invoice(p_invoice jsonb, p_now timestamptz)
+RETURNS billing_invoices
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+    seen billing_invoices := jsonb_populate_record(NULL::billing_invoices, p_invoice);
+    cur billing_invoices;
+    newer boolean;
+BEGIN
+    INSERT INTO billing_invoices (id, customer_id, subscription_id, number, status, currency,
+        amount_due, amount_paid, amount_remaining, total, total_excluding_tax, attempt_count,
+        attempted, next_payment_attempt, due_date, hosted_invoice_url, livemode, raw,
+        stripe_created, customer_email, customer_phone, customer_name, finalized_at,
+        merge_attempt, merge_event_id, stripe_updated_at, synced_at)
+    VALUES (seen.id, seen.customer_id, seen.subscription_id, seen.number, seen.status,
+        seen.currency, seen.amount_due, seen.amount_paid, seen.amount_remaining, seen.total,
+        seen.total_excluding_tax, seen.attempt_count, seen.attempted,
+        seen.next_payment_attempt, seen.due_date, seen.hosted_invoice_url, seen.livemode,
+        seen.raw, seen.stripe_created, seen.customer_email, seen.customer_phone,
+        seen.customer_name, seen.finalized_at, seen.attempt_count, '', p_now, p_now)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING * INTO cur;
+    IF FOUND THEN
+        RETURN cur;
+    END IF;
+    SELECT * INTO STRICT cur FROM billing_invoices WHERE id = seen.id FOR UPDATE;
+    -- domain.merge.INVOICE_STATUS_RANK
+    newer := (CASE seen.status WHEN 'draft' THEN 0 WHEN 'open' THEN 1
+                  WHEN 'uncollectible' THEN 2 WHEN 'void' THEN 3 WHEN 'paid' THEN 4 END,
+              p_now, seen.attempt_count, ''::text COLLATE "C")
+           > (CASE cur.status WHEN 'draft' THEN 0 WHEN 'open' THEN 1
+                  WHEN 'uncollectible' THEN 2 WHEN 'void' THEN 3 WHEN 'paid' THEN 4 END,
+              cur.stripe_updated_at, cur.merge_attempt, cur.merge_event_id COLLATE "C");
+    IF newer THEN
+        UPDATE billing_invoices SET customer_id = seen.customer_id,
+            subscription_id = seen.subscription_id, number = seen.number,
+            status = seen.status, currency = seen.currency, amount_due = seen.amount_due,
+            amount_paid = seen.amount_paid, amount_remaining = seen.amount_remaining,
+            total = seen.total, total_excluding_tax = seen.total_excluding_tax,
+            next_payment_attempt = seen.next_payment_attempt, due_date = seen.due_date,
+            hosted_invoice_url = seen.hosted_invoice_url, livemode = seen.livemode,
+            raw = seen.raw, stripe_created = seen.stripe_created,
+            customer_email = seen.customer_email, customer_phone = seen.customer_phone,
+            customer_name = seen.customer_name, finalized_at = seen.finalized_at,
+            merge_attempt = seen.attempt_count, merge_event_id = '',
+            stripe_updated_at = p_now
+        WHERE id = seen.id;
+    END IF;
+    UPDATE billing_invoices SET
+        attempt_count = greatest(attempt_count, seen.attempt_count),
+        attempted = attempted OR seen.attempted,
+        synced_at = p_now
+    WHERE id = seen.id
+    RETURNING * INTO cur;
+    RETURN cur;
+END
+$$;
+
+-- quarantine list: rows in p_statuses (a JSON array; null: all), of one event or after
+-- an id when given, oldest first (ids grow with each new row), a page at a time.
+CREATE OR REPLACE FUNCTION billing_api_list_quarantined(
+    p_statuses jsonb, p_event_id text, p_after bigint, p_limit integer
+) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(to_jsonb(q) ORDER BY q.id), '[]'::jsonb)
+    FROM (
+        SELECT * FROM billing_quarantined_events
+        WHERE (p_statuses IS NULL
+               OR status IN (SELECT jsonb_array_elements_text(p_statuses)))
+          AND (p_event_id IS NULL OR event_id = p_event_id)
+          AND (p_after IS NULL OR id > p_after)
+        ORDER BY id
+        LIMIT p_limit
+    ) q
+$$;
+
+CREATE OR REPLACE FUNCTION billing_api_get_quarantined(p_id bigint) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT to_jsonb(q) FROM billing_quarantined_events q WHERE id = p_id
+$$;
+
+-- Counted in SQL: a count is one number, never a page of rows.
+CREATE OR REPLACE FUNCTION billing_api_count_quarantined(p_statuses jsonb) RETURNS bigint
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT count(*) FROM billing_quarantined_events
+    WHERE p_statuses IS NULL OR status IN (SELECT jsonb_array_elements_text(p_statuses))
+$$;
+
+-- quarantine dismiss, with its audit line (sql_quarantine.dismiss_quarantined). The row
+-- lock first, so two operators settle one row one after the other. A missing or settled
+-- row writes nothing and says so: {"outcome": "not_found" | "already_settled", "status"}.
+CREATE OR REPLACE FUNCTION billing_api_dismiss_quarantined(
+    p_id bigint, p_reason text, p_actor text, p_now timestamptz
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+    found_status text;
+    settled billing_quarantined_events;
+BEGIN
+    SELECT status INTO found_status FROM billing_quarantined_events WHERE id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('outcome', 'not_found');
+    END IF;
+    IF found_status <> 'quarantined' THEN
+        RETURN jsonb_build_object('outcome', 'already_settled', 'status', found_status);
+    END IF;
+    UPDATE billing_quarantined_events SET status = 'dismissed', resolved_at = p_now,
+        resolved_by = p_actor, resolution = coalesce(p_reason, 'dismissed')
+    WHERE id = p_id
+    RETURNING * INTO settled;
+    PERFORM billing_api_ops_audit(jsonb_build_object(
+        'actor', p_actor, 'action', 'quarantine.dismiss', 'target', 'quarantine:' || p_id,
+        'outcome', 'dismissed', 'details', jsonb_build_object('reason', p_reason)), p_now);
+    RETURN jsonb_build_object('outcome', 'dismissed', 'row', to_jsonb(settled));
+END
+$$;
+
+-- quarantine retry (sql_quarantine.retry_quarantined), in one transaction: the row locked
+-- (two operators settle it one after the other), the event's plan applied as
+-- billing_api_apply_event_plans applies one event (the mirror's
+-- billing_api_mirror_apply_event: recorded as processed, then applied; an event processed
+-- meanwhile is a duplicate), inside a subtransaction so that a fault of the event rolls back only its own work; the
+-- row settled with the outcome; the audit line. p_plan is null when the payload could not
+-- be planned: p_reason says why, and the row stays quarantined with it. Answers the
+-- mirror's result ({status, alerts_opened, …}) with the reason a row kept in quarantine
+-- has ("error"), or {"status": "not_found"}.
+CREATE OR REPLACE FUNCTION billing_api_retry_quarantined(
+    p_id bigint, p_event_id text, p_plan jsonb, p_reason text, p_actor text, p_now timestamptz
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+    v_result jsonb := jsonb_build_object('status', 'quarantined');
+    v_reason text := p_reason;
+    v_state text;
+    v_message text;
+BEGIN
+    PERFORM 1 FROM billing_quarantined_events WHERE id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('status', 'not_found');
+    END IF;
+    IF p_plan IS NOT NULL THEN
+        BEGIN
+            v_result := billing_api_mirror_apply_event(p_plan, p_now);
+        EXCEPTION
+            -- The event's own fault, as billing_api_apply_event_plans tells it from the
+            -- store's (which fails the call, and nothing is written).
+            WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded
+                OR SQLSTATE 'BLEVT' THEN
+                GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+                v_reason := CASE WHEN v_state = 'BLEVT' THEN v_message
+                                 ELSE billing_api_mirror_failure_reason(v_state, v_message) END;
+                v_result := jsonb_build_object('status', 'quarantined');
+        END;
+    END IF;
+    IF v_result ->> 'status' = 'quarantined' THEN
+        UPDATE billing_quarantined_events SET status = 'quarantined', reason = v_reason,
+            resolved_at = NULL, resolved_by = NULL, resolution = NULL
+        WHERE id = p_id;
+        v_result := v_result || jsonb_build_object('error', v_reason);
+    ELSE
+        v_reason := NULL;
+        UPDATE billing_quarantined_events SET status = 'applied', resolved_at = p_now,
+            resolved_by = p_actor,
+            resolution = CASE WHEN v_result ->> 'status' = 'duplicate'
+                              THEN 'already processed' ELSE 'applied by retry' END
+        WHERE id = p_id;
+    END IF;
+    PERFORM billing_api_ops_audit(jsonb_build_object(
+        'actor', p_actor, 'action', 'quarantine.retry', 'target', 'quarantine:' || p_id,
+        'outcome', v_result ->> 'status',
+        'details', jsonb_build_object('event', p_event_id, 'reason', v_reason)), p_now);
+    RETURN v_result;
+END
+$$;
+
+-- sync --verify: the mirror's invoices Stripe created in [p_since, p_until), by id, a
+-- page at a time.
+CREATE OR REPLACE FUNCTION billing_api_mirrored_invoices_created(
+    p_since timestamptz, p_until timestamptz, p_after text, p_limit integer
+) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(to_jsonb(i) ORDER BY i.id), '[]'::jsonb)
+    FROM (
+        SELECT * FROM billing_invoices
+        WHERE stripe_created >= p_since AND stripe_created < p_until
+          AND (p_after IS NULL OR id > p_after)
+        ORDER BY id
+        LIMIT p_limit
+    ) i
+$$;
+
+CREATE OR REPLACE FUNCTION billing_api_mirrored_subscriptions(p_after text, p_limit integer)
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(to_jsonb(s) ORDER BY s.id), '[]'::jsonb)
+    FROM (
+        SELECT * FROM billing_subscriptions
+        WHERE p_after IS NULL OR id > p_after
+        ORDER BY id
+        LIMIT p_limit
+    ) s
+$$;
+
+-- sync --verify's repair of an invoice: Stripe's invoice as observed now, the resolution
+-- of its alerts and pending steps when p_settle is given, and the audit line, in one
+-- transaction (sql_drift.repair_invoice); the row as it now stands.
+CREATE OR REPLACE FUNCTION billing_api_repair_invoice(
+    p_invoice jsonb, p_settle text, p_audit jsonb, p_now timestamptz
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+    repaired billing_invoices := billing_api_ops_observe_invoice(p_invoice, p_now);
+BEGIN
+    IF p_settle IS NOT NULL THEN
+        PERFORM billing_api_ops_resolve_invoice(repaired.id, p_settle, p_audit->>'actor', p_now);
+    END IF;
+    PERFORM billing_api_ops_audit(p_audit, p_now);
+    RETURN to_jsonb(repaired);
+END
+$$;
+
+-- sync --verify's repair of a subscription (sql_drift.repair_subscription): sql_mirror's
+-- UPSERT_SUBSCRIPTION as observed now by no event (shown only when its merge key,
+-- domain.merge.subscription_key, is larger), and the audit line; the row as it stands.
+CREATE OR REPLACE FUNCTION billing_api_repair_subscription(
+    p_subscription jsonb, p_audit jsonb, p_now timestamptz
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+    seen billing_subscriptions := jsonb_populate_record(NULL::billing_subscriptions, p_subscription);
+    stands billing_subscriptions;
+BEGIN
+    INSERT INTO billing_subscriptions AS cur (id, customer_id, status, currency,
+        cancel_at_period_end, current_period_end, collection_paused, livemode, raw,
+        stripe_created, merge_event_id, stripe_updated_at, synced_at)
+    VALUES (seen.id, seen.customer_id, seen.status, seen.currency, seen.cancel_at_period_end,
+        seen.current_period_end, seen.collection_paused, seen.livemode, seen.raw,
+        seen.stripe_created, '', p_now, p_now)
+    ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id,
+        status = excluded.status, currency = excluded.currency,
+        cancel_at_period_end = excluded.cancel_at_period_end,
+        current_period_end = excluded.current_period_end,
+        collection_paused = excluded.collection_paused, livemode = excluded.livemode,
+        raw = excluded.raw, stripe_created = excluded.stripe_created,
+        merge_event_id = excluded.merge_event_id,
+        stripe_updated_at = excluded.stripe_updated_at, synced_at = excluded.synced_at
+    -- domain.merge.subscription_key: (terminal, observed, period end, status rank, event id)
+    WHERE (CASE WHEN excluded.status IN ('canceled', 'incomplete_expired') THEN 1 ELSE 0 END,
+           excluded.stripe_updated_at,
+           coalesce(excluded.current_period_end, excluded.stripe_updated_at),
+           CASE excluded.status WHEN 'incomplete' THEN 0 WHEN 'trialing' THEN 1
+               WHEN 'paused' THEN 2 WHEN 'past_due' THEN 3 WHEN 'unpaid' THEN 4
+               WHEN 'active' THEN 5 WHEN 'incomplete_expired' THEN 6 WHEN 'canceled' THEN 7 END,
+           excluded.merge_event_id)
+        > (CASE WHEN cur.status IN ('canceled', 'incomplete_expired') THEN 1 ELSE 0 END,
+           cur.stripe_updated_at,
+           coalesce(cur.current_period_end, cur.stripe_updated_at),
+           CASE cur.status WHEN 'incomplete' THEN 0 WHEN 'trialing' THEN 1
+               WHEN 'paused' THEN 2 WHEN 'past_due' THEN 3 WHEN 'unpaid' THEN 4
+               WHEN 'active' THEN 5 WHEN 'incomplete_expired' THEN 6 WHEN 'canceled' THEN 7 END,
+           cur.merge_event_id);
+    PERFORM billing_api_ops_audit(p_audit, p_now);
+    SELECT * INTO stands FROM billing_subscriptions WHERE id = seen.id;
+    RETURN to_jsonb(stands);
+END
+$$;
+
+-- retry's success: the paid invoice as observed now, its alerts resolved and pending
+-- steps canceled, and the audit line told what changed, in one transaction
+-- (sql_actions.settle_paid_invoice): {"resolved": [ids], "canceled": n}.
+CREATE OR REPLACE FUNCTION billing_api_settle_paid_invoice(
+    p_invoice jsonb, p_resolution text, p_audit jsonb, p_now timestamptz
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+    paid billing_invoices := billing_api_ops_observe_invoice(p_invoice, p_now);
+    settled jsonb := billing_api_ops_resolve_invoice(
+        paid.id, p_resolution, p_audit->>'actor', p_now);
+BEGIN
+    PERFORM billing_api_ops_audit(jsonb_set(p_audit, '{details}',
+        coalesce(p_audit->'details', '{}'::jsonb)
+        || jsonb_build_object('resolved_alerts', settled->'resolved',
+                              'canceled_steps', settled->'canceled')), p_now);
+    RETURN settled;
+END
+$$;
+
+-- retry's decline: the alert kept open with the attempt counted (at least p_attempt_count,
+-- and one more than it held: Stripe counts only the first manual attempt), its failure
+-- and a note, then the audit line (sql_actions.record_failed_attempt). p_declined, when
+-- given ({invoice_id, code, message, decline_code, advice_code, payment_method, known}),
+-- is recorded first on the mirrored invoice as a failure observed now by no event, as
+-- sql_mirror's RECORD_FAILURE records one: the first failure is the earliest, and the
+-- last failure's columns are those of the largest (attempt_count, time, carries a
+-- decline, event id), so the next retry knows the decline.
+CREATE OR REPLACE FUNCTION billing_api_record_failed_attempt(
+    p_alert_id bigint, p_attempt_count integer, p_failure text, p_note text,
+    p_audit jsonb, p_now timestamptz, p_declined jsonb
+) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+BEGIN
+    IF p_declined IS NOT NULL THEN
+        UPDATE billing_invoices SET
+            first_failed_at = CASE WHEN first_failed_at IS NULL OR first_failed_at > p_now
+                                   THEN p_now ELSE first_failed_at END,
+            (last_failure_code, last_failure_message, last_decline_code, last_advice_code,
+             last_failure_payment_method, last_failure_attempt, last_failure_at,
+             last_failure_event_id) = (
+                SELECT CASE WHEN later THEN p_declined ->> 'code' ELSE last_failure_code END,
+                    CASE WHEN later THEN p_declined ->> 'message' ELSE last_failure_message END,
+                    CASE WHEN later THEN p_declined ->> 'decline_code'
+                         ELSE last_decline_code END,
+                    CASE WHEN later THEN p_declined ->> 'advice_code' ELSE last_advice_code END,
+                    CASE WHEN later THEN p_declined ->> 'payment_method'
+                         ELSE last_failure_payment_method END,
+                    CASE WHEN later THEN p_attempt_count ELSE last_failure_attempt END,
+                    CASE WHEN later THEN p_now ELSE last_failure_at END,
+                    CASE WHEN later THEN '' ELSE last_failure_event_id END
+                FROM (SELECT last_failure_at IS NULL
+                    OR (p_attempt_count, p_now,
+                        CASE WHEN (p_declined ->> 'known')::boolean THEN 1 ELSE 0 END,
+                        ''::text COLLATE "C")
+                     > (last_failure_attempt, last_failure_at,
+                        CASE WHEN last_decline_code IS NOT NULL OR last_advice_code IS NOT NULL
+                             THEN 1 ELSE 0 END,
+                        last_failure_event_id COLLATE "C")
+                    AS later) AS failure)
+        WHERE id = p_declined ->> 'invoice_id';
+    END IF;
+    IF p_alert_id IS NOT NULL THEN
+        UPDATE billing_alerts SET
+            attempt_count = CASE WHEN attempt_count + 1 > p_attempt_count
+                                 THEN attempt_count + 1 ELSE p_attempt_count END,
+            last_failure = p_failure, updated_at = p_now
+        WHERE id = p_alert_id;
+        PERFORM billing_api_ops_add_note(p_alert_id, p_audit->>'actor', p_note, p_now);
+    END IF;
+    PERFORM billing_api_ops_audit(p_audit, p_now);
+END
+$$;
+
+-- retry that needs the customer's action (3D Secure): open, or add to, the invoice's
+-- payment_action_required alert (sql_alerts' RAISE_ALERT, audited when opened), note
+-- why, and the audit line with the alert's id (sql_actions.open_action_required_alert).
+-- p_draft: domain.alerts.AlertDraft, whose details.opened_by is unique to this call.
+CREATE OR REPLACE FUNCTION billing_api_open_action_required_alert(
+    p_draft jsonb, p_note text, p_audit jsonb, p_now timestamptz
+) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+    raised_id bigint;
+    kept_details jsonb;
+    actor text := p_audit->>'actor';
+BEGIN
+    INSERT INTO billing_alerts AS cur (type, status, dedupe_key, customer_id, invoice_id,
+        amount_due, currency, stripe_event_id, attempt_count, last_failure, details,
+        created_at, updated_at)
+    VALUES (p_draft->>'type', 'open', p_draft->>'dedupe_key', p_draft->>'customer_id',
+        p_draft->>'invoice_id', (p_draft->>'amount_due')::bigint, p_draft->>'currency',
+        p_draft->>'stripe_event_id', (p_draft->>'attempt_count')::integer,
+        p_draft->>'last_failure', coalesce(p_draft->'details', '{}'::jsonb), p_now, p_now)
+    -- A newer failure (higher or equal attempt count) replaces what the alert says; the
+    -- count never falls; details keep their first value, so opened_by tells an insert
+    -- from an update.
+    ON CONFLICT (dedupe_key) WHERE status <> 'resolved' DO UPDATE SET
+        amount_due = CASE WHEN excluded.attempt_count >= cur.attempt_count
+                          THEN excluded.amount_due ELSE cur.amount_due END,
+        stripe_event_id = CASE WHEN excluded.attempt_count >= cur.attempt_count
+                               THEN excluded.stripe_event_id ELSE cur.stripe_event_id END,
+        last_failure = CASE WHEN excluded.attempt_count >= cur.attempt_count
+                            THEN excluded.last_failure ELSE cur.last_failure END,
+        attempt_count = greatest(excluded.attempt_count, cur.attempt_count),
+        updated_at = excluded.updated_at
+    RETURNING id, details INTO raised_id, kept_details;
+    IF kept_details->'opened_by' IS NOT DISTINCT FROM p_draft->'details'->'opened_by' THEN
+        PERFORM billing_api_ops_audit(jsonb_build_object(
+            'actor', actor, 'action', 'alert.open', 'target', 'alert:' || raised_id,
+            'outcome', 'opened',
+            'details', jsonb_build_object('dedupe_key', p_draft->>'dedupe_key')), p_now);
+    END IF;
+    PERFORM billing_api_ops_add_note(raised_id, actor, p_note, p_now);
+    PERFORM billing_api_ops_audit(jsonb_set(p_audit, '{details}',
+        coalesce(p_audit->'details', '{}'::jsonb)
+        || jsonb_build_object('action_alert_id', raised_id)), p_now);
+    RETURN raised_id;
+END
+$$;
+
+-- resend-link and portal --send: a note on the alert (when there is one) and the audit
+-- line, in one transaction (sql_actions.note_alert).
+CREATE OR REPLACE FUNCTION billing_api_note_alert(
+    p_alert_id bigint, p_author text, p_body text, p_audit jsonb, p_now timestamptz
+) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+BEGIN
+    IF p_alert_id IS NOT NULL THEN
+        PERFORM billing_api_ops_add_note(p_alert_id, p_author, p_body, p_now);
+    END IF;
+    PERFORM billing_api_ops_audit(p_audit, p_now);
+END
+$$;
+
+-- Every audit line of one action on one target, oldest first, a page at a time; the page
+-- key is [occurred_at, id] of the last line read.
+CREATE OR REPLACE FUNCTION billing_api_action_audit(
+    p_target text, p_action text, p_after jsonb, p_limit integer
+) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(to_jsonb(a) ORDER BY a.occurred_at, a.id), '[]'::jsonb)
+    FROM (
+        SELECT id, occurred_at, actor, action, target, outcome, idempotency_key, details
+        FROM billing_audit_log
+        WHERE target = p_target AND action = p_action
+          AND (p_after IS NULL
+               OR (occurred_at, id) > ((p_after->>0)::timestamptz, (p_after->>1)::bigint))
+        ORDER BY occurred_at, id
+        LIMIT p_limit
+    ) a
+$$;
+
+
 -- ==== end section: quarantine, drift, actions ====
 
 -- ==== section: alerts, dunning (adapters/store/supabase/dunning.py) ====
@@ -1755,6 +2266,751 @@ $$;
 -- ==== end section: alerts, dunning ====
 
 -- ==== section: ledger, finance, audit (adapters/store/supabase/finance.py) ====
+
+-- --- ledger imports larger than one request ------------------------------------------
+-- A REST request is one transaction, and a million-row import cannot be one request. So
+-- an import's rows are staged here under the import's id, a few thousand per request, and
+-- billing_api_ledger_import_commit moves them into the ledger in ONE transaction that
+-- judges every external_id first: the ledger sees the whole import or nothing of it.
+--
+-- billing_ledger_imports: one row per import. status 'staging' while rows arrive; then
+-- the commit's verdict ('committed', 'refused' for external_id conflicts, 'dry_run'), with
+-- its result, so that a commit repeated after a lost answer returns the same result and
+-- records nothing twice. touched_at is the database's clock (not the CLI's injected one):
+-- a staging untouched for an hour is abandoned (the process died) and is deleted by the
+-- next import, with its rows; finished imports are kept a week for repeats.
+-- Neither table is one of the store's TABLES (db status counts the ledger itself; staged
+-- rows are not entries until committed).
+CREATE TABLE IF NOT EXISTS billing_ledger_imports (
+    import_id   uuid PRIMARY KEY,
+    status      text NOT NULL DEFAULT 'staging'
+                CHECK (status IN ('staging', 'committed', 'refused', 'dry_run')),
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    touched_at  timestamptz NOT NULL DEFAULT now(),
+    result      jsonb,
+    CHECK ((status = 'staging') = (result IS NULL))
+);
+
+-- The staged rows, numbered 1, 2, … in import order (seq: the row's place in the import,
+-- which conflicts are reported by). Typed like the ledger, so a bad value fails its stage
+-- request, not the commit.
+CREATE TABLE IF NOT EXISTS billing_ledger_import_rows (
+    import_id    uuid NOT NULL REFERENCES billing_ledger_imports (import_id) ON DELETE CASCADE,
+    seq          bigint NOT NULL CHECK (seq > 0),
+    customer_id  text NOT NULL,
+    kind         text NOT NULL,
+    amount       bigint NOT NULL,
+    currency     text NOT NULL,
+    occurred_at  timestamptz NOT NULL,
+    invoice_id   text,
+    description  text,
+    external_id  text,
+    PRIMARY KEY (import_id, seq)
+);
+CREATE INDEX IF NOT EXISTS billing_ledger_import_rows_external_idx
+    ON billing_ledger_import_rows (import_id, external_id) WHERE external_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS billing_ledger_imports_touched_idx
+    ON billing_ledger_imports (touched_at);
+
+-- Row-level security with no policies, like every billing table (see version 1).
+ALTER TABLE billing_ledger_imports ENABLE ROW LEVEL SECURITY;
+ALTER TABLE billing_ledger_import_rows ENABLE ROW LEVEL SECURITY;
+
+DO $$
+DECLARE
+    api_role text;
+BEGIN
+    FOREACH api_role IN ARRAY ARRAY['anon', 'authenticated'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = api_role) THEN
+            EXECUTE format(
+                'REVOKE ALL ON billing_ledger_imports, billing_ledger_import_rows FROM %I',
+                api_role);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- --- ledger ----------------------------------------------------------------------------
+
+-- One entry (LedgerSql.record_ledger_entry): {"created": true, "entry": …} when new; with
+-- a known external_id, the recorded entry and created false, writing nothing (the caller
+-- compares the facts and refuses a reuse with other facts).
+CREATE OR REPLACE FUNCTION billing_api_record_ledger_entry(p_entry jsonb, p_now timestamptz)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+    found_entry jsonb;
+BEGIN
+    INSERT INTO billing_usage_ledger (customer_id, kind, amount, currency, occurred_at,
+        invoice_id, description, external_id, created_at)
+    SELECT d.customer_id, d.kind, d.amount, d.currency, d.occurred_at, d.invoice_id,
+        d.description, d.external_id, p_now
+    FROM jsonb_populate_record(NULL::billing_usage_ledger, p_entry) AS d
+    ON CONFLICT (external_id) DO NOTHING
+    RETURNING to_jsonb(billing_usage_ledger.*) INTO found_entry;
+    IF found_entry IS NOT NULL THEN
+        RETURN jsonb_build_object('created', true, 'entry', found_entry);
+    END IF;
+    -- A new statement, so a new snapshot: it sees the entry ON CONFLICT waited for.
+    SELECT to_jsonb(l.*) INTO found_entry
+    FROM billing_usage_ledger l WHERE l.external_id = p_entry->>'external_id';
+    RETURN jsonb_build_object('created', false, 'entry', found_entry);
+END
+$$;
+
+-- ledger list: newest first, a page after the key (occurred_at, id) of the last row seen.
+CREATE OR REPLACE FUNCTION billing_api_list_ledger(
+    p_customer_id text, p_kind text, p_since timestamptz, p_until timestamptz,
+    p_after jsonb, p_limit integer
+) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(to_jsonb(page.*) ORDER BY page.occurred_at DESC,
+        page.id DESC), '[]'::jsonb)
+    FROM (
+        SELECT * FROM billing_usage_ledger l
+        WHERE (p_customer_id IS NULL OR l.customer_id = p_customer_id)
+          AND (p_kind IS NULL OR l.kind = p_kind)
+          AND (p_since IS NULL OR l.occurred_at >= p_since)
+          AND (p_until IS NULL OR l.occurred_at < p_until)
+          AND (p_after IS NULL OR (l.occurred_at, l.id)
+               < ((p_after->>'occurred_at')::timestamptz, (p_after->>'id')::bigint))
+        ORDER BY l.occurred_at DESC, l.id DESC
+        LIMIT p_limit
+    ) AS page
+$$;
+
+CREATE OR REPLACE FUNCTION billing_api_count_ledger(
+    p_customer_id text, p_kind text, p_since timestamptz, p_until timestamptz
+) RETURNS bigint
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT count(*) FROM billing_usage_ledger l
+    WHERE (p_customer_id IS NULL OR l.customer_id = p_customer_id)
+      AND (p_kind IS NULL OR l.kind = p_kind)
+      AND (p_since IS NULL OR l.occurred_at >= p_since)
+      AND (p_until IS NULL OR l.occurred_at < p_until)
+$$;
+
+-- Stage rows p_first_seq, p_first_seq + 1, … of an import: p_rows is a JSON array of
+-- [customer_id, kind, amount, currency, occurred_at, invoice_id, description, external_id]
+-- arrays. The first stage (p_first_seq 1) opens the import and deletes abandoned ones.
+-- Repeating a stage (its answer was lost) stages nothing twice: rows are keyed by
+-- (import_id, seq). A stage arriving after its import was committed changes nothing.
+CREATE OR REPLACE FUNCTION billing_api_ledger_import_stage(
+    p_import_id uuid, p_first_seq bigint, p_rows jsonb
+) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+-- Past the role's 8 s: the first stage may delete a large abandoned staging.
+SET search_path = public, pg_temp SET statement_timeout = '2min' AS $$
+DECLARE
+    current_status text;
+    staged bigint;
+BEGIN
+    IF p_first_seq = 1 THEN
+        DELETE FROM billing_ledger_imports
+        WHERE (status = 'staging' AND touched_at < now() - interval '1 hour')
+           OR (status <> 'staging' AND touched_at < now() - interval '7 days');
+        INSERT INTO billing_ledger_imports (import_id) VALUES (p_import_id)
+        ON CONFLICT (import_id) DO NOTHING;
+    END IF;
+    -- Locks the import against a commit running at the same time.
+    UPDATE billing_ledger_imports SET touched_at = now()
+    WHERE import_id = p_import_id AND status = 'staging'
+    RETURNING status INTO current_status;
+    IF current_status IS NULL THEN
+        IF EXISTS (SELECT 1 FROM billing_ledger_imports WHERE import_id = p_import_id) THEN
+            RETURN 0;
+        END IF;
+        RAISE EXCEPTION 'ledger import % is not staging: idle for over an hour, it was cleaned up',
+            p_import_id
+            USING ERRCODE = 'P0001', HINT = 'run the import again';
+    END IF;
+    INSERT INTO billing_ledger_import_rows (import_id, seq, customer_id, kind, amount,
+        currency, occurred_at, invoice_id, description, external_id)
+    SELECT p_import_id, p_first_seq + r.ord - 1, r.v->>0, r.v->>1, (r.v->>2)::bigint, r.v->>3,
+        (r.v->>4)::timestamptz, r.v->>5, r.v->>6, r.v->>7
+    FROM jsonb_array_elements(p_rows) WITH ORDINALITY AS r(v, ord)
+    ON CONFLICT (import_id, seq) DO NOTHING;
+    GET DIAGNOSTICS staged = ROW_COUNT;
+    RETURN staged;
+END
+$$;
+
+-- Move a staged import into the ledger in this one transaction (PostgresStore.import_ledger
+-- ported): every staged row in order with ON CONFLICT (external_id) DO NOTHING, then, if a
+-- row was skipped, one join of the staged rows with the ledger finds each reuse of an
+-- external_id with other facts, naming the row and the earlier version (a recorded entry,
+-- or the import's own earlier row). With a conflict, or for a dry run, the insert is undone
+-- (a subtransaction) and only the verdict is kept. p_rows is how many rows the caller
+-- staged: a commit that finds another number refuses, so no lost stage goes unnoticed.
+-- The result: {"inserted", "duplicates", "conflicts": [first 20], "conflict_count"}.
+-- Repeating the commit returns the first verdict. statement_timeout is hoisted by
+-- PostgREST (db-hoisted-tx-settings): a million rows take longer than the role's 8 s.
+CREATE OR REPLACE FUNCTION billing_api_ledger_import_commit(
+    p_import_id uuid, p_rows bigint, p_now timestamptz, p_dry_run boolean
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = public, pg_temp SET statement_timeout = '10min' AS $$
+DECLARE
+    staging billing_ledger_imports;
+    staged bigint;
+    last_seq bigint;
+    last_id_before bigint;
+    inserted bigint := 0;
+    conflicts jsonb := '[]'::jsonb;
+    conflict_count bigint := 0;
+    verdict jsonb;
+BEGIN
+    SELECT * INTO staging FROM billing_ledger_imports WHERE import_id = p_import_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'ledger import % is not staging: idle for over an hour, it was cleaned up',
+            p_import_id
+            USING ERRCODE = 'P0001', HINT = 'run the import again';
+    END IF;
+    IF staging.status <> 'staging' THEN
+        RETURN staging.result;
+    END IF;
+    SELECT count(*), coalesce(max(seq), 0) INTO staged, last_seq
+    FROM billing_ledger_import_rows WHERE import_id = p_import_id;
+    IF staged <> p_rows OR last_seq <> p_rows THEN
+        RAISE EXCEPTION 'ledger import % holds % staged rows, not the % sent', p_import_id,
+            staged, p_rows
+            USING ERRCODE = 'P0001', HINT = 'run the import again';
+    END IF;
+    BEGIN
+        SELECT coalesce(max(id), 0) INTO last_id_before FROM billing_usage_ledger;
+        INSERT INTO billing_usage_ledger (customer_id, kind, amount, currency, occurred_at,
+            invoice_id, description, external_id, created_at)
+        SELECT customer_id, kind, amount, currency, occurred_at, invoice_id, description,
+            external_id, p_now
+        FROM billing_ledger_import_rows WHERE import_id = p_import_id ORDER BY seq
+        ON CONFLICT (external_id) DO NOTHING;
+        GET DIAGNOSTICS inserted = ROW_COUNT;
+        IF inserted < staged THEN
+            -- After the insert, so that an entry another session committed meanwhile (which
+            -- ON CONFLICT waited for and skipped) is judged too. The earlier version is the
+            -- import's own first row of that external_id when the entry came from this
+            -- insert (an id past last_id_before, created at p_now) and that row holds the
+            -- entry's facts; else the recorded entry. (PostgresStore asks only the first
+            -- two, so it names a row when a rival import with the same now won the race.)
+            SELECT coalesce(jsonb_agg(jsonb_build_object(
+                    'given_row', c.seq,
+                    'entry_id', c.entry_id,
+                    'recorded_row', CASE WHEN c.from_import THEN (
+                        SELECT min(s.seq) FROM billing_ledger_import_rows s
+                        WHERE s.import_id = p_import_id AND s.external_id = c.external_id
+                          AND s.seq < c.seq
+                          AND s.customer_id = (c.recorded->>'customer_id')
+                          AND s.kind = (c.recorded->>'kind')
+                          AND s.amount = (c.recorded->>'amount')::bigint
+                          AND s.currency = (c.recorded->>'currency')
+                          AND s.occurred_at = (c.recorded->>'occurred_at')::timestamptz
+                          AND s.invoice_id IS NOT DISTINCT FROM (c.recorded->>'invoice_id'))
+                    END,
+                    'external_id', c.external_id,
+                    'recorded', c.recorded,
+                    'given', c.given) ORDER BY c.seq), '[]'::jsonb)
+            INTO conflicts
+            FROM (
+                SELECT given.seq, recorded.id AS entry_id, given.external_id,
+                    (recorded.id > last_id_before AND recorded.created_at = p_now) AS from_import,
+                    jsonb_build_object('customer_id', recorded.customer_id,
+                        'kind', recorded.kind, 'amount', recorded.amount,
+                        'currency', recorded.currency, 'occurred_at', recorded.occurred_at,
+                        'invoice_id', recorded.invoice_id) AS recorded,
+                    jsonb_build_object('customer_id', given.customer_id,
+                        'kind', given.kind, 'amount', given.amount,
+                        'currency', given.currency, 'occurred_at', given.occurred_at,
+                        'invoice_id', given.invoice_id) AS given
+                FROM billing_ledger_import_rows given
+                JOIN billing_usage_ledger recorded ON recorded.external_id = given.external_id
+                WHERE given.import_id = p_import_id
+                  AND NOT (given.customer_id IS NOT DISTINCT FROM recorded.customer_id
+                       AND given.kind IS NOT DISTINCT FROM recorded.kind
+                       AND given.amount IS NOT DISTINCT FROM recorded.amount
+                       AND given.currency IS NOT DISTINCT FROM recorded.currency
+                       AND given.occurred_at IS NOT DISTINCT FROM recorded.occurred_at
+                       AND given.invoice_id IS NOT DISTINCT FROM recorded.invoice_id)
+                ORDER BY given.seq
+                LIMIT 20
+            ) AS c;
+            conflict_count := jsonb_array_length(conflicts);
+            IF conflict_count >= 20 THEN
+                SELECT count(*) INTO conflict_count
+                FROM billing_ledger_import_rows given
+                JOIN billing_usage_ledger recorded ON recorded.external_id = given.external_id
+                WHERE given.import_id = p_import_id
+                  AND NOT (given.customer_id IS NOT DISTINCT FROM recorded.customer_id
+                       AND given.kind IS NOT DISTINCT FROM recorded.kind
+                       AND given.amount IS NOT DISTINCT FROM recorded.amount
+                       AND given.currency IS NOT DISTINCT FROM recorded.currency
+                       AND given.occurred_at IS NOT DISTINCT FROM recorded.occurred_at
+                       AND given.invoice_id IS NOT DISTINCT FROM recorded.invoice_id);
+            END IF;
+        END IF;
+        IF p_dry_run OR conflict_count > 0 THEN
+            -- Undo the insert: only this block's subtransaction rolls back.
+            RAISE EXCEPTION USING ERRCODE = 'BLUND';
+        END IF;
+    EXCEPTION WHEN SQLSTATE 'BLUND' THEN
+        NULL;
+    END;
+    verdict := jsonb_build_object('inserted', inserted, 'duplicates', staged - inserted,
+        'conflicts', conflicts, 'conflict_count', conflict_count);
+    UPDATE billing_ledger_imports
+    SET status = CASE WHEN conflict_count > 0 THEN 'refused'
+                      WHEN p_dry_run THEN 'dry_run' ELSE 'committed' END,
+        result = verdict, touched_at = now()
+    WHERE import_id = p_import_id;
+    DELETE FROM billing_ledger_import_rows WHERE import_id = p_import_id;
+    RETURN verdict;
+END
+$$;
+
+-- An import that fits in one request: stage and commit in one transaction.
+CREATE OR REPLACE FUNCTION billing_api_import_ledger(
+    p_import_id uuid, p_rows jsonb, p_now timestamptz, p_dry_run boolean
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = public, pg_temp SET statement_timeout = '10min' AS $$
+BEGIN
+    PERFORM billing_api_ledger_import_stage(p_import_id, 1, p_rows);
+    RETURN billing_api_ledger_import_commit(
+        p_import_id, jsonb_array_length(p_rows), p_now, p_dry_run);
+END
+$$;
+
+-- Where an import stands, for a caller whose commit got no answer (a timeout, a dropped
+-- connection, a gateway error): {"status", "result": the verdict once there is one,
+-- "committing": whether a commit holds the import now}. A running commit holds the
+-- import's row lock, which SKIP LOCKED finds without waiting for it. VOLATILE: FOR UPDATE
+-- needs a read-write transaction.
+CREATE OR REPLACE FUNCTION billing_api_ledger_import_state(p_import_id uuid) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+    found_status text;
+    found_result jsonb;
+BEGIN
+    SELECT status, result INTO found_status, found_result
+    FROM billing_ledger_imports WHERE import_id = p_import_id;
+    IF found_status IS NULL OR found_status <> 'staging' THEN
+        RETURN jsonb_build_object('status', found_status, 'result', found_result,
+            'committing', false);
+    END IF;
+    PERFORM 1 FROM billing_ledger_imports WHERE import_id = p_import_id
+    FOR UPDATE SKIP LOCKED;
+    RETURN jsonb_build_object('status', found_status, 'result', NULL, 'committing', NOT FOUND);
+END
+$$;
+
+-- An import given up by its caller (its rows failed to read): its staging goes at once.
+CREATE OR REPLACE FUNCTION billing_api_ledger_import_discard(p_import_id uuid) RETURNS void
+LANGUAGE sql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    DELETE FROM billing_ledger_imports WHERE import_id = p_import_id AND status = 'staging'
+$$;
+
+-- --- finance: reconciliation and dashboard aggregates ----------------------------------
+-- Sums are computed here, per currency, never across currencies, and returned whole in one
+-- answer: a reconciliation must add up one snapshot, which pages (one transaction each)
+-- could not give. Their size is bounded by customers × currencies, not by rows.
+
+-- [[customer_id, currency, sum], …] of ledger entries that occurred in [p_start, p_end).
+CREATE OR REPLACE FUNCTION billing_api_ledger_window_totals(
+    p_start timestamptz, p_end timestamptz, p_customer_id text
+) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_array(t.customer_id, t.currency, t.total)), '[]')
+    FROM (
+        SELECT customer_id, currency, sum(amount) AS total FROM billing_usage_ledger
+        WHERE occurred_at >= p_start AND occurred_at < p_end
+          AND (p_customer_id IS NULL OR customer_id = p_customer_id)
+        GROUP BY customer_id, currency
+    ) AS t
+$$;
+
+-- [[customer_id, currency, sum], …] of invoices created in the window that bill
+-- (p_not_billed: domain.statuses.NOT_BILLED_STATUSES), total_excluding_tax else total.
+CREATE OR REPLACE FUNCTION billing_api_mirror_invoice_totals(
+    p_start timestamptz, p_end timestamptz, p_customer_id text, p_not_billed text[]
+) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_array(t.customer_id, t.currency, t.total)), '[]')
+    FROM (
+        SELECT customer_id, currency, sum(coalesce(total_excluding_tax, total)) AS total
+        FROM billing_invoices
+        WHERE stripe_created >= p_start AND stripe_created < p_end
+          AND status <> ALL (p_not_billed)
+          AND (p_customer_id IS NULL OR customer_id = p_customer_id)
+        GROUP BY customer_id, currency
+    ) AS t
+$$;
+
+CREATE OR REPLACE FUNCTION billing_api_mirror_invoice_count(
+    p_start timestamptz, p_end timestamptz, p_customer_id text, p_not_billed text[]
+) RETURNS bigint
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT count(*) FROM billing_invoices
+    WHERE stripe_created >= p_start AND stripe_created < p_end
+      AND status <> ALL (p_not_billed)
+      AND (p_customer_id IS NULL OR customer_id = p_customer_id)
+$$;
+
+-- One customer's invoices created in the window (every status), oldest first, by the key
+-- (stripe_created, id): [{"id", "stripe_created", "status", "raw"}, …].
+CREATE OR REPLACE FUNCTION billing_api_mirror_invoices(
+    p_customer_id text, p_start timestamptz, p_end timestamptz, p_after jsonb,
+    p_limit integer
+) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object('id', page.id,
+        'stripe_created', page.stripe_created, 'status', page.status, 'raw', page.raw)
+        ORDER BY page.stripe_created, page.id), '[]')
+    FROM (
+        SELECT id, stripe_created, status, raw FROM billing_invoices
+        WHERE customer_id = p_customer_id
+          AND stripe_created >= p_start AND stripe_created < p_end
+          AND (p_after IS NULL OR (stripe_created, id)
+               > ((p_after->>'stripe_created')::timestamptz, p_after->>'id'))
+        ORDER BY stripe_created, id
+        LIMIT p_limit
+    ) AS page
+$$;
+
+-- One customer's entries in the window, oldest first, by the key (occurred_at, id).
+CREATE OR REPLACE FUNCTION billing_api_ledger_entries(
+    p_customer_id text, p_start timestamptz, p_end timestamptz, p_after jsonb,
+    p_limit integer
+) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(to_jsonb(page.*)
+        ORDER BY page.occurred_at, page.id), '[]')
+    FROM (
+        SELECT * FROM billing_usage_ledger
+        WHERE customer_id = p_customer_id AND occurred_at >= p_start AND occurred_at < p_end
+          AND (p_after IS NULL OR (occurred_at, id)
+               > ((p_after->>'occurred_at')::timestamptz, (p_after->>'id')::bigint))
+        ORDER BY occurred_at, id
+        LIMIT p_limit
+    ) AS page
+$$;
+
+-- [[invoice_id, currency, sum], …] over all time for these invoices.
+CREATE OR REPLACE FUNCTION billing_api_ledger_sums_by_invoice(p_invoice_ids text[])
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_array(t.invoice_id, t.currency, t.total)), '[]')
+    FROM (
+        SELECT invoice_id, currency, sum(amount) AS total FROM billing_usage_ledger
+        WHERE invoice_id = ANY (p_invoice_ids)
+        GROUP BY invoice_id, currency
+    ) AS t
+$$;
+
+-- Past-due invoices (open, and either overdue or already failed once: what finance
+-- chases; sql_finance's _PAST_DUE), oldest due first, by the key (due_date or else creation, id).
+CREATE OR REPLACE FUNCTION billing_api_past_due_invoices(
+    p_now timestamptz, p_after jsonb, p_limit integer
+) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object('id', page.id,
+        'customer_id', page.customer_id, 'number', page.number, 'currency', page.currency,
+        'amount_due', page.amount_due, 'amount_remaining', page.amount_remaining,
+        'due_date', page.due_date, 'attempt_count', page.attempt_count,
+        'first_failed_at', page.first_failed_at,
+        'hosted_invoice_url', page.hosted_invoice_url, 'sort_at', page.sort_at)
+        ORDER BY page.sort_at, page.id), '[]')
+    FROM (
+        SELECT i.*, coalesce(i.due_date, i.stripe_created) AS sort_at FROM billing_invoices i
+        WHERE i.status = 'open' AND ((i.due_date IS NOT NULL AND i.due_date < p_now)
+              OR i.attempt_count > 0 OR i.first_failed_at IS NOT NULL)
+          AND (p_after IS NULL OR (coalesce(i.due_date, i.stripe_created), i.id)
+               > ((p_after->>'sort_at')::timestamptz, p_after->>'id'))
+        ORDER BY coalesce(i.due_date, i.stripe_created), i.id
+        LIMIT p_limit
+    ) AS page
+$$;
+
+-- Open alerts, oldest first, by the key (created_at, id).
+CREATE OR REPLACE FUNCTION billing_api_open_alerts(p_after jsonb, p_limit integer)
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object('id', page.id, 'type', page.type,
+        'status', page.status, 'customer_id', page.customer_id,
+        'invoice_id', page.invoice_id, 'amount_due', page.amount_due,
+        'currency', page.currency, 'created_at', page.created_at)
+        ORDER BY page.created_at, page.id), '[]')
+    FROM (
+        SELECT * FROM billing_alerts
+        WHERE status = 'open'
+          AND (p_after IS NULL OR (created_at, id)
+               > ((p_after->>'created_at')::timestamptz, (p_after->>'id')::bigint))
+        ORDER BY created_at, id
+        LIMIT p_limit
+    ) AS page
+$$;
+
+-- [[currency, sum], …] of one kind of entry in the window.
+CREATE OR REPLACE FUNCTION billing_api_ledger_kind_totals(
+    p_start timestamptz, p_end timestamptz, p_kind text
+) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_array(t.currency, t.total) ORDER BY t.currency), '[]')
+    FROM (
+        SELECT currency, sum(amount) AS total FROM billing_usage_ledger
+        WHERE occurred_at >= p_start AND occurred_at < p_end AND kind = p_kind
+        GROUP BY currency
+    ) AS t
+$$;
+
+-- {type: count} of open alerts.
+CREATE OR REPLACE FUNCTION billing_api_open_alert_counts() RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_object_agg(t.type, t.n), '{}')
+    FROM (SELECT type, count(*) AS n FROM billing_alerts WHERE status = 'open' GROUP BY type) t
+$$;
+
+-- [[currency, count, sum of amount_remaining], …] of past-due invoices.
+CREATE OR REPLACE FUNCTION billing_api_past_due_totals(p_now timestamptz) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_array(t.currency, t.n, t.total)
+        ORDER BY t.currency), '[]')
+    FROM (
+        SELECT i.currency, count(*) AS n, sum(i.amount_remaining) AS total
+        FROM billing_invoices i
+        WHERE i.status = 'open' AND ((i.due_date IS NOT NULL AND i.due_date < p_now)
+              OR i.attempt_count > 0 OR i.first_failed_at IS NOT NULL)
+        GROUP BY i.currency
+    ) AS t
+$$;
+
+-- {"due": scheduled steps due before p_due_before, "needs_review": steps to review}.
+CREATE OR REPLACE FUNCTION billing_api_dunning_workload(p_due_before timestamptz)
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT jsonb_build_object(
+        'due', count(*) FILTER (WHERE status = 'scheduled' AND due_at < p_due_before),
+        'needs_review', count(*) FILTER (WHERE status = 'needs_review'))
+    FROM billing_dunning_events WHERE status IN ('scheduled', 'needs_review')
+$$;
+
+-- Subscriptions whose status counts towards MRR (p_statuses: domain.statuses
+-- COUNTED_STATUSES), by id.
+CREATE OR REPLACE FUNCTION billing_api_recurring_subscriptions(
+    p_statuses text[], p_after text, p_limit integer
+) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object('id', page.id,
+        'customer_id', page.customer_id, 'status', page.status, 'currency', page.currency,
+        'cancel_at_period_end', page.cancel_at_period_end,
+        'current_period_end', page.current_period_end,
+        'collection_paused', page.collection_paused, 'livemode', page.livemode,
+        'raw', page.raw, 'stripe_created', page.stripe_created) ORDER BY page.id), '[]')
+    FROM (
+        SELECT * FROM billing_subscriptions
+        WHERE status = ANY (p_statuses) AND (p_after IS NULL OR id > p_after)
+        ORDER BY id
+        LIMIT p_limit
+    ) AS page
+$$;
+
+-- --- exports: a page at a time, by key --------------------------------------------------
+-- The ledger export's order is sql_finance.LEDGER_EXPORT_ORDER: (occurred_at, customer_id,
+-- currency, amount, kind, id). The index on occurred_at gives the first key in order, so a
+-- page is an index scan from the last key's time with an incremental sort of its ties,
+-- never a sort of the rest of the window. The ledger only grows, so "ids up to p_bound"
+-- (the highest id when the export started, which its first page returns) is the ledger
+-- as it was then: entries recorded while the export runs stay out of it, as they would in
+-- one transaction.
+
+-- {"bound": id, "rows": [entry, …]}: entries with occurred_at in [p_start, p_end).
+CREATE OR REPLACE FUNCTION billing_api_stream_ledger(
+    p_start timestamptz, p_end timestamptz, p_bound bigint, p_after jsonb, p_limit integer
+) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+    bound bigint := coalesce(p_bound, (SELECT coalesce(max(id), 0) FROM billing_usage_ledger));
+    page jsonb;
+BEGIN
+    SELECT coalesce(jsonb_agg(to_jsonb(p.*) ORDER BY p.occurred_at, p.customer_id,
+        p.currency, p.amount, p.kind, p.id), '[]')
+    INTO page
+    FROM (
+        SELECT * FROM billing_usage_ledger l
+        WHERE l.occurred_at >= greatest(p_start, (p_after->>'occurred_at')::timestamptz)
+          AND l.occurred_at < p_end AND l.id <= bound
+          AND (p_after IS NULL
+               OR (l.occurred_at, l.customer_id, l.currency, l.amount, l.kind, l.id)
+                  > ((p_after->>'occurred_at')::timestamptz, p_after->>'customer_id',
+                     p_after->>'currency', (p_after->>'amount')::bigint, p_after->>'kind',
+                     (p_after->>'id')::bigint))
+        ORDER BY l.occurred_at, l.customer_id, l.currency, l.amount, l.kind, l.id
+        LIMIT p_limit
+    ) AS p;
+    RETURN jsonb_build_object('bound', bound, 'rows', page);
+END
+$$;
+
+-- The ledger export's body a page at a time, built here: domain.export.ledger_line for
+-- each entry billing_api_stream_ledger gives. {"bound", "lines", "rows", "after": the last
+-- row's key (null for an empty page)}. The cells are domain.export's: text_cell (empty is
+-- absent; a formula gets a leading '; quoted when it holds " , CR or LF), time_cell, and
+-- to_major_string (p_zero, p_three: the currencies with no and with three decimals,
+-- domain.money's ZERO_DECIMAL and THREE_DECIMAL).
+CREATE OR REPLACE FUNCTION billing_api_ledger_csv_page(
+    p_start timestamptz, p_end timestamptz, p_bound bigint, p_after jsonb, p_limit integer,
+    p_zero text[], p_three text[]
+) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+    bound bigint := coalesce(p_bound, (SELECT coalesce(max(id), 0) FROM billing_usage_ledger));
+    -- %1$s is the column (sql_finance's _sql_text_cell, then CSV quoting).
+    text_cell constant text := $cell$(CASE WHEN coalesce(%1$s, '') = '' THEN ''
+        WHEN %1$s ~ '[",\r\n]' THEN '"' || replace((CASE WHEN left(%1$s, 1) IN
+            ('=', '+', '-', '@', chr(9), chr(13)) THEN '''' ELSE '' END) || %1$s, '"', '""') || '"'
+        ELSE (CASE WHEN left(%1$s, 1) IN ('=', '+', '-', '@', chr(9), chr(13))
+            THEN '''' ELSE '' END) || %1$s END)$cell$;
+    time_cell constant text :=
+        $cell$to_char(%1$s AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')$cell$;
+    -- %1$s: how many decimals, %2$s: 10 to that power.
+    scaled constant text := $cell$((CASE WHEN p.amount < 0 THEN '-' ELSE '' END)
+        || (abs(p.amount) / %2$s)::text || '.' || lpad((abs(p.amount) %% %2$s)::text, %1$s, '0'))$cell$;
+    line text;
+    result jsonb;
+BEGIN
+    line := concat_ws(' || '','' || ',
+        'p.id::text', format(time_cell, 'p.occurred_at'), format(text_cell, 'p.customer_id'),
+        format(text_cell, 'p.kind'), 'p.amount::text',
+        format('(CASE WHEN p.currency = ANY ($6) THEN p.amount::text '
+               'WHEN p.currency = ANY ($7) THEN %s ELSE %s END)',
+               format(scaled, 3, 1000), format(scaled, 2, 100)),
+        format(text_cell, 'p.currency'), format(text_cell, 'p.invoice_id'),
+        format(text_cell, 'p.description'), format(text_cell, 'p.external_id'),
+        format(time_cell, 'p.created_at'));
+    EXECUTE format($query$
+        SELECT jsonb_build_object(
+            'lines', coalesce(string_agg(%s || chr(10), '' ORDER BY p.occurred_at,
+                p.customer_id, p.currency, p.amount, p.kind, p.id), ''),
+            'rows', count(*),
+            'after', (array_agg(jsonb_build_object('occurred_at', p.occurred_at,
+                'customer_id', p.customer_id, 'currency', p.currency, 'amount', p.amount,
+                'kind', p.kind, 'id', p.id) ORDER BY p.occurred_at DESC, p.customer_id DESC,
+                p.currency DESC, p.amount DESC, p.kind DESC, p.id DESC))[1])
+        FROM (
+            SELECT * FROM billing_usage_ledger l
+            WHERE l.occurred_at >= greatest($1, ($4->>'occurred_at')::timestamptz)
+              AND l.occurred_at < $2 AND l.id <= $3
+              AND ($4 IS NULL
+                   OR (l.occurred_at, l.customer_id, l.currency, l.amount, l.kind, l.id)
+                      > (($4->>'occurred_at')::timestamptz, $4->>'customer_id',
+                         $4->>'currency', ($4->>'amount')::bigint, $4->>'kind',
+                         ($4->>'id')::bigint))
+            ORDER BY l.occurred_at, l.customer_id, l.currency, l.amount, l.kind, l.id
+            LIMIT $5
+        ) AS p
+    $query$, line)
+    INTO result
+    USING p_start, p_end, bound, p_after, p_limit, p_zero, p_three;
+    RETURN result || jsonb_build_object('bound', bound);
+END
+$$;
+
+-- Alerts created in [p_start, p_end), oldest first, by (created_at, id): the export's
+-- columns (sql_finance.ALERT_FIELDS).
+CREATE OR REPLACE FUNCTION billing_api_stream_alerts(
+    p_start timestamptz, p_end timestamptz, p_after jsonb, p_limit integer
+) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object('id', page.id, 'type', page.type,
+        'status', page.status, 'customer_id', page.customer_id,
+        'invoice_id', page.invoice_id, 'amount_due', page.amount_due,
+        'currency', page.currency, 'stripe_event_id', page.stripe_event_id,
+        'attempt_count', page.attempt_count, 'last_failure', page.last_failure,
+        'created_at', page.created_at, 'updated_at', page.updated_at,
+        'acknowledged_at', page.acknowledged_at, 'resolved_at', page.resolved_at,
+        'resolution', page.resolution) ORDER BY page.created_at, page.id), '[]')
+    FROM (
+        SELECT * FROM billing_alerts
+        WHERE created_at >= p_start AND created_at < p_end
+          AND (p_after IS NULL OR (created_at, id)
+               > ((p_after->>'created_at')::timestamptz, (p_after->>'id')::bigint))
+        ORDER BY created_at, id
+        LIMIT p_limit
+    ) AS page
+$$;
+
+-- Dunning steps due in [p_start, p_end), earliest first, by (due_at, id): the export's
+-- columns (domain.export.DUNNING_COLUMNS).
+CREATE OR REPLACE FUNCTION billing_api_stream_dunning(
+    p_start timestamptz, p_end timestamptz, p_after jsonb, p_limit integer
+) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object('id', page.id,
+        'invoice_id', page.invoice_id, 'customer_id', page.customer_id,
+        'alert_id', page.alert_id, 'day', page.day, 'channel', page.channel,
+        'template', page.template, 'status', page.status, 'due_at', page.due_at,
+        'sent_at', page.sent_at, 'attempts', page.attempts, 'last_error', page.last_error,
+        'reason', page.reason, 'created_at', page.created_at, 'updated_at', page.updated_at)
+        ORDER BY page.due_at, page.id), '[]')
+    FROM (
+        SELECT * FROM billing_dunning_events
+        WHERE due_at >= p_start AND due_at < p_end
+          AND (p_after IS NULL OR (due_at, id)
+               > ((p_after->>'due_at')::timestamptz, (p_after->>'id')::bigint))
+        ORDER BY due_at, id
+        LIMIT p_limit
+    ) AS page
+$$;
+
+-- How many rows an export of 'ledger', 'alerts' or 'dunning' holds; NULL for another.
+CREATE OR REPLACE FUNCTION billing_api_export_row_count(
+    p_dataset text, p_start timestamptz, p_end timestamptz
+) RETURNS bigint
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT CASE p_dataset
+        WHEN 'ledger' THEN (SELECT count(*) FROM billing_usage_ledger
+                            WHERE occurred_at >= p_start AND occurred_at < p_end)
+        WHEN 'alerts' THEN (SELECT count(*) FROM billing_alerts
+                            WHERE created_at >= p_start AND created_at < p_end)
+        WHEN 'dunning' THEN (SELECT count(*) FROM billing_dunning_events
+                             WHERE due_at >= p_start AND due_at < p_end)
+    END
+$$;
+
+-- --- audit -------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION billing_api_append_audit(
+    p_actor text, p_action text, p_target text, p_outcome text, p_idempotency_key text,
+    p_details jsonb, p_now timestamptz
+) RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    INSERT INTO billing_audit_log
+        (occurred_at, actor, action, target, outcome, idempotency_key, details)
+    VALUES (p_now, p_actor, p_action, p_target, p_outcome, p_idempotency_key,
+        coalesce(p_details, '{}'::jsonb))
+    RETURNING id
+$$;
+
+-- Audit lines about one target (p_target) or in [p_since, p_until), oldest first, by the
+-- key (occurred_at, id).
+CREATE OR REPLACE FUNCTION billing_api_audit_lines(
+    p_target text, p_since timestamptz, p_until timestamptz, p_after jsonb, p_limit integer
+) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object('id', page.id,
+        'occurred_at', page.occurred_at, 'actor', page.actor, 'action', page.action,
+        'target', page.target, 'outcome', page.outcome,
+        'idempotency_key', page.idempotency_key, 'details', page.details)
+        ORDER BY page.occurred_at, page.id), '[]')
+    FROM (
+        SELECT * FROM billing_audit_log
+        WHERE (p_target IS NULL OR target = p_target)
+          AND (p_since IS NULL OR occurred_at >= p_since)
+          AND (p_until IS NULL OR occurred_at < p_until)
+          AND (p_after IS NULL OR (occurred_at, id)
+               > ((p_after->>'occurred_at')::timestamptz, (p_after->>'id')::bigint))
+        ORDER BY occurred_at, id
+        LIMIT p_limit
+    ) AS page
+$$;
 
 -- ==== end section: ledger, finance, audit ====
 

@@ -39,6 +39,9 @@ class Diagnosis:
     """What the checks found, shared between them (a later check may need the store)."""
 
     settings: Settings | None = None
+    #: Why the store did not answer, when it did not: the checks that read it then say
+    #: so at once rather than wait out the client's retries once more each.
+    store_unreachable: str | None = None
 
 
 Check = Callable[[Diagnosis], CheckResult]
@@ -70,9 +73,57 @@ def check_store(diagnosis: Diagnosis) -> CheckResult:
     except BillingError as error:
         return CheckResult("store", "fail", _said(error))
     try:
+        if settings.store_kind == "supabase":
+            return _check_rest_store(store, settings)
         return _check_open_store(store)
+    except BillingError as error:
+        if error.exit_code == ExitCode.UNAVAILABLE:
+            diagnosis.store_unreachable = error.message
+        return CheckResult("store", "fail", f"{store.backend} {store.location}: {_said(error)}")
     finally:
         store.close()
+
+
+def _check_rest_store(store: Store, settings: Settings) -> CheckResult:
+    """The Supabase REST store: the project, the key's kind (never the key), the schema
+    and the API functions with their version, writability, and one request's round trip."""
+    from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase
+    from cloudgreet_billing.adapters.store.supabase.errors import API_MIGRATION, MIGRATE_HINT
+
+    assert isinstance(store, SupabaseBase)
+    where = (
+        f"supabase {store.location} ({settings.supabase_key_kind} key from "
+        f"{settings.supabase_key_variable})"
+    )
+    version = store.schema_version()
+    if version is None:
+        return CheckResult("store", "fail", f"{where}: schema not installed ({MIGRATE_HINT})")
+    if version < LATEST_SCHEMA_VERSION:
+        return CheckResult(
+            "store",
+            "fail",
+            f"{where}: schema version {version}, needs {LATEST_SCHEMA_VERSION} ({MIGRATE_HINT})",
+        )
+    health = store.api_health()
+    missing = health.missing_functions
+    if missing:
+        shown = ", ".join(missing[:3]) + (
+            f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        )
+        return CheckResult(
+            "store",
+            "fail",
+            f"{where}: schema version {version}, but {plural(len(missing), 'API function')} "
+            f"of {API_MIGRATION} missing ({shown}): apply migration {API_MIGRATION} again "
+            f"({MIGRATE_HINT})",
+        )
+    store.check_writable()
+    return CheckResult(
+        "store",
+        "ok",
+        f"{where}: schema version {version}, {health.functions} API functions "
+        f"({API_MIGRATION}), writable; round trip {health.round_trip_ms:.0f} ms",
+    )
 
 
 def _check_open_store(store: Store) -> CheckResult:
@@ -324,6 +375,8 @@ def _with_store(
     from cloudgreet_billing.bootstrap import open_store
 
     not_ready = CheckResult(name, "fail", "skipped: the store is not ready (see store)")
+    if diagnosis.store_unreachable is not None:
+        return not_ready
     new = CheckResult(name, "ok", "a new store: nothing to look at yet")
     if settings.store_kind == "sqlite" and not settings.sqlite_path.exists():
         # Opening would create it; ``check_store`` says whether it can be.

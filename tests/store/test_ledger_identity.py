@@ -176,3 +176,48 @@ def test_rows_after_a_repeat_still_go_in_once_each_and_in_file_order(store):
     entries = store.list_ledger(LedgerQuery(limit=5_000))
     # Newest first: equal times, so by id, which follows the file.
     assert [entry.external_id for entry in reversed(entries)] == [f"e{i:04d}" for i in range(1_000)]
+
+
+@pytest.mark.postgres
+def test_a_rival_import_that_wins_the_race_is_named_as_the_recorded_entry(postgres_url):
+    """PostgreSQL: another session records the external_id while this import waits on it,
+    with the same clock. The conflict names that entry, not a row of this import."""
+    import threading
+
+    import psycopg
+
+    from cloudgreet_billing.adapters.store.postgres import PostgresStore
+
+    store = PostgresStore(postgres_url)
+    store.migrate()
+    raised: list[ExternalIdConflicts] = []
+    with psycopg.connect(postgres_url) as rival:
+        rival.execute(
+            "INSERT INTO billing_usage_ledger (customer_id, kind, amount, currency, "
+            "occurred_at, invoice_id, external_id, created_at) "
+            "VALUES (%s, 'booking_fee', 250, 'usd', %s, %s, 'ext-1', %s)",
+            (BASE["customer_id"], datetime(2026, 11, 20, 10, tzinfo=UTC), BASE["invoice_id"], NOW),
+        )
+
+        def run_import() -> None:
+            try:
+                store.import_ledger(batches_of([draft(amount="9.99"), draft("other")]), NOW)
+            except ExternalIdConflicts as conflicts:
+                raised.append(conflicts)
+
+        waiting = threading.Thread(target=run_import)
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive()  # ON CONFLICT waits for the rival's entry
+        rival.commit()
+        waiting.join(10)
+    (conflicts,) = raised
+    (conflict,) = conflicts.conflicts
+    recorded_id = store.list_ledger(LedgerQuery())[0].id
+    assert (conflict.given_row, conflict.recorded_row, conflict.recorded_entry_id) == (
+        1,
+        None,
+        recorded_id,
+    )
+    assert ledger_count(store) == 1
+    store.close()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from cloudgreet_billing.adapters.files import write_file
+from cloudgreet_billing.errors import StoreError
 
 BASE_MIGRATION = "CREATE_BILLING_INFRASTRUCTURE.sql"
 _NUMBERED = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
@@ -42,6 +43,11 @@ TABLES: tuple[str, ...] = (
     "billing_quarantined_events",
     "billing_dunning_exemptions",
 )
+#: Tables only the Supabase REST store uses, PostgreSQL only (0007_supabase_api.sql): a
+#: ledger import too large for one request waits there until one call commits it. They
+#: hold no billing state, so they are not in ``TABLES``: ``db status`` counts the ledger's
+#: entries, never rows staged but not yet (or never to be) committed.
+STAGING_TABLES: tuple[str, ...] = ("billing_ledger_imports", "billing_ledger_import_rows")
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,40 @@ def postgres_migrations() -> list[Migration]:
             raise RuntimeError(f"two migration files claim schema version {migration.version}")
         seen.add(migration.version)
     return [Migration(1, BASE_MIGRATION.removesuffix(".sql"), folder / BASE_MIGRATION), *numbered]
+
+
+def pending_migrations(
+    version: int | None, migrations: Sequence[Migration] | None = None
+) -> list[Migration]:
+    """The migrations a schema at ``version`` (None: not installed) still needs, in order."""
+    migrations = postgres_migrations() if migrations is None else migrations
+    return [migration for migration in migrations if migration.version > (version or 0)]
+
+
+class MigrateByHand(StoreError):
+    """A store that cannot run DDL (the Supabase REST store: PostgREST runs functions and
+    table statements only), with what it still needs: ``db migrate`` answers it with the
+    files to apply, in order, and the routes that can apply them.
+
+    ``pending`` is empty when the schema is current; ``missing_functions`` names the API
+    functions of this release that a project at the latest version still lacks (its
+    migration was applied by an older release), whose migration is then pending again.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        version: int | None = None,
+        pending: Sequence[Migration] = (),
+        missing_functions: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message, hint)
+        self.code = "migrate_by_hand"
+        self.version = version
+        self.pending = list(pending)
+        self.missing_functions = tuple(missing_functions)
 
 
 def write_sql_for_pasting(out: TextIO, migrations: Sequence[Migration] | None = None) -> None:

@@ -228,7 +228,8 @@ class PostgresStore(SqlStore):
     ) -> tuple[list[ExternalIdConflict], int]:
         """Staged rows whose external_id the ledger holds with other facts: recorded
         before, or inserted just now from an earlier row of this import (an id past
-        ``last_id_before`` created at ``now``)."""
+        ``last_id_before`` created at ``now``, whose facts an earlier row holds: an entry
+        another import recorded meanwhile, with the same clock, is named as an entry)."""
         query = (
             "SELECT given.seq, recorded.id, "
             "(recorded.id > ? AND recorded.created_at = ?) AS from_import, "
@@ -243,15 +244,22 @@ class PostgresStore(SqlStore):
         if not rows:
             return [], 0
         lead = 3
-        external_id_at = lead + 2 * len(IDENTITY_COLUMNS)
-        from_import = [row[external_id_at] for row in rows if row[2]]
-        first_seq: dict[str, int] = {}
+        from_import = [int(row[0]) for row in rows if row[2]]
+        earliest: dict[int, int] = {}
         if from_import:
-            first_seq = {
-                external_id: int(seq)
-                for external_id, seq in self._execute(
-                    "SELECT external_id, min(seq) FROM ledger_import "
-                    "WHERE external_id = ANY(?) GROUP BY external_id",
+            holds_recorded = " AND ".join(
+                f"earlier.{column} IS NOT DISTINCT FROM recorded.{column}"
+                for column in IDENTITY_COLUMNS
+            )
+            earliest = {
+                int(given_seq): int(seq)
+                for given_seq, seq in self._execute(
+                    "SELECT given.seq, min(earlier.seq) FROM ledger_import AS given "
+                    "JOIN ledger_import AS earlier ON earlier.external_id = given.external_id "
+                    "AND earlier.seq < given.seq "
+                    "JOIN billing_usage_ledger AS recorded "
+                    "ON recorded.external_id = given.external_id "
+                    f"WHERE given.seq = ANY(?) AND {holds_recorded} GROUP BY given.seq",
                     (from_import,),
                 ).fetchall()
             }
@@ -260,7 +268,7 @@ class PostgresStore(SqlStore):
                 row,
                 lead=lead,
                 given_row=int(row[0]),
-                recorded_row=first_seq.get(row[external_id_at]) if row[2] else None,
+                recorded_row=earliest.get(int(row[0])) if row[2] else None,
                 entry_id=int(row[1]),
             )
             for row in rows

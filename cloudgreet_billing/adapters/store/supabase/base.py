@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import re
+import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cloudgreet_billing.adapters.store.migrations import TABLES
+from cloudgreet_billing.adapters.store.migrations import (
+    TABLES,
+    MigrateByHand,
+    migrations_dir,
+    pending_migrations,
+    postgres_migrations,
+)
 from cloudgreet_billing.adapters.store.supabase.client import SupabaseApi
-from cloudgreet_billing.adapters.store.supabase.errors import MIGRATE_HINT
+from cloudgreet_billing.adapters.store.supabase.errors import (
+    API_MIGRATION,
+    MIGRATE_HINT,
+    MissingFunction,
+)
 from cloudgreet_billing.errors import BillingError, StoreError
 
 
@@ -19,6 +32,27 @@ def iso(moment: datetime | None) -> str | None:
 def parse_time(value: str | None) -> datetime | None:
     """A ``timestamptz`` as PostgREST's JSON writes it (``2026-03-03T10:00:00+00:00``)."""
     return None if value is None else datetime.fromisoformat(value)
+
+
+_DEFINED_FUNCTION = re.compile(r"^CREATE OR REPLACE FUNCTION (billing_api_\w+)\(", re.M)
+
+
+def api_functions() -> list[str]:
+    """Every function migration 0007 defines: what this release calls."""
+    text = (migrations_dir() / API_MIGRATION).read_text(encoding="utf-8")
+    return sorted(set(_DEFINED_FUNCTION.findall(text)))
+
+
+@dataclass(frozen=True)
+class ApiHealth:
+    """What ``doctor`` shows of the project's billing API."""
+
+    schema_version: int | None
+    #: Functions of this release's migration 0007 that the project lacks.
+    missing_functions: tuple[str, ...]
+    functions: int
+    #: One request's round trip, milliseconds (the health call itself).
+    round_trip_ms: float
 
 
 class SupabaseBase:
@@ -54,9 +88,40 @@ class SupabaseBase:
         return max(versions) if versions else None
 
     def migrate(self) -> list[int]:
-        raise StoreError(
+        """Refused: what the project still needs is raised instead (``MigrateByHand``)."""
+        version = self.schema_version()
+        pending = pending_migrations(version)
+        missing: tuple[str, ...] = ()
+        if not pending:
+            try:
+                missing = self.api_health().missing_functions
+            except MissingFunction:
+                # billing_api_health itself is missing: an older release's 0007.
+                missing = tuple(api_functions())
+            if missing:
+                every = postgres_migrations()
+                api = next(m.version for m in every if m.path.name == API_MIGRATION)
+                pending = [m for m in every if m.version >= api]
+        raise MigrateByHand(
             "the Supabase REST API cannot change the schema",
             hint=MIGRATE_HINT,
+            version=version,
+            pending=pending,
+            missing_functions=missing,
+        )
+
+    def api_health(self) -> ApiHealth:
+        """The schema version and the API functions present, timed as one request."""
+        started = time.perf_counter()
+        found = self._api.rpc("billing_api_health") or {}
+        elapsed = (time.perf_counter() - started) * 1000
+        present = set(found.get("functions") or [])
+        version = found.get("schema_version")
+        return ApiHealth(
+            schema_version=None if version is None else int(version),
+            missing_functions=tuple(name for name in api_functions() if name not in present),
+            functions=len(present),
+            round_trip_ms=elapsed,
         )
 
     def row_counts(self) -> dict[str, int]:

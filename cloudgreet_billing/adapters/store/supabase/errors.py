@@ -47,6 +47,11 @@ class DataRefused(StoreError):
         self.sqlstate = sqlstate
 
 
+class MissingFunction(StoreError):
+    """PostgREST has no such function (PGRST202): migration 0007 is not applied, or was
+    applied by an older release that had fewer functions."""
+
+
 def api_failure(location: str, body: Mapping[str, Any], status: int | None) -> BillingError:
     """The contract error for PostgREST's error ``body`` (HTTP ``status`` when known)."""
     code = _field(body, "code")
@@ -55,7 +60,7 @@ def api_failure(location: str, body: Mapping[str, Any], status: int | None) -> B
     if code in {"PGRST301", "PGRST302", "PGRST303"} or (not code and status == 401):
         return ConfigError(f"{where} refused the key: {message}", hint=KEY_HINT)
     if code == "PGRST202":
-        return StoreError(
+        return MissingFunction(
             f"{where} has no billing API function ({message}): migration {API_MIGRATION} "
             "is not applied",
             hint=MIGRATE_HINT,
