@@ -2,7 +2,8 @@
 client and the PostgREST stand-in on a real PostgreSQL, beyond the store contract
 (``tests/store/test_contract_exemptions.py``): listings past the row cap, an unknown or
 malformed customer refused with nothing written, an exempt whose answer is lost sent
-again, and exempts and unexempts racing on the functions themselves.
+again, exempts and unexempts racing on the functions themselves, and a dunning run
+through REST skipping the customers exempt before it and while it sends.
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ from typing import Any
 import psycopg
 import pytest
 
+from cloudgreet_billing.adapters.notify.sms_console import ConsoleSmsSender
 from cloudgreet_billing.adapters.store.postgres import PostgresStore
+from cloudgreet_billing.adapters.store.supabase.client import SupabaseApi
 from cloudgreet_billing.adapters.store.supabase.errors import DataRefused
+from cloudgreet_billing.adapters.store.supabase.store import SupabaseStore
+from cloudgreet_billing.domain.dunning import DunningConfig
 from cloudgreet_billing.domain.exemptions import Exemption
 from cloudgreet_billing.errors import NotFound, Unavailable
 from cloudgreet_billing.services.actions.common import Safety
-from cloudgreet_billing.services.dunning.exemptions import exempt, list_exemptions
+from cloudgreet_billing.services.dunning.exemptions import exempt, list_exemptions, unexempt
+from cloudgreet_billing.services.dunning.messages import MessageBook
+from cloudgreet_billing.services.dunning.run import Channels, run_dunning
+from tests.dunning.conftest import T0, schedule, seed_invoice
 from tests.postgrest.server import Fault
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
@@ -167,3 +175,81 @@ def test_exempts_and_unexempts_racing_leave_the_log_true_to_the_row(postgrest: A
     # Each exemption created is audited once and each ended once: what is left is the row.
     held = postgrest.sql("SELECT count(*) FROM billing_dunning_exemptions")
     assert held == [(outcomes.count("exempted") - outcomes.count("unexempted"),)]
+
+
+# --- a run through REST ---------------------------------------------------------------
+
+OTHER = "cus_Rq2mXk9fLw3ZtA"
+LATE = "cus_Sx7bNn4gYh1CvE"
+
+
+class ExemptingEmail:
+    """An email provider that records each message; while the first is on its way, the
+    operator exempts ``LATE`` on a client of their own."""
+
+    name = "recording"
+
+    def __init__(self, operator: Any, now: datetime) -> None:
+        self.operator, self.now = operator, now
+        self.sent: list[int | None] = []
+
+    def send(self, email: Any) -> str:
+        self.sent.append(email.step_id)
+        if len(self.sent) == 1:
+            self.operator.exempt_customer(LATE, reason="VIP", actor="bob", now=self.now)
+        return f"<dunning-{email.step_id}@cloudgreet.test>"
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_run_through_rest_skips_the_exempt_and_those_exempted_while_it_sends(
+    supabase_store: Any, owner: PostgresStore, postgrest: Any
+) -> None:
+    invoices = {
+        PLAN: "in_1QpL8HLkdIwHu7ixl4OzzPMv",
+        OTHER: "in_1Rq2mXk9fLw3ZtAb7VbHjKqe",
+        LATE: "in_1Sx7bNn4gYh1CvEw2XcLpQrs",
+    }
+    for customer, invoice in invoices.items():
+        seed_invoice(owner, invoice, customer)
+        schedule(owner, invoice, customer)
+    yes = Safety(assume_yes=True)
+    exempt(supabase_store, PLAN, reason="payment plan", actor="alice", now=T0, safety=yes)
+    operator = SupabaseStore(postgrest.url, postgrest.keys.secret)
+    operator._api = SupabaseApi(postgrest.url, postgrest.keys.secret)
+    moment = T0 + timedelta(minutes=5)
+    email = ExemptingEmail(operator, moment)
+    try:
+        summary = run_dunning(
+            supabase_store,
+            Channels(email=email, sms=ConsoleSmsSender()),
+            DunningConfig(),
+            MessageBook(),
+            actor="cron",
+            clock=lambda: moment,
+        )
+    finally:
+        operator._api.close()
+    assert (summary.due, summary.sent, summary.skipped, summary.exempt) == (3, 1, 2, 2)
+    reasons = {
+        customer: next(
+            (s.day, s.status, s.reason, s.attempts)
+            for s in owner.list_steps(invoice_id=invoice, limit=None)
+            if s.day == 0
+        )
+        for customer, invoice in invoices.items()
+    }
+    assert reasons == {
+        PLAN: (0, "skipped", "customer exempt: payment plan (by alice)", 0),
+        OTHER: (0, "sent", None, 1),
+        LATE: (0, "skipped", "customer exempt: VIP (by bob)", 0),
+    }
+    assert [owner.get_step(step_id).customer_id for step_id in email.sent] == [OTHER]
+    # Unexempted: the steps still to come go out when due; the skipped one stays skipped.
+    ended = unexempt(supabase_store, PLAN, actor="carol", now=moment, safety=yes)
+    assert (ended.ended is not None, ended.scheduled, ended.due) == (True, 2, 0)
+    assert trail(owner, PLAN) == [
+        ("dunning.exempt", "exempted", "alice"),
+        ("dunning.unexempt", "unexempted", "carol"),
+    ]

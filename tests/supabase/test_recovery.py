@@ -74,6 +74,34 @@ def test_the_history_reads_through_rest_as_through_postgresql(
     assert len(postgrest.requests_to(FAILED, "POST")) == 2
 
 
+class WritesThroughRest:
+    """The history's store: every operation through REST; only the history's own
+    ``_transaction``/``_execute`` (the decline codes written into the rows) go to the
+    owner's connection."""
+
+    def __init__(self, rest: Any, owner: PostgresStore) -> None:
+        self.rest, self.owner = rest, owner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.owner if name in {"_transaction", "_execute"} else self.rest, name)
+
+
+def test_the_history_written_through_rest_reads_as_on_postgresql(
+    supabase_store: Any, owner: PostgresStore, postgrest: Any
+) -> None:
+    # Failures and payments (sync), steps sent (mark-sent), a retry's settlement, a resent
+    # link, an escalation and the exemptions, all through REST.
+    apply_history(WritesThroughRest(supabase_store, owner))
+    assert postgrest.requests_to("^/rpc/billing_api_exempt_customer", "POST")
+    assert comparable(supabase_store.failed_invoices(WINDOW)) == comparable(
+        owner.failed_invoices(WINDOW)
+    )
+    report = build_recovery_report(supabase_store, WINDOW)
+    assert report == build_recovery_report(owner, WINDOW)
+    assert str(report.total("usd").recovery_rate_pct) == "29.6600"
+    assert report.total("usd", "exempt").recovered_amount == 9900
+
+
 def test_dunning_reports_figures_through_rest_are_the_hand_computed_ones(
     supabase_store: Any, owner: PostgresStore
 ) -> None:
