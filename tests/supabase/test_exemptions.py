@@ -131,6 +131,23 @@ def test_an_exempt_whose_answer_is_lost_is_safe_to_send_again(
     ]
 
 
+def test_an_exempt_that_keeps_losing_to_unexempts_asks_for_a_retry_and_writes_nothing(
+    supabase_store: Any, owner: PostgresStore, postgrest: Any
+) -> None:
+    # As an unexempt deleting the row each time between the insert that met it and the
+    # read: here a trigger makes every insert vanish, so neither finds a row.
+    postgrest.sql(
+        "CREATE FUNCTION vanish() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN RETURN NULL; END $$; "
+        "CREATE TRIGGER vanish BEFORE INSERT ON billing_dunning_exemptions "
+        "FOR EACH ROW EXECUTE FUNCTION vanish()"
+    )
+    with pytest.raises(Unavailable, match="raced an unexempt 3 times") as raced:
+        supabase_store.exempt_customer(PLAN, reason="payment plan", actor="alice", now=NOW)
+    assert (raced.value.code, raced.value.hint) == ("store_unavailable", "retry later")
+    assert trail(owner, PLAN) == []
+
+
 def test_exempts_and_unexempts_racing_leave_the_log_true_to_the_row(postgrest: Any) -> None:
     # Eight sessions exempt and unexempt one customer at once, through the functions on
     # PostgreSQL: each call ends (an exempt whose row an unexempt deleted tries again),
