@@ -270,3 +270,53 @@ def test_a_run_through_rest_skips_the_exempt_and_those_exempted_while_it_sends(
         ("dunning.exempt", "exempted", "alice"),
         ("dunning.unexempt", "unexempted", "carol"),
     ]
+
+
+# --- the commands, with only the Supabase variables -------------------------------------
+
+
+def test_exempt_exemptions_and_unexempt_through_rest_as_an_operator_types_them(
+    supabase_store: Any, owner: PostgresStore, postgrest: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from freezegun import freeze_time
+
+    from tests.cli.helpers import data, run
+
+    monkeypatch.setenv("SUPABASE_URL", postgrest.url)
+    monkeypatch.setenv("SUPABASE_SECRET_KEY", postgrest.keys.secret)
+    monkeypatch.setenv("BILLING_ACTOR", "tester@ci")
+    seed_invoice(owner, "in_1QpL8HLkdIwHu7ixl4OzzPMv", PLAN)
+    schedule(owner, "in_1QpL8HLkdIwHu7ixl4OzzPMv", PLAN)
+    with freeze_time(T0):
+        made = data(run("dunning", "exempt", PLAN, "--reason", "payment plan", "--yes", "--json"))
+    assert made["customer_id"] == PLAN and made["created_at"] == "2026-03-02T09:00:00Z"
+    # A typo of the id: refused in one line with the fix, nothing written.
+    typo = "cus_QpL8HLkdIwHu7j"
+    refused = run("dunning", "exempt", typo, "--reason", "payment plan", "--yes", "--json")
+    assert refused.exit_code == 2
+    error = json.loads(refused.stdout)["error"]
+    assert (error["code"], error["message"].startswith(f"customer {typo} is not in supabase")) == (
+        "not_found",
+        True,
+    )
+    assert "Traceback" not in refused.stdout + refused.stderr
+    listed = data(run("dunning", "exemptions", "--json"))
+    assert listed == [
+        {
+            "customer_id": PLAN,
+            "reason": "payment plan",
+            "actor": "tester@ci",
+            "created_at": "2026-03-02T09:00:00Z",
+        }
+    ]
+    with freeze_time(T0 + timedelta(hours=5)):
+        ended = data(run("dunning", "unexempt", PLAN, "--yes", "--json"))
+    assert (ended["was_exempt"], ended["scheduled"]) == (True, 3)
+    assert owner.list_exemptions() == []
+    assert [(a.action, a.outcome, a.actor) for a in owner.audit_trail(PLAN)] == [
+        ("dunning.exempt", "exempted", "tester@ci"),
+        ("dunning.unexempt", "unexempted", "tester@ci"),
+    ]
+    assert postgrest.requests_to(EXEMPT, "POST")

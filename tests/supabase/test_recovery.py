@@ -263,3 +263,33 @@ def test_the_sections_functions_run_as_the_caller_for_service_role_only(
         assert config == ["search_path=public, pg_temp"], name
         assert volatility == ("s" if name in READS else "v"), name
         assert (anon, authenticated, service) == (False, False, True), name
+
+
+# --- the commands, with only the Supabase variables -------------------------------------
+
+
+@pytest.fixture
+def rest_env(postgrest: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Only the project URL and the secret key, as an engineer's .env sets them."""
+    monkeypatch.setenv("SUPABASE_URL", postgrest.url)
+    monkeypatch.setenv("SUPABASE_SECRET_KEY", postgrest.keys.secret)
+    return postgrest
+
+
+def test_dunning_report_and_the_export_through_rest_hold_the_hand_computed_rows(
+    supabase_store: Any, owner: PostgresStore, rest_env: Any
+) -> None:
+    from freezegun import freeze_time
+
+    from tests.cli.helpers import data, run
+    from tests.finance.test_recovery import EXPECTED, FIELDS
+
+    apply_history(owner)
+    with freeze_time(NOW):
+        result = run("dunning", "report", "--json")
+        export = run("export-csv", "--dataset", "recovery")
+    report = data(result)
+    assert [tuple(row[name] for name in FIELDS) for row in report["rows"]] == EXPECTED
+    assert export.exit_code == 0, export.stderr
+    assert len(export.stdout.splitlines()) == 1 + len(EXPECTED)
+    assert rest_env.requests_to(FAILED, "POST")
