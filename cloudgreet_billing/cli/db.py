@@ -104,17 +104,14 @@ SUPABASE_CLI_ROUTE = (
 
 
 def _migrate_by_hand(store: Store, refusal: MigrateByHand) -> None:
-    """What a store that cannot run DDL needs applied, in order, and how; exit 4 while
-    anything is missing (a human must apply it), 0 when the schema is current."""
+    """What a store that cannot run DDL needs applied, in order, and how; exit 4 (a human
+    must apply it). A current schema never gets here: its migrate has nothing to do."""
     from cloudgreet_billing.adapters.store.migrations import LATEST_SCHEMA_VERSION
     from cloudgreet_billing.domain.words import plural
 
     version, pending, missing = refusal.version, refusal.pending, refusal.missing_functions
 
     def human(console: Console) -> None:
-        if not pending:
-            console.print(f"schema is up to date (version {version}); nothing to apply")
-            return
         state = "not installed" if version is None else f"at version {version}"
         if missing:
             shown = ", ".join(missing[:3]) + (
@@ -146,8 +143,7 @@ def _migrate_by_hand(store: Store, refusal: MigrateByHand) -> None:
         },
         human,
     )
-    if pending:
-        raise typer.Exit(ExitCode.NEEDS_ATTENTION)
+    raise typer.Exit(ExitCode.NEEDS_ATTENTION)
 
 
 def _write_migrations(print_sql: bool, supabase_cli_dir: Path | None) -> None:

@@ -19,7 +19,6 @@ from cloudgreet_billing.cli.context import app_context
 from cloudgreet_billing.cli.dunning import app
 from cloudgreet_billing.cli.output import JsonFlag, emit
 from cloudgreet_billing.cli.render import money, when
-from cloudgreet_billing.domain.recovery import whole_seconds
 from cloudgreet_billing.domain.windows import RECOVERY_DAYS
 
 if TYPE_CHECKING:
@@ -58,6 +57,9 @@ def pct_text(pct: Decimal | None) -> str:
 
 def row_json(row: RecoveryRow) -> dict[str, Any]:
     """One row as ``dunning report --json`` lists it (the export's row, in JSON's units)."""
+    # Here, not at the top: --help must not load the recovery records.
+    from cloudgreet_billing.domain.recovery import whole_seconds
+
     return {
         "currency": row.currency,
         "scope": row.scope,

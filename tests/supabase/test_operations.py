@@ -9,7 +9,6 @@ databases start empty and the clock is injected."""
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from cloudgreet_billing.domain.dunning import StepDraft, TimelinePlanner
 from cloudgreet_billing.domain.events import plan_event
 from cloudgreet_billing.domain.mirror import parse_invoice, parse_subscription
 from cloudgreet_billing.domain.quarantine import reject
-from cloudgreet_billing.errors import BadInput, NotFound, StoreError, Unavailable
+from cloudgreet_billing.errors import BadInput, NotFound, Unavailable
 from tests.postgrest.server import Fault
 
 pytestmark = pytest.mark.postgres
@@ -499,10 +498,6 @@ def test_dismissing_keeps_the_row_and_audits_it(twins):
 
 
 FAILED_EVENT_ID = "evt_1QpL8ILkdIwHu7ixAbCdEf00"
-#: TEMPORARY (integration): whether the mirror area's event-plan module is merged. A
-#: retry re-applies its event with the mirror's functions; without them it is refused
-#: whole. The integrator drops this switch with the mirror merged.
-MIRROR_MERGED = importlib.util.find_spec("cloudgreet_billing.adapters.store.supabase.event_plans")
 
 
 def failed_event(**fields: Any) -> dict[str, Any]:
@@ -544,12 +539,6 @@ def test_a_retry_still_refused_keeps_the_event_with_todays_reason(twins):
 def test_a_fixed_event_is_applied_by_retry_and_leaves_quarantine(twins):
     twins.seed(seed_mirror, seed_quarantine)
     fixed = plan_event(failed_event(), "webhook")
-    if not MIRROR_MERGED:
-        before = snapshot(twins.rest_url)
-        with pytest.raises(StoreError, match="not available through the Supabase REST store"):
-            retry(twins.rest, fixed)
-        assert snapshot(twins.rest_url) == before
-        return
     result = twins.same(lambda store: retry(store, fixed))
     assert (result.status, result.alerts_opened, result.quarantine_id) == ("applied", 1, 1)
     assert twins.rest.get_quarantined(1).resolution == "applied by retry"
@@ -564,10 +553,6 @@ def test_a_retry_of_an_event_processed_meanwhile_is_a_duplicate(twins):
 
     twins.seed(seed_mirror, processed)
     fixed = plan_event(failed_event(), "webhook")
-    if not MIRROR_MERGED:
-        with pytest.raises(StoreError, match="not available through the Supabase REST store"):
-            retry(twins.rest, fixed)
-        return
     result = twins.same(lambda store: retry(store, fixed))
     assert result.status == "duplicate"
     assert twins.rest.get_quarantined(1).resolution == "already processed"

@@ -88,7 +88,9 @@ class SupabaseBase:
         return max(versions) if versions else None
 
     def migrate(self) -> list[int]:
-        """Refused: what the project still needs is raised instead (``MigrateByHand``)."""
+        """Nothing to do (``[]``) when the schema and its functions are current, as on the
+        other stores; otherwise refused, with what the project still needs
+        (``MigrateByHand``), since REST cannot run DDL."""
         version = self.schema_version()
         pending = pending_migrations(version)
         missing: tuple[str, ...] = ()
@@ -102,6 +104,8 @@ class SupabaseBase:
                 every = postgres_migrations()
                 api = next(m.version for m in every if m.path.name == API_MIGRATION)
                 pending = [m for m in every if m.version >= api]
+        if not pending:
+            return []
         raise MigrateByHand(
             "the Supabase REST API cannot change the schema",
             hint=MIGRATE_HINT,

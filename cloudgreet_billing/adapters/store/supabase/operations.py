@@ -9,13 +9,13 @@ Every operation that writes is one function call, so one transaction, as the SQL
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase, iso, parse_time
 from cloudgreet_billing.adapters.store.supabase.client import PAGE_SIZE
-from cloudgreet_billing.errors import StoreError
+from cloudgreet_billing.adapters.store.supabase.event_plans import plan_json
 
 if TYPE_CHECKING:
     from cloudgreet_billing.adapters.store.protocol_actions import Settlement
@@ -24,24 +24,6 @@ if TYPE_CHECKING:
     from cloudgreet_billing.domain.events import EventPlan, EventResult, InvoiceFailure
     from cloudgreet_billing.domain.mirror import MirroredInvoice, MirroredSubscription
     from cloudgreet_billing.domain.quarantine import QuarantinedEvent, RejectedEvent
-
-
-def _mirror_plan_json() -> Callable[[EventPlan, DunningPlanner], dict[str, Any]]:
-    """The mirror's ``plan_json`` (``event_plans.py``): a retry sends its plan as a sync
-    batch does. Looked up by name while the areas are merged one by one (TEMPORARY): where
-    the mirror's module is missing, a retry is refused whole, before anything is sent."""
-    import importlib
-
-    try:
-        module = importlib.import_module("cloudgreet_billing.adapters.store.supabase.event_plans")
-    except ModuleNotFoundError:
-        raise StoreError(
-            "quarantine retry is not available through the Supabase REST store yet",
-            hint="set BILLING_DATABASE_URL to the project's Postgres connection string for "
-            "this command",
-        ) from None
-    plan_json: Callable[[EventPlan, DunningPlanner], dict[str, Any]] = module.plan_json
-    return plan_json
 
 
 def _statuses(statuses: Sequence[str] | None) -> list[str] | None:
@@ -303,7 +285,7 @@ class SupabaseOperations(SupabaseBase):
         plan: dict[str, Any] | None = None
         reason: str | None = None
         if isinstance(attempt, EventPlan):
-            plan = _mirror_plan_json()(attempt, planner)
+            plan = plan_json(attempt, planner)
         else:
             reason = attempt.reason
         answer = self._api.rpc(
