@@ -2,8 +2,10 @@
 ``supabase`` client and the PostgREST stand-in on a real PostgreSQL: the hand-computed
 month of ``tests.finance.recovery_history`` read as the PostgreSQL store reads it, the
 report's figures from it, Stripe's ``paid_at`` where no event settled the invoice, a
-window longer than the row cap read page by page with each page's touches, and the
-section's function declarations.
+window longer than the row cap read page by page with each page's touches, any rows
+(hypothesis: statuses, settlements, Stripe's paid_at in every shape, steps, audit lines,
+alerts, exemptions) read as the PostgreSQL store reads them, and the section's function
+declarations.
 
 The history is written by the project's owner (``owner``, the PostgreSQL store on the
 same database), as the other areas' writes are not all through REST yet and the history
@@ -18,7 +20,11 @@ from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg.types.json import Jsonb
 
 from cloudgreet_billing.adapters.store.postgres import PostgresStore
 from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft
@@ -49,7 +55,12 @@ def comparable(invoices: Iterator[FailedInvoice]) -> list[FailedInvoice]:
     from dataclasses import replace
 
     return [
-        replace(i, touches=tuple(sorted(i.touches, key=lambda t: (t.at, t.kind, t.day or 0))))
+        replace(
+            i,
+            touches=tuple(
+                sorted(i.touches, key=lambda t: (t.at, t.kind, t.day or 0, t.channel or ""))
+            ),
+        )
         for i in invoices
     ]
 
@@ -293,3 +304,148 @@ def test_dunning_report_and_the_export_through_rest_hold_the_hand_computed_rows(
     assert export.exit_code == 0, export.stderr
     assert len(export.stdout.splitlines()) == 1 + len(EXPECTED)
     assert rest_env.requests_to(FAILED, "POST")
+
+
+# --- any rows: the function reads them as sql_recovery.py does --------------------------
+
+HOUR = timedelta(hours=1)
+CUSTOMER_POOL = ("cus_QpL8HLkdIwHu7i", "cus_Rq2mXk9fLw3ZtA", "cus_Sx7bNn4gYh1CvE")
+#: What Stripe's object may say of the payment time: a time, nothing, or not a time.
+PAID_AT = st.sampled_from(
+    [
+        {"status_transitions": {"paid_at": unix(NOW - 3 * HOUR)}},
+        {"status_transitions": {"paid_at": None}},
+        {"status_transitions": {"paid_at": float(unix(NOW))}},
+        {"status_transitions": {"paid_at": str(unix(NOW))}},
+        {"status_transitions": {"paid_at": True}},
+        {"status_transitions": []},
+        {},
+        ["not", "an", "object"],
+    ]
+)
+RESOLUTIONS = st.sampled_from(
+    [
+        None,
+        "invoice paid (evt_1QpL8HLkdIwHu7ixl4OzzPMv)",
+        "invoice voided (evt_1QpL8HLkdIwHu7ixl4OzzPMv)",
+        "invoice marked uncollectible (evt_1QpL8HLkdIwHu7ixl4OzzPMv)",
+        "paid by a manual retry (tester@ci)",
+    ]
+)
+AUDITED = st.sampled_from(
+    [
+        ("retry", "paid"),
+        ("retry", "declined"),
+        ("resend-link", "sent"),
+        ("resend-link", "failed"),
+        ("dunning.exempt", "exempted"),
+    ]
+)
+HOURS = st.integers(min_value=-24 * 45, max_value=24 * 3)
+
+invoice_rows = st.fixed_dictionaries(
+    {
+        "customer": st.sampled_from(CUSTOMER_POOL),
+        "status": st.sampled_from(["open", "paid", "void", "uncollectible"]),
+        "failed": st.one_of(st.none(), HOURS),
+        "settled": st.one_of(st.none(), HOURS),
+        "resolution": RESOLUTIONS,
+        "raw": PAID_AT,
+        "decline": st.sampled_from([None, "insufficient_funds", "stolen_card"]),
+        "steps": st.lists(
+            st.tuples(
+                st.sampled_from([(0, "email"), (1, "sms"), (3, "email")]),
+                st.sampled_from(["sent", "scheduled", "skipped"]),
+                st.one_of(st.none(), HOURS),
+            ),
+            max_size=3,
+            unique_by=lambda step: step[0],
+        ),
+        "audit": st.lists(st.tuples(AUDITED, HOURS), max_size=3),
+        "exhausted": st.lists(HOURS, max_size=2),
+    }
+)
+
+
+def insert(conn: Any, n: int, row: dict[str, Any]) -> None:
+    at = {key: None if row[key] is None else NOW + row[key] * HOUR for key in ("failed", "settled")}
+    invoice = f"in_1QpL8HLkdIwHu7ixl4Ozz{n:03d}"
+    conn.execute(
+        "INSERT INTO billing_invoices (id, customer_id, status, currency, amount_due, "
+        "amount_paid, raw, stripe_created, stripe_updated_at, first_failed_at, settled_at, "
+        "settled_resolution, last_decline_code) "
+        "VALUES (%s, %s, %s, 'usd', 12900, 0, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            invoice,
+            row["customer"],
+            row["status"],
+            Jsonb(row["raw"]),
+            NOW - timedelta(days=50),
+            NOW,
+            at["failed"],
+            at["settled"],
+            row["resolution"],
+            row["decline"],
+        ),
+    )
+    for (day, channel), status, sent in row["steps"]:
+        conn.execute(
+            "INSERT INTO billing_dunning_events (invoice_id, customer_id, day, channel, "
+            "template, due_at, status, sent_at) VALUES (%s, %s, %s, %s, 'reminder', %s, %s, %s)",
+            (invoice, row["customer"], day, channel, NOW, status, sent and NOW + sent * HOUR),
+        )
+    for (action, outcome), hours in row["audit"]:
+        conn.execute(
+            "INSERT INTO billing_audit_log (occurred_at, actor, action, target, outcome) "
+            "VALUES (%s, 'tester@ci', %s, %s, %s)",
+            (NOW + hours * HOUR, action, invoice, outcome),
+        )
+    for k, hours in enumerate(row["exhausted"]):
+        # Resolved ones too: the figures take the first ever opened.
+        conn.execute(
+            "INSERT INTO billing_alerts (type, status, dedupe_key, invoice_id, created_at, "
+            "resolved_at) VALUES ('dunning_exhausted', %s, %s, %s, %s, %s)",
+            (
+                "resolved" if k else "open",
+                f"dunning_exhausted:{invoice}",
+                invoice,
+                NOW + hours * HOUR,
+                NOW if k else None,
+            ),
+        )
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    rows=st.lists(invoice_rows, max_size=8),
+    exempt=st.dictionaries(st.sampled_from(CUSTOMER_POOL), HOURS),
+    days=st.integers(min_value=1, max_value=40),
+)
+def test_any_rows_read_through_rest_as_through_postgresql(
+    supabase_store: Any,
+    owner: PostgresStore,
+    postgrest: Any,
+    rows: list[dict[str, Any]],
+    exempt: dict[str, int],
+    days: int,
+) -> None:
+    with psycopg.connect(postgrest.database_url, autocommit=True) as conn:
+        conn.execute(
+            "TRUNCATE billing_invoices, billing_dunning_events, billing_audit_log, "
+            "billing_alerts, billing_dunning_exemptions CASCADE"
+        )
+        for n, row in enumerate(rows):
+            insert(conn, n, row)
+        for customer, hours in exempt.items():
+            conn.execute(
+                "INSERT INTO billing_dunning_exemptions VALUES (%s, 'plan', 'alice', %s)",
+                (customer, NOW + hours * HOUR),
+            )
+    window = recovery_window(NOW, days)
+    assert comparable(supabase_store.failed_invoices(window)) == comparable(
+        owner.failed_invoices(window)
+    )
