@@ -101,7 +101,8 @@ class Fields:
         value = self._obj.get(key)
         if value is None:
             return None
-        if not isinstance(value, Mapping):
+        # ``type(…) is dict`` first: decoded JSON is dicts, and the ABC check costs more.
+        if type(value) is not dict and not isinstance(value, Mapping):
             raise self.bad(key, "an object", value)
         return Fields(value, self.what, path=f"{self._path}{key}.")
 
@@ -201,7 +202,7 @@ class Fields:
         """An id with Stripe's ``prefix`` (``cus_``); ``expandable``: or the object it
         names, expanded (``{"id": "cus_…", …}``)."""
         value = self._obj.get(key)
-        if expandable and isinstance(value, Mapping):
+        if expandable and type(value) is not str and isinstance(value, Mapping):
             value = value.get("id")
         if value is None:
             return None

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cloudgreet_billing.adapters.store.sql_audit import AuditSql
-from cloudgreet_billing.adapters.store.sql_base import Cursor
+from cloudgreet_billing.adapters.store.sql_base import Cursor, chunked
 from cloudgreet_billing.domain.merge import (
     INVOICE_STATUS_RANK,
     NO_EVENT,
@@ -212,6 +212,68 @@ def failure_reason(exc: BaseException) -> str:
     return one_line(f"{type(exc).__name__}: {one_line(str(exc))}".rstrip(": "))
 
 
+#: Invoice ids per read of ``MirrorSql._known_invoices`` (SQLite allows 32,766 parameters).
+KNOWN_INVOICES_PER_READ = 500
+#: The object stored for an invoice observation that a later statement of the same
+#: transaction is certain to replace (``_superseded_invoices``): never committed.
+_SUPERSEDED_RAW: Mapping[str, Any] = {}
+_ShownKey = tuple[int, datetime, int]
+
+
+def _superseded_invoices(plans: Sequence[EventPlan], fresh: Sequence[bool]) -> dict[int, bool]:
+    """The batch's new invoice events whose object is certainly not the one shown once the
+    batch commits, by position: another new event of the batch observes the same invoice
+    under a larger merge key (``domain.merge.invoice_key``). Encoding such an object (JSON
+    of about 3 KB, the largest cost of an invoice event) is wasted.
+
+    Each maps to whether the event's whole upsert is subsumed: it carries nothing but the
+    invoice (no failure, alert or settlement), and the event shown has at least its
+    ``attempt_count`` and ``attempted``, so once both are applied the row is the same with
+    or without it. Only the key's first parts, status rank, event time and attempt count,
+    decide: the last one, the event id, PostgreSQL compares in the database's collation,
+    which Python's string order need not match. A batch redone event by event (after a
+    failure) stores every object."""
+    shown: dict[str, tuple[_ShownKey, MirroredInvoice]] = {}
+    keys: list[_ShownKey | None] = []
+    for plan, new in zip(plans, fresh, strict=True):
+        invoice = plan.invoice if new and plan.outcome == "applied" else None
+        if invoice is None:
+            keys.append(None)
+            continue
+        key = (INVOICE_STATUS_RANK[invoice.status], plan.created, invoice.attempt_count)
+        keys.append(key)
+        if invoice.id not in shown or key > shown[invoice.id][0]:
+            shown[invoice.id] = (key, invoice)
+    superseded: dict[int, bool] = {}
+    for n, (plan, observed) in enumerate(zip(plans, keys, strict=True)):
+        if observed is None or plan.invoice is None:
+            continue
+        top_key, top = shown[plan.invoice.id]
+        if observed < top_key:
+            superseded[n] = (
+                plan.failure is None
+                and plan.alert is None
+                and plan.resolve is None
+                and top.attempt_count >= plan.invoice.attempt_count
+                and (top.attempted or not plan.invoice.attempted)
+            )
+    return superseded
+
+
+@dataclass
+class _KnownInvoices:
+    """What a store with a single writer (``_single_writer``) knows of the invoices a batch
+    settles, so that a settling event leaves out the statements certain to change nothing:
+    relabelling for an invoice no event has settled yet, and resolving alerts and
+    canceling steps for one that has neither. Read once per batch, then kept up to date as
+    the batch's events are sent; on such a store nothing else writes meanwhile."""
+
+    #: Invoices that may carry a settlement (``settled_at``).
+    settled: set[str]
+    #: Invoices that may have alerts or dunning steps.
+    followed: set[str]
+
+
 class _ReadRows(Cursor):
     """Rows already read from a cursor, read again the same way."""
 
@@ -276,9 +338,14 @@ RELABEL_RESOLVED_ALERTS = (
     "UPDATE billing_alerts SET resolution = ?, updated_at = ? "
     f"WHERE invoice_id = ? AND status = 'resolved' AND resolution = {_LATER_SETTLED}"
 )
+# ``status || ''`` is a term no index serves, so that SQLite (which has no statistics to go
+# by) finds the steps by the invoice's key instead of walking every canceled step of every
+# invoice in the status index, a cost that grew with the table. The idiom of SQLite's
+# unary "+" (https://sqlite.org/optoverview.html, "Disqualifying WHERE clause terms"), in
+# a form PostgreSQL also reads.
 RELABEL_CANCELED_STEPS = (
     "UPDATE billing_dunning_events SET reason = ?, updated_at = ? "
-    f"WHERE invoice_id = ? AND status = 'canceled' AND reason = {_LATER_SETTLED}"
+    f"WHERE invoice_id = ? AND status || '' = 'canceled' AND reason = {_LATER_SETTLED}"
 )
 RESOLVE_SETTLED_ALERTS = (
     "UPDATE billing_alerts SET status = 'resolved', resolved_at = ?, "
@@ -303,6 +370,13 @@ REPLAN_STEP = (
 
 class MirrorSql(AuditSql):
     """SQL for this area, shared by SQLite and PostgreSQL."""
+
+    #: Whether no other writer can commit while a transaction of this store is open
+    #: (SQLite's ``BEGIN IMMEDIATE``). Then an invoice event whose upsert another event of
+    #: the batch subsumes is not sent at all: nothing reads the row between the two but the
+    #: batch itself. On PostgreSQL the first upsert takes the row's lock, which a worker
+    #: applying the same invoice's settlement meanwhile waits for (``LOCK_INVOICE``).
+    _single_writer: bool = False
 
     if TYPE_CHECKING:
         # Provided by ``SqlStore`` (core), ``AlertsSql``, ``DunningSql`` and the dialects.
@@ -574,9 +648,17 @@ class MirrorSql(AuditSql):
         try:
             with self._event_batch():
                 fresh = self._record_events_in_tx(plans, now)
+                superseded = _superseded_invoices(plans, fresh)
+                known = self._known_invoices(plans, fresh) if self._single_writer else None
                 sent = [
-                    self._send_event_in_tx(plan, planner, now) if new else None
-                    for plan, new in zip(plans, fresh, strict=True)
+                    None
+                    if not new
+                    else _SentEvent()
+                    if superseded.get(n) and known is not None
+                    else self._send_event_in_tx(
+                        plan, planner, now, shown=n not in superseded, known=known
+                    )
+                    for n, (plan, new) in enumerate(zip(plans, fresh, strict=True))
                 ]
                 results = [
                     self._finish_event_in_tx(plan, work, now)
@@ -687,12 +769,54 @@ class MirrorSql(AuditSql):
         else:
             self._execute("RELEASE SAVEPOINT billing_event")
 
+    def _known_invoices(self, plans: Sequence[EventPlan], fresh: Sequence[bool]) -> _KnownInvoices:
+        """``_KnownInvoices`` of the invoices the batch's new events settle: two reads."""
+        settling = sorted(
+            {
+                plan.resolve[0]
+                for plan, new in zip(plans, fresh, strict=True)
+                if new and plan.resolve
+            }
+        )
+        known = _KnownInvoices(settled=set(), followed=set())
+        for part in chunked(settling, KNOWN_INVOICES_PER_READ):
+            marks = ", ".join("?" for _ in part)
+            known.settled.update(
+                row[0]
+                for row in self._execute(
+                    f"SELECT id FROM billing_invoices WHERE id IN ({marks}) "
+                    "AND settled_at IS NOT NULL",
+                    part,
+                ).fetchall()
+            )
+            known.followed.update(
+                row[0]
+                for row in self._execute(
+                    f"SELECT invoice_id FROM billing_alerts WHERE invoice_id IN ({marks}) "
+                    "UNION SELECT invoice_id FROM billing_dunning_events "
+                    f"WHERE invoice_id IN ({marks})",
+                    [*part, *part],
+                ).fetchall()
+            )
+        return known
+
     def _send_event_in_tx(
-        self, plan: EventPlan, planner: DunningPlanner, now: datetime
+        self,
+        plan: EventPlan,
+        planner: DunningPlanner,
+        now: datetime,
+        *,
+        shown: bool = True,
+        known: _KnownInvoices | None = None,
     ) -> _SentEvent:
         """The effects of an event just recorded as new, merged by ``domain.merge``'s rules
         so that the order of events does not matter. Only what decides the next step is
-        read here; the rest is read by ``_finish_event_in_tx``."""
+        read here; the rest is read by ``_finish_event_in_tx``.
+
+        ``shown=False``: another event of the transaction shows the invoice instead
+        (``_superseded_invoices``), so its object is not encoded to be stored. With ``known``
+        (a store with a single writer), a settlement leaves out the statements that
+        ``known`` shows cannot change anything."""
         work = _SentEvent()
         if plan.outcome == "skipped":
             return work
@@ -709,17 +833,24 @@ class MirrorSql(AuditSql):
         first_failed_at: datetime | None = None
         if plan.invoice is not None:
             invoice_id = plan.invoice.id
-            if plan.resolve is not None:
+            if plan.resolve is not None and (known is None or invoice_id in known.settled):
                 # The invoice's row lock first: a settlement another worker commits
                 # meanwhile is then seen by the relabelling (PostgreSQL reads each
                 # statement afresh; SQLite writes one transaction at a time).
-                self._execute(LOCK_INVOICE, (invoice_id,))
+                if known is None:
+                    self._execute(LOCK_INVOICE, (invoice_id,))
                 for relabel in (RELABEL_RESOLVED_ALERTS, RELABEL_CANCELED_STEPS):
                     self._execute(
                         relabel,
                         (plan.resolve[1], now, invoice_id, invoice_id, observed, event_id),
                     )
-            params = self._invoice_params(plan.invoice, observed, now, event_id, plan.resolve)
+            if known is not None:
+                if plan.resolve is not None:
+                    known.settled.add(invoice_id)
+                if plan.alert is not None:
+                    known.followed.add(invoice_id)
+            invoice = plan.invoice if shown else replace(plan.invoice, raw=_SUPERSEDED_RAW)
+            params = self._invoice_params(invoice, observed, now, event_id, plan.resolve)
             self._execute(UPSERT_INVOICE, params)
             if plan.failure is not None:
                 key = (plan.invoice.attempt_count, observed, event_id)
@@ -753,7 +884,7 @@ class MirrorSql(AuditSql):
             self._send_event_alert(
                 plan, planner, now, work, invoice_status, settled_by, first_failed_at
             )
-        if plan.resolve is not None:
+        if plan.resolve is not None and (known is None or plan.resolve[0] in known.followed):
             invoice_id = plan.resolve[0]
             work.resolved = self._answer_later(
                 self._execute(RESOLVE_SETTLED_ALERTS, (now, invoice_id, now, invoice_id))

@@ -103,7 +103,11 @@ def _adapt_time(moment: datetime) -> str:
     return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-sqlite3.register_adapter(datetime, _adapt_time)
+#: Distinct times the driver keeps adapted to their stored text. A sync binds the same few
+#: times again and again (the run's ``now``, each event's ``created``): about ten an event.
+ADAPTED_TIMES_KEPT = 4096
+# Equal aware datetimes are the same instant, so they share one stored text.
+sqlite3.register_adapter(datetime, lru_cache(maxsize=ADAPTED_TIMES_KEPT)(_adapt_time))
 
 
 #: How long a command waits for another process's write lock before it gives up (exit 75).
@@ -218,6 +222,8 @@ def _read_only(path: Path) -> StoreError:
 
 class SqliteStore(SqlStore):
     backend = "sqlite"
+    # BEGIN IMMEDIATE takes the one write lock for the whole transaction.
+    _single_writer = True
 
     def __init__(
         self, path: Path, *, busy_timeout_ms: int | None = None, create_folder: bool = False
