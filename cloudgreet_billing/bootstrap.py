@@ -38,9 +38,7 @@ def open_store(settings: Settings, *, check_schema: bool = True) -> Store:
         from cloudgreet_billing.adapters.store.supabase.store import SupabaseStore
 
         assert settings.supabase_url is not None and settings.supabase_key is not None
-        # The ignore stands while the four areas are merged one by one; once SupabaseStore
-        # has every operation, mypy --strict reports it unused and it goes.
-        store = SupabaseStore(settings.supabase_url, settings.supabase_key)  # type: ignore[assignment]
+        store = SupabaseStore(settings.supabase_url, settings.supabase_key)
     elif kind == "postgres":
         from cloudgreet_billing.adapters.store.postgres import PostgresStore
 

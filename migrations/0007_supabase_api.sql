@@ -3025,6 +3025,199 @@ $$;
 
 -- ==== section: exemptions, recovery (adapters/store/supabase/recovery.py) ====
 
+-- --- dunning exemptions (sql_exemptions.py) -----------------------------------------
+
+-- Each exempt and unexempt is one call: the change and its audit line in one transaction,
+-- so the log never says a customer was exempted when they were not. The store refuses
+-- what the table refuses (an id that is no cus_ id: its CHECK, SQLSTATE 23514); an id
+-- the mirror does not know is refused before, by services/dunning/exemptions.py.
+-- A repeat (postgrest-py never retries a POST, a caller may) meets the first exemption:
+-- already_exempt, the first reason, actor and time kept, as on the SQL store.
+
+-- A time as domain.timefmt.iso_z writes it in the audit log (2026-11-24T09:00:00Z, with
+-- the microseconds only when there are some), whatever the session's time zone.
+CREATE OR REPLACE FUNCTION billing_api_exemption_time(p_moment timestamptz) RETURNS text
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT to_char(p_moment AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+        || CASE WHEN extract(microseconds FROM p_moment)::bigint % 1000000 = 0 THEN ''
+                ELSE to_char(p_moment AT TIME ZONE 'UTC', '.US') END
+        || 'Z'
+$$;
+
+-- Exempt a customer: {"exemption": the row in force, "created": whether this call made
+-- it}, audited as dunning.exempt (exempted, or already_exempt with the reason given).
+-- Tried three times, as sql_exemptions.py's EXEMPT_TRIES: a concurrent unexempt can
+-- delete the row the insert just met before it is read.
+CREATE OR REPLACE FUNCTION billing_api_exempt_customer(
+    p_customer_id text, p_reason text, p_actor text, p_now timestamptz
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+    kept billing_dunning_exemptions;
+BEGIN
+    FOR attempt IN 1..3 LOOP
+        INSERT INTO billing_dunning_exemptions (customer_id, reason, actor, created_at)
+        VALUES (p_customer_id, p_reason, p_actor, p_now)
+        ON CONFLICT (customer_id) DO NOTHING
+        RETURNING * INTO kept;
+        IF FOUND THEN
+            INSERT INTO billing_audit_log (occurred_at, actor, action, target, outcome, details)
+            VALUES (p_now, p_actor, 'dunning.exempt', p_customer_id, 'exempted',
+                    jsonb_build_object('reason', p_reason));
+            RETURN jsonb_build_object('exemption', to_jsonb(kept), 'created', true);
+        END IF;
+        -- Each statement of a VOLATILE function reads the latest commits: the row the
+        -- insert met, unless an unexempt has deleted it since.
+        SELECT * INTO kept FROM billing_dunning_exemptions WHERE customer_id = p_customer_id;
+        IF FOUND THEN
+            INSERT INTO billing_audit_log (occurred_at, actor, action, target, outcome, details)
+            VALUES (p_now, p_actor, 'dunning.exempt', p_customer_id, 'already_exempt',
+                    jsonb_build_object(
+                        'reason', p_reason,
+                        'exempt_reason', kept.reason,
+                        'exempted_by', kept.actor,
+                        'exempted_at', billing_api_exemption_time(kept.created_at)));
+            RETURN jsonb_build_object('exemption', to_jsonb(kept), 'created', false);
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION 'exempting % raced an unexempt 3 times', p_customer_id
+        USING ERRCODE = '40001';
+END
+$$;
+
+-- End a customer's exemption: the exemption ended, audited as dunning.unexempt
+-- (unexempted, with it); NULL for a customer who was not exempt (audited as not_exempt).
+CREATE OR REPLACE FUNCTION billing_api_unexempt_customer(
+    p_customer_id text, p_actor text, p_now timestamptz
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+    ended billing_dunning_exemptions;
+BEGIN
+    DELETE FROM billing_dunning_exemptions WHERE customer_id = p_customer_id
+    RETURNING * INTO ended;
+    IF NOT FOUND THEN
+        INSERT INTO billing_audit_log (occurred_at, actor, action, target, outcome, details)
+        VALUES (p_now, p_actor, 'dunning.unexempt', p_customer_id, 'not_exempt', '{}'::jsonb);
+        RETURN NULL;
+    END IF;
+    INSERT INTO billing_audit_log (occurred_at, actor, action, target, outcome, details)
+    VALUES (p_now, p_actor, 'dunning.unexempt', p_customer_id, 'unexempted',
+            jsonb_build_object(
+                'exempt_reason', ended.reason,
+                'exempted_by', ended.actor,
+                'exempted_at', billing_api_exemption_time(ended.created_at)));
+    RETURN to_jsonb(ended);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION billing_api_get_exemption(p_customer_id text) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT to_jsonb(x) FROM billing_dunning_exemptions x WHERE x.customer_id = p_customer_id
+$$;
+
+-- Exemptions in force, oldest first (all, or those of p_customer_ids, a JSON array),
+-- paged by (created_at, customer_id): p_after is the last row's key, {"created_at",
+-- "customer_id"}.
+CREATE OR REPLACE FUNCTION billing_api_list_exemptions(
+    p_customer_ids jsonb, p_after jsonb, p_limit integer
+) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(to_jsonb(page) ORDER BY page.created_at, page.customer_id),
+                    '[]'::jsonb)
+    FROM (
+        SELECT x.* FROM billing_dunning_exemptions x
+        WHERE (p_customer_ids IS NULL
+               OR x.customer_id IN (SELECT jsonb_array_elements_text(p_customer_ids)))
+          AND (p_after IS NULL OR (x.created_at, x.customer_id)
+               > ((p_after ->> 'created_at')::timestamptz, p_after ->> 'customer_id'))
+        ORDER BY x.created_at, x.customer_id
+        LIMIT p_limit
+    ) page
+$$;
+
+CREATE OR REPLACE FUNCTION billing_api_count_exemptions() RETURNS bigint
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT count(*) FROM billing_dunning_exemptions
+$$;
+
+-- --- recovery (sql_recovery.py) -----------------------------------------------------
+
+-- The recovery figures' invoices (dunning report, the dashboard, export-csv --dataset
+-- recovery): those whose first failure lies in [p_start, p_end), by id, a page at a time
+-- (id > p_after, p_limit of them), each with its touches. One call reads a page and its
+-- touches in one snapshot, so a step sent between two calls is on its invoice's page or
+-- not at all, never half. The result is one jsonb value, which db-max-rows does not cut.
+--
+-- Each invoice, as sql_recovery.py's _FAILED_INVOICES reads it:
+-- * "paid_when_settled": paid, and its earliest settling event was the payment
+--   (settled_resolution is domain.merge's SETTLEMENT_RESOLUTIONS["paid"] + " (<event>)"),
+--   so settled_at is the payment time;
+-- * "stripe_paid_at": otherwise, for a paid invoice, Stripe's
+--   raw.status_transitions.paid_at as the object holds it (the caller keeps it only when
+--   it is a whole number of seconds), instead of the whole object;
+-- * "exhausted_at": when its first dunning_exhausted alert was opened; "exempt_since":
+--   when its customer was exempted, if they are exempt now;
+-- * "touches": the steps sent (a mark-sent step too), the links resent (resend-link,
+--   outcome sent) and a retry that paid it (audited on the invoice's id), by time.
+CREATE OR REPLACE FUNCTION billing_api_failed_invoices(
+    p_start timestamptz, p_end timestamptz, p_after text, p_limit integer
+) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+        'id', page.id,
+        'customer_id', page.customer_id,
+        'currency', page.currency,
+        'status', page.status,
+        'amount_due', page.amount_due,
+        'amount_paid', page.amount_paid,
+        'first_failed_at', page.first_failed_at,
+        'settled_at', page.settled_at,
+        'paid_when_settled', page.paid_when_settled,
+        'stripe_paid_at', page.stripe_paid_at,
+        'exhausted_at', page.exhausted_at,
+        'exempt_since', page.exempt_since,
+        'decline_code', page.last_decline_code,
+        'advice_code', page.last_advice_code,
+        'touches', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'kind', t.kind, 'day', t.day, 'channel', t.channel, 'at', t.at)
+                   ORDER BY t.at, t.kind, t.day, t.channel)
+            FROM (
+                SELECT 'step' AS kind, d.day, d.channel, d.sent_at AS at
+                FROM billing_dunning_events d
+                WHERE d.invoice_id = page.id AND d.status = 'sent' AND d.sent_at IS NOT NULL
+                UNION ALL
+                SELECT CASE WHEN a.action = 'retry' THEN 'manual_retry' ELSE 'pay_link' END,
+                       NULL, NULL, a.occurred_at
+                FROM billing_audit_log a
+                WHERE a.target = page.id
+                  AND ((a.action = 'retry' AND a.outcome = 'paid')
+                       OR (a.action = 'resend-link' AND a.outcome = 'sent'))
+            ) t
+        ), '[]'::jsonb)
+    ) ORDER BY page.id), '[]'::jsonb)
+    FROM (
+        SELECT i.id, i.customer_id, i.currency, i.status, i.amount_due, i.amount_paid,
+               i.first_failed_at, i.settled_at,
+               coalesce(i.status = 'paid' AND i.settled_resolution LIKE 'invoice paid (%',
+                        false) AS paid_when_settled,
+               CASE WHEN i.status = 'paid' AND (i.settled_resolution IS NULL
+                         OR i.settled_resolution NOT LIKE 'invoice paid (%')
+                    THEN i.raw -> 'status_transitions' -> 'paid_at' END AS stripe_paid_at,
+               (SELECT min(a.created_at) FROM billing_alerts a
+                WHERE a.type = 'dunning_exhausted' AND a.invoice_id = i.id) AS exhausted_at,
+               e.created_at AS exempt_since, i.last_decline_code, i.last_advice_code
+        FROM billing_invoices i
+        LEFT JOIN billing_dunning_exemptions e ON e.customer_id = i.customer_id
+        WHERE i.first_failed_at >= p_start AND i.first_failed_at < p_end
+          AND i.id > coalesce(p_after, '')
+        ORDER BY i.id
+        LIMIT p_limit
+    ) page
+$$;
+
+
 -- ==== end section: exemptions, recovery ====
 
 -- Only service_role may call the API: revoke EXECUTE on every billing_api_ function from

@@ -1,6 +1,6 @@
-"""The store contract for dunning exemptions, on SQLite and PostgreSQL: each change is
-audited in its own transaction, a second exempt keeps the first, and a run's claim and
-confirmation see the exemptions."""
+"""The store contract for dunning exemptions, on SQLite, PostgreSQL and Supabase REST: each
+change is audited in its own transaction, a second exempt keeps the first, and a run's
+claim and confirmation see the exemptions."""
 
 from __future__ import annotations
 
@@ -82,20 +82,40 @@ def test_unexempt_ends_the_exemption_and_says_when_there_was_none(store: Any) ->
     assert fresh.created and fresh.exemption.reason == "VIP"
 
 
+#: The audit log refusing every line, in the database: the REST store's exempt is one
+#: function call, which no Python seam interrupts.
+REFUSE_AUDIT = """
+CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'the audit log refused the line'; END $$;
+CREATE TRIGGER refuse_audit BEFORE INSERT ON billing_audit_log
+FOR EACH ROW EXECUTE FUNCTION refuse_audit();
+"""
+
+
 def test_an_exemption_and_its_audit_line_are_written_together_or_not_at_all(
-    store: Any, monkeypatch: pytest.MonkeyPatch
+    store: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     store.exempt_customer(VIP, reason="VIP", actor="alice", now=NOW)
+    refused: type[Exception] = RuntimeError
+    if store.backend == "supabase":
+        from cloudgreet_billing.errors import StoreError
 
-    def audit_fails(*args: Any, **kwargs: Any) -> int:
-        raise RuntimeError("the audit log refused the line")
+        postgrest = request.getfixturevalue("postgrest")
+        postgrest.sql(REFUSE_AUDIT)
+        refused = StoreError
+    else:
 
-    monkeypatch.setattr(store, "_insert_audit", audit_fails)
-    with pytest.raises(RuntimeError):
+        def audit_fails(*args: Any, **kwargs: Any) -> int:
+            raise RuntimeError("the audit log refused the line")
+
+        monkeypatch.setattr(store, "_insert_audit", audit_fails)
+    with pytest.raises(refused, match="the audit log refused the line"):
         store.exempt_customer(PLAN, reason="payment plan", actor="alice", now=NOW)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(refused, match="the audit log refused the line"):
         store.unexempt_customer(VIP, actor="bob", now=NOW)
     monkeypatch.undo()
+    if store.backend == "supabase":
+        postgrest.sql("DROP TRIGGER refuse_audit ON billing_audit_log")
     assert store.get_exemption(PLAN) is None
     assert store.get_exemption(VIP) == Exemption(VIP, "VIP", "alice", NOW)
     assert [a.outcome for a in store.audit_trail(PLAN)] == []
