@@ -1,28 +1,18 @@
 """The store contract suite runs on every backend: SQLite, PostgreSQL, and the Supabase
-REST store through the PostgREST stand-in.
-
-TEMPORARY (integration in progress): the Supabase backend joins only when
-BILLING_TEST_SUPABASE_CONTRACT=1, while its areas are being built; the integrator removes
-this switch so that it always runs.
-"""
+REST store through the PostgREST stand-in (the real ``supabase`` client over HTTP, each
+request one transaction on the real test PostgreSQL). Tests of the SQL stores' own
+statements (query plans) take ``sql_store``: SQLite and PostgreSQL only."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
-BACKENDS = ["sqlite", "postgres"] + (
-    ["supabase"] if os.environ.get("BILLING_TEST_SUPABASE_CONTRACT") == "1" else []
-)
+BACKENDS = ["sqlite", "postgres", "supabase"]
 
 
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest) -> Iterator[object]:
-    if request.param == "supabase":
-        yield request.getfixturevalue("supabase_store")
-        return
+def _open_sql_store(request: pytest.FixtureRequest) -> Iterator[object]:
     from cloudgreet_billing.bootstrap import open_store
     from cloudgreet_billing.config import load_settings
 
@@ -38,3 +28,16 @@ def store(request: pytest.FixtureRequest) -> Iterator[object]:
     opened = open_store(load_settings())
     yield opened
     opened.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest) -> Iterator[object]:
+    if request.param == "supabase":
+        yield request.getfixturevalue("supabase_store")
+        return
+    yield from _open_sql_store(request)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def sql_store(request: pytest.FixtureRequest) -> Iterator[object]:
+    yield from _open_sql_store(request)

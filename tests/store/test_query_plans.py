@@ -55,7 +55,8 @@ def seed_canceled_steps(store: Any) -> str:
     return ids[INVOICES // 2]
 
 
-def test_a_late_settlement_relabels_steps_by_the_invoice_not_by_status(store: Any) -> None:
+def test_a_late_settlement_relabels_steps_by_the_invoice_not_by_status(sql_store: Any) -> None:
+    store = sql_store
     invoice_id = seed_canceled_steps(store)
     assert len(store.list_steps(limit=None)) >= 2 * INVOICES
 

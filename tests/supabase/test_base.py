@@ -33,10 +33,16 @@ def test_settings_round_trip_and_an_unset_key_is_none(supabase_store):
     supabase_store.check_writable()
 
 
-def test_migrate_is_refused_with_the_route_that_works(supabase_store):
+def test_migrate_has_nothing_to_do_on_a_current_project(supabase_store):
+    assert supabase_store.migrate() == []
+
+
+def test_migrate_on_a_new_project_is_refused_with_the_route_that_works(postgrest):
+    store = SupabaseStore(postgrest.url, postgrest.keys.secret)
     with pytest.raises(StoreError, match="cannot change the schema") as refused:
-        supabase_store.migrate()
+        store.migrate()
     assert "--print-sql" in (refused.value.hint or "")
+    assert store.schema_version() is None  # and nothing was created
 
 
 def test_a_project_without_the_schema_says_so(postgrest):

@@ -1,1 +1,1 @@
-"""Stores: the protocol, and the SQLite and PostgreSQL implementations."""
+"""Stores: the protocol, and the SQLite, PostgreSQL and Supabase REST implementations."""

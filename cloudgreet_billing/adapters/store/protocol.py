@@ -1,6 +1,6 @@
 """The store, in the finance team's words.
 
-Every implementation (SQLite, PostgreSQL, and later Supabase through PostgREST) offers
+Every implementation (SQLite, PostgreSQL, and Supabase through PostgREST) offers
 these operations and passes the one contract suite in ``tests/store``. Each operation is
 atomic: it either happens whole or not at all. Callers never see SQL.
 """
@@ -43,7 +43,7 @@ class Store(
 ):
     """Billing state: schema, ledger, audit log, shared settings, and the areas above."""
 
-    #: ``sqlite`` or ``postgres`` (later ``supabase``).
+    #: ``sqlite``, ``postgres`` or ``supabase``.
     backend: str
     #: Where the data lives, safe to print (passwords redacted); an absolute path for SQLite.
     location: str
