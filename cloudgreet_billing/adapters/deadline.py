@@ -79,11 +79,13 @@ class StripeDeadline:
     def waiting(self, what: str) -> Iterator[None]:
         """Charge the time inside to the budget; tell ``on_slow`` once if it runs long."""
         timer: threading.Timer | None = None
+        # The start is noted before the timer starts: noted after, a busy machine could
+        # run the timer first and the notice would say less time than really passed.
+        self._since = self._clock()
         if self._on_slow is not None and not self._told:
             timer = threading.Timer(self.slow_after, self._tell, args=(what,))
             timer.daemon = True
             timer.start()
-        self._since = self._clock()
         try:
             yield
         finally:
