@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
@@ -314,8 +313,64 @@ def utc_time(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
 
 
-def known_fields(record: type, row: Mapping[str, Any]) -> dict[str, Any]:
-    """The columns of ``row`` that the dataclass ``record`` has fields for: a column the
-    domain does not know yet (schema 6's, until it does) is left out."""
-    names = {field.name for field in fields(record)}
-    return {name: value for name, value in row.items() if name in names}
+def _utc(value: str) -> datetime:
+    moment = utc_time(value)
+    assert moment is not None  # a NOT NULL column
+    return moment
+
+
+def invoice_of(row: Mapping[str, Any]) -> MirroredInvoice:
+    """A ``billing_invoices`` row as the functions' JSON writes it (``to_jsonb``), the one
+    reader of it for every area."""
+    from cloudgreet_billing.domain.mirror import MirroredInvoice
+
+    excluding_tax = row["total_excluding_tax"]
+    return MirroredInvoice(
+        id=row["id"],
+        customer_id=row["customer_id"],
+        subscription_id=row["subscription_id"],
+        number=row["number"],
+        status=row["status"],
+        currency=row["currency"],
+        amount_due=int(row["amount_due"]),
+        amount_paid=int(row["amount_paid"]),
+        amount_remaining=int(row["amount_remaining"]),
+        total=int(row["total"]),
+        total_excluding_tax=None if excluding_tax is None else int(excluding_tax),
+        attempt_count=int(row["attempt_count"]),
+        attempted=bool(row["attempted"]),
+        next_payment_attempt=utc_time(row["next_payment_attempt"]),
+        due_date=utc_time(row["due_date"]),
+        hosted_invoice_url=row["hosted_invoice_url"],
+        livemode=bool(row["livemode"]),
+        raw=row["raw"],
+        stripe_created=_utc(row["stripe_created"]),
+        first_failed_at=utc_time(row["first_failed_at"]),
+        last_failure_code=row["last_failure_code"],
+        last_failure_message=row["last_failure_message"],
+        customer_email=row["customer_email"],
+        customer_phone=row["customer_phone"],
+        customer_name=row["customer_name"],
+        finalized_at=utc_time(row["finalized_at"]),
+        last_decline_code=row.get("last_decline_code"),
+        last_advice_code=row.get("last_advice_code"),
+        last_failure_payment_method=row.get("last_failure_payment_method"),
+    )
+
+
+def subscription_of(row: Mapping[str, Any]) -> MirroredSubscription:
+    """A ``billing_subscriptions`` row as the functions' JSON writes it."""
+    from cloudgreet_billing.domain.mirror import MirroredSubscription
+
+    return MirroredSubscription(
+        id=row["id"],
+        customer_id=row["customer_id"],
+        status=row["status"],
+        currency=row["currency"],
+        cancel_at_period_end=bool(row["cancel_at_period_end"]),
+        current_period_end=utc_time(row["current_period_end"]),
+        collection_paused=bool(row["collection_paused"]),
+        livemode=bool(row["livemode"]),
+        raw=row["raw"],
+        stripe_created=utc_time(row["stripe_created"]),
+    )

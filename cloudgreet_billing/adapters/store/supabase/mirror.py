@@ -12,19 +12,20 @@ duplicates the second time, and listings merge to the same rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase, iso
 from cloudgreet_billing.adapters.store.supabase.event_plans import (
     customer_json,
     event_results,
     invoice_json,
-    known_fields,
+    invoice_of,
     plan_json,
     rejected_json,
     subscription_json,
+    subscription_of,
     utc_time,
 )
 
@@ -39,18 +40,6 @@ if TYPE_CHECKING:
     from cloudgreet_billing.domain.quarantine import RejectedEvent
 
 #: Columns of schema 6 that the mirrored records take once the domain has them.
-_INVOICE_SCHEMA6 = ("last_decline_code", "last_advice_code", "last_failure_payment_method")
-_CUSTOMER_SCHEMA6 = ("default_payment_method",)
-
-
-def _time(value: str) -> datetime:
-    moment = utc_time(value)
-    assert moment is not None
-    return moment
-
-
-def _int(value: Any) -> int | None:
-    return None if value is None else int(value)
 
 
 class SupabaseMirror(SupabaseBase):
@@ -99,40 +88,8 @@ class SupabaseMirror(SupabaseBase):
         return bool(shown)
 
     def get_invoice(self, invoice_id: str) -> MirroredInvoice | None:
-        from cloudgreet_billing.domain.mirror import MirroredInvoice
-
         row = self._api.rpc("billing_api_get_invoice", {"p_id": invoice_id})
-        if row is None:
-            return None
-        return MirroredInvoice(
-            id=row["id"],
-            customer_id=row["customer_id"],
-            subscription_id=row["subscription_id"],
-            number=row["number"],
-            status=row["status"],
-            currency=row["currency"],
-            amount_due=int(row["amount_due"]),
-            amount_paid=int(row["amount_paid"]),
-            amount_remaining=int(row["amount_remaining"]),
-            total=int(row["total"]),
-            total_excluding_tax=_int(row["total_excluding_tax"]),
-            attempt_count=int(row["attempt_count"]),
-            attempted=bool(row["attempted"]),
-            next_payment_attempt=utc_time(row["next_payment_attempt"]),
-            due_date=utc_time(row["due_date"]),
-            hosted_invoice_url=row["hosted_invoice_url"],
-            livemode=bool(row["livemode"]),
-            raw=row["raw"],
-            stripe_created=_time(row["stripe_created"]),
-            first_failed_at=utc_time(row["first_failed_at"]),
-            last_failure_code=row["last_failure_code"],
-            last_failure_message=row["last_failure_message"],
-            customer_email=row["customer_email"],
-            customer_phone=row["customer_phone"],
-            customer_name=row["customer_name"],
-            finalized_at=utc_time(row["finalized_at"]),
-            **known_fields(MirroredInvoice, _only(row, _INVOICE_SCHEMA6)),
-        )
+        return None if row is None else invoice_of(row)
 
     def get_customer(self, customer_id: str) -> MirroredCustomer | None:
         from cloudgreet_billing.domain.mirror import MirroredCustomer
@@ -151,27 +108,12 @@ class SupabaseMirror(SupabaseBase):
             livemode=bool(row["livemode"]),
             raw=row["raw"],
             stripe_created=utc_time(row["stripe_created"]),
-            **known_fields(MirroredCustomer, _only(row, _CUSTOMER_SCHEMA6)),
+            default_payment_method=row.get("default_payment_method"),
         )
 
     def get_subscription(self, subscription_id: str) -> MirroredSubscription | None:
-        from cloudgreet_billing.domain.mirror import MirroredSubscription
-
         row = self._api.rpc("billing_api_get_subscription", {"p_id": subscription_id})
-        if row is None:
-            return None
-        return MirroredSubscription(
-            id=row["id"],
-            customer_id=row["customer_id"],
-            status=row["status"],
-            currency=row["currency"],
-            cancel_at_period_end=bool(row["cancel_at_period_end"]),
-            current_period_end=utc_time(row["current_period_end"]),
-            collection_paused=bool(row["collection_paused"]),
-            livemode=bool(row["livemode"]),
-            raw=row["raw"],
-            stripe_created=utc_time(row["stripe_created"]),
-        )
+        return None if row is None else subscription_of(row)
 
     # --- Stripe events ----------------------------------------------------------------
     def apply_event_plans(
@@ -199,7 +141,3 @@ class SupabaseMirror(SupabaseBase):
 
     def last_event_processed_at(self) -> datetime | None:
         return utc_time(self._api.rpc("billing_api_last_event_processed_at"))
-
-
-def _only(row: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
-    return {name: row[name] for name in names if name in row}

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase, iso, parse_time
 from cloudgreet_billing.adapters.store.supabase.client import PAGE_SIZE
-from cloudgreet_billing.adapters.store.supabase.event_plans import plan_json
+from cloudgreet_billing.adapters.store.supabase.event_plans import (
+    invoice_json,
+    invoice_of,
+    plan_json,
+    subscription_json,
+    subscription_of,
+)
 
 if TYPE_CHECKING:
     from cloudgreet_billing.adapters.store.protocol_actions import Settlement
@@ -72,116 +78,6 @@ def declined_json(invoice_id: str, failure: InvoiceFailure) -> dict[str, Any]:
         **parts,
         "known": parts["decline_code"] is not None or parts["advice_code"] is not None,
     }
-
-
-def invoice_json(invoice: MirroredInvoice) -> dict[str, Any]:
-    """An invoice as ``billing_invoices`` columns, for ``jsonb_populate_record``."""
-    return {
-        "id": invoice.id,
-        "customer_id": invoice.customer_id,
-        "subscription_id": invoice.subscription_id,
-        "number": invoice.number,
-        "status": invoice.status,
-        "currency": invoice.currency,
-        "amount_due": invoice.amount_due,
-        "amount_paid": invoice.amount_paid,
-        "amount_remaining": invoice.amount_remaining,
-        "total": invoice.total,
-        "total_excluding_tax": invoice.total_excluding_tax,
-        "attempt_count": invoice.attempt_count,
-        "attempted": invoice.attempted,
-        "next_payment_attempt": iso(invoice.next_payment_attempt),
-        "due_date": iso(invoice.due_date),
-        "hosted_invoice_url": invoice.hosted_invoice_url,
-        "livemode": invoice.livemode,
-        "raw": dict(invoice.raw),
-        "stripe_created": iso(invoice.stripe_created),
-        "customer_email": invoice.customer_email,
-        "customer_phone": invoice.customer_phone,
-        "customer_name": invoice.customer_name,
-        "finalized_at": iso(invoice.finalized_at),
-    }
-
-
-#: Schema 6's columns of an invoice, which ``MirroredInvoice`` reads once the decline work
-#: gives it the fields (read by name until then, as the mirror area reads them).
-_SCHEMA6_INVOICE = ("last_decline_code", "last_advice_code", "last_failure_payment_method")
-
-
-def invoice_of(row: Mapping[str, Any]) -> MirroredInvoice:
-    """A ``billing_invoices`` row as ``to_jsonb`` writes it."""
-    from dataclasses import fields
-
-    from cloudgreet_billing.domain.mirror import MirroredInvoice
-
-    schema6 = {
-        field.name: row.get(field.name)
-        for field in fields(MirroredInvoice)
-        if field.name in _SCHEMA6_INVOICE
-    }
-    return MirroredInvoice(
-        **schema6,
-        id=row["id"],
-        customer_id=row["customer_id"],
-        subscription_id=row["subscription_id"],
-        number=row["number"],
-        status=row["status"],
-        currency=row["currency"],
-        amount_due=int(row["amount_due"]),
-        amount_paid=int(row["amount_paid"]),
-        amount_remaining=int(row["amount_remaining"]),
-        total=int(row["total"]),
-        total_excluding_tax=(
-            None if row["total_excluding_tax"] is None else int(row["total_excluding_tax"])
-        ),
-        attempt_count=int(row["attempt_count"]),
-        attempted=bool(row["attempted"]),
-        next_payment_attempt=_moment(row["next_payment_attempt"]),
-        due_date=_moment(row["due_date"]),
-        hosted_invoice_url=row["hosted_invoice_url"],
-        livemode=bool(row["livemode"]),
-        raw=row["raw"],
-        stripe_created=_time(row["stripe_created"]),
-        first_failed_at=_moment(row["first_failed_at"]),
-        last_failure_code=row["last_failure_code"],
-        last_failure_message=row["last_failure_message"],
-        customer_email=row["customer_email"],
-        customer_phone=row["customer_phone"],
-        customer_name=row["customer_name"],
-        finalized_at=_moment(row["finalized_at"]),
-    )
-
-
-def subscription_json(subscription: MirroredSubscription) -> dict[str, Any]:
-    return {
-        "id": subscription.id,
-        "customer_id": subscription.customer_id,
-        "status": subscription.status,
-        "currency": subscription.currency,
-        "cancel_at_period_end": subscription.cancel_at_period_end,
-        "current_period_end": iso(subscription.current_period_end),
-        "collection_paused": subscription.collection_paused,
-        "livemode": subscription.livemode,
-        "raw": dict(subscription.raw),
-        "stripe_created": iso(subscription.stripe_created),
-    }
-
-
-def subscription_of(row: Mapping[str, Any]) -> MirroredSubscription:
-    from cloudgreet_billing.domain.mirror import MirroredSubscription
-
-    return MirroredSubscription(
-        id=row["id"],
-        customer_id=row["customer_id"],
-        status=row["status"],
-        currency=row["currency"],
-        cancel_at_period_end=bool(row["cancel_at_period_end"]),
-        current_period_end=_moment(row["current_period_end"]),
-        collection_paused=bool(row["collection_paused"]),
-        livemode=bool(row["livemode"]),
-        raw=row["raw"],
-        stripe_created=_moment(row["stripe_created"]),
-    )
 
 
 def quarantined_of(row: Mapping[str, Any]) -> QuarantinedEvent:
