@@ -487,6 +487,7 @@ def checklist(files: dict[str, Path]) -> list[ChecklistStep]:
             "Dunning: send what is due (cron does this every few minutes)", ("dunning", "run")
         ),
         ChecklistStep("Dunning steps still ahead", ("dunning", "list")),
+        ChecklistStep("Is dunning working? Recovery over 30 days", ("dunning", "report")),
         ChecklistStep(
             "Reconcile Stripe against the ledger (exit 4 flags a variance)",
             ("reconcile", "--offline"),
