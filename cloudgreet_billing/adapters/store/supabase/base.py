@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from cloudgreet_billing.adapters.store.migrations import (
@@ -29,9 +29,16 @@ def iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
-def parse_time(value: str | None) -> datetime | None:
-    """A ``timestamptz`` as PostgREST's JSON writes it (``2026-03-03T10:00:00+00:00``)."""
-    return None if value is None else datetime.fromisoformat(value)
+def utc_time(value: str | None) -> datetime | None:
+    """A ``timestamptz`` as the functions' JSON writes it (``to_jsonb``: ISO 8601 in the
+    session's time zone, UTC on Supabase unless a project changes it), in UTC as the SQL
+    stores return times; None for SQL NULL. The one reader of times for every area."""
+    return None if value is None else utc(value)
+
+
+def utc(value: str) -> datetime:
+    """``utc_time`` for a column that is never NULL."""
+    return datetime.fromisoformat(value).astimezone(UTC)
 
 
 _DEFINED_FUNCTION = re.compile(r"^CREATE OR REPLACE FUNCTION (billing_api_\w+)\(", re.M)

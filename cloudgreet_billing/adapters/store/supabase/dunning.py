@@ -17,11 +17,11 @@ the caller's limit.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cloudgreet_billing.adapters.store.sql_dunning import REVIEW_CONFIRMED, REVIEW_UNCONFIRMED
-from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase, iso
+from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase, iso, utc, utc_time
 from cloudgreet_billing.adapters.store.supabase.client import PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -50,15 +50,6 @@ ID_BATCH = 500
 OUTCOME_STATUSES = frozenset({"sent", "failed", "skipped", "canceled"})
 
 
-def _time(value: str) -> datetime:
-    """A ``timestamptz`` from ``to_jsonb`` (ISO 8601 with the session's offset), in UTC."""
-    return datetime.fromisoformat(value).astimezone(UTC)
-
-
-def _optional_time(value: str | None) -> datetime | None:
-    return None if value is None else _time(value)
-
-
 def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
@@ -76,7 +67,7 @@ def _exemption(row: Row) -> Exemption:
         customer_id=row["customer_id"],
         reason=row["reason"],
         actor=row["actor"],
-        created_at=_time(row["created_at"]),
+        created_at=utc(row["created_at"]),
     )
 
 
@@ -124,10 +115,10 @@ class SupabaseDunning(SupabaseBase):
             attempt_count=int(row["attempt_count"]),
             last_failure=row["last_failure"],
             details=row["details"] or {},
-            created_at=_time(row["created_at"]),
-            updated_at=_time(row["updated_at"]),
-            acknowledged_at=_optional_time(row["acknowledged_at"]),
-            resolved_at=_optional_time(row["resolved_at"]),
+            created_at=utc(row["created_at"]),
+            updated_at=utc(row["updated_at"]),
+            acknowledged_at=utc_time(row["acknowledged_at"]),
+            resolved_at=utc_time(row["resolved_at"]),
             resolution=row["resolution"],
         )
 
@@ -188,7 +179,7 @@ class SupabaseDunning(SupabaseBase):
             for row in rows:
                 notes.setdefault(int(row["alert_id"]), []).append(
                     AlertNote(
-                        author=row["author"], body=row["body"], created_at=_time(row["created_at"])
+                        author=row["author"], body=row["body"], created_at=utc(row["created_at"])
                     )
                 )
         return notes
@@ -252,9 +243,7 @@ class SupabaseDunning(SupabaseBase):
         )
         if row is None:
             return None
-        return AlertNote(
-            author=row["author"], body=row["body"], created_at=_time(row["created_at"])
-        )
+        return AlertNote(author=row["author"], body=row["body"], created_at=utc(row["created_at"]))
 
     def resolve_invoice_alerts(
         self, invoice_id: str, *, resolution: str, actor: str, now: datetime
@@ -290,7 +279,7 @@ class SupabaseDunning(SupabaseBase):
         found = self._api.rpc(
             "billing_api_ledger_created_window", {"p_created_at": iso(created_at)}
         )
-        return None if found is None else (_time(found["start"]), _time(found["end"]))
+        return None if found is None else (utc(found["start"]), utc(found["end"]))
 
     # --- dunning: rows ----------------------------------------------------------------
     @staticmethod
@@ -306,15 +295,15 @@ class SupabaseDunning(SupabaseBase):
             channel=row["channel"],
             template=row["template"],
             status=row["status"],
-            due_at=_time(row["due_at"]),
-            sent_at=_optional_time(row["sent_at"]),
+            due_at=utc(row["due_at"]),
+            sent_at=utc_time(row["sent_at"]),
             attempts=int(row["attempts"]),
             last_error=row["last_error"],
             reason=row["reason"],
             provider_message_id=row["provider_message_id"],
             claimed_by=row["claimed_by"],
-            lease_expires_at=_optional_time(row["lease_expires_at"]),
-            confirmed_at=_optional_time(row["confirmed_at"]),
+            lease_expires_at=utc_time(row["lease_expires_at"]),
+            confirmed_at=utc_time(row["confirmed_at"]),
         )
 
     def _optional_step(self, row: Row | None) -> DunningStep | None:
@@ -339,7 +328,7 @@ class SupabaseDunning(SupabaseBase):
                 phone=mirrored["phone"],
                 name=mirrored["name"],
                 deleted=bool(mirrored["deleted"]),
-                observed_at=_time(mirrored["observed_at"]),
+                observed_at=utc(mirrored["observed_at"]),
             )
         contact = freshest_contact(
             customer,
@@ -347,7 +336,7 @@ class SupabaseDunning(SupabaseBase):
                 email=facts["customer_email"],
                 phone=facts["customer_phone"],
                 name=facts["customer_name"],
-                finalized_at=_optional_time(facts["finalized_at"]),
+                finalized_at=utc_time(facts["finalized_at"]),
             ),
         )
         return InvoiceFacts(
@@ -359,12 +348,12 @@ class SupabaseDunning(SupabaseBase):
             amount_remaining=_optional_int(facts["amount_remaining"]),
             currency=facts["currency"],
             hosted_invoice_url=facts["hosted_invoice_url"],
-            first_failed_at=_optional_time(facts["first_failed_at"]),
+            first_failed_at=utc_time(facts["first_failed_at"]),
             customer_name=contact.name,
             email=contact.email,
             phone=contact.phone,
             customer_deleted=contact.customer_deleted,
-            next_payment_attempt=_optional_time(facts.get("next_payment_attempt")),
+            next_payment_attempt=utc_time(facts.get("next_payment_attempt")),
             decline_code=facts.get("last_decline_code"),
             advice_code=facts.get("last_advice_code"),
         )

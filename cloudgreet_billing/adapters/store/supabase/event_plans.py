@@ -22,11 +22,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from cloudgreet_billing.adapters.store.sql_mirror import _payload_of, failure_reason
-from cloudgreet_billing.adapters.store.supabase.base import iso
+from cloudgreet_billing.adapters.store.supabase.base import iso, utc, utc_time
 from cloudgreet_billing.errors import StoreError
 
 if TYPE_CHECKING:
@@ -308,17 +308,6 @@ def event_results(
     return results
 
 
-def utc_time(value: str | None) -> datetime | None:
-    """A time as the functions' JSON writes it (ISO 8601, the session's offset), in UTC."""
-    return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
-
-
-def _utc(value: str) -> datetime:
-    moment = utc_time(value)
-    assert moment is not None  # a NOT NULL column
-    return moment
-
-
 def invoice_of(row: Mapping[str, Any]) -> MirroredInvoice:
     """A ``billing_invoices`` row as the functions' JSON writes it (``to_jsonb``), the one
     reader of it for every area."""
@@ -344,7 +333,7 @@ def invoice_of(row: Mapping[str, Any]) -> MirroredInvoice:
         hosted_invoice_url=row["hosted_invoice_url"],
         livemode=bool(row["livemode"]),
         raw=row["raw"],
-        stripe_created=_utc(row["stripe_created"]),
+        stripe_created=utc(row["stripe_created"]),
         first_failed_at=utc_time(row["first_failed_at"]),
         last_failure_code=row["last_failure_code"],
         last_failure_message=row["last_failure_message"],

@@ -19,13 +19,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft, AuditRecord
 from cloudgreet_billing.adapters.store.protocol_ledger import ImportOutcome, LedgerQuery
-from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase, iso
+from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase, iso, utc, utc_time
 from cloudgreet_billing.adapters.store.supabase.client import PAGE_SIZE
 from cloudgreet_billing.domain.ledger import LedgerDraft, LedgerEntry
 from cloudgreet_billing.domain.ledger_identity import (
@@ -70,15 +70,6 @@ INVOICE_PAGE_ROWS: Final = 100
 _T = TypeVar("_T")
 
 
-def _time(value: str) -> datetime:
-    """A ``timestamptz`` from the functions' JSON, in UTC."""
-    return datetime.fromisoformat(value).astimezone(UTC)
-
-
-def _optional_time(value: str | None) -> datetime | None:
-    return None if value is None else _time(value)
-
-
 def _key(*columns: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
     """The paging key of a row: its values of ``columns``, as the function compares them."""
     return lambda row: {column: row[column] for column in columns}
@@ -91,11 +82,11 @@ def _entry(row: Mapping[str, Any]) -> LedgerEntry:
         kind=row["kind"],
         amount=int(row["amount"]),
         currency=row["currency"],
-        occurred_at=_time(row["occurred_at"]),
+        occurred_at=utc(row["occurred_at"]),
         invoice_id=row["invoice_id"],
         description=row["description"],
         external_id=row["external_id"],
-        created_at=_time(row["created_at"]),
+        created_at=utc(row["created_at"]),
     )
 
 
@@ -105,7 +96,7 @@ def _facts(values: Mapping[str, Any]) -> EntryFacts:
         values["kind"],
         int(values["amount"]),
         values["currency"],
-        _time(values["occurred_at"]),
+        utc(values["occurred_at"]),
         values["invoice_id"],
     )
 
@@ -397,9 +388,9 @@ class SupabaseFinance(SupabaseBase):
                 currency=row["currency"],
                 amount_due=int(row["amount_due"]),
                 amount_remaining=int(row["amount_remaining"]),
-                due_date=_optional_time(row["due_date"]),
+                due_date=utc_time(row["due_date"]),
                 attempt_count=int(row["attempt_count"]),
-                first_failed_at=_optional_time(row["first_failed_at"]),
+                first_failed_at=utc_time(row["first_failed_at"]),
                 hosted_invoice_url=row["hosted_invoice_url"],
             )
             for row in self._api.pages(
@@ -419,7 +410,7 @@ class SupabaseFinance(SupabaseBase):
                 invoice_id=row["invoice_id"],
                 amount_due=None if row["amount_due"] is None else int(row["amount_due"]),
                 currency=row["currency"],
-                created_at=_time(row["created_at"]),
+                created_at=utc(row["created_at"]),
             )
             for row in self._api.pages(
                 "billing_api_open_alerts", {}, after=_key("created_at", "id")
@@ -462,11 +453,11 @@ class SupabaseFinance(SupabaseBase):
                 status=row["status"],
                 currency=row["currency"],
                 cancel_at_period_end=bool(row["cancel_at_period_end"]),
-                current_period_end=_optional_time(row["current_period_end"]),
+                current_period_end=utc_time(row["current_period_end"]),
                 collection_paused=bool(row["collection_paused"]),
                 livemode=bool(row["livemode"]),
                 raw=row["raw"],
-                stripe_created=_optional_time(row["stripe_created"]),
+                stripe_created=utc_time(row["stripe_created"]),
             )
 
     # --- exports ------------------------------------------------------------------------
@@ -513,10 +504,7 @@ class SupabaseFinance(SupabaseBase):
         self, fn: str, window: Window, times: frozenset[str], key: str
     ) -> Iterator[dict[str, Any]]:
         for row in self._api.pages(fn, _window(window), after=_key(key, "id")):
-            yield {
-                name: _optional_time(value) if name in times else value
-                for name, value in row.items()
-            }
+            yield {name: utc_time(value) if name in times else value for name, value in row.items()}
 
     def stream_alerts(self, window: Window) -> Iterator[dict[str, Any]]:
         return self._records(
@@ -579,7 +567,7 @@ class SupabaseFinance(SupabaseBase):
         return [
             AuditRecord(
                 id=int(row["id"]),
-                occurred_at=_time(row["occurred_at"]),
+                occurred_at=utc(row["occurred_at"]),
                 actor=row["actor"],
                 action=row["action"],
                 target=row["target"],

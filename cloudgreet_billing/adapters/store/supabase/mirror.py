@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase, iso
+from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase, iso, utc_time
 from cloudgreet_billing.adapters.store.supabase.event_plans import (
     customer_json,
     event_results,
@@ -26,7 +26,6 @@ from cloudgreet_billing.adapters.store.supabase.event_plans import (
     rejected_json,
     subscription_json,
     subscription_of,
-    utc_time,
 )
 
 if TYPE_CHECKING:
@@ -38,8 +37,6 @@ if TYPE_CHECKING:
         MirroredSubscription,
     )
     from cloudgreet_billing.domain.quarantine import RejectedEvent
-
-#: Columns of schema 6 that the mirrored records take once the domain has them.
 
 
 class SupabaseMirror(SupabaseBase):

@@ -10,10 +10,10 @@ Every operation that writes is one function call, so one transaction, as the SQL
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase, iso, parse_time
+from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase, iso, utc, utc_time
 from cloudgreet_billing.adapters.store.supabase.client import PAGE_SIZE
 from cloudgreet_billing.adapters.store.supabase.event_plans import (
     invoice_json,
@@ -34,19 +34,6 @@ if TYPE_CHECKING:
 
 def _statuses(statuses: Sequence[str] | None) -> list[str] | None:
     return None if statuses is None else list(statuses)
-
-
-def _moment(value: str | None) -> datetime | None:
-    """A ``timestamptz`` from ``to_jsonb``, which writes it in the session's time zone
-    (UTC on Supabase, but a project may change it), as the SQL stores return it: UTC."""
-    moment = parse_time(value)
-    return None if moment is None else moment.astimezone(UTC)
-
-
-def _time(value: str) -> datetime:
-    moment = _moment(value)
-    assert moment is not None  # a NOT NULL column
-    return moment
 
 
 def audit_json(entry: AuditDraft) -> dict[str, Any]:
@@ -87,16 +74,16 @@ def quarantined_of(row: Mapping[str, Any]) -> QuarantinedEvent:
         id=int(row["id"]),
         event_id=row["event_id"],
         type=row["type"],
-        stripe_created=_moment(row["stripe_created"]),
+        stripe_created=utc_time(row["stripe_created"]),
         livemode=bool(row["livemode"]),
         source=row["source"],
         reason=row["reason"],
         payload=row["payload"],
         status=row["status"],
         times_seen=int(row["times_seen"]),
-        first_seen_at=_time(row["first_seen_at"]),
-        last_seen_at=_time(row["last_seen_at"]),
-        resolved_at=_moment(row["resolved_at"]),
+        first_seen_at=utc(row["first_seen_at"]),
+        last_seen_at=utc(row["last_seen_at"]),
+        resolved_at=utc_time(row["resolved_at"]),
         resolved_by=row["resolved_by"],
         resolution=row["resolution"],
     )
@@ -107,7 +94,7 @@ def audit_record_of(row: Mapping[str, Any]) -> AuditRecord:
 
     return AuditRecord(
         id=int(row["id"]),
-        occurred_at=_time(row["occurred_at"]),
+        occurred_at=utc(row["occurred_at"]),
         actor=row["actor"],
         action=row["action"],
         target=row["target"],

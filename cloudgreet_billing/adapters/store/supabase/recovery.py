@@ -14,26 +14,16 @@ page: the answer is one jsonb value, and the reading stops only at an empty page
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase, iso
+from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase, iso, utc, utc_time
 from cloudgreet_billing.adapters.store.supabase.client import PAGE_SIZE
 
 if TYPE_CHECKING:
     from cloudgreet_billing.domain.exemptions import Exemption, ExemptOutcome
     from cloudgreet_billing.domain.reconciliation import Window
     from cloudgreet_billing.domain.recovery import FailedInvoice, Touch
-
-
-def _utc(value: str | None) -> datetime | None:
-    """A time of the functions' JSON in UTC: to_jsonb writes the session's time zone."""
-    return None if value is None else _moment(value)
-
-
-def _moment(value: str) -> datetime:
-    """A time the function always gives (a NOT NULL column, or one its query requires)."""
-    return datetime.fromisoformat(value).astimezone(UTC)
 
 
 def _stripe_paid_at(value: Any) -> datetime | None:
@@ -57,7 +47,7 @@ def _exemption(row: Mapping[str, Any]) -> Exemption:
         customer_id=row["customer_id"],
         reason=row["reason"],
         actor=row["actor"],
-        created_at=_moment(row["created_at"]),
+        created_at=utc(row["created_at"]),
     )
 
 
@@ -140,7 +130,7 @@ class SupabaseRecovery(SupabaseBase):
     def _failed_invoice(row: Mapping[str, Any]) -> FailedInvoice:
         from cloudgreet_billing.domain.recovery import FailedInvoice
 
-        settled_at = _utc(row["settled_at"])
+        settled_at = utc_time(row["settled_at"])
         return FailedInvoice(
             id=row["id"],
             customer_id=row["customer_id"],
@@ -148,13 +138,13 @@ class SupabaseRecovery(SupabaseBase):
             status=row["status"],
             amount_due=int(row["amount_due"]),
             amount_paid=int(row["amount_paid"]),
-            first_failed_at=_moment(row["first_failed_at"]),
+            first_failed_at=utc(row["first_failed_at"]),
             settled_at=settled_at,
             paid_at=settled_at
             if row["paid_when_settled"]
             else _stripe_paid_at(row["stripe_paid_at"]),
-            exhausted_at=_utc(row["exhausted_at"]),
-            exempt_since=_utc(row["exempt_since"]),
+            exhausted_at=utc_time(row["exhausted_at"]),
+            exempt_since=utc_time(row["exempt_since"]),
             decline_code=row["decline_code"],
             advice_code=row["advice_code"],
             touches=tuple(_touch(touch) for touch in row["touches"]),
@@ -166,7 +156,7 @@ def _touch(row: Mapping[str, Any]) -> Touch:
 
     return Touch(
         kind=row["kind"],
-        at=_moment(row["at"]),
+        at=utc(row["at"]),
         day=None if row["day"] is None else int(row["day"]),
         channel=row["channel"],
     )
