@@ -27,6 +27,8 @@ from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft, AuditRe
 from cloudgreet_billing.adapters.store.protocol_ledger import ImportOutcome, LedgerQuery
 from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase, iso, utc, utc_time
 from cloudgreet_billing.adapters.store.supabase.client import PAGE_SIZE
+from cloudgreet_billing.adapters.store.supabase.event_plans import subscription_of
+from cloudgreet_billing.adapters.store.supabase.operations import audit_record_of
 from cloudgreet_billing.domain.ledger import LedgerDraft, LedgerEntry
 from cloudgreet_billing.domain.ledger_identity import (
     EntryFacts,
@@ -440,25 +442,13 @@ class SupabaseFinance(SupabaseBase):
         return DunningWorkload(due=int(found["due"]), needs_review=int(found["needs_review"]))
 
     def recurring_subscriptions(self) -> Iterator[MirroredSubscription]:
-        from cloudgreet_billing.domain.mirror import MirroredSubscription
 
         for row in self._api.pages(
             "billing_api_recurring_subscriptions",
             {"p_statuses": sorted(COUNTED_STATUSES)},
             after=lambda row: row["id"],
         ):
-            yield MirroredSubscription(
-                id=row["id"],
-                customer_id=row["customer_id"],
-                status=row["status"],
-                currency=row["currency"],
-                cancel_at_period_end=bool(row["cancel_at_period_end"]),
-                current_period_end=utc_time(row["current_period_end"]),
-                collection_paused=bool(row["collection_paused"]),
-                livemode=bool(row["livemode"]),
-                raw=row["raw"],
-                stripe_created=utc_time(row["stripe_created"]),
-            )
+            yield subscription_of(row)
 
     # --- exports ------------------------------------------------------------------------
     def stream_ledger(self, window: Window) -> Iterator[LedgerEntry]:
@@ -564,16 +554,4 @@ class SupabaseFinance(SupabaseBase):
             after=_key("occurred_at", "id"),
             page_size=PAGE_SIZE if limit is None else min(PAGE_SIZE, limit),
         )
-        return [
-            AuditRecord(
-                id=int(row["id"]),
-                occurred_at=utc(row["occurred_at"]),
-                actor=row["actor"],
-                action=row["action"],
-                target=row["target"],
-                outcome=row["outcome"],
-                idempotency_key=row["idempotency_key"],
-                details=row["details"],
-            )
-            for row in islice(rows, limit)
-        ]
+        return [audit_record_of(row) for row in islice(rows, limit)]
