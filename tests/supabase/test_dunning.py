@@ -22,7 +22,6 @@ import pytest
 from cloudgreet_billing.adapters.notify.email_smtp import SmtpEmailSender
 from cloudgreet_billing.adapters.notify.sms_console import ConsoleSmsSender
 from cloudgreet_billing.adapters.store.postgres import PostgresStore
-from cloudgreet_billing.adapters.store.protocol import AuditDraft
 from cloudgreet_billing.adapters.store.protocol_alerts import AlertQuery
 from cloudgreet_billing.adapters.store.sql_dunning import REVIEW_CONFIRMED, REVIEW_UNCONFIRMED
 from cloudgreet_billing.adapters.store.supabase import dunning as supabase_dunning
@@ -69,22 +68,6 @@ def smtp_server() -> Iterator[SmtpSink]:
         yield sink
 
 
-@pytest.fixture
-def audited_runs(monkeypatch: pytest.MonkeyPatch, owner: PostgresStore) -> None:
-    """``dunning run`` audits itself with ``append_audit``, which is the finance area's
-    (supabase/finance.py, built beside this one). Until it is merged, the run's own audit
-    line goes through the owner; with it merged, this fixture changes nothing."""
-    if hasattr(SupabaseStore, "append_audit"):
-        return
-    lock = threading.Lock()
-
-    def append_audit(self: SupabaseStore, entry: AuditDraft, now: datetime) -> int:
-        with lock:
-            return owner.append_audit(entry, now)
-
-    monkeypatch.setattr(SupabaseStore, "append_audit", append_audit, raising=False)
-
-
 def own_client(postgrest: Any) -> SupabaseStore:
     """A store on a client of its own, as a separate process would have."""
     store = SupabaseStore(postgrest.url, postgrest.keys.secret)
@@ -128,7 +111,7 @@ def seed_invoices(owner: PostgresStore, count: int, *, first_failed_at: datetime
 
 
 def test_four_concurrent_runs_through_rest_send_each_step_exactly_once(
-    postgrest: Any, owner: PostgresStore, smtp_server: SmtpSink, audited_runs: None
+    postgrest: Any, owner: PostgresStore, smtp_server: SmtpSink
 ) -> None:
     seed_invoices(owner, 240)
     due = {s.id for s in owner.list_steps(statuses=("scheduled",), limit=None) if s.day == 0}
@@ -186,7 +169,7 @@ def test_four_concurrent_runs_through_rest_send_each_step_exactly_once(
 
 
 def test_a_lease_expiry_puts_a_stuck_step_into_needs_review(
-    postgrest: Any, owner: PostgresStore, supabase_store: SupabaseStore, audited_runs: None
+    postgrest: Any, owner: PostgresStore, supabase_store: SupabaseStore
 ) -> None:
     seed_invoices(owner, 3)
     crashed = own_client(postgrest)
@@ -261,7 +244,6 @@ def test_a_claim_whose_answer_is_lost_sends_nothing_twice(
     owner: PostgresStore,
     supabase_store: SupabaseStore,
     smtp_server: SmtpSink,
-    audited_runs: None,
 ) -> None:
     from tests.postgrest.server import Fault
 
@@ -292,7 +274,6 @@ def test_a_confirmation_whose_answer_is_lost_gives_the_step_back_unsent(
     owner: PostgresStore,
     supabase_store: SupabaseStore,
     smtp_server: SmtpSink,
-    audited_runs: None,
 ) -> None:
     from tests.postgrest.server import Fault
 

@@ -54,12 +54,6 @@ NUL_REFUSED: Final = (
 )
 
 
-def _schema6(obj: object, name: str) -> Any:
-    """A schema 6 value (decline and advice codes, payment methods) when the domain
-    object carries it; None until it does."""
-    return getattr(obj, name, None)
-
-
 def invoice_json(invoice: MirroredInvoice) -> dict[str, Any]:
     return {
         "id": invoice.id,
@@ -115,7 +109,7 @@ def customer_json(customer: MirroredCustomer) -> dict[str, Any]:
         "livemode": customer.livemode,
         "raw": dict(customer.raw),
         "stripe_created": iso(customer.stripe_created),
-        "default_payment_method": _schema6(customer, "default_payment_method"),
+        "default_payment_method": customer.default_payment_method,
     }
 
 

@@ -50,20 +50,16 @@ def audit_json(entry: AuditDraft) -> dict[str, Any]:
 
 def declined_json(invoice_id: str, failure: InvoiceFailure) -> dict[str, Any]:
     """A manual charge's decline (``record_failed_attempt``'s ``declined``) as the function
-    takes it. Its decline code, advice code and card are read by name: the domain carries
-    them on ``InvoiceFailure.decline`` (schema 6) once the decline work is merged, and
-    until then they are None."""
-    decline = getattr(failure, "decline", None)
-    parts = {
-        name: getattr(decline, name, None)
-        for name in ("decline_code", "advice_code", "payment_method")
-    }
+    takes it."""
+    decline = failure.decline
     return {
         "invoice_id": invoice_id,
         "code": failure.code,
         "message": failure.message,
-        **parts,
-        "known": parts["decline_code"] is not None or parts["advice_code"] is not None,
+        "decline_code": decline.decline_code,
+        "advice_code": decline.advice_code,
+        "payment_method": decline.payment_method,
+        "known": decline.known,
     }
 
 
