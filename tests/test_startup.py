@@ -109,3 +109,41 @@ def test_the_command_list_shows_each_commands_own_help():
 
     for name in COMMANDS:
         assert command_help(name) == build_command(name).help, name
+
+
+def _events_file(tmp_path, event_type: str, obj: dict[str, object]) -> str:
+    from tests.sync.conftest import T0, event
+
+    path = tmp_path / "events.ndjson"
+    path.write_text(json.dumps(event("evt_1QpL8ILkdIwHu7ixSt4rTu9p", event_type, obj, T0)) + "\n")
+    return str(path)
+
+
+def _keyed_env(tmp_path) -> dict[str, str]:
+    """A Stripe key is set (as in a production .env), at a Stripe that never answers."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "XDG_DATA_HOME": str(tmp_path),
+        "STRIPE_SECRET_KEY": "sk_test_51QpL7xLkdIwHu7ixStartupProbe00",
+        "STRIPE_API_BASE": "http://127.0.0.1:9",
+    }
+
+
+def test_a_file_of_events_that_need_no_stripe_imports_no_stripe_even_with_a_key(tmp_path):
+    from tests.sync.conftest import full_invoice
+
+    events = _events_file(tmp_path, "invoice.paid", full_invoice(status="paid"))
+    assert imported_heavy_modules("sync", "--events-file", events, env=_keyed_env(tmp_path)) == []
+
+
+def test_the_probe_would_see_stripe_for_an_event_that_needs_it(tmp_path):
+    # A PaymentIntent's failure names no invoice from basil on: Stripe must be asked.
+    intent = {
+        "id": "pi_3QpL8ILkdIwHu7ix1AbCdEfG",
+        "object": "payment_intent",
+        "last_payment_error": {"code": "card_declined", "decline_code": "stolen_card"},
+    }
+    events = _events_file(tmp_path, "payment_intent.payment_failed", intent)
+    heavy = imported_heavy_modules("sync", "--events-file", events, env=_keyed_env(tmp_path))
+    assert "stripe" in heavy

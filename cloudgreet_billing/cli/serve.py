@@ -129,14 +129,10 @@ def build_app(
     def apply(work: EventPlan | RejectedEvent) -> EventResult:
         from cloudgreet_billing.services.payment_failures import complete_plan
 
-        needs_stripe = isinstance(work, EventPlan) and (
-            work.payment_failure is not None
-            or (work.failure is not None and not work.failure.decline.known)
-        )
-        if needs_stripe:
-            assert isinstance(work, EventPlan)
+        if isinstance(work, EventPlan):
+            # complete_plan opens a gateway only for an event that needs Stripe.
             try:
-                work = complete_plan(work, gateway())
+                work = complete_plan(work, gateway)
             except BadInput as exc:
                 work = reject(work.event, exc.message, SOURCE)
         plans, rejected = ([work], []) if isinstance(work, EventPlan) else ([], [work])

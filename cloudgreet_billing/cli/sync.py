@@ -184,6 +184,7 @@ def _from_file(
 ) -> SyncReport:
     """Apply the events of a file or stdin. The input shows it holds events (its first
     value, read here) before the store is opened: a bad file is one line, nothing else."""
+    from functools import cache
     from itertools import chain
 
     from cloudgreet_billing.bootstrap import open_gateway
@@ -196,11 +197,15 @@ def _from_file(
         values = read_events(stream, source)
         first = next(values, None)
         store = context.store()
-        # With a key, a decline the events leave out is read from Stripe.
-        gateway = (
-            open_gateway(context.settings, batch=True, on_slow=stripe_is_slow)
-            if context.settings.stripe_secret_key
-            else None
+        # With a key, a decline the events leave out is read from Stripe: the gateway is
+        # opened at the first event that needs it, once, and not at all for a file whose
+        # events carry their declines.
+        gateway = cache(
+            lambda: (
+                open_gateway(context.settings, batch=True, on_slow=stripe_is_slow)
+                if context.settings.stripe_secret_key
+                else None
+            )
         )
         with progress_bar("events") as progress, _fewer_collections():
             report = apply_events(

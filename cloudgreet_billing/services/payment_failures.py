@@ -5,7 +5,7 @@ From API 2025-03-31.basil an invoice no longer carries its PaymentIntent: a webh
 payment_intent``), and the decline lives on that PaymentIntent. The PaymentIntent's own
 ``payment_intent.payment_failed`` and the Charge's ``charge.failed`` carry the decline but
 no invoice (they name it only on older versions, under ``invoice``). With a gateway,
-``complete_plans`` reads what is missing, so that every source leaves the same failure on
+``complete_plan`` reads what is missing, so that every source leaves the same failure on
 the invoice:
 
 - an invoice failure without a decline, naming a PaymentIntent by id: that intent's
@@ -35,19 +35,24 @@ from cloudgreet_billing.domain.stripe_fields import Fields
 _T = TypeVar("_T")
 
 
-def complete_plan(plan: EventPlan, gateway: PaymentGateway | None) -> EventPlan:
-    """``plan`` with the decline Stripe left out of its event, read from Stripe."""
-    if gateway is None:
-        return plan
+def complete_plan(plan: EventPlan, gateway: Callable[[], PaymentGateway | None]) -> EventPlan:
+    """``plan`` with the decline Stripe left out of its event, read from Stripe.
+
+    ``gateway`` is called only when the plan needs Stripe (None: no key), so that events
+    carrying their decline, the common case, never open a gateway or import stripe."""
     if plan.payment_failure is not None:
-        return _linked_to_invoice(plan, gateway)
+        opened = gateway()
+        return plan if opened is None else _linked_to_invoice(plan, opened)
     failure = plan.failure
     if failure is None or failure.decline.known or plan.invoice is None:
         return plan
     named = [i for i in invoice_payment_intents(plan.invoice.raw) if isinstance(i, str)]
     if not named:
         return plan
-    intent = _missing_is_none(lambda: gateway.retrieve_payment_intent(named[0]))
+    opened = gateway()
+    if opened is None:
+        return plan
+    intent = _missing_is_none(lambda: opened.retrieve_payment_intent(named[0]))
     if intent is None:
         return plan
     return replace(plan, failure=_failure_of_intent(intent, failure))

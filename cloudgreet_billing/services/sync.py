@@ -160,12 +160,12 @@ def apply_events(
     planner: DunningPlanner | None = None,
     progress: Progress | None = None,
     report: SyncReport | None = None,
-    gateway: PaymentGateway | None = None,
+    gateway: Callable[[], PaymentGateway | None] = lambda: None,
 ) -> SyncReport:
     """Apply events in order, ``BATCH_SIZE`` per transaction; each value that is not an
-    event we can apply (``UnreadableValue`` included) is quarantined in its batch. With a
-    ``gateway``, a decline the event leaves out is read from Stripe
-    (``services.payment_failures``).
+    event we can apply (``UnreadableValue`` included) is quarantined in its batch. Where
+    ``gateway`` gives one, a decline the event leaves out is read from Stripe
+    (``services.payment_failures``); it is asked only for an event that needs it.
 
     ``Unavailable`` when the store fails; the batches before it stay applied (and counted
     in ``report``, when given)."""
@@ -261,7 +261,7 @@ def sync_events(
             planner=planner,
             progress=progress,
             report=report,
-            gateway=gateway,
+            gateway=lambda: gateway,
         )
     except BillingError:
         # Keep the batches committed before the failure; the store may refuse this too.

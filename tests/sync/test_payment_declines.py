@@ -240,7 +240,7 @@ def test_the_intents_failure_and_the_invoices_in_one_second_in_either_order(
     for order in (events, events[::-1]):
         wipe(store)
         gateway = open_gateway(load_settings())
-        apply_events(store, order, source="api", now=NOW, gateway=gateway)
+        apply_events(store, order, source="api", now=NOW, gateway=lambda opened=gateway: opened)
         mirrored = store.get_invoice(INVOICE)
         seen.append(
             (mirrored.last_decline_code, mirrored.last_failure_message, mirrored.attempt_count)
