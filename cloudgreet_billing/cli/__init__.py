@@ -18,6 +18,7 @@ from typer.main import get_group
 from cloudgreet_billing import __version__
 from cloudgreet_billing.cli.context import AppContext, app_context
 from cloudgreet_billing.cli.output import fail, json_mode, set_json_mode
+from cloudgreet_billing.cli.quick_params import use_quick_params
 from cloudgreet_billing.config import scrub_secrets
 from cloudgreet_billing.errors import BadInput, BillingError, ExitCode, refused_value
 
@@ -118,6 +119,7 @@ def _flags_take_no_value() -> None:
 
 
 _flags_take_no_value()
+use_quick_params()
 
 
 class BillingGroup(TyperGroup):
