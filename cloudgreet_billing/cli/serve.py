@@ -103,6 +103,7 @@ def build_app(
 
     from cloudgreet_billing.adapters.stripe import verify_webhook
     from cloudgreet_billing.domain.events import EventPlan, EventResult, is_event, plan_event
+    from cloudgreet_billing.domain.json_text import NotJson, loads
     from cloudgreet_billing.domain.quarantine import RejectedEvent, reject, reject_text
     from cloudgreet_billing.errors import BadInput, BillingError, Unavailable
 
@@ -113,7 +114,10 @@ def build_app(
         """The event's plan, its rejection (to quarantine), or why it is no event (400)."""
         text = body.decode("utf-8")  # verified, so UTF-8
         try:
-            event = json.loads(text)
+            event = loads(text)
+        except NotJson as exc:
+            # Signed by Stripe, so Stripe's to mend: kept, and answered 200.
+            return reject_text(text, f"the event's JSON is not valid: {exc}", SOURCE)
         except json.JSONDecodeError as exc:
             return f"not JSON: {exc.msg}"
         except (ValueError, RecursionError):

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Final, Literal
 
 from cloudgreet_billing.domain.events import EventSource
+from cloudgreet_billing.domain.json_text import NotJson, loads
 from cloudgreet_billing.domain.stripe_fields import (
     EARLIEST_TIME,
     LATEST_TIME,
@@ -186,9 +187,11 @@ def decode_json(text: str, *, what: str) -> Any:
     """``json.loads`` with every failure as ``BadInput``: invalid JSON, a number longer
     than Python reads (4,300 digits), or nesting deeper than its parser's recursion."""
     try:
-        return json.loads(text)
+        return loads(text)
     except RecursionError:
         raise BadInput(f"{what} nests too deep to read") from None
+    except NotJson as exc:
+        raise BadInput(f"{what} is not valid JSON: {exc}") from None
     except json.JSONDecodeError as exc:
         raise BadInput(
             f"{what} is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"

@@ -14,7 +14,8 @@ What is a bad file and what is a bad event:
 - once the input has shown it holds events, every later value stands on its own: a value
   that is not an event is yielded as it is (and quarantined by ``apply_events``), and a
   value whose JSON cannot be read (broken, nested too deep, a number past Python's 4,300
-  digits) is yielded as ``UnreadableValue`` with its text. A value ends where the next
+  digits, or ``NaN``, ``Infinity`` and numbers too large for JSON: ``domain.json_text``)
+  is yielded as ``UnreadableValue`` with its text. A value ends where the next
   begins: a line starting with ``{`` in the first column.
 """
 
@@ -26,9 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
 from cloudgreet_billing.domain.events import is_event, what_it_is
+from cloudgreet_billing.domain.json_text import DECODER, NotJson, loads
 from cloudgreet_billing.errors import BadInput
 
-_DECODER = json.JSONDecoder()
 _SHAPES: Final = "give one event, a JSON list, an API list page, or one event per line"
 
 
@@ -117,7 +118,7 @@ def _decode_values(text: str) -> tuple[list[Any], int]:
         if start == len(text):
             return values, start
         try:
-            value, position = _DECODER.raw_decode(text, start)
+            value, position = DECODER.raw_decode(text, start)
         except (ValueError, RecursionError):
             # Incomplete (more lines to come), or unreadable: decided by what follows.
             return values, start
@@ -127,9 +128,11 @@ def _decode_values(text: str) -> tuple[list[Any], int]:
 def _why_unreadable(text: str, start_line: int) -> str:
     """Why ``text`` is not a JSON value we can read, naming the line."""
     try:
-        json.loads(text)
+        loads(text)
     except RecursionError:
         return f"the JSON from line {start_line} nests too deep to read"
+    except NotJson as exc:
+        return f"not valid JSON from line {start_line}: {exc}"
     except json.JSONDecodeError as exc:
         return (
             f"not valid JSON from line {start_line}: {exc.msg} "
@@ -152,7 +155,7 @@ def _first_char(stream: TextIO) -> str | None:
 
 def _load_whole(text: str, source: str) -> Any:
     try:
-        return json.loads(text)
+        return loads(text)
     except (ValueError, RecursionError):
         raise BadInput(f"{source}: {_why_unreadable(text, 1)}", hint=_SHAPES) from None
 

@@ -72,6 +72,8 @@ GOOD = "".join(line(invoice_event(n)) for n in range(3))
         (deep_line(1) + GOOD, "nests too deep to read"),
         ("[" + "1" * 5000 + "]", "a number too long to read"),
         ('{"id": "evt_1", \n', "not valid JSON"),
+        ('{"id": "evt_1", "amount_due": NaN}\n' + GOOD, "line 1: NaN is not a JSON number"),
+        ("[" + json.dumps(invoice_event(1))[:-1] + ', "x": 1e999}]', "too large for JSON"),
     ],
 )
 def test_a_file_that_is_not_events_is_refused_whole(
@@ -132,3 +134,32 @@ def test_bad_values_among_events_are_quarantined_and_the_rest_applied(
         assert not store.event_processed(f"{EVT}00000011")
     finally:
         store.close()
+
+
+def test_numbers_json_cannot_write_are_quarantined_on_every_store(
+    store_env: str, tmp_path: Path
+) -> None:
+    # Python's json reads NaN, Infinity and 1e400; PostgreSQL's jsonb refuses them. Read
+    # as JSON defines it, such an event is quarantined on SQLite as on PostgreSQL.
+    def spoilt(n: int, value: str) -> str:
+        text = json.dumps({**invoice_event(n), "metadata": {"ratio": "X"}})
+        return text.replace('"X"', value) + "\n"
+
+    parts = [
+        line(invoice_event(1)),
+        spoilt(2, "NaN"),
+        spoilt(3, "-Infinity"),
+        spoilt(4, "1e400"),
+        line(invoice_event(5)),
+    ]
+    path = tmp_path / "events.ndjson"
+    path.write_text("".join(parts))
+    result = run("sync", "--events-file", str(path), "--json")
+    assert result.exit_code == 4, result.stdout
+    body = json.loads(result.stdout)["data"]
+    assert (body["events_applied"], body["events_failed"]) == (2, 3)
+    assert [row["reason"] for row in body["quarantined"]] == [
+        "not valid JSON from line 2: NaN is not a JSON number",
+        "not valid JSON from line 3: -Infinity is not a JSON number",
+        "not valid JSON from line 4: the number 1e400 is too large for JSON",
+    ]

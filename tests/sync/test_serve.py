@@ -206,6 +206,18 @@ def test_json_too_deep_to_read_is_quarantined_as_text(server: str) -> None:
     assert (row.event_id, json.loads(row.payload), row.times_seen) == (None, payload, 2)
 
 
+@pytest.mark.parametrize("number", ["NaN", "-Infinity", "1e400"])
+def test_a_number_json_cannot_write_is_quarantined_as_text(server: str, number: str) -> None:
+    # Python's json would read it; PostgreSQL's jsonb would not: no store keeps it.
+    text = json.dumps(bad_event()).replace('"amount_due": [1]', f'"amount_due": {number}')
+    response = httpx.post(server + WEBHOOK_PATH, content=text, headers=signed(text))
+    assert (response.status_code, response.json()["status"]) == (200, "quarantined")
+    assert response.json()["reason"].startswith("the event's JSON is not valid: ")
+    (row,) = quarantined_rows()
+    assert json.loads(row.payload) == text
+    assert open_alerts() == []
+
+
 @pytest.mark.parametrize(
     ("payload", "says"),
     [
