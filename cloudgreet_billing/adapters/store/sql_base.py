@@ -14,7 +14,16 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
+import orjson
+
 from cloudgreet_billing.errors import BillingError
+
+_ORJSON_OPTIONS = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 
 
 class Cursor:
@@ -60,7 +69,7 @@ class SqlBase:
         return None
 
     def _json_param(self, value: Any) -> Any:
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+        return json_column(value)
 
     @staticmethod
     def _json_value(value: Any) -> Any:
@@ -79,6 +88,25 @@ class SqlBase:
 
     def migrate(self) -> list[int]:
         raise NotImplementedError
+
+
+def json_column(value: Any) -> str:
+    """``value`` as the text of a JSON column: compact, keys sorted.
+
+    orjson writes a Stripe object four times as fast as ``json.dumps`` (a sync writes
+    thousands), and refuses what it would write differently: integers beyond 64 bits,
+    strings that are not Unicode (lone surrogates), keys that are not strings, and
+    (``OPT_PASSTHROUGH_*``) dataclasses, datetimes and subclasses of ``str``, ``int``,
+    ``dict`` or ``list``. Those go to ``json.dumps``, as everything did before. The texts
+    differ only in spelling: orjson writes ``é`` where ``json.dumps`` writes ``\\u00e9``.
+
+    orjson writes ``NaN`` and infinities as ``null``; none reaches here, since events are
+    read as JSON defines it (``domain.json_text``).
+    """
+    try:
+        return orjson.dumps(value, option=_ORJSON_OPTIONS).decode()
+    except TypeError:  # orjson.JSONEncodeError is one, as is its "Dict key must be str"
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
 def chunked(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
