@@ -76,6 +76,17 @@ def _stream_values(first: str, stream: TextIO) -> Iterator[Any]:
     start_line, line_number = 1, 0
     for line in stream:
         line_number += 1
+        if not buffer and line.startswith("{"):
+            # The common case, one event a line, decoded without building a buffer.
+            try:
+                value, end = DECODER.raw_decode(line)
+            except (ValueError, RecursionError):
+                pass  # decided below, with the lines that follow
+            else:
+                if end == len(line) or line[end:].isspace():
+                    yield from _unwrap(value)
+                    start_line = line_number + 1
+                    continue
         if line.startswith("{") and buffer.strip():
             # A value begins in the first column: what is pending ends here.
             yield from _pending_values(buffer, start_line)
