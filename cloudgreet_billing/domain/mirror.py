@@ -9,17 +9,28 @@ a field of the wrong type is ``BadInput`` naming it, never an exception of Pytho
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, TypeGuard
 
 from cloudgreet_billing.domain.failed_payment import default_payment_method
 from cloudgreet_billing.domain.statuses import (
     INVOICE_STATUSES,
     SUBSCRIPTION_STATUSES,
 )
-from cloudgreet_billing.domain.stripe_fields import Fields
+from cloudgreet_billing.domain.stripe_fields import (
+    BIGINT_MAX,
+    BIGINT_MIN,
+    EARLIEST_TIME,
+    INTEGER_MAX,
+    LATEST_TIME,
+    MAX_ID_LENGTH,
+    Fields,
+    currency_pattern,
+    id_pattern,
+)
+from cloudgreet_billing.domain.timefmt import utc_from_unix
 from cloudgreet_billing.errors import BadInput
 
 
@@ -140,6 +151,142 @@ def _reference(fields: Fields, key: str, prefix: str) -> str | None:
 def parse_invoice(obj: Mapping[str, Any]) -> MirroredInvoice:
     """An invoice object as the mirror keeps it; ``BadInput`` names a field of the wrong
     type or out of range."""
+    plain = _plain_invoice(obj)
+    return plain if plain is not None else _checked_invoice(obj)
+
+
+_INVOICE_ID = id_pattern("in_")
+_CUSTOMER_ID = id_pattern("cus_")
+_SUBSCRIPTION_ID = id_pattern("sub_")
+_CURRENCY = currency_pattern()
+
+
+def _plain_invoice(obj: Mapping[str, Any]) -> MirroredInvoice | None:
+    """``_checked_invoice(obj)`` for an invoice whose every field is plain: of its type,
+    in its range, or null where null is allowed, as Stripe sends them. None when any is
+    not (an expanded customer, a missing amount, a wrong type): ``_checked_invoice`` then
+    reads that one, and gives the default or names the field.
+
+    A sync reads thousands of invoices, and reading field by field through ``Fields``
+    was most of planning's time; this reads each with one lookup and one check.
+    ``tests/domain/test_plain_invoice.py`` checks both give the same on any invoice.
+    """
+    if type(obj) is not dict:
+        return None
+    get = obj.get
+    invoice_id, customer_id = get("id"), get("customer")
+    if not (
+        type(invoice_id) is str
+        and len(invoice_id) <= MAX_ID_LENGTH
+        and _INVOICE_ID.fullmatch(invoice_id)
+        and type(customer_id) is str
+        and len(customer_id) <= MAX_ID_LENGTH
+        and _CUSTOMER_ID.fullmatch(customer_id)
+    ):
+        return None
+    amount_due, amount_paid = get("amount_due"), get("amount_paid")
+    amount_remaining, total = get("amount_remaining"), get("total")
+    excluding_tax, attempt_count = get("total_excluding_tax"), get("attempt_count")
+    if not (
+        _is_bigint(amount_due)
+        and _is_bigint(amount_paid)
+        and _is_bigint(amount_remaining)
+        and _is_bigint(total)
+        and (excluding_tax is None or _is_bigint(excluding_tax))
+    ):
+        return None
+    if type(attempt_count) is not int or not 0 <= attempt_count <= INTEGER_MAX:
+        return None
+    status, currency = get("status"), get("currency")
+    if status is None:
+        status = "draft"
+    elif type(status) is not str or status not in INVOICE_STATUSES:
+        return None
+    if type(currency) is not str or not _CURRENCY.fullmatch(currency):
+        return None
+    attempted, livemode = get("attempted"), get("livemode")
+    if type(attempted) is not bool or type(livemode) is not bool:
+        return None
+    number, url = get("number"), get("hosted_invoice_url")
+    email, phone, name = get("customer_email"), get("customer_phone"), get("customer_name")
+    for text in (number, url, email, phone, name):
+        if text is not None and (type(text) is not str or "\x00" in text):
+            return None
+    created, next_attempt, due_date = get("created"), get("next_payment_attempt"), get("due_date")
+    transitions = get("status_transitions")
+    if transitions is None:
+        finalized_at = None
+    elif type(transitions) is dict:
+        finalized_at = transitions.get("finalized_at")
+    else:
+        return None
+    if type(created) is not int or not EARLIEST_TIME <= created < LATEST_TIME:
+        return None
+    for moment in (next_attempt, due_date, finalized_at):
+        if moment is not None and (
+            type(moment) is not int or not EARLIEST_TIME <= moment < LATEST_TIME
+        ):
+            return None
+    subscription_id = _plain_subscription_id(get)
+    if subscription_id is False:
+        return None
+    return MirroredInvoice(
+        id=invoice_id,
+        customer_id=customer_id,
+        subscription_id=subscription_id,
+        number=number,
+        status=status,
+        currency=currency.lower(),
+        amount_due=amount_due,
+        amount_paid=amount_paid,
+        amount_remaining=amount_remaining,
+        total=total,
+        total_excluding_tax=excluding_tax,
+        attempt_count=attempt_count,
+        attempted=attempted,
+        next_payment_attempt=None if next_attempt is None else utc_from_unix(next_attempt),
+        due_date=None if due_date is None else utc_from_unix(due_date),
+        hosted_invoice_url=url,
+        livemode=livemode,
+        stripe_created=utc_from_unix(created),
+        raw=obj,
+        customer_email=email if email and email.strip() else None,
+        customer_phone=phone if phone and phone.strip() else None,
+        customer_name=name if name and name.strip() else None,
+        finalized_at=None if finalized_at is None else utc_from_unix(finalized_at),
+    )
+
+
+def _is_bigint(value: Any) -> TypeGuard[int]:
+    """An integer (not a bool) that fits PostgreSQL's ``bigint``."""
+    return type(value) is int and BIGINT_MIN <= value <= BIGINT_MAX
+
+
+def _plain_subscription_id(get: Callable[[str], Any]) -> str | Literal[False] | None:
+    """``_subscription_id`` for the plain shapes: the id under ``parent.
+    subscription_details`` (else at the top level), or null; False for any other shape."""
+    parent = get("parent")
+    if parent is None:
+        linked = get("subscription")
+    elif type(parent) is dict:
+        details = parent.get("subscription_details")
+        if details is None:
+            linked = get("subscription")
+        elif type(details) is dict:
+            linked = details.get("subscription") or get("subscription")
+        else:
+            return False
+    else:
+        return False
+    if linked is None:
+        return None
+    if type(linked) is str and len(linked) <= MAX_ID_LENGTH and _SUBSCRIPTION_ID.fullmatch(linked):
+        return linked
+    return False
+
+
+def _checked_invoice(obj: Mapping[str, Any]) -> MirroredInvoice:
+    """``parse_invoice``, field by field through ``Fields``: the reference reading."""
     fields = Fields(obj, "invoice")
     invoice_id = fields.id("id", "in_")
     fields.what = f"invoice {invoice_id}"

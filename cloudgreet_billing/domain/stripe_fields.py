@@ -222,7 +222,18 @@ def is_stripe_id(value: Any, prefix: str) -> bool:
     """Whether ``value`` is an id of the kind ``prefix`` names, in Stripe's characters."""
     if not isinstance(value, str) or len(value) > MAX_ID_LENGTH:
         return False
+    return id_pattern(prefix).fullmatch(value) is not None
+
+
+def id_pattern(prefix: str) -> re.Pattern[str]:
+    """The pattern of a whole id of the kind ``prefix`` names (without the length limit,
+    ``MAX_ID_LENGTH``)."""
     pattern = _ID_PATTERNS.get(prefix)
     if pattern is None:
         pattern = _ID_PATTERNS[prefix] = re.compile(re.escape(prefix) + _ID_BODY)
-    return pattern.fullmatch(value) is not None
+    return pattern
+
+
+def currency_pattern() -> re.Pattern[str]:
+    """The pattern of a currency code as ``Fields.currency`` accepts it (any case)."""
+    return _CURRENCY
