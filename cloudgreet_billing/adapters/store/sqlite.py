@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 #: Page size of a new store, in bytes. Twice SQLite's default: a million-row import writes
 #: fewer, fuller pages and WAL frames (measured: about a sixth less time in the store).
 PAGE_SIZE = 8192
+#: Pages of write-ahead log between automatic checkpoints (32 MB at ``PAGE_SIZE``).
+CHECKPOINT_PAGES = 4096
 # Ledger imports at least this large (estimated) into a table no more than four times its
 # size drop the ledger's indexes for the load and rebuild them after, inside the same
 # transaction: a sorted rebuild costs a fraction of a million random b-tree inserts.
@@ -246,6 +248,10 @@ class SqliteStore(SqlStore):
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.execute("PRAGMA cache_size=-65536")
+            # A checkpoint every 32 MB of log, not SQLite's 8 MB: each copies the log into
+            # the file and syncs it, and a sync's batches rewrote the same index pages at
+            # every one (10,000 events: 0.04 s of CPU and 0.05 s of waiting for the disk).
+            self._conn.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
         except (OSError, sqlite3.Error) as exc:
             known = describe_failure(exc, self.path)
             if known is not None:
