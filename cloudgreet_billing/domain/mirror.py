@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal
 
 from cloudgreet_billing.domain.failed_payment import default_payment_method
 from cloudgreet_billing.domain.statuses import (
@@ -20,15 +20,12 @@ from cloudgreet_billing.domain.statuses import (
     SUBSCRIPTION_STATUSES,
 )
 from cloudgreet_billing.domain.stripe_fields import (
-    BIGINT_MAX,
-    BIGINT_MIN,
-    EARLIEST_TIME,
     INTEGER_MAX,
-    LATEST_TIME,
-    MAX_ID_LENGTH,
     Fields,
-    currency_pattern,
-    id_pattern,
+    is_bigint,
+    is_currency_code,
+    is_stripe_id,
+    is_unix_time,
 )
 from cloudgreet_billing.domain.timefmt import utc_from_unix
 from cloudgreet_billing.errors import BadInput
@@ -114,7 +111,11 @@ class MirroredCustomer:
 
 def _contact(fields: Fields, key: str) -> str | None:
     """An optional contact field (``customer_email``, …); an empty string is no value."""
-    value = fields.optional_string(key)
+    return _filled(fields.optional_string(key))
+
+
+def _filled(value: str | None) -> str | None:
+    """A contact as the mirror keeps it: an empty or blank string is no value."""
     return value if value and value.strip() else None
 
 
@@ -155,12 +156,6 @@ def parse_invoice(obj: Mapping[str, Any]) -> MirroredInvoice:
     return plain if plain is not None else _checked_invoice(obj)
 
 
-_INVOICE_ID = id_pattern("in_")
-_CUSTOMER_ID = id_pattern("cus_")
-_SUBSCRIPTION_ID = id_pattern("sub_")
-_CURRENCY = currency_pattern()
-
-
 def _plain_invoice(obj: Mapping[str, Any]) -> MirroredInvoice | None:
     """``_checked_invoice(obj)`` for an invoice whose every field is plain: of its type,
     in its range, or null where null is allowed, as Stripe sends them. None when any is
@@ -175,24 +170,17 @@ def _plain_invoice(obj: Mapping[str, Any]) -> MirroredInvoice | None:
         return None
     get = obj.get
     invoice_id, customer_id = get("id"), get("customer")
-    if not (
-        type(invoice_id) is str
-        and len(invoice_id) <= MAX_ID_LENGTH
-        and _INVOICE_ID.fullmatch(invoice_id)
-        and type(customer_id) is str
-        and len(customer_id) <= MAX_ID_LENGTH
-        and _CUSTOMER_ID.fullmatch(customer_id)
-    ):
+    if not (is_stripe_id(invoice_id, "in_") and is_stripe_id(customer_id, "cus_")):
         return None
     amount_due, amount_paid = get("amount_due"), get("amount_paid")
     amount_remaining, total = get("amount_remaining"), get("total")
     excluding_tax, attempt_count = get("total_excluding_tax"), get("attempt_count")
     if not (
-        _is_bigint(amount_due)
-        and _is_bigint(amount_paid)
-        and _is_bigint(amount_remaining)
-        and _is_bigint(total)
-        and (excluding_tax is None or _is_bigint(excluding_tax))
+        is_bigint(amount_due)
+        and is_bigint(amount_paid)
+        and is_bigint(amount_remaining)
+        and is_bigint(total)
+        and (excluding_tax is None or is_bigint(excluding_tax))
     ):
         return None
     if type(attempt_count) is not int or not 0 <= attempt_count <= INTEGER_MAX:
@@ -202,7 +190,7 @@ def _plain_invoice(obj: Mapping[str, Any]) -> MirroredInvoice | None:
         status = "draft"
     elif type(status) is not str or status not in INVOICE_STATUSES:
         return None
-    if type(currency) is not str or not _CURRENCY.fullmatch(currency):
+    if not is_currency_code(currency):
         return None
     attempted, livemode = get("attempted"), get("livemode")
     if type(attempted) is not bool or type(livemode) is not bool:
@@ -220,12 +208,10 @@ def _plain_invoice(obj: Mapping[str, Any]) -> MirroredInvoice | None:
         finalized_at = transitions.get("finalized_at")
     else:
         return None
-    if type(created) is not int or not EARLIEST_TIME <= created < LATEST_TIME:
+    if not is_unix_time(created):
         return None
     for moment in (next_attempt, due_date, finalized_at):
-        if moment is not None and (
-            type(moment) is not int or not EARLIEST_TIME <= moment < LATEST_TIME
-        ):
+        if moment is not None and not is_unix_time(moment):
             return None
     subscription_id = _plain_subscription_id(get)
     if subscription_id is False:
@@ -250,16 +236,11 @@ def _plain_invoice(obj: Mapping[str, Any]) -> MirroredInvoice | None:
         livemode=livemode,
         stripe_created=utc_from_unix(created),
         raw=obj,
-        customer_email=email if email and email.strip() else None,
-        customer_phone=phone if phone and phone.strip() else None,
-        customer_name=name if name and name.strip() else None,
+        customer_email=_filled(email),
+        customer_phone=_filled(phone),
+        customer_name=_filled(name),
         finalized_at=None if finalized_at is None else utc_from_unix(finalized_at),
     )
-
-
-def _is_bigint(value: Any) -> TypeGuard[int]:
-    """An integer (not a bool) that fits PostgreSQL's ``bigint``."""
-    return type(value) is int and BIGINT_MIN <= value <= BIGINT_MAX
 
 
 def _plain_subscription_id(get: Callable[[str], Any]) -> str | Literal[False] | None:
@@ -280,9 +261,7 @@ def _plain_subscription_id(get: Callable[[str], Any]) -> str | Literal[False] | 
         return False
     if linked is None:
         return None
-    if type(linked) is str and len(linked) <= MAX_ID_LENGTH and _SUBSCRIPTION_ID.fullmatch(linked):
-        return linked
-    return False
+    return linked if is_stripe_id(linked, "sub_") else False
 
 
 def _checked_invoice(obj: Mapping[str, Any]) -> MirroredInvoice:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 from cloudgreet_billing.domain.timefmt import utc_from_unix
 from cloudgreet_billing.errors import BadInput
@@ -172,7 +172,7 @@ class Fields:
         value = self._obj.get(key)
         if value is None:
             return None
-        if not isinstance(value, str) or not _CURRENCY.fullmatch(value):
+        if not is_currency_code(value):
             raise self.bad(key, "a three-letter currency code", value)
         return value.lower()
 
@@ -187,7 +187,7 @@ class Fields:
         seconds = self._obj.get(key)
         if seconds is None:
             return None
-        if type(seconds) is not int or not EARLIEST_TIME <= seconds < LATEST_TIME:
+        if not is_unix_time(seconds):
             raise self.bad(key, "a Unix time between 2000 and 2100", seconds)
         return utc_from_unix(seconds)
 
@@ -218,22 +218,26 @@ class Fields:
         return value
 
 
-def is_stripe_id(value: Any, prefix: str) -> bool:
+def is_stripe_id(value: Any, prefix: str) -> TypeGuard[str]:
     """Whether ``value`` is an id of the kind ``prefix`` names, in Stripe's characters."""
     if not isinstance(value, str) or len(value) > MAX_ID_LENGTH:
         return False
-    return id_pattern(prefix).fullmatch(value) is not None
-
-
-def id_pattern(prefix: str) -> re.Pattern[str]:
-    """The pattern of a whole id of the kind ``prefix`` names (without the length limit,
-    ``MAX_ID_LENGTH``)."""
     pattern = _ID_PATTERNS.get(prefix)
     if pattern is None:
         pattern = _ID_PATTERNS[prefix] = re.compile(re.escape(prefix) + _ID_BODY)
-    return pattern
+    return pattern.fullmatch(value) is not None
 
 
-def currency_pattern() -> re.Pattern[str]:
-    """The pattern of a currency code as ``Fields.currency`` accepts it (any case)."""
-    return _CURRENCY
+def is_bigint(value: Any) -> TypeGuard[int]:
+    """An integer (not a bool) that fits PostgreSQL's ``bigint``: an amount."""
+    return type(value) is int and BIGINT_MIN <= value <= BIGINT_MAX
+
+
+def is_unix_time(value: Any) -> TypeGuard[int]:
+    """Unix seconds (an integer, not a bool) between 2000 and 2100."""
+    return type(value) is int and EARLIEST_TIME <= value < LATEST_TIME
+
+
+def is_currency_code(value: Any) -> TypeGuard[str]:
+    """Three letters, in any case (stored lowercase)."""
+    return isinstance(value, str) and _CURRENCY.fullmatch(value) is not None

@@ -73,6 +73,15 @@ def test_a_bad_invoice_field_is_named_with_what_came(fields: dict[str, Any], rea
     assert reason in message
 
 
+def test_times_run_from_2000_up_to_but_not_including_2100() -> None:
+    for seconds in (946_684_800, 4_102_444_799):  # 2000-01-01, 2099-12-31T23:59:59Z
+        assert parse_invoice(invoice_with(created=seconds)).stripe_created.timestamp() == seconds
+    for seconds in (946_684_799, 4_102_444_800):
+        assert "expected a Unix time between 2000 and 2100" in refusal(
+            parse_invoice, invoice_with(due_date=seconds)
+        )
+
+
 def test_an_invoice_id_must_carry_its_prefix() -> None:
     assert refusal(parse_invoice, invoice_with(id="1QpL8HLk")) == (
         "invoice field id: expected an id starting in_, got string '1QpL8HLk'"
