@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from cloudgreet_billing.adapters.store.sql_dunning import REVIEW_CONFIRMED, REVIEW_UNCONFIRMED
 from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase, iso, utc, utc_time
 from cloudgreet_billing.adapters.store.supabase.client import PAGE_SIZE
+from cloudgreet_billing.adapters.store.supabase.event_plans import alert_draft_json
 
 if TYPE_CHECKING:
     from cloudgreet_billing.adapters.store.protocol_alerts import (
@@ -191,18 +192,7 @@ class SupabaseDunning(SupabaseBase):
         raised = self._api.rpc(
             "billing_api_raise_alert",
             {
-                "p_draft": {
-                    "type": draft.type,
-                    "dedupe_key": draft.dedupe_key,
-                    "customer_id": draft.customer_id,
-                    "invoice_id": draft.invoice_id,
-                    "amount_due": draft.amount_due,
-                    "currency": draft.currency,
-                    "stripe_event_id": draft.stripe_event_id,
-                    "attempt_count": draft.attempt_count,
-                    "last_failure": draft.last_failure,
-                    "details": dict(draft.details),
-                },
+                "p_draft": alert_draft_json(draft),
                 "p_actor": actor,
                 "p_now": iso(now),
             },

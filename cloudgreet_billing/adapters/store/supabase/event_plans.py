@@ -30,6 +30,7 @@ from cloudgreet_billing.adapters.store.supabase.base import iso, utc, utc_time
 from cloudgreet_billing.errors import StoreError
 
 if TYPE_CHECKING:
+    from cloudgreet_billing.domain.alerts import AlertDraft
     from cloudgreet_billing.domain.dunning import DunningPlanner, StepDraft
     from cloudgreet_billing.domain.events import EventPlan, EventResult, InvoiceFailure
     from cloudgreet_billing.domain.mirror import (
@@ -113,6 +114,22 @@ def customer_json(customer: MirroredCustomer) -> dict[str, Any]:
     }
 
 
+def alert_draft_json(draft: AlertDraft) -> dict[str, Any]:
+    """An alert to open or add to, as the functions take it (``p_draft``, ``alert``)."""
+    return {
+        "type": draft.type,
+        "dedupe_key": draft.dedupe_key,
+        "customer_id": draft.customer_id,
+        "invoice_id": draft.invoice_id,
+        "amount_due": draft.amount_due,
+        "currency": draft.currency,
+        "stripe_event_id": draft.stripe_event_id,
+        "attempt_count": draft.attempt_count,
+        "last_failure": draft.last_failure,
+        "details": dict(draft.details),
+    }
+
+
 def _failure_json(failure: InvoiceFailure, invoice: MirroredInvoice) -> dict[str, Any]:
     decline = failure.decline
     return {
@@ -163,19 +180,7 @@ def plan_json(plan: EventPlan, planner: DunningPlanner) -> dict[str, Any]:
     if plan.customer is not None:
         written["customer"] = customer_json(plan.customer)
     if plan.alert is not None:
-        alert = plan.alert
-        written["alert"] = {
-            "type": alert.type,
-            "dedupe_key": alert.dedupe_key,
-            "customer_id": alert.customer_id,
-            "invoice_id": alert.invoice_id,
-            "amount_due": alert.amount_due,
-            "currency": alert.currency,
-            "stripe_event_id": alert.stripe_event_id,
-            "attempt_count": alert.attempt_count,
-            "last_failure": alert.last_failure,
-            "details": dict(alert.details),
-        }
+        written["alert"] = alert_draft_json(plan.alert)
     if plan.resolve is not None:
         written["resolve"] = list(plan.resolve)
     refused = _refusal(written)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from cloudgreet_billing.adapters.store.supabase.base import SupabaseBase, iso, utc, utc_time
 from cloudgreet_billing.adapters.store.supabase.client import PAGE_SIZE
 from cloudgreet_billing.adapters.store.supabase.event_plans import (
+    alert_draft_json,
     invoice_json,
     invoice_of,
     plan_json,
@@ -321,18 +322,7 @@ class SupabaseOperations(SupabaseBase):
         alert_id = self._api.rpc(
             "billing_api_open_action_required_alert",
             {
-                "p_draft": {
-                    "type": draft.type,
-                    "dedupe_key": draft.dedupe_key,
-                    "customer_id": draft.customer_id,
-                    "invoice_id": draft.invoice_id,
-                    "amount_due": draft.amount_due,
-                    "currency": draft.currency,
-                    "stripe_event_id": draft.stripe_event_id,
-                    "attempt_count": draft.attempt_count,
-                    "last_failure": draft.last_failure,
-                    "details": dict(draft.details),
-                },
+                "p_draft": alert_draft_json(draft),
                 "p_note": note,
                 "p_audit": audit_json(audit),
                 "p_now": iso(now),
