@@ -392,7 +392,15 @@ def insert(conn: Any, n: int, row: dict[str, Any]) -> None:
         conn.execute(
             "INSERT INTO billing_dunning_events (invoice_id, customer_id, day, channel, "
             "template, due_at, status, sent_at) VALUES (%s, %s, %s, %s, 'reminder', %s, %s, %s)",
-            (invoice, row["customer"], day, channel, NOW, status, sent and NOW + sent * HOUR),
+            (
+                invoice,
+                row["customer"],
+                day,
+                channel,
+                NOW,
+                status,
+                None if sent is None else NOW + sent * HOUR,  # 0 hours is NOW, not null
+            ),
         )
     for (action, outcome), hours in row["audit"]:
         conn.execute(
