@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from cloudgreet_billing.adapters.store.protocol_audit import AuditDraft, AuditRecord
+    from cloudgreet_billing.domain.alerts import AlertDraft
     from cloudgreet_billing.domain.events import InvoiceFailure
     from cloudgreet_billing.domain.mirror import MirroredInvoice
 
@@ -23,6 +24,22 @@ class Settlement:
 
     resolved_alert_ids: tuple[int, ...]
     canceled_steps: int
+
+
+def action_required_draft(
+    invoice: MirroredInvoice, *, failure: str, audit: AuditDraft, now: datetime
+) -> AlertDraft:
+    """The alert ``open_action_required_alert`` opens or adds to, on every store. Its
+    ``opened_by`` is unique per call: the store tells an insert from an update by it."""
+    from cloudgreet_billing.domain.alerts import invoice_alert
+
+    return invoice_alert(
+        "payment_action_required",
+        invoice,
+        attempt_count=invoice.attempt_count,
+        last_failure=failure,
+        details={"opened_by": f"{audit.action}:{audit.idempotency_key}:{now.isoformat()}"},
+    )
 
 
 class ActionsOps(Protocol):

@@ -114,16 +114,9 @@ class ActionsSql(AuditSql):
     def open_action_required_alert(
         self, invoice: MirroredInvoice, *, failure: str, note: str, audit: AuditDraft, now: datetime
     ) -> int:
-        from cloudgreet_billing.domain.alerts import invoice_alert
+        from cloudgreet_billing.adapters.store.protocol_actions import action_required_draft
 
-        draft = invoice_alert(
-            "payment_action_required",
-            invoice,
-            attempt_count=invoice.attempt_count,
-            last_failure=failure,
-            # Unique per call, as raise_alert needs to tell an insert from an update.
-            details={"opened_by": f"{audit.action}:{audit.idempotency_key}:{now.isoformat()}"},
-        )
+        draft = action_required_draft(invoice, failure=failure, audit=audit, now=now)
         with self._transaction():
             raised = self.raise_alert(draft, actor=audit.actor, now=now)
             self.add_alert_note(raised.alert.id, author=audit.actor, body=note, now=now)

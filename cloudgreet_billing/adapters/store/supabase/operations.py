@@ -309,16 +309,9 @@ class SupabaseOperations(SupabaseBase):
     def open_action_required_alert(
         self, invoice: MirroredInvoice, *, failure: str, note: str, audit: AuditDraft, now: datetime
     ) -> int:
-        from cloudgreet_billing.domain.alerts import invoice_alert
+        from cloudgreet_billing.adapters.store.protocol_actions import action_required_draft
 
-        draft = invoice_alert(
-            "payment_action_required",
-            invoice,
-            attempt_count=invoice.attempt_count,
-            last_failure=failure,
-            # Unique per call, as the function needs to tell an insert from an update.
-            details={"opened_by": f"{audit.action}:{audit.idempotency_key}:{now.isoformat()}"},
-        )
+        draft = action_required_draft(invoice, failure=failure, audit=audit, now=now)
         alert_id = self._api.rpc(
             "billing_api_open_action_required_alert",
             {
