@@ -20,9 +20,10 @@ What is quick, each as ``typer._adapters.build_leaf_adapter`` converts it:
   ``TypeAdapter(Path)`` gives; a path Python would normalise (``a//b``, ``./x``, ``""``)
   goes to Typer, so that its messages quote the path as typed.
 
-This uses Typer's private ``_TyperParameter._runtime_param`` and ``RuntimeParam``, so
-``pyproject.toml`` pins Typer below 0.30; ``tests/cli/test_quick_params.py`` checks every
-parameter of every command against Typer's own adapter, and that the quick path is in use.
+This replaces Typer's private ``_TyperParameter.get_runtime_param`` and subclasses its
+``RuntimeParam``, so ``pyproject.toml`` pins Typer below 0.30.
+``tests/cli/test_quick_params.py`` checks every parameter of every command against Typer's
+own adapter; ``tests/test_startup.py``, that plain commands import no Pydantic.
 """
 
 from __future__ import annotations
