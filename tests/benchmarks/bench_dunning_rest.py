@@ -22,29 +22,13 @@ import collections
 import os
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from tests.benchmarks.bench_dunning import run, seed  # noqa: E402
-
-
-def fresh_database(base: str) -> str:
-    import psycopg
-
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return f"{base.rpartition('/')[0]}/{name}"
-
-
-def drop(base: str, url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{url.rpartition("/")[2]}" WITH (FORCE)')
+from tests.benchmarks.databases import drop_database, fresh_database, postgres_server  # noqa: E402
 
 
 def delivery_env(outbox: Path) -> dict[str, str]:
@@ -71,52 +55,37 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000)
     args = parser.parse_args()
 
-    cluster = None
-    base = os.environ.get("BILLING_TEST_DATABASE_URL")
-    if not base:
-        from tests.pg_cluster import start_cluster
+    with postgres_server() as base, tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        direct_url = fresh_database(base)
+        seed(direct_url, args.steps)
+        env = {**delivery_env(tmp / "direct"), "BILLING_DATABASE_URL": direct_url}
+        direct_seconds, direct = run(env)
+        assert direct["sent"] == args.steps, direct
+        drop_database(base, direct_url)
 
-        cluster = start_cluster()
-        if cluster is None:
-            raise SystemExit("no PostgreSQL: set BILLING_TEST_DATABASE_URL")
-        base = cluster.url
-    try:
-        with tempfile.TemporaryDirectory() as tmp_name:
-            tmp = Path(tmp_name)
-            direct_url = fresh_database(base)
-            seed(direct_url, args.steps)
-            env = {**delivery_env(tmp / "direct"), "BILLING_DATABASE_URL": direct_url}
-            direct_seconds, direct = run(env)
-            assert direct["sent"] == args.steps, direct
-            drop(base, direct_url)
-
-            ensure_roles(base)
-            project = fresh_database(base)
-            prepare_database(project)
-            seed(project, args.steps)  # as the owner: the schema and the due steps
-            standin = PostgrestStandin(project, authenticator_url(project)).start()
-            try:
-                env = {
-                    **delivery_env(tmp / "rest"),
-                    "SUPABASE_URL": standin.url,
-                    "SUPABASE_SECRET_KEY": standin.keys.secret,
-                }
-                rest_seconds, rest = run(env)
-                sent = standin.sql(
-                    "SELECT count(*) FROM billing_dunning_events WHERE status = 'sent'"
-                )
-                written = len(list((tmp / "rest").glob("*.eml")))
-                assert rest["sent"] == args.steps == sent[0][0] == written, (rest, sent, written)
-                calls = collections.Counter(
-                    request.path.rsplit("/", 1)[-1] for request in standin.requests
-                )
-            finally:
-                standin.close_clients()
-                standin.stop()
-                drop(base, project)
-    finally:
-        if cluster is not None:
-            cluster.stop()
+        ensure_roles(base)
+        project = fresh_database(base)
+        prepare_database(project)
+        seed(project, args.steps)  # as the owner: the schema and the due steps
+        standin = PostgrestStandin(project, authenticator_url(project)).start()
+        try:
+            env = {
+                **delivery_env(tmp / "rest"),
+                "SUPABASE_URL": standin.url,
+                "SUPABASE_SECRET_KEY": standin.keys.secret,
+            }
+            rest_seconds, rest = run(env)
+            sent = standin.sql("SELECT count(*) FROM billing_dunning_events WHERE status = 'sent'")
+            written = len(list((tmp / "rest").glob("*.eml")))
+            assert rest["sent"] == args.steps == sent[0][0] == written, (rest, sent, written)
+            calls = collections.Counter(
+                request.path.rsplit("/", 1)[-1] for request in standin.requests
+            )
+        finally:
+            standin.close_clients()
+            standin.stop()
+            drop_database(base, project)
 
     steps = args.steps
     print(f"{'dunning run (file)':<22}{'steps':>8}{'seconds':>9}{'steps/s':>10}{'requests':>10}")

@@ -16,17 +16,17 @@ machine: a hosted project adds its round trip to each request.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import tracemalloc
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+from tests.benchmarks.databases import fresh_database, postgres_server  # noqa: E402
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -58,15 +58,6 @@ FROM billing_invoices;
 """
 
 
-def fresh_database(base: str) -> str:
-    import psycopg
-
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return f"{base.rpartition('/')[0]}/{name}"
-
-
 def timed(store: Any, count: int) -> tuple[float, int]:
     """Seconds to read the window whole, and the peak memory it took (bytes)."""
     from cloudgreet_billing.services.recovery import recovery_window
@@ -93,16 +84,7 @@ def main() -> None:
     parser.add_argument("--invoices", type=int, default=10_000)
     args = parser.parse_args()
 
-    cluster = None
-    base = os.environ.get("BILLING_TEST_DATABASE_URL")
-    if not base:
-        from tests.pg_cluster import start_cluster
-
-        cluster = start_cluster()
-        if cluster is None:
-            raise SystemExit("no PostgreSQL: set BILLING_TEST_DATABASE_URL")
-        base = cluster.url
-    try:
+    with postgres_server() as base:
         ensure_roles(base)
         project = fresh_database(base)
         prepare_database(project)
@@ -123,9 +105,6 @@ def main() -> None:
             standin.close_clients()
             standin.stop()
             owner.close()
-    finally:
-        if cluster is not None:
-            cluster.stop()
 
     n = args.invoices
     header = f"{'store':<22}{'invoices':>9}{'seconds':>9}{'invoices/s':>12}{'requests':>10}"

@@ -39,6 +39,7 @@ from cloudgreet_billing.adapters.store.supabase.store import SupabaseStore
 from cloudgreet_billing.domain.ledger import LedgerDraft
 from cloudgreet_billing.domain.ledger_batch import batches_of
 from cloudgreet_billing.domain.reconciliation import Window
+from tests.benchmarks.databases import drop_database, fresh_database
 from tests.postgrest.project import authenticator_url, ensure_roles, prepare_database
 from tests.postgrest.server import PostgrestStandin
 
@@ -63,11 +64,9 @@ def drafts(rows: int, prefix: str) -> list[LedgerDraft]:
     ]
 
 
-def fresh_database(server: str) -> str:
-    name = f"billing_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{server.rpartition('/')[0]}/{name}"
+def fresh_project(server: str) -> str:
+    """A new database set up as a Supabase project (roles, schema), as its owner."""
+    url = fresh_database(server, "billing_bench")
     ensure_roles(server)
     prepare_database(url)
     owner = PostgresStore(url)
@@ -86,7 +85,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--only", choices=("import", "export", "list"))
     args = parser.parse_args()
-    url = fresh_database(args.postgres)
+    url = fresh_project(args.postgres)
     standin = PostgrestStandin(url, authenticator_url(url)).start()
     try:
         rest = SupabaseStore(standin.url, standin.keys.secret, timeout=300)
@@ -177,8 +176,7 @@ def main() -> None:
         rest._api.close()
     finally:
         standin.stop()
-        with psycopg.connect(args.postgres, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{url.rpartition("/")[2]}" WITH (FORCE)')
+        drop_database(args.postgres, url)
 
 
 if __name__ == "__main__":

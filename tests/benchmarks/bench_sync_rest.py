@@ -14,10 +14,8 @@ its round-trip time to each request, which is why the requests are counted.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,17 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.benchmarks.bench_sync import history  # noqa: E402
+from tests.benchmarks.databases import fresh_database, postgres_server  # noqa: E402
 
 NOW = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
-
-
-def fresh_database(base: str) -> str:
-    import psycopg
-
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return f"{base.rpartition('/')[0]}/{name}"
 
 
 def timed(store: Any, events: list[dict[str, Any]]) -> float:
@@ -60,16 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     events = history(args.events)
 
-    cluster = None
-    base = os.environ.get("BILLING_TEST_DATABASE_URL")
-    if not base:
-        from tests.pg_cluster import start_cluster
-
-        cluster = start_cluster()
-        if cluster is None:
-            raise SystemExit("no PostgreSQL: set BILLING_TEST_DATABASE_URL")
-        base = cluster.url
-    try:
+    with postgres_server() as base:
         direct = PostgresStore(fresh_database(base))
         direct.migrate()
         direct_seconds = timed(direct, events)
@@ -90,9 +71,6 @@ def main() -> None:
             standin.close_clients()
             standin.stop()
             owner.close()
-    finally:
-        if cluster is not None:
-            cluster.stop()
 
     print(f"{'store':<22}{'events':>8}{'seconds':>9}{'events/s':>10}{'requests':>10}")
     print(
