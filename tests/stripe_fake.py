@@ -410,6 +410,25 @@ class FakeStripe:
             self._idempotent.pop(key, None)
 
 
+def invoice_payment_filter(item: Mapping[str, Any], query: Mapping[str, str]) -> bool:
+    """``GET /v1/invoice_payments``'s filters (API reference, "List all payments for an
+    invoice"): ``invoice``, ``status``, and ``payment[type]`` with ``payment[payment_intent]``
+    or ``payment[payment_record]``. ``paginate(..., where=invoice_payment_filter)`` serves
+    an account's invoice payments as Stripe lists them (``created`` and paging as for any
+    list)."""
+    payment = item.get("payment") or {}
+    invoice = item.get("invoice")
+    invoice_id = invoice.get("id") if isinstance(invoice, Mapping) else invoice
+    wanted = {
+        "invoice": invoice_id,
+        "status": item.get("status"),
+        "payment[type]": payment.get("type"),
+        "payment[payment_intent]": payment.get("payment_intent"),
+        "payment[payment_record]": payment.get("payment_record"),
+    }
+    return all(query[key] == value for key, value in wanted.items() if key in query)
+
+
 def _created_filter(query: Mapping[str, str]) -> Callable[[Mapping[str, Any]], bool]:
     bounds = {
         op: int(query[f"created[{op}]"])

@@ -13,7 +13,7 @@ from cloudgreet_billing.adapters.store.protocol_alerts import AlertQuery
 from cloudgreet_billing.bootstrap import open_gateway
 from cloudgreet_billing.config import load_settings
 from cloudgreet_billing.services.sync import apply_events
-from tests.stripe_fake import FakeStripe, list_page, not_found
+from tests.stripe_fake import FakeStripe, invoice_payment_filter, list_page, not_found
 from tests.sync.conftest import T0, event, full_invoice
 from tests.sync.histories import NOW, wipe
 from tests.sync.test_sync_cli import cli, data
@@ -50,6 +50,24 @@ def basil_invoice(attempt_count: int = 1) -> dict[str, Any]:
         "url": f"/v1/invoice_payments?invoice={INVOICE}",
     }
     return obj
+
+
+def serve_invoice_payments(fake: FakeStripe) -> None:
+    """The account's invoice payments, listed and filtered as Stripe does: the invoice's
+    own, and a newer one of another customer's invoice, which a lookup that sent no filter
+    (or the wrong one) would be given instead."""
+    other = {
+        **basil_invoice()["payments"]["data"][0],
+        "id": "inpay_1QpL8ILkdIwHu7ixOtHeR000",
+        "created": T0 - 30,
+        "invoice": "in_1QpL8HLkdIwHu7ixOtHeR000",
+        "payment": {"type": "payment_intent", "payment_intent": "pi_3QpL8ILkdIwHu7ixOtHeR000"},
+    }
+    fake.paginate(
+        "/v1/invoice_payments",
+        [*basil_invoice()["payments"]["data"], other],
+        where=invoice_payment_filter,
+    )
 
 
 def declined_intent(decline_code: str = "stolen_card") -> dict[str, Any]:
@@ -128,11 +146,7 @@ def test_a_payment_intent_event_finds_its_invoice_through_the_invoice_payment(
         "evt_3QpL8ILkdIwHu7ix1Xr2pQ9a", "payment_intent.payment_failed", declined_intent(), T0
     )
     fake.paginate("/v1/events", [failed_event])
-    fake.reply(
-        "GET",
-        "/v1/invoice_payments",
-        list_page(basil_invoice()["payments"]["data"], "/v1/invoice_payments", False),
-    )
+    serve_invoice_payments(fake)
     fake.reply("GET", f"/v1/invoices/{INVOICE}", basil_invoice())
 
     report = data(cli("sync", "--json"))
@@ -224,11 +238,7 @@ def test_the_intents_failure_and_the_invoices_in_one_second_in_either_order(
     # Stripe sends payment_intent.payment_failed and invoice.payment_failed for the same
     # attempt in the same second; the invoice's carries no decline (it names no payment
     # here). Whichever comes first, and whatever their ids, the decline stays.
-    fake.reply(
-        "GET",
-        "/v1/invoice_payments",
-        list_page(basil_invoice()["payments"]["data"], "/v1/invoice_payments", False),
-    )
+    serve_invoice_payments(fake)
     fake.reply("GET", f"/v1/invoices/{INVOICE}", full_invoice(INVOICE))
     events = [
         event(
@@ -266,11 +276,7 @@ def test_an_invoice_paid_since_is_not_settled_by_the_payments_failure(
             event("evt_1QpL8ILkdIwHu7ixPd5dOg3E", "invoice.paid", paid_now, T0 + 86400),
         ],
     )
-    fake.reply(
-        "GET",
-        "/v1/invoice_payments",
-        list_page(basil_invoice()["payments"]["data"], "/v1/invoice_payments", False),
-    )
+    serve_invoice_payments(fake)
     fake.reply("GET", f"/v1/invoices/{INVOICE}", paid_now)
 
     data(cli("sync", "--json"))

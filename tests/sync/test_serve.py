@@ -311,9 +311,13 @@ def test_a_payment_intents_failure_is_linked_to_its_invoice_through_stripe(
     # The webhook opens Stripe (the fake, through the real SDK) for the event that needs
     # it: the invoice payment names the invoice, and the invoice is read as Stripe has it.
     from cloudgreet_billing.bootstrap import open_gateway
-    from tests.stripe_fake import list_page
     from tests.sync.conftest import event
-    from tests.sync.test_payment_declines import INTENT, basil_invoice, declined_intent
+    from tests.sync.test_payment_declines import (
+        INTENT,
+        basil_invoice,
+        declined_intent,
+        serve_invoice_payments,
+    )
 
     settings = load_settings()
     asgi = build_app(
@@ -323,11 +327,7 @@ def test_a_payment_intents_failure_is_linked_to_its_invoice_through_stripe(
         clock=utcnow,
         gateway=lambda: open_gateway(settings),
     )
-    fake.reply(
-        "GET",
-        "/v1/invoice_payments",
-        list_page(basil_invoice()["payments"]["data"], "/v1/invoice_payments", False),
-    )
+    serve_invoice_payments(fake)
     fake.reply("GET", "/v1/invoices/in_1QpL8HLkdIwHu7ixl4OzzPMv", basil_invoice())
     intent_failed = event(
         "evt_3QpL8ILkdIwHu7ix1Xr2pQ9a", "payment_intent.payment_failed", declined_intent(), T0
